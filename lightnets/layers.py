@@ -1,0 +1,129 @@
+"""Building blocks shared by every lightnets family.
+
+Each block is an ``nn.Sequential`` with named children, so a state dict reads like the paper
+(``blocks.3.conv_dw.weight``) and surgery tools can swap a child by name.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Union
+
+import torch
+from torch import nn
+
+ActLayer = Union[str, Callable[..., nn.Module]]
+
+_ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "hardswish": nn.Hardswish,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def get_act_layer(act_layer: ActLayer) -> Callable[..., nn.Module]:
+    """Resolve an activation given by name (``"relu"``, ``"relu6"``, ...) or by class.
+
+    >>> get_act_layer("relu6")
+    <class 'torch.nn.modules.activation.ReLU6'>
+    """
+    if isinstance(act_layer, str):
+        key = act_layer.lower()
+        if key not in _ACTIVATIONS:
+            raise ValueError(f"act_layer must be one of {sorted(_ACTIVATIONS)} or an nn.Module class, got {act_layer!r}")
+        return _ACTIVATIONS[key]
+    if isinstance(act_layer, type) and issubclass(act_layer, nn.Module):
+        return act_layer
+    raise ValueError(f"act_layer must be one of {sorted(_ACTIVATIONS)} or an nn.Module class, got {act_layer!r}")
+
+
+def make_activation(act_layer: ActLayer) -> nn.Module:
+    """Instantiate an activation, in place where the activation supports it."""
+    layer = get_act_layer(act_layer)
+    try:
+        return layer(inplace=True)
+    except TypeError:
+        return layer()
+
+
+class ConvBNAct(nn.Sequential):
+    """k×k convolution (no bias) → BatchNorm → activation, 'same' padding for odd k.
+
+    >>> ConvBNAct(3, 32, kernel_size=3, stride=2)(torch.zeros(1, 3, 224, 224)).shape
+    torch.Size([1, 32, 112, 112])
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        act_layer: ActLayer = "relu",
+        apply_act: bool = True,
+    ) -> None:
+        super().__init__(
+            OrderedDict(
+                conv=nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=False),
+                bn=nn.BatchNorm2d(out_chs),
+                act=make_activation(act_layer) if apply_act else nn.Identity(),
+            )
+        )
+
+
+class DepthwiseSeparableConv(nn.Sequential):
+    """Depthwise k×k conv + BN + act, then pointwise 1×1 conv + BN + act (MobileNet v1, Fig. 3).
+
+    Costs DK²·M·DF² + M·N·DF² mult-adds instead of DK²·M·N·DF² (MobileNet v1, Eq. 2 vs. Eq. 5).
+
+    >>> DepthwiseSeparableConv(32, 64)(torch.zeros(1, 32, 56, 56)).shape
+    torch.Size([1, 64, 56, 56])
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        stride: int = 1,
+        kernel_size: int = 3,
+        act_layer: ActLayer = "relu",
+    ) -> None:
+        super().__init__(
+            OrderedDict(
+                conv_dw=nn.Conv2d(in_chs, in_chs, kernel_size, stride, padding=kernel_size // 2, groups=in_chs, bias=False),
+                bn_dw=nn.BatchNorm2d(in_chs),
+                act_dw=make_activation(act_layer),
+                conv_pw=nn.Conv2d(in_chs, out_chs, 1, bias=False),
+                bn_pw=nn.BatchNorm2d(out_chs),
+                act_pw=make_activation(act_layer),
+            )
+        )
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave channels across ``groups`` (ShuffleNet v1, Fig. 1c).
+
+    Sizes are read symbolically (``-1`` in the reshapes) so ONNX export keeps a dynamic batch
+    (torchvision PR #3158).
+    """
+    _, channels, height, width = x.shape
+    x = x.reshape(-1, groups, channels // groups, height, width)
+    x = x.transpose(1, 2)
+    return x.reshape(-1, channels, height, width)
+
+
+class ChannelShuffle(nn.Module):
+    """Module form of :func:`channel_shuffle`, so profilers and surgery see it as a layer."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"

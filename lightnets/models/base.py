@@ -1,0 +1,122 @@
+"""The one model API every lightnets family shares (the same names timm uses).
+
+A family subclasses :class:`ClassifierNet`, builds its body, implements ``forward_features`` and
+calls :meth:`ClassifierNet.init_head`. Everything else — ``forward``, ``forward_head``,
+``get_classifier``, ``reset_classifier``, input checks — is written here once.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an int >= 1, else raise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def check_drop_rate(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+        raise ValueError(f"drop_rate must be a float in [0, 1), got {value!r}")
+    return float(value)
+
+
+class ClassifierNet(nn.Module):
+    """Base class: body (``forward_features``) → global pool → dropout → classifier.
+
+    Attributes every model has: ``num_classes``, ``in_chans``, ``num_features`` (width of the
+    pooled features fed to the classifier), ``drop_rate``, ``img_size`` (default input side),
+    ``min_input_size`` (smallest input side the body can take) and, once built through
+    :func:`lightnets.create_model`, ``pretrained_cfg`` / ``default_cfg``.
+    """
+
+    num_classes: int
+    in_chans: int
+    num_features: int
+    drop_rate: float
+    img_size: int
+    min_input_size: int
+    fixed_input_size: bool = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pretrained_cfg: dict[str, Any] = {}
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """Alias of ``pretrained_cfg`` (timm's older name)."""
+        return self.pretrained_cfg
+
+    def init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
+        self.num_features = num_features
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.drop_rate = check_drop_rate(drop_rate)
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.head_drop = nn.Dropout(self.drop_rate)
+        self.classifier = nn.Linear(num_features, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.global_pool(x).flatten(1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            self.check_input(x)
+        return self.forward_head(self.forward_features(x))
+
+    @torch.jit.unused
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError a user can act on instead of a shape error from deep inside torch."""
+        name = type(self).__name__
+        if x.dim() != 4:
+            raise ValueError(f"{name} expects a batch of images (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(
+                f"{name} was built for in_chans={self.in_chans} but the input has {x.shape[1]} channels; "
+                f"create the model with in_chans={x.shape[1]}"
+            )
+        height, width = x.shape[-2:]
+        if self.fixed_input_size and (height, width) != (self.img_size, self.img_size):
+            raise ValueError(
+                f"{name} has a fixed input size of {self.img_size}x{self.img_size} (its classifier flattens the "
+                f"feature map), got {height}x{width}; create it with img_size={height}"
+            )
+        if min(height, width) < self.min_input_size:
+            raise ValueError(
+                f"{name} takes images of at least {self.min_input_size}x{self.min_input_size}, got {height}x{width}"
+                + ("" if getattr(self, "small_input", True) else "; build it with small_input=True for small images")
+            )
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 → identity)."""
+        if num_classes == 0:
+            self.classifier = nn.Identity()
+        else:
+            self.classifier = nn.Linear(self.num_features, check_positive_int("num_classes", num_classes))
+        self.num_classes = num_classes
+
+
+def init_weights(model: nn.Module) -> None:
+    """Kaiming-normal convs, unit BN, small-normal linear layers (the torchvision recipe)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0, 0.01)
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,139 @@
+"""MobileNet v1 — Howard et al. 2017, "MobileNets: Efficient Convolutional Neural Networks for
+Mobile Vision Applications" (arXiv 1704.04861).
+
+A 3×3 stem conv, 13 depthwise-separable blocks (Table 1), global average pool, FC.
+Width multiplier α thins every layer; resolution multiplier ρ sets the input side (224·ρ).
+
+>>> from lightnets import create_model
+>>> model = create_model("mobilenet_v1", alpha=0.5, rho=160 / 224)
+>>> model.pretrained_cfg["input_size"]
+(3, 160, 160)
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..layers import ActLayer, ConvBNAct, DepthwiseSeparableConv, get_act_layer
+from ..registry import register_model, variant_kwargs
+from .base import ClassifierNet, check_positive_int, init_weights
+
+# Table 1: the stem is a full 3×3 conv, stride 2, 32 channels ...
+STEM_CHANNELS = 32
+# ... followed by 13 depthwise-separable layers, as (pointwise output channels, depthwise stride).
+# The paper prints "s2" on the last depthwise layer; that is a typo (the feature map stays 7×7,
+# and TF-slim, Keras and timm all use stride 1 there).
+BLOCKS: tuple[tuple[int, int], ...] = (
+    (64, 1),
+    (128, 2), (128, 1),
+    (256, 2), (256, 1),
+    (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
+    (1024, 2), (1024, 1),
+)
+MIN_CHANNELS = 8  # TF-slim's min_depth: no layer is thinned below 8 channels
+
+
+def scale_channels(channels: int, alpha: float) -> int:
+    """Channels of a layer under width multiplier α: ``max(8, int(channels·α))`` (TF-slim's rule)."""
+    return max(MIN_CHANNELS, int(channels * alpha + 1e-6))
+
+
+class MobileNetV1(ClassifierNet):
+    """MobileNet v1 with width multiplier ``alpha`` and resolution multiplier ``rho``.
+
+    Args:
+        alpha: width multiplier α > 0 (Section 3.3); 1.0, 0.75, 0.5, 0.25 in the paper.
+        rho: resolution multiplier ρ in (0, 1] (Section 3.4): default input side = round(224·ρ)
+            (round(32·ρ) with ``small_input``). Give ``img_size`` instead to set the side directly.
+        img_size: default input side; exclusive with ``rho``.
+        num_classes, in_chans, drop_rate: classifier classes, input channels, dropout before the FC.
+        act_layer: ``"relu"`` (default, as the paper says) or ``"relu6"`` (TF-slim, Keras, timm, and
+            therefore every weight ported from them).
+        small_input: stem stride 1 instead of 2, for 28–32 px images (total stride 16: 28 px → 2×2).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        rho: Optional[float] = None,
+        img_size: Optional[int] = None,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        act_layer: ActLayer = "relu",
+        small_input: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
+            raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+        base_size = 32 if small_input else 224
+        if rho is not None and img_size is not None:
+            raise ValueError(f"give rho or img_size, not both (got rho={rho!r}, img_size={img_size!r})")
+        if rho is not None:
+            if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho <= 1:
+                raise ValueError(f"rho must be in (0, 1], got {rho!r}")
+            img_size = round(base_size * rho)
+        self.img_size = check_positive_int("img_size", img_size if img_size is not None else base_size)
+        self.in_chans = check_positive_int("in_chans", in_chans)
+        self.alpha = float(alpha)
+        self.small_input = small_input
+        self.act_layer = get_act_layer(act_layer)
+        stride = 1 if small_input else 2
+        self.min_input_size = 16 * stride  # total stride of the body: one pixel left at the end
+
+        stem_chs = scale_channels(STEM_CHANNELS, alpha)
+        self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=stride, act_layer=act_layer)
+        blocks = []
+        in_chs = stem_chs
+        for out_chs, block_stride in BLOCKS:
+            out_chs = scale_channels(out_chs, alpha)
+            blocks.append(DepthwiseSeparableConv(in_chs, out_chs, stride=block_stride, act_layer=act_layer))
+            in_chs = out_chs
+        self.blocks = nn.Sequential(*blocks)
+        self.init_head(in_chs, num_classes, drop_rate)
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+
+# Pretrained cfgs, as data; weights are added by the weights issue (Hub id / bundled folder, sha256, metrics).
+default_cfgs: dict[str, dict[str, Any]] = {}
+
+
+@register_model
+def mobilenet_v1(**kwargs: Any) -> MobileNetV1:
+    """MobileNet v1 with any ``alpha`` and ``rho`` (defaults: α = 1.0, 224 px)."""
+    return MobileNetV1(**kwargs)
+
+
+@register_model
+def mobilenet_v1_100(**kwargs: Any) -> MobileNetV1:
+    """1.0 MobileNet-224: 569 M mult-adds, 4.2 M params (Table 6)."""
+    return MobileNetV1(**variant_kwargs("mobilenet_v1", kwargs, alpha=1.0))
+
+
+@register_model
+def mobilenet_v1_075(**kwargs: Any) -> MobileNetV1:
+    """0.75 MobileNet-224: 325 M mult-adds, 2.6 M params (Table 6)."""
+    return MobileNetV1(**variant_kwargs("mobilenet_v1", kwargs, alpha=0.75))
+
+
+@register_model
+def mobilenet_v1_050(**kwargs: Any) -> MobileNetV1:
+    """0.5 MobileNet-224: 149 M mult-adds, 1.3 M params (Table 6)."""
+    return MobileNetV1(**variant_kwargs("mobilenet_v1", kwargs, alpha=0.5))
+
+
+@register_model
+def mobilenet_v1_025(**kwargs: Any) -> MobileNetV1:
+    """0.25 MobileNet-224: 41 M mult-adds, 0.5 M params (Table 6)."""
+    return MobileNetV1(**variant_kwargs("mobilenet_v1", kwargs, alpha=0.25))
+
+
+@register_model
+def mobilenet_v1_125(**kwargs: Any) -> MobileNetV1:
+    """1.25 MobileNet-224, the width timm publishes ImageNet weights for."""
+    return MobileNetV1(**variant_kwargs("mobilenet_v1", kwargs, alpha=1.25))

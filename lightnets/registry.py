@@ -1,0 +1,328 @@
+"""Model registry: register, list and create models by name, with pretrained tags (``name.tag``).
+
+Family files decorate their entry points with :func:`register_model` and declare their
+pretrained cfgs as data in a module-level ``default_cfgs`` dict keyed by ``"name"`` or
+``"name.tag"`` (the timm convention). Every entry point is also registered into timm's registry,
+so ``timm.create_model("shufflenet_g3")`` works once lightnets is imported. Names that timm
+already owns (``vgg16``, ...) are registered there as ``lightnets_<name>``.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from torch import nn
+
+__all__ = [
+    "register_model",
+    "create_model",
+    "list_models",
+    "list_pretrained",
+    "is_model",
+    "get_pretrained_cfg",
+    "split_model_name",
+    "variant_kwargs",
+    "timm_name",
+    "UnknownModelError",
+]
+
+# Keys of a pretrained cfg that describe where weights come from; a cfg with any of them has weights.
+WEIGHT_SOURCE_KEYS = ("hf_hub_id", "file", "url")
+
+# Defaults for every cfg: the ImageNet layout, as in timm's _cfg().
+DEFAULT_CFG: dict[str, Any] = {
+    "num_classes": 1000,
+    "input_size": (3, 224, 224),
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+    "interpolation": "bilinear",
+    "first_conv": "stem.conv",
+    "classifier": "classifier",
+    "license": "mit",
+}
+
+# Arguments timm's create_model passes to every entry point; absorbed by the timm bridge.
+_TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_model_args")
+
+
+class UnknownModelError(KeyError, ValueError):
+    """Raised for a model name or tag that is not registered; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    fn: Callable[..., nn.Module]
+    model_cls: Optional[type]
+    cfgs: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag ("" = untagged) -> cfg
+
+    @property
+    def pretrained_tags(self) -> list[str]:
+        return [tag for tag, cfg in self.cfgs.items() if tag and has_weights(cfg)]
+
+    def accepted_kwargs(self) -> Optional[set[str]]:
+        """Keyword arguments the model class takes, or None when they cannot be read."""
+        if self.model_cls is None:
+            return None
+        params = inspect.signature(self.model_cls.__init__).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params if p.name != "self"}
+
+
+_entries: dict[str, ModelEntry] = {}
+
+# timm reads this dict (by module) when our bridge functions are registered into its registry.
+default_cfgs: dict[str, Any] = {}
+
+
+def has_weights(cfg: dict[str, Any]) -> bool:
+    return any(cfg.get(key) for key in WEIGHT_SOURCE_KEYS)
+
+
+def split_model_name(model_name: str) -> tuple[str, str]:
+    """``"mobilenet_v1_050.fmnist"`` → ``("mobilenet_v1_050", "fmnist")``; no tag → ``""``."""
+    name, _, tag = model_name.partition(".")
+    return name, tag
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a model entry point under its function name (also into timm's registry).
+
+    The entry point's module may define ``default_cfgs = {"name": {...}, "name.tag": {...}}``;
+    each cfg is completed with :data:`DEFAULT_CFG`.
+    """
+    name = fn.__name__
+    if name in _entries:
+        raise ValueError(f"model {name!r} is already registered (by {_entries[name].fn.__module__})")
+    module_cfgs = getattr(sys.modules[fn.__module__], "default_cfgs", {})
+    cfgs = {"": dict(DEFAULT_CFG)}
+    for key, cfg in module_cfgs.items():
+        base, tag = split_model_name(key)
+        if base == name:
+            cfgs[tag] = {**DEFAULT_CFG, **cfg}
+    try:
+        model_cls = typing.get_type_hints(fn).get("return")
+    except Exception:  # unresolvable annotation: skip kwarg checking, never fail registration
+        model_cls = None
+    _entries[name] = ModelEntry(name, fn, model_cls if isinstance(model_cls, type) else None, cfgs)
+    _register_with_timm(name)
+    return fn
+
+
+def variant_kwargs(generic_name: str, user_kwargs: dict[str, Any], **fixed: Any) -> dict[str, Any]:
+    """Merge a named variant's fixed arguments with the user's, refusing to silently override them.
+
+    >>> variant_kwargs("mobilenet_v1", {"num_classes": 10}, alpha=0.5)
+    {'num_classes': 10, 'alpha': 0.5}
+    """
+    for key, value in fixed.items():
+        if key in user_kwargs and user_kwargs[key] != value:
+            raise ValueError(
+                f"this variant fixes {key}={value!r}; to choose {key}={user_kwargs[key]!r} use "
+                f"create_model({generic_name!r}, {key}={user_kwargs[key]!r})"
+            )
+    return {**user_kwargs, **fixed}
+
+
+def _unknown_model_error(name: str) -> UnknownModelError:
+    close = difflib.get_close_matches(name, list(_entries), n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see lightnets.list_models()"
+    return UnknownModelError(f"unknown model {name!r}{hint}")
+
+
+def _entry(name: str) -> ModelEntry:
+    if name not in _entries:
+        raise _unknown_model_error(name)
+    return _entries[name]
+
+
+def is_model(model_name: str) -> bool:
+    """True if ``model_name`` (optionally ``name.tag``) is registered."""
+    name, tag = split_model_name(model_name)
+    return name in _entries and (not tag or tag in _entries[name].cfgs)
+
+
+def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
+    """The cfg of ``name.tag``; for a bare name, that of its default (first) pretrained tag, if any.
+
+    >>> get_pretrained_cfg("mobilenet_v1_100")["input_size"]
+    (3, 224, 224)
+    """
+    name, tag = split_model_name(model_name)
+    entry = _entry(name)
+    if not tag:
+        tag = entry.pretrained_tags[0] if entry.pretrained_tags else ""
+    if tag not in entry.cfgs:
+        tags = ", ".join(f"{name}.{t}" for t in entry.cfgs if t) or "none"
+        raise UnknownModelError(f"model {name!r} has no tag {tag!r}; registered tags: {tags}")
+    return {**entry.cfgs[tag], "architecture": name, "tag": tag or None}
+
+
+def list_models(pattern: str = "*", pretrained: bool = False, exclude: Optional[str] = None) -> list[str]:
+    """Registered model names matching a glob; with ``pretrained=True``, the ``name.tag`` of each weight.
+
+    >>> "shufflenet_g3" in list_models("shufflenet*")
+    True
+    """
+    if pretrained:
+        names = [f"{e.name}.{tag}" for e in _entries.values() for tag in e.pretrained_tags]
+    else:
+        names = list(_entries)
+    names = [n for n in names if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(split_model_name(n)[0], pattern)]
+    if exclude:
+        names = [n for n in names if not fnmatch.fnmatch(n, exclude)]
+    return sorted(names)
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Shorthand for ``list_models(pattern, pretrained=True)``."""
+    return list_models(pattern, pretrained=True)
+
+
+def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
+    accepted = entry.accepted_kwargs()
+    if accepted is None:
+        return
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"{entry.name} got unknown argument(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(accepted))}"
+        )
+
+
+def create_model(
+    model_name: str,
+    pretrained: bool = False,
+    num_classes: Optional[int] = None,
+    in_chans: Optional[int] = None,
+    pretrained_path: Optional[str] = None,
+    pretrained_cfg: Optional[dict[str, Any]] = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model, optionally with pretrained weights.
+
+    Args:
+        model_name: a registered name, optionally with a pretrained tag: ``"mobilenet_v1_050.fmnist"``.
+        pretrained: load the weights of the tag (or of the model's default tag).
+        num_classes, in_chans: override the classifier / stem; with ``pretrained`` the weights are adapted.
+        pretrained_path: load weights from this file or Hub-layout folder instead of the cfg's source.
+        pretrained_cfg: entries that override the registered cfg (for example another ``hf_hub_id``).
+        **kwargs: architecture arguments of the model class (``alpha=``, ``groups=``, ``small_input=`` ...);
+            an argument the model does not take is an error, never silently dropped.
+
+    >>> model = create_model("mobilenet_v1", alpha=0.5, num_classes=10)
+    >>> model.num_classes, model.pretrained_cfg["architecture"]
+    (10, 'mobilenet_v1')
+    """
+    name, tag = split_model_name(model_name)
+    entry = _entry(name)
+    if pretrained and not tag and not pretrained_path and not (pretrained_cfg and has_weights(pretrained_cfg)):
+        if not entry.pretrained_tags:
+            available = ", ".join(list_models(pretrained=True)) or "none yet"
+            raise ValueError(f"model {name!r} has no pretrained weights; models with weights: {available}")
+    cfg = get_pretrained_cfg(model_name)
+    if pretrained_cfg:
+        cfg.update(pretrained_cfg)
+    if pretrained:
+        # The weight's own architecture arguments (small_input, img_size, ...) are defaults the user may not contradict.
+        for key, value in cfg.get("model_args", {}).items():
+            if key in kwargs and kwargs[key] != value and key not in ("num_classes", "in_chans"):
+                raise ValueError(
+                    f"weights {name}.{cfg['tag']} were trained with {key}={value!r}; "
+                    f"got {key}={kwargs[key]!r} (use pretrained=False to build it with other arguments)"
+                )
+            kwargs.setdefault(key, value)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    elif pretrained:
+        kwargs.setdefault("num_classes", cfg["num_classes"])
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    elif pretrained:
+        kwargs.setdefault("in_chans", cfg["input_size"][0])
+    _check_kwargs(entry, kwargs)
+    model = entry.fn(**kwargs)
+    model.pretrained_cfg = {
+        **cfg,
+        "input_size": (model.in_chans, model.img_size, model.img_size),
+        "num_classes": model.num_classes,
+    }
+    if pretrained:
+        from .hub import load_pretrained  # deferred: hub pulls in huggingface_hub
+
+        load_pretrained(model, cfg, pretrained_path=pretrained_path)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# timm bridge
+# ---------------------------------------------------------------------------------------------
+
+
+def timm_name(name: str) -> str:
+    """The name a lightnets model has in timm's registry (prefixed only where timm owns the name)."""
+    return _timm_names.get(name, name)
+
+
+_timm_names: dict[str, str] = {}
+
+
+def _timm_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The subset of our cfg that timm's PretrainedCfg dataclass accepts."""
+    keys = ("hf_hub_id", "file", "url", "num_classes", "input_size", "mean", "std", "crop_pct",
+            "interpolation", "first_conv", "classifier", "license")
+    out = {k: cfg[k] for k in keys if cfg.get(k) is not None}
+    if out.get("file"):
+        out["file"] = str(out["file"])
+    return out
+
+
+def _register_with_timm(name: str) -> None:
+    try:
+        from timm.models import generate_default_cfgs
+        from timm.models import is_model as timm_is_model
+        from timm.models import register_model as timm_register_model
+    except ImportError:  # timm is a dependency, but the registry itself must not need it
+        return
+    registered = _timm_names.get(name)
+    bridged_name = registered or (name if not timm_is_model(name) else f"lightnets_{name}")
+    _timm_names[name] = bridged_name
+
+    def entry_point(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        timm_cfg = kwargs.pop("pretrained_cfg", None)
+        overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
+        kwargs.pop("cache_dir", None)
+        kwargs.pop("pretrained_model_args", None)
+        if isinstance(timm_cfg, str):  # a tag
+            tag, cfg_override = timm_cfg, {}
+        elif timm_cfg is not None:  # a PretrainedCfg or dict, e.g. read from a Hub config.json
+            cfg_dict = timm_cfg if isinstance(timm_cfg, dict) else timm_cfg.to_dict()
+            tag = cfg_dict.get("tag") or ""
+            cfg_override = {k: v for k, v in cfg_dict.items() if k in WEIGHT_SOURCE_KEYS and v}
+        else:
+            tag, cfg_override = "", {}
+        cfg_override.update(overlay)
+        return create_model(f"{name}.{tag}" if tag else name, pretrained=pretrained,
+                            pretrained_cfg=cfg_override or None, **kwargs)
+
+    entry_point.__name__ = entry_point.__qualname__ = bridged_name
+    entry_point.__module__ = __name__
+    entry_point.__doc__ = f"lightnets model {name!r} (see lightnets.create_model)."
+    tagged = {
+        (f"{bridged_name}.{tag}" if tag else bridged_name): _timm_cfg(cfg)
+        for tag, cfg in sorted(_entries[name].cfgs.items(), key=lambda item: item[0] != "")
+    }
+    # The first tag of a timm DefaultCfg is the default one: put pretrained tags first.
+    ordered = dict(sorted(tagged.items(), key=lambda item: not has_weights(item[1])))
+    default_cfgs.update(generate_default_cfgs(ordered))
+    timm_register_model(entry_point)

@@ -1,0 +1,110 @@
+"""Every registered model: builds, runs, back-propagates, has the shared model API."""
+import pytest
+import torch
+from torch import nn
+
+import lightnets
+from lightnets.flops import count_macs
+
+ALL_MODELS = lightnets.list_models()
+# Models whose default-size (224 px) forward + backward takes more than a few seconds here.
+HEAVY = {name for name in ALL_MODELS if name.startswith("vgg")}
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_zoo_has_every_family():
+    for family in ("mobilenet_v1", "shufflenet_v1", "sepcnn_regular", "smallcnn_3x2", "vgg16"):
+        assert family in ALL_MODELS
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ALL_MODELS]
+)
+def test_default_size_forward_backward(name):
+    model = lightnets.create_model(name, num_classes=7)
+    channels, height, width = model.pretrained_cfg["input_size"]
+    x = torch.randn(2, channels, height, width)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.logsumexp(1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert model.get_classifier().weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_small_input_form(name):
+    model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10, img_size=28).eval()
+    assert model.pretrained_cfg["input_size"] == (1, 28, 28)
+    x = torch.randn(3, 1, 28, 28)
+    features = model.forward_features(x)
+    assert features.dim() == 4 and min(features.shape[-2:]) >= 2, "a 28 px image must end in >= 2x2 features"
+    assert model(x).shape == (3, 10)
+    model.train()
+    model(x).sum().backward()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_api(name):
+    model = lightnets.create_model(name, small_input=True, num_classes=5, img_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    pre = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert pre.shape == (2, model.num_features)
+    assert isinstance(model.get_classifier(), nn.Linear) and model.get_classifier().out_features == 5
+    model.reset_classifier(3)
+    assert model(x).shape == (2, 3) and model.num_classes == 3
+    model.reset_classifier(0)
+    assert model(x).shape == (2, model.num_features)
+    cfg = model.pretrained_cfg
+    for key in ("architecture", "input_size", "mean", "std", "num_classes", "crop_pct", "first_conv", "classifier"):
+        assert key in cfg, key
+    assert model.default_cfg is model.pretrained_cfg
+    # first_conv / classifier name real modules (used for in_chans / num_classes adaptation)
+    modules = dict(model.named_modules())
+    assert isinstance(modules[cfg["first_conv"]], nn.Conv2d)
+    assert cfg["classifier"] in modules
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_channels_last_and_trace(name):
+    model = lightnets.create_model(name, small_input=True, img_size=32, num_classes=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        cl = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+        torch.testing.assert_close(cl, expected, rtol=1e-4, atol=1e-4)
+        traced = torch.jit.trace(model, x)
+        torch.testing.assert_close(traced(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet_v1_050", "shufflenet_g3", "sepcnn_separable", "smallcnn_3x2_dw12", "vgg11_bn"])
+def test_torch_compile_matches_eager(name):
+    model = lightnets.create_model(name, small_input=True, img_size=32, num_classes=4).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_in_chans_and_num_classes_change_params_as_expected(name):
+    base = lightnets.create_model(name, small_input=True, img_size=32, num_classes=10)
+    more_classes = lightnets.create_model(name, small_input=True, img_size=32, num_classes=11)
+    assert _params(more_classes) - _params(base) == base.num_features + 1  # one more classifier row + bias
+    gray = lightnets.create_model(name, small_input=True, img_size=32, num_classes=10, in_chans=1)
+    assert _params(gray) < _params(base)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_small_input_keeps_architecture(name):
+    """small_input changes strides and pools only: every conv layer keeps its shape."""
+    def conv_shapes(model):
+        return [tuple(m.weight.shape) for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    full = lightnets.create_model(name, num_classes=10)
+    small = lightnets.create_model(name, num_classes=10, small_input=True)
+    assert conv_shapes(full) == conv_shapes(small)
+    assert count_macs(small, small.pretrained_cfg["input_size"]) > 0
