@@ -1,0 +1,585 @@
+"""Pretrained weights: resolve, download, verify, adapt and load them; write and publish Hub-layout folders.
+
+``create_model(name, pretrained=True)`` calls :func:`load_pretrained`, which looks for the weight in
+this order: an explicit ``pretrained_path`` (file or Hub-layout folder); the bundled ``weights/``
+folder (the cfg's ``file``, or the ``name.tag`` entry of ``weights/index.json``); the Hugging Face
+Hub repo of the cfg (``hf_hub_id``, through :func:`huggingface_hub.hf_hub_download`, so HF_ENDPOINT,
+HF_HUB_OFFLINE, the standard cache and ``revision`` pinning all apply); a ``url`` to a ``.safetensors``.
+The sha256 of the cfg or manifest is verified, and only safetensors files are read from a
+download — nothing downloaded is ever unpickled.
+
+A Hub-layout folder is what a Hub model repo holds: ``model.safetensors``, ``config.json`` (timm's
+schema, so ``timm.create_model("hf-hub:org/name")`` builds our model) and a ``README.md`` model card.
+
+>>> import tempfile, lightnets
+>>> model = lightnets.create_model("mobilenet_v1_025", num_classes=10, small_input=True)
+>>> folder = save_pretrained(model, tempfile.mkdtemp(), metrics={"top1": 10.0})
+>>> sorted(p.name for p in folder.iterdir())
+['README.md', 'config.json', 'model.safetensors']
+>>> again = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder),
+...                                num_classes=10, small_input=True)
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "WEIGHTS_DIR",
+    "ChecksumError",
+    "WeightsUnavailableError",
+    "load_pretrained",
+    "load_checkpoint",
+    "resolve_weights",
+    "adapt_state_dict",
+    "save_pretrained",
+    "push_to_hub",
+    "build_index",
+    "bundled_cfgs",
+    "sha256sum",
+]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+INDEX_NAME = "index.json"
+# The bundled weights live beside the package in a source checkout; LIGHTNETS_WEIGHTS_DIR points elsewhere.
+WEIGHTS_DIR = Path(os.environ.get("LIGHTNETS_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
+
+PathLike = Union[str, Path]
+StateDict = dict[str, torch.Tensor]
+
+
+class ChecksumError(ValueError):
+    """A weight file's sha256 is not the one its cfg or the manifest records."""
+
+
+class WeightsUnavailableError(OSError):
+    """No source of a pretrained weight could deliver it; the message says what was tried."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving and loading
+# ---------------------------------------------------------------------------------------------
+
+
+def sha256sum(path: PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: Optional[str]) -> None:
+    if not expected:
+        return
+    actual = sha256sum(path)
+    if actual != expected:
+        raise ChecksumError(
+            f"sha256 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt or was "
+            f"replaced; delete it (for a Hub download, its snapshot in the huggingface_hub cache) and load again"
+        )
+
+
+def _weights_file(path: Path) -> Path:
+    """A weight file, or the ``model.safetensors`` of a Hub-layout folder."""
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise WeightsUnavailableError(f"no weight file at {path} (expected a .safetensors file or a folder holding {WEIGHTS_NAME})")
+    return path
+
+
+def _weight_name(cfg: dict[str, Any]) -> str:
+    return f"{cfg.get('architecture')}.{cfg['tag']}" if cfg.get("tag") else str(cfg.get("architecture"))
+
+
+def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = None) -> Path:
+    """The local, verified weight file of a pretrained cfg (downloading it if it must).
+
+    >>> resolve_weights({"architecture": "mobilenet_v1_100"})
+    Traceback (most recent call last):
+    ...
+    lightnets.hub.WeightsUnavailableError: mobilenet_v1_100 has no weight source: its pretrained cfg names no file, hf_hub_id or url, and weights/index.json has no entry for it
+    """
+    if pretrained_path is not None:
+        return _weights_file(Path(pretrained_path).expanduser())
+    name = _weight_name(cfg)
+    indexed = _read_index(WEIGHTS_DIR).get(name, {})
+    expected_sha = cfg.get("sha256") or indexed.get("sha256")
+    bundled = cfg.get("file") or indexed.get("folder")
+    if bundled:
+        path = Path(bundled) if Path(bundled).is_absolute() else WEIGHTS_DIR / bundled
+        if path.exists():
+            path = _weights_file(path)
+            _verify(path, expected_sha)
+            return path
+    hf_hub_id = cfg.get("hf_hub_id") or indexed.get("hf_hub_id")
+    if hf_hub_id:
+        path = _download_from_hub(hf_hub_id, cfg.get("hf_hub_filename") or WEIGHTS_NAME, cfg.get("revision"), name)
+        _verify(path, expected_sha)
+        return path
+    if cfg.get("url"):
+        path = _download_url(cfg["url"], name)
+        _verify(path, expected_sha)
+        return path
+    if bundled:
+        raise WeightsUnavailableError(f"{name}: bundled weights not found at {WEIGHTS_DIR / bundled} and no hf_hub_id or url to fetch them from")
+    raise WeightsUnavailableError(
+        f"{name} has no weight source: its pretrained cfg names no file, hf_hub_id or url, "
+        f"and weights/{INDEX_NAME} has no entry for it"
+    )
+
+
+def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str) -> Path:
+    if not filename.endswith(".safetensors"):
+        raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RemoteEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{constants.ENDPOINT}/{repo_id}" + (f" at revision {revision}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except RevisionNotFoundError as error:
+        raise WeightsUnavailableError(f"{name}: revision {revision!r} not found in Hub repo {where}") from error
+    except RemoteEntryNotFoundError as error:
+        raise WeightsUnavailableError(f"{name}: Hub repo {where} has no file {filename!r}") from error
+    except RepositoryNotFoundError as error:  # also a private or gated repo without a token
+        raise WeightsUnavailableError(
+            f"{name}: Hub repo {where} not found (or private: log in with `hf auth login`)"
+        ) from error
+    except LocalEntryNotFoundError as error:
+        if constants.HF_HUB_OFFLINE:
+            raise WeightsUnavailableError(
+                f"{name}: HF_HUB_OFFLINE is set and {filename} of {repo_id} is not in the cache "
+                f"({constants.HF_HUB_CACHE}); download it once online, or pass pretrained_path="
+            ) from error
+        cause = error.__cause__ or error
+        raise WeightsUnavailableError(
+            f"{name}: could not download {filename} from {where}, and it is not cached: {cause}"
+        ) from error
+    except HfHubHTTPError as error:
+        raise WeightsUnavailableError(f"{name}: the Hub at {where} answered with an error: {error}") from error
+
+
+def _download_url(url: str, name: str) -> Path:
+    if not url.split("?")[0].endswith(".safetensors"):
+        raise ValueError(f"{name}: only .safetensors URLs are loaded (a .pth would be unpickled), got url={url!r}")
+    target = Path(torch.hub.get_dir()) / "checkpoints" / url.split("?")[0].rsplit("/", 1)[-1]
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(target), progress=False)
+        except OSError as error:
+            raise WeightsUnavailableError(f"{name}: could not download {url}: {error}") from error
+    return target
+
+
+def _read_state_dict(path: Path) -> StateDict:
+    """Tensors of a .safetensors file, or of a .pth/.pt/.bin read with ``weights_only=True`` (never unpickled code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
+            if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+        # DDP and torch.compile prefix every key; a checkpoint of the bare model must not.
+        return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in checkpoint.items()}
+    raise ValueError(f"checkpoint must be a .safetensors, .pth, .pt or .bin file, got {path}")
+
+
+def adapt_state_dict(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any]) -> tuple[StateDict, set[str]]:
+    """Fit a pretrained state dict to a model built with other ``in_chans`` / ``num_classes``.
+
+    The first conv is adapted as timm does (its filters summed for 1 channel, repeated and scaled
+    for more); a classifier of another size is dropped, leaving the model's freshly initialised head.
+    Returns the adapted state dict and the keys intentionally left to the model's own init.
+    """
+    from timm.models import adapt_input_conv
+
+    state_dict = dict(state_dict)
+    first_conv = f"{cfg.get('first_conv') or 'stem.conv'}.weight"
+    weight = state_dict.get(first_conv)
+    if weight is not None and weight.dim() == 4 and weight.shape[1] != model.in_chans:
+        state_dict[first_conv] = adapt_input_conv(model.in_chans, weight, base_chans=weight.shape[1])
+    classifier = cfg.get("classifier") or "classifier"
+    head_keys = {f"{classifier}.weight", f"{classifier}.bias"}
+    head = state_dict.get(f"{classifier}.weight")
+    left_to_init: set[str] = set()
+    if head is not None and head.shape[0] != model.num_classes:
+        left_to_init = head_keys & set(model.state_dict())
+        for key in head_keys:
+            state_dict.pop(key, None)
+    return state_dict, left_to_init
+
+
+def _load_checked(model: nn.Module, state_dict: StateDict, source: Path, strict: bool, left_to_init: set[str] = frozenset()) -> None:
+    """load_state_dict with an error that says which keys and shapes do not fit, and what to do."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state_dict and key not in left_to_init]
+    unexpected = [key for key in state_dict if key not in own]
+    mismatched = [key for key in own if key in state_dict and state_dict[key].shape != own[key].shape]
+    if strict and (missing or unexpected or mismatched):
+        problems = []
+        if mismatched:
+            problems.append("shape mismatch: " + "; ".join(
+                f"{key} is {tuple(state_dict[key].shape)} in the file, {tuple(own[key].shape)} in the model" for key in mismatched[:5]))
+        if missing:
+            problems.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
+        architecture = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+        raise ValueError(
+            f"{source} does not fit {architecture}: " + "; ".join(problems)
+            + ". Build the model with the arguments the weights were saved with (see the folder's config.json: "
+            "model_args, num_classes, in_chans), or load with strict=False"
+        )
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in mismatched}, strict=False)
+
+
+def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pretrained_path: Optional[PathLike] = None) -> nn.Module:
+    """Load the weight a pretrained cfg names (see the module docstring for the resolution order).
+
+    ``cfg`` defaults to ``model.pretrained_cfg``. A cfg with ``"source_format"`` (e.g. ``"timm_mobilenetv1"``)
+    has its state dict converted first (:mod:`lightnets.convert`). Classifier and first conv are adapted
+    when the model's ``num_classes`` / ``in_chans`` differ from the weight's.
+    """
+    cfg = dict(cfg if cfg is not None else getattr(model, "pretrained_cfg", {}))
+    path = resolve_weights(cfg, pretrained_path)
+    state_dict = _read_state_dict(path)
+    first_conv = f"{cfg.get('first_conv') or 'stem.conv'}.weight"
+    if cfg.get("source_format") and first_conv not in state_dict:  # the file is in its publisher's layout
+        from .convert import convert_state_dict
+
+        state_dict = convert_state_dict(state_dict, cfg["source_format"])
+    state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
+    _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)
+    return model
+
+
+def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn.Module:
+    """Load a local checkpoint (``.safetensors``, a Hub-layout folder, or a ``.pth`` read with ``weights_only=True``).
+
+    Unlike :func:`load_pretrained` nothing is adapted: a checkpoint must fit the model, and when it
+    does not the error lists the keys and shapes that differ.
+
+    >>> import tempfile, lightnets
+    >>> model = lightnets.create_model("mobilenet_v1_025", num_classes=10)
+    >>> folder = save_pretrained(model, tempfile.mkdtemp())
+    >>> load_checkpoint(lightnets.create_model("mobilenet_v1_025"), folder)
+    Traceback (most recent call last):
+    ...
+    ValueError: .../model.safetensors does not fit mobilenet_v1_025: shape mismatch: classifier.weight is (10, 256) in the file, (1000, 256) in the model; ...
+    """
+    path = _weights_file(Path(path).expanduser())
+    _load_checked(model, _read_state_dict(path), path, strict=strict)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing Hub-layout folders
+# ---------------------------------------------------------------------------------------------
+
+
+def _activation_name(layer: type) -> Optional[str]:
+    from .layers import _ACTIVATIONS
+
+    return next((name for name, cls in _ACTIVATIONS.items() if cls is layer), None)
+
+
+def _constructor_args(model: nn.Module) -> dict[str, Any]:
+    """Arguments of the model class that the model keeps as same-named attributes (alpha, groups, small_input, ...)."""
+    args = {}
+    for name, param in inspect.signature(type(model).__init__).parameters.items():
+        if name in ("self", "num_classes", "in_chans") or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = getattr(model, name, None)
+        if isinstance(value, type) and issubclass(value, nn.Module):
+            value = _activation_name(value)
+        if value is not None and isinstance(value, (bool, int, float, str, list, tuple)):
+            args[name] = value
+    return args
+
+
+def _rebuild(model: nn.Module, architecture: str, model_args: dict[str, Any], input_size: Sequence[int]) -> nn.Module:
+    """Build ``architecture`` from ``model_args``, load the model's weights into it and check it computes the same."""
+    from .registry import create_model
+
+    reference = copy.deepcopy(model).cpu().float().eval()
+    rebuilt = create_model(architecture, **model_args).eval()
+    ours = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    same = ours == theirs
+    if same:
+        rebuilt.load_state_dict(reference.state_dict())
+        x = torch.randn(1, *input_size)
+        try:
+            with torch.no_grad():
+                same = torch.allclose(rebuilt(x), reference(x), atol=1e-4, rtol=1e-4)
+        except ValueError:  # the rebuilt model refuses the input size the model was saved for
+            same = False
+    if not same:
+        raise ValueError(
+            f"create_model({architecture!r}, **{model_args}) does not rebuild this model (its weights or outputs "
+            f"differ); pass the arguments that built it as save_pretrained(..., model_args={{...}})"
+        )
+    return rebuilt
+
+
+def save_pretrained(
+    model: nn.Module,
+    directory: PathLike,
+    metrics: Optional[dict[str, Any]] = None,
+    *,
+    tag: Optional[str] = None,
+    model_args: Optional[dict[str, Any]] = None,
+    label_names: Optional[Sequence[str]] = None,
+    training: Optional[dict[str, Any]] = None,
+    fp16: bool = False,
+) -> Path:
+    """Write ``model`` as a Hub-layout folder: ``model.safetensors``, ``config.json`` and a ``README.md`` card.
+
+    Args:
+        model: a model built by :func:`lightnets.create_model` (its ``pretrained_cfg`` names the architecture
+            and gives input size, mean and std).
+        directory: the folder to write (created if needed).
+        metrics: measured numbers to record, e.g. ``{"top1": 91.3, "dataset": "fashion_mnist", "split": "test"}``.
+        tag: the pretrained tag the weight is published under (``"fmnist"`` → ``name.fmnist``).
+        model_args: architecture arguments that rebuild the model; by default recorded by ``create_model``
+            or read back from the model. They are checked by rebuilding the model.
+        label_names: class names, in label order.
+        training: how the weight was made, for the card: ``{"dataset", "command", "epochs", "seed", ...}``.
+        fp16: store floating tensors in float16 (half the size; say in the card that accuracy was re-measured).
+    """
+    from safetensors.torch import save_file
+
+    from . import __version__
+    from .flops import count_macs
+    from .registry import timm_name
+
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    architecture = cfg.get("architecture")
+    if not architecture:
+        raise ValueError("save_pretrained needs a model built by lightnets.create_model (its pretrained_cfg names the architecture)")
+    args = dict(model_args if model_args is not None else cfg.get("model_args") or _constructor_args(model))
+    args.update(num_classes=model.num_classes, in_chans=model.in_chans)
+    input_size = tuple(cfg.get("input_size") or (model.in_chans, model.img_size, model.img_size))
+    rebuilt = _rebuild(model, architecture, args, input_size)
+    params = sum(p.numel() for p in model.parameters())
+    macs = count_macs(rebuilt, input_size)
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if fp16 else torch.float32
+    tensors = {
+        key: (value.to(dtype) if value.is_floating_point() else value).detach().cpu().contiguous().clone()
+        for key, value in model.state_dict().items()
+    }
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={
+        "format": "pt",
+        "architecture": architecture,
+        "tag": tag or "",
+        "lightnets_version": __version__,
+        "dtype": str(dtype).removeprefix("torch."),
+    })
+
+    pretrained_cfg = {
+        "input_size": list(input_size),
+        "mean": list(cfg.get("mean", ())),
+        "std": list(cfg.get("std", ())),
+        "crop_pct": cfg.get("crop_pct"),
+        "interpolation": cfg.get("interpolation"),
+        "num_classes": model.num_classes,
+        "first_conv": cfg.get("first_conv"),
+        "classifier": cfg.get("classifier"),
+        "license": cfg.get("license"),
+        "label_names": list(label_names) if label_names else None,
+    }
+    config = {
+        "architecture": timm_name(architecture),  # timm's hf-hub: loader finds our entry point by this name
+        "num_classes": model.num_classes,
+        "num_features": model.num_features,
+        # num_classes / in_chans also here: timm passes model_args to the entry point as keyword arguments.
+        "model_args": args,
+        "pretrained_cfg": {k: v for k, v in pretrained_cfg.items() if v is not None},
+        "lightnets": {
+            "architecture": architecture,
+            "tag": tag,
+            "version": __version__,
+            "dtype": str(dtype).removeprefix("torch."),
+            "params": params,
+            "macs": macs,
+            "metrics": metrics or {},
+            "training": training or {},
+        },
+    }
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    (directory / CARD_NAME).write_text(_model_card(config))
+    return directory
+
+
+def _model_card(config: dict[str, Any]) -> str:
+    info = config["lightnets"]
+    name = info["architecture"] + (f".{info['tag']}" if info["tag"] else "")
+    training = info["training"]
+    metrics = info["metrics"]
+    pretrained_cfg = config["pretrained_cfg"]
+    dataset = training.get("dataset") or metrics.get("dataset")
+    lines = [
+        "---",
+        "library_name: timm",
+        f"license: {pretrained_cfg.get('license', 'mit')}",
+        "tags: [image-classification, timm, lightnets]",
+        *([f"datasets: [{dataset}]"] if dataset else []),
+        "---",
+        f"# {name}",
+        "",
+        f"A lightnets `{info['architecture']}` ({config['num_classes']} classes, input "
+        f"{'×'.join(map(str, pretrained_cfg['input_size']))}), weights stored as {info['dtype']}.",
+        "",
+        "| model | |",
+        "|---|---|",
+        f"| params | {info['params']:,} |",
+        f"| MACs (conv + FC, one image) | {info['macs']:,} |",
+        "",
+    ]
+    if metrics:
+        lines += ["| measured | |", "|---|---|", *[f"| {key} | {value} |" for key, value in metrics.items()], ""]
+    if training:
+        lines += ["| training | |", "|---|---|",
+                  *[f"| {key} | `{value}` |" if key == "command" else f"| {key} | {value} |" for key, value in training.items()], ""]
+    lines += [
+        "```python",
+        "import lightnets",
+        f"model = lightnets.create_model({name!r}, pretrained=True)",
+        "# or, through timm: timm.create_model('hf-hub:<org>/<repo>') after `import lightnets`",
+        "```",
+        "",
+    ]
+    if info["dtype"] == "float16":
+        lines += ["Stored in float16 to halve the file; the metrics above were measured on these fp16 weights.", ""]
+    lines += [f"Licence: {pretrained_cfg.get('license', 'mit')}. Written by lightnets {info['version']}.", ""]
+    return "\n".join(lines)
+
+
+def push_to_hub(directory: PathLike, repo_id: str, token: Optional[str] = None, private: bool = False,
+                commit_message: str = "Upload lightnets weights") -> str:
+    """Upload a Hub-layout folder to the model repo ``repo_id`` (created if needed); returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    directory = Path(directory)
+    for required in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
+        if not (directory / required).is_file():
+            raise ValueError(f"{directory} is not a Hub-layout folder: {required} is missing (write it with save_pretrained)")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    commit = api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model", commit_message=commit_message)
+    return str(commit.commit_url)
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundled weights and their manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_index(weights_dir: Path) -> dict[str, dict[str, Any]]:
+    index = weights_dir / INDEX_NAME
+    return json.loads(index.read_text())["weights"] if index.is_file() else {}
+
+
+def build_index(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
+    """Rewrite ``weights/index.json`` from the Hub-layout folders in ``weights_dir`` (their config.json and sha256)."""
+    weights_dir = Path(weights_dir)
+    previous = _read_index(weights_dir)
+    entries = {}
+    for config_path in sorted(weights_dir.glob(f"*/{CONFIG_NAME}")):
+        config = json.loads(config_path.read_text())
+        info = config["lightnets"]
+        if not info.get("tag"):
+            raise ValueError(f"{config_path.parent} has no tag: save bundled weights with save_pretrained(..., tag=...)")
+        name = f"{info['architecture']}.{info['tag']}"
+        model_args = {k: v for k, v in config["model_args"].items() if k not in ("num_classes", "in_chans")}
+        entries[name] = {
+            "folder": config_path.parent.name,
+            "sha256": sha256sum(config_path.parent / WEIGHTS_NAME),
+            "hf_hub_id": previous.get(name, {}).get("hf_hub_id"),  # set by hand once published
+            "model_args": model_args,
+            **{k: config["pretrained_cfg"].get(k) for k in ("num_classes", "input_size", "mean", "std", "label_names", "license")},
+            "params": info["params"],
+            "macs": info["macs"],
+            "metrics": info["metrics"],
+            "training": info["training"],
+        }
+    (weights_dir / INDEX_NAME).write_text(json.dumps({"weights": entries}, indent=2) + "\n")
+    return entries
+
+
+def bundled_cfgs(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
+    """Pretrained cfgs of the bundled weights, keyed ``"name.tag"`` (what a family's ``default_cfgs`` holds).
+
+    >>> isinstance(bundled_cfgs(), dict)
+    True
+    """
+    cfgs = {}
+    for name, entry in _read_index(Path(weights_dir)).items():
+        cfg = {
+            "file": entry["folder"],
+            "sha256": entry["sha256"],
+            "model_args": entry["model_args"],
+            "num_classes": entry["num_classes"],
+            "input_size": tuple(entry["input_size"]),
+            "mean": tuple(entry["mean"]),
+            "std": tuple(entry["std"]),
+            "label_names": entry.get("label_names"),
+            "license": entry.get("license"),
+            "metrics": entry["metrics"],
+            "params": entry["params"],
+            "macs": entry["macs"],
+        }
+        if entry.get("hf_hub_id"):
+            cfg["hf_hub_id"] = entry["hf_hub_id"]
+        cfgs[name] = {k: v for k, v in cfg.items() if v is not None}
+    return cfgs
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m lightnets.hub index`` rebuilds weights/index.json; ``push FOLDER REPO_ID`` uploads a folder."""
+    parser = argparse.ArgumentParser(prog="python -m lightnets.hub", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    index = commands.add_parser("index", help="rebuild index.json from the weight folders")
+    index.add_argument("--weights-dir", default=str(WEIGHTS_DIR))
+    push = commands.add_parser("push", help="upload a Hub-layout folder (needs a token: HF_TOKEN or `hf auth login`)")
+    push.add_argument("folder")
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "index":
+        for name, entry in build_index(args.weights_dir).items():
+            print(f"{name}: {entry['sha256'][:12]}… {entry['metrics']}")
+    else:
+        print(push_to_hub(args.folder, args.repo_id, private=args.private))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""Weights in Hub layout, resolved for real: a local Hub stand-in on 127.0.0.1, the huggingface_hub
+cache, offline mode, checksums, adaptation of head and stem, and timm's ``hf-hub:`` loader."""
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils import _http as hf_http
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import lightnets
+from lightnets import hub
+from lightnets.hub import ChecksumError, WeightsUnavailableError, load_checkpoint, save_pretrained
+
+from hub_server import FakeHub
+
+# A tiny Fashion-MNIST-shaped model: 1×28×28 in, 10 classes out.
+ARGS = dict(num_classes=10, in_chans=1, small_input=True, img_size=28)
+REPO = "lightnets-test/mobilenet_v1_025.fmnist"
+
+
+def tiny_model():
+    model = lightnets.create_model("mobilenet_v1_025", **ARGS)
+    with torch.no_grad():  # non-trivial BN statistics, so a lost buffer changes the logits
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def logits(model, in_chans=1):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        return model.eval()(torch.randn(2, in_chans, 28, 28))
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = tiny_model()
+    folder = save_pretrained(model, tmp_path / "published", metrics={"top1": 12.5}, tag="fmnist",
+                             label_names=[f"class{i}" for i in range(10)])
+    return model, folder
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch, saved):
+    """The saved folder served as Hub repo REPO; huggingface_hub pointed at it with an empty cache."""
+    _, folder = saved
+    with FakeHub({REPO: folder}) as server:
+        monkeypatch.setattr(hf_constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        # huggingface_hub retries 5xx five times with 1-8 s waits; one quick retry keeps the 500 test fast.
+        monkeypatch.setattr(hf_http, "http_backoff", functools.partial(hf_http.http_backoff, max_retries=1, base_wait_time=0.01))
+        monkeypatch.setattr(hub, "WEIGHTS_DIR", tmp_path / "no_bundled_weights")
+        yield server
+
+
+def from_hub(**cfg):
+    return lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg={"hf_hub_id": REPO, **cfg}, **ARGS)
+
+
+def test_save_pretrained_writes_the_hub_layout(saved):
+    model, folder = saved
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == lightnets.timm_name("mobilenet_v1_025")
+    assert config["num_classes"] == 10 and config["num_features"] == 256
+    assert config["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu",
+                                    "small_input": True, "num_classes": 10, "in_chans": 1}
+    assert config["pretrained_cfg"]["input_size"] == [1, 28, 28]
+    assert config["pretrained_cfg"]["label_names"][3] == "class3"
+    assert config["lightnets"]["metrics"] == {"top1": 12.5}
+    assert config["lightnets"]["params"] == sum(p.numel() for p in model.parameters())
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt", "architecture": "mobilenet_v1_025", "tag": "fmnist",
+                                "lightnets_version": lightnets.__version__, "dtype": "float32"}
+    card = (folder / "README.md").read_text()
+    assert "# mobilenet_v1_025.fmnist" in card and f"| params | {config['lightnets']['params']:,} |" in card
+
+
+def test_save_pretrained_refuses_arguments_that_do_not_rebuild_the_model(tmp_path):
+    with pytest.raises(ValueError, match="does not rebuild this model"):
+        save_pretrained(tiny_model(), tmp_path, model_args={"alpha": 0.25, "img_size": 28})  # small_input lost
+    wide = lightnets.create_model("mobilenet_v1", alpha=0.5, num_classes=10)
+    with pytest.raises(ValueError, match="does not rebuild this model"):
+        save_pretrained(wide, tmp_path, model_args={"alpha": 0.25})
+
+
+def test_fp16_folder_loads_close_to_the_fp32_model(tmp_path):
+    model = tiny_model()
+    folder = save_pretrained(model, tmp_path, fp16=True)
+    assert (folder / "model.safetensors").stat().st_size < 0.6 * 4 * sum(p.numel() for p in model.parameters())
+    loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder), **ARGS)
+    assert loaded.stem.conv.weight.dtype == torch.float32
+    torch.testing.assert_close(logits(loaded), logits(model), atol=1e-2, rtol=1e-2)
+
+
+def test_download_cache_hit_and_offline_reload(fake_hub, saved):
+    model, _ = saved
+    torch.testing.assert_close(logits(from_hub()), logits(model), atol=0, rtol=0)
+    assert fake_hub.gets("model.safetensors") == 1
+    snapshots = list(Path(hf_constants.HF_HUB_CACHE).glob("models--lightnets-test--*/snapshots/*/model.safetensors"))
+    assert len(snapshots) == 1
+
+    from_hub()  # cached: the server answers a HEAD, but the file is not sent again
+    assert fake_hub.gets("model.safetensors") == 1
+
+    requests_before = len(fake_hub.requests)
+    hf_constants.HF_HUB_OFFLINE = True  # restored by monkeypatch
+    torch.testing.assert_close(logits(from_hub()), logits(model), atol=0, rtol=0)
+    assert len(fake_hub.requests) == requests_before
+
+
+def test_offline_without_cache_is_a_clear_error(fake_hub):
+    hf_constants.HF_HUB_OFFLINE = True
+    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE is set and model.safetensors of .* is not in the cache"):
+        from_hub()
+    assert fake_hub.requests == []
+
+
+def test_checksum_mismatch_names_file_and_both_checksums(fake_hub, saved):
+    _, folder = saved
+    actual = hub.sha256sum(folder / "model.safetensors")
+    with pytest.raises(ChecksumError, match=rf"sha256 mismatch for .*model\.safetensors: expected {'0' * 64}, got {actual}"):
+        from_hub(sha256="0" * 64)
+    from_hub(sha256=actual)  # the right checksum loads
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"hf_hub_id": "lightnets-test/no-such-repo"}, "Hub repo .*no-such-repo not found"),
+    ({"hf_hub_filename": "other.safetensors"}, "has no file 'other.safetensors'"),
+    ({"revision": "v9"}, "revision 'v9' not found"),
+])
+def test_missing_repo_file_or_revision_is_a_clear_error(fake_hub, cfg, message):
+    with pytest.raises(WeightsUnavailableError, match=message):
+        from_hub(**cfg)
+
+
+def test_server_error_is_a_clear_error(fake_hub):
+    fake_hub.fail_with = 500
+    with pytest.raises(WeightsUnavailableError, match="could not download model.safetensors from .* not cached: .*500"):
+        from_hub()
+
+
+def test_timm_hf_hub_loader_builds_our_model_with_the_weights(fake_hub, saved):
+    model, _ = saved
+    loaded = timm.create_model(f"hf-hub:{REPO}", pretrained=True)
+    assert type(loaded) is type(model) and loaded.num_classes == 10 and loaded.in_chans == 1
+    torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
+
+
+def test_timm_checkpoint_is_converted_on_load(tmp_path, monkeypatch, fake_hub):
+    theirs = timm.create_model("mobilenetv1_100").eval()
+    timm_folder = tmp_path / "timm_repo"
+    timm_folder.mkdir()
+    save_file({k: v.contiguous() for k, v in theirs.state_dict().items()}, str(timm_folder / "model.safetensors"))
+    fake_hub.repos["timm/mobilenetv1_100.test"] = timm_folder
+    ours = lightnets.create_model("mobilenet_v1_100", pretrained=True, act_layer="relu6", pretrained_cfg={
+        "hf_hub_id": "timm/mobilenetv1_100.test", "source_format": "timm_mobilenetv1"})
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), theirs(x), atol=1e-5, rtol=0)
+
+
+def test_url_source_downloads_safetensors_only(fake_hub, monkeypatch, tmp_path, saved):
+    model, _ = saved
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    url = f"{fake_hub.endpoint}/{REPO}/resolve/main/model.safetensors"
+    loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg={"url": url}, **ARGS)
+    torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="only .safetensors URLs"):
+        lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg={"url": url[:-12] + ".pth"}, **ARGS)
+
+
+def test_bundled_weights_resolve_through_the_index_and_are_verified(tmp_path, monkeypatch, saved):
+    model, folder = saved
+    weights_dir = tmp_path / "weights"
+    bundled = save_pretrained(model, weights_dir / "mobilenet_v1_025.fmnist", tag="fmnist", metrics={"top1": 12.5})
+    entries = hub.build_index(weights_dir)
+    assert entries["mobilenet_v1_025.fmnist"]["sha256"] == hub.sha256sum(bundled / "model.safetensors")
+    cfg = hub.bundled_cfgs(weights_dir)["mobilenet_v1_025.fmnist"]
+    assert cfg["file"] == "mobilenet_v1_025.fmnist" and cfg["input_size"] == (1, 28, 28)
+    assert cfg["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True}
+    assert cfg["metrics"] == {"top1": 12.5}
+
+    monkeypatch.setattr(hub, "WEIGHTS_DIR", weights_dir)
+    loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg=cfg, num_classes=10, in_chans=1)
+    torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
+
+    payload = bytearray((bundled / "model.safetensors").read_bytes())
+    payload[-1] ^= 0xFF
+    (bundled / "model.safetensors").write_bytes(bytes(payload))
+    with pytest.raises(ChecksumError, match="mobilenet_v1_025.fmnist/model.safetensors"):
+        lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg=cfg, num_classes=10, in_chans=1)
+
+
+def test_new_head_and_input_channels_adapt_the_weights(saved):
+    model, folder = saved
+    adapted = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder),
+                                     **{**ARGS, "num_classes": 5, "in_chans": 3}).eval()
+    # timm's adapt_input_conv: 1 → 3 channels repeats the filter and scales by 1/3, so a grey image
+    # repeated over 3 channels gives the same stem output.
+    torch.testing.assert_close(adapted.stem.conv.weight, model.stem.conv.weight.repeat(1, 3, 1, 1) / 3)
+    assert adapted.classifier.weight.shape == (5, 256)
+    torch.testing.assert_close(adapted.blocks[12].conv_pw.weight, model.blocks[12].conv_pw.weight)
+    grey = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.forward_features(grey.repeat(1, 3, 1, 1)), model.forward_features(grey),
+                                   atol=1e-5, rtol=1e-5)
+
+    summed = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder), **ARGS)
+    three = lightnets.create_model("mobilenet_v1_025", **{**ARGS, "in_chans": 3})
+    hub.load_pretrained(three, {"first_conv": "stem.conv"}, pretrained_path=str(folder))
+    back = save_pretrained(three, folder.parent / "three")
+    hub.load_pretrained(summed, {}, pretrained_path=str(back))  # 3 → 1 channel: the filters are summed
+    torch.testing.assert_close(summed.stem.conv.weight, three.stem.conv.weight.sum(1, keepdim=True))
+
+
+def test_load_checkpoint_reads_training_checkpoints_and_explains_misfits(tmp_path, saved):
+    model, folder = saved
+    checkpoint = {"epoch": 3, "model": {f"module.{k}": v for k, v in model.state_dict().items()}}
+    torch.save(checkpoint, tmp_path / "last.pth")
+    fresh = lightnets.create_model("mobilenet_v1_025", **ARGS)
+    load_checkpoint(fresh, tmp_path / "last.pth")
+    torch.testing.assert_close(logits(fresh), logits(model), atol=0, rtol=0)
+
+    with pytest.raises(ValueError, match=r"classifier.weight is \(10, 256\) in the file, \(1000, 256\) in the model"):
+        load_checkpoint(lightnets.create_model("mobilenet_v1_025", small_input=True, img_size=28, in_chans=1), folder)
+    with pytest.raises(ValueError, match=r"shape mismatch: stem.conv.weight is \(8, 1, 3, 3\) in the file, \(16, 1, 3, 3\)"):
+        load_checkpoint(lightnets.create_model("mobilenet_v1_050", **ARGS), folder)
+    partial = {k: v for k, v in model.state_dict().items() if k != "classifier.bias"}
+    save_file(partial, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ValueError, match=r"1 missing keys, e.g. \['classifier.bias'\]"):
+        load_checkpoint(fresh, tmp_path / "partial.safetensors")
+    load_checkpoint(fresh, tmp_path / "partial.safetensors", strict=False)
+    with pytest.raises(WeightsUnavailableError, match="no weight file"):
+        load_checkpoint(fresh, tmp_path / "nothing_here")
