@@ -1,0 +1,474 @@
+"""Train, fine-tune or distil a lightnets model; runs unchanged under ``torchrun --nproc_per_node K``.
+
+    python -m lightnets.train --model mobilenet_v1_050 --model-arg small_input=true \\
+        --dataset fashion_mnist --epochs 30 --output weights/mobilenet_v1_050.fmnist --tag fmnist
+
+Datasets are held in memory as uint8 tensors; augmentation (random crop with zero padding,
+horizontal flip) runs batched on the training device. Under torchrun every process trains on
+its DistributedSampler shard (gloo on CPU, nccl on GPU), metrics are summed across processes,
+and only rank 0 writes: ``<work-dir>/last.pth`` (resumable with ``--resume``), ``<work-dir>/log.jsonl``
+(one JSON record per epoch) and, with ``--output``, the Hub-layout folder of the final model with
+its measured test metrics (:func:`lightnets.save_pretrained`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["distillation_loss", "augment", "train", "main"]
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = 0.5,
+    temperature: float = 4.0,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015, arXiv 1503.02531): α·T²·KL(p_T ‖ q_T) + (1 − α)·CE(q, y).
+
+    p_T and q_T are the teacher's and student's softmax at temperature T; the T² keeps the soft
+    term's gradients on the scale of the hard term's as T changes (Section 2 of the paper).
+
+    >>> s, t = torch.tensor([[2.0, 0.0]]), torch.tensor([[2.0, 0.0]])
+    >>> round(distillation_loss(s, t, torch.tensor([0]), alpha=1.0).item(), 6)  # same logits: no soft loss
+    0.0
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    soft = F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=-1),
+        F.log_softmax(teacher_logits / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    ) * temperature**2
+    hard = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
+    return alpha * soft + (1.0 - alpha) * hard
+
+
+def augment(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with ``padding`` zero pixels on each side, then a horizontal flip with p = 0.5, per image.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> augment(torch.ones(4, 1, 28, 28, dtype=torch.uint8), 4, True, g).shape
+    torch.Size([4, 1, 28, 28])
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    if padding:
+        padded = F.pad(images, (padding,) * 4)
+        dy = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator).to(device)
+        dx = torch.randint(0, 2 * padding + 1, (n, 1), generator=generator).to(device)
+        rows = (dy + torch.arange(h, device=device))[:, None, :, None]
+        cols = (dx + torch.arange(w, device=device))[:, None, None, :]
+        images = padded[torch.arange(n, device=device)[:, None, None, None], torch.arange(c, device=device)[None, :, None, None], rows, cols]
+    if flip:
+        flipped = (torch.rand(n, generator=generator) < 0.5).to(device)[:, None, None, None]
+        images = torch.where(flipped, images.flip(-1), images)
+    return images
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes and devices
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sync_buffers(self, model: nn.Module) -> None:
+        """Give every process rank 0's BN statistics (DDP syncs them only at the start of a forward)."""
+        if self.world_size > 1:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, 0)
+
+    def sum(self, *values: float) -> list[float]:
+        """Sum numbers across processes (one all-reduce)."""
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+def setup_runtime(device: Optional[str]) -> Runtime:
+    """One process, or the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    if world_size == 1:
+        return Runtime(0, 1, torch.device(device or ("cuda" if use_cuda else "cpu")))
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Runtime(dist.get_rank(), world_size, torch.device(f"cuda:{local_rank}" if use_cuda else "cpu"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Data, model, optimisation
+# ---------------------------------------------------------------------------------------------
+
+
+def _in_memory(dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 N×C×H×W images, int64 labels) of a dataset, without copying the in-memory ones."""
+    if hasattr(dataset, "images"):
+        return torch.as_tensor(dataset.images), torch.as_tensor(dataset.labels, dtype=torch.long)
+    items = [dataset[i] for i in range(len(dataset))]
+    return torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, on the 0–1 scale."""
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255
+    return tuple(round(v, 4) for v in pixels.mean(1).tolist()), tuple(round(v, 4) for v in pixels.std(1).tolist())
+
+
+def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["alpha=0.5", "small_input=true", "act_layer=relu6"]`` → ``{"alpha": 0.5, "small_input": True, ...}``."""
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg must be KEY=VALUE, got {pair!r}")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = {"True": True, "False": False}.get(value, value)
+    return args
+
+
+def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to train and the architecture arguments that rebuild it."""
+    from .registry import create_model, get_pretrained_cfg
+
+    kwargs = parse_model_args(args.model_arg)
+    source = args.finetune_from
+    if source and Path(source).exists():  # a weight file or Hub-layout folder
+        config_path = Path(source) / "config.json"
+        saved = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        name = args.model or saved.get("lightnets", {}).get("architecture")
+        if not name:
+            raise ValueError(f"--finetune-from {source}: give --model (the file does not say which architecture it holds)")
+        kwargs = {**{k: v for k, v in saved.get("model_args", {}).items() if k not in ("num_classes", "in_chans")}, **kwargs}
+        model = create_model(name, pretrained=True, pretrained_path=source, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    elif source:  # a registered name.tag
+        kwargs = {**get_pretrained_cfg(source).get("model_args", {}), **kwargs}
+        model = create_model(source, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    else:
+        if not args.model:
+            raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
+        name = args.model
+        from .registry import _entry  # the model class's arguments decide whether img_size can follow the data
+
+        accepted = _entry(name.partition(".")[0]).accepted_kwargs() or set()
+        if "img_size" in accepted and "img_size" not in kwargs and "rho" not in kwargs:
+            kwargs["img_size"] = img_size  # train at the data's native size: the cfg then records it
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return model, kwargs
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights only; BN parameters and biases are not decayed."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Per-step LR factor: linear warmup, then cosine to zero, or a one-cycle (Smith 2018) ramp up and down."""
+    def factor(step: int) -> float:
+        if schedule == "constant":
+            return 1.0
+        if schedule == "onecycle":  # up over the first 30%, cosine down to 1/1000 (torch's OneCycleLR shape)
+            peak = max(1, int(0.3 * total_steps))
+            if step < peak:
+                return 0.04 + 0.96 * (1 - math.cos(math.pi * step / peak)) / 2
+            return 1e-3 + (1 - 1e-3) * (1 + math.cos(math.pi * (step - peak) / max(1, total_steps - peak))) / 2
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+    return factor
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, prepare: Callable[[torch.Tensor], torch.Tensor],
+             runtime: Runtime, batch_size: int, autocast: Callable[[], Any]) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy, each process on its shard, summed across processes."""
+    model.eval()
+    shard = torch.arange(runtime.rank, len(labels), runtime.world_size)
+    correct1 = correct5 = loss_sum = 0.0
+    for start in range(0, len(shard), batch_size):
+        index = shard[start:start + batch_size]
+        target = labels[index].to(runtime.device)
+        with autocast():
+            logits = model(prepare(images[index].to(runtime.device))).float()
+        loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == target).sum().item()
+        correct5 += (top == target[:, None]).any(1).sum().item()
+    correct1, correct5, loss_sum, count = runtime.sum(correct1, correct5, loss_sum, len(shard))
+    return {"top1": round(100 * correct1 / count, 2), "top5": round(100 * correct5 / count, 2),
+            "loss": round(loss_sum / count, 4), "count": int(count)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightnets-train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", help="registered model name, e.g. mobilenet_v1_050")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument, repeatable: --model-arg small_input=true --model-arg alpha=0.5")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images (tiny runs)")
+    p.add_argument("--limit-test", type=int, default=None, help="use only the first N test images (default: --limit)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128, help="global batch, split across processes")
+    p.add_argument("--opt", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--sched", choices=("cosine", "onecycle", "constant"), default="cosine")
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--pad", type=int, default=4, help="random-crop padding in pixels (0: no crop)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    p.add_argument("--amp", choices=("auto", "off"), default="auto", help="auto: bf16/fp16 autocast on CUDA")
+    p.add_argument("--no-channels-last", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--finetune-from", metavar="NAME_OR_PATH", help="start from weights (name.tag, file or Hub folder) with a new head / in_chans")
+    p.add_argument("--teacher", metavar="NAME.TAG", help="distil from this pretrained model")
+    p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the soft-target term")
+    p.add_argument("--distill-T", type=float, default=4.0, help="distillation temperature")
+    p.add_argument("--work-dir", default=None, help="checkpoints and log (default: runs/<model>-<dataset>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from <work-dir>/last.pth if it exists")
+    p.add_argument("--output", default=None, help="write the final model here as a Hub-layout folder")
+    p.add_argument("--tag", default=None, help="pretrained tag recorded in --output (e.g. fmnist)")
+    p.add_argument("--fp16-weights", action="store_true", help="store --output weights in float16 (metrics measured on them)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Run a training from command-line arguments; returns the model and the last epoch's record (test metrics included).
+
+    ``train_set`` / ``test_set`` replace ``--dataset`` with datasets in lightnets.data's in-memory form
+    (``.images`` uint8 N×C×H×W, ``.labels``, ``.classes``).
+    """
+    from .data import load_dataset
+
+    args = build_parser().parse_args(list(argv))
+    runtime = setup_runtime(args.device)
+    try:
+        if args.batch_size % runtime.world_size:
+            raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({runtime.world_size})")
+        torch.manual_seed(args.seed)
+        if args.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not args.deterministic
+        if train_set is None:
+            train_set = load_dataset(args.dataset, split="train", data_dir=args.data_dir, download=args.download, limit=args.limit)
+            test_set = load_dataset(args.dataset, split="test", data_dir=args.data_dir, download=args.download,
+                                    limit=args.limit_test if args.limit_test is not None else args.limit)
+        return _fit(args, list(argv), runtime, train_set, test_set)
+    finally:
+        if runtime.world_size > 1:
+            dist.destroy_process_group()
+
+
+def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set: Any, test_set: Any) -> tuple[nn.Module, dict[str, Any]]:
+    from tqdm import tqdm
+
+    from .data import normalize_batch
+    from .hub import save_pretrained
+    from .registry import create_model
+
+    train_images, train_labels = _in_memory(train_set)
+    test_images, test_labels = _in_memory(test_set)
+    _, in_chans, img_size, _ = train_images.shape
+    classes = list(train_set.classes)
+    model, model_args = build_model(args, len(classes), in_chans, img_size)
+    cfg = model.pretrained_cfg
+    if args.finetune_from and len(cfg.get("mean", ())) == model.in_chans:
+        mean, std = tuple(cfg["mean"]), tuple(cfg["std"])  # the features were learnt on this normalisation
+    else:
+        mean, std = getattr(train_set, "mean", None), getattr(train_set, "std", None)
+        if mean is None:
+            mean, std = channel_stats(train_images)
+    cfg.update(mean=tuple(mean), std=tuple(std))
+
+    memory_format = torch.preserve_format if args.no_channels_last else torch.channels_last
+    model = model.to(runtime.device, memory_format=memory_format)
+
+    def prepare_for(net: nn.Module, net_mean: Sequence[float], net_std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+        def prepare(batch: torch.Tensor) -> torch.Tensor:
+            x = normalize_batch(batch, net.in_chans, net.img_size, net_mean, net_std)
+            return x.contiguous(memory_format=memory_format)
+        return prepare
+
+    prepare = prepare_for(model, mean, std)
+    teacher = teacher_prepare = None
+    if args.teacher:
+        teacher = create_model(args.teacher, pretrained=True).to(runtime.device, memory_format=memory_format).eval()
+        if teacher.num_classes != len(classes):
+            raise ValueError(f"--teacher {args.teacher} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
+        teacher_prepare = prepare_for(teacher, teacher.pretrained_cfg["mean"], teacher.pretrained_cfg["std"])
+
+    use_amp = args.amp == "auto" and runtime.device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    def autocast() -> Any:
+        return torch.autocast(runtime.device.type, dtype=amp_dtype, enabled=use_amp)
+
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=use_amp and amp_dtype == torch.float16)
+    net = model
+    if runtime.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    if args.opt == "sgd":
+        optimizer = torch.optim.SGD(param_groups(model, args.weight_decay), lr=args.lr, momentum=args.momentum, nesterov=True)
+    else:
+        optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+    sampler = torch.utils.data.DistributedSampler(range(len(train_labels)), num_replicas=runtime.world_size, rank=runtime.rank,
+                                                  shuffle=True, seed=args.seed, drop_last=True)
+    local_batch = args.batch_size // runtime.world_size
+    steps_per_epoch = max(1, len(sampler) // local_batch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        args.sched, args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch)))
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+
+    work_dir = Path(args.work_dir or f"runs/{(args.model or args.finetune_from).replace('/', '_')}-{args.dataset}-s{args.seed}")
+    checkpoint_path = work_dir / "last.pth"
+    start_epoch = 0
+    if args.resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=runtime.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"]
+        if runtime.is_main:
+            print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+    if runtime.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        (work_dir / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+
+    record: dict[str, Any] = {"epoch": start_epoch}
+    for epoch in range(start_epoch, args.epochs):
+        # Every random choice of an epoch follows from (seed, epoch, rank): a resumed run replays it exactly.
+        epoch_seed = args.seed * 100_003 + epoch * 1_009 + runtime.rank
+        torch.manual_seed(epoch_seed)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        net.train()
+        seen = correct = 0
+        loss_sum = 0.0
+        started = time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, dynamic_ncols=True,
+                   disable=args.no_progress or not runtime.is_main)
+        for step in bar:
+            index = order[step * local_batch:(step + 1) * local_batch]
+            batch = augment(train_images[index].to(runtime.device), args.pad, not args.no_flip, generator)
+            target = train_labels[index].to(runtime.device)
+            with autocast():
+                output = net(prepare(batch)).float()
+                if teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(teacher_prepare(batch)).float()
+                    loss = distillation_loss(output, teacher_logits, target, args.distill_alpha, args.distill_T, args.label_smoothing)
+                else:
+                    loss = criterion(output, target)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}; lower --lr (now {args.lr})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            seen += len(index)
+            loss_sum += loss.item() * len(index)
+            correct += (output.argmax(1) == target).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
+                            img_s=f"{seen * runtime.world_size / (time.perf_counter() - started):.0f}")
+        bar.close()
+        elapsed = time.perf_counter() - started
+        seen, correct, loss_sum = runtime.sum(seen, correct, loss_sum)
+        runtime.sync_buffers(model)
+        test = evaluate(model, test_images, test_labels, prepare, runtime, local_batch * 2, autocast)
+        record = {"epoch": epoch + 1, "lr": round(scheduler.get_last_lr()[0], 6),
+                  "train_loss": round(loss_sum / seen, 4), "train_top1": round(100 * correct / seen, 2),
+                  "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
+                  "epoch_s": round(elapsed, 2), "img_per_s": round(seen / elapsed, 1)}
+        if runtime.is_main:
+            print(json.dumps(record), flush=True)
+            with open(work_dir / "log.jsonl", "a") as log:
+                log.write(json.dumps(record) + "\n")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(), "epoch": epoch + 1}, checkpoint_path)
+
+    if args.output:
+        runtime.sync_buffers(model)
+        model = model.to(memory_format=torch.contiguous_format)
+        if args.fp16_weights:  # measure what is shipped: the weights rounded to float16
+            with torch.no_grad():
+                for tensor in model.state_dict().values():
+                    if tensor.is_floating_point():
+                        tensor.copy_(tensor.half().float())
+        test = evaluate(model, test_images, test_labels, prepare, runtime, local_batch * 2, autocast)
+        record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
+        if runtime.is_main:
+            metrics = {"top1": test["top1"], "top5": test["top5"], "dataset": args.dataset, "split": "test", "images": test["count"]}
+            training = {"dataset": args.dataset, "command": "python -m lightnets.train " + shlex.join(argv),
+                        "epochs": args.epochs, "seed": args.seed, "processes": runtime.world_size,
+                        "train_images": len(train_labels)}
+            if args.teacher:
+                training["teacher"] = args.teacher
+            folder = save_pretrained(model.cpu(), args.output, metrics=metrics, tag=args.tag, model_args=model_args,
+                                     label_names=classes, training=training, fp16=args.fp16_weights)
+            print(f"wrote {folder} (test top-1 {test['top1']}%)")
+    return model, record
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``python -m lightnets.train`` / ``lightnets-train``; returns the exit status."""
+    try:
+        train(sys.argv[1:] if argv is None else argv)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"lightnets-train: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
