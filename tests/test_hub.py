@@ -183,7 +183,9 @@ def test_bundled_weights_resolve_through_the_index_and_are_verified(tmp_path, mo
     model, folder = saved
     weights_dir = tmp_path / "weights"
     bundled = save_pretrained(model, weights_dir / "mobilenet_v1_025.fmnist", tag="fmnist", metrics={"top1": 12.5})
-    entries = hub.build_index(weights_dir)
+    assert hub.main(["index", "--weights-dir", str(weights_dir)]) == 0  # python -m lightnets.hub index
+    entries = json.loads((weights_dir / "index.json").read_text())["weights"]
+    assert list(entries) == ["mobilenet_v1_025.fmnist"]
     assert entries["mobilenet_v1_025.fmnist"]["sha256"] == hub.sha256sum(bundled / "model.safetensors")
     cfg = hub.bundled_cfgs(weights_dir)["mobilenet_v1_025.fmnist"]
     assert cfg["file"] == "mobilenet_v1_025.fmnist" and cfg["input_size"] == (1, 28, 28)
