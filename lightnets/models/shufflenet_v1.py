@@ -1,1 +1,279 @@
-"""(being written)"""
+"""ShuffleNet v1 — Zhang et al. 2017, "ShuffleNet: An Extremely Efficient Convolutional Neural
+Network for Mobile Devices" (arXiv 1707.01083).
+
+A 3×3 stem conv and max pool, three stages of ShuffleNet units (Table 1: 4, 8 and 4 units; the
+first unit of each stage halves the map), global average pool, FC. A unit (Fig. 2) is a grouped
+1×1 conv, a channel shuffle, a 3×3 depthwise conv and a second grouped 1×1 conv; ``groups`` g
+sets how many groups the 1×1 convs use, ``scale`` s thins or widens every layer ("ShuffleNet s×").
+
+Widths under ``scale`` (the paper only says "scale the number of filters by s"):
+
+* stage widths: s × Table 1, rounded to the nearest multiple of 4g (ties up), so that the
+  bottleneck (a quarter of the width) splits into g groups;
+* stem: 12, 12, 24, 24, 48 channels at s = 0.25, 0.5, 1, 1.5, 2 — the stems of megvii's released
+  models (ShuffleNet-Series/ShuffleNetV1: 1.5× keeps 24), held at 12 below 0.5× — rounded to the
+  nearest multiple of g (ties up), so that a stride-2 unit's main branch (out − in) splits into g groups.
+
+This reproduces every width megvii publishes weights for (g = 3 and 8 at 0.5×–2×: 0.5× g=8 is
+[16, 192, 384, 768]) and keeps 0.5× and 0.25× within 4% of the paper's 38 and 13 M mult-adds for g ≤ 4.
+The paper's "MFLOPs" are mult-adds of the convs and the FC (megvii ShuffleNet-Series#12); so are ours.
+
+>>> from lightnets import create_model
+>>> model = create_model("shufflenet_v1", groups=8, scale=0.5)
+>>> model.widths
+(16, 192, 384, 768)
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..layers import ActLayer, ChannelShuffle, ConvBNAct, get_act_layer, make_activation
+from ..registry import register_model, variant_kwargs
+from .base import ClassifierNet, check_positive_int, init_weights
+
+# Table 1: output channels of stages 2, 3 and 4 at 1×, for each number of groups g.
+STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
+STAGE_UNITS = (4, 8, 4)  # Table 1: units in stages 2, 3, 4; the first unit of each has stride 2
+GROUPS = tuple(STAGE_CHANNELS)
+
+# Stem channels per scale: megvii's released models at 0.5×–2.0×; 0.25× keeps 0.5×'s 12 (a 6-channel
+# stem would put 0.25× g=3 at 11.0 MMACs, not the paper's 13 — Table 2).
+STEM_CHANNELS: dict[float, int] = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
+SCALES = tuple(STEM_CHANNELS)
+
+
+def round_channels(channels: float, divisor: int) -> int:
+    """Nearest multiple of ``divisor``, ties rounded up: ``round_channels(136, 16) == 144``."""
+    return int(channels / divisor + 0.5) * divisor
+
+
+def shufflenet_widths(groups: int, scale: float) -> tuple[int, int, int, int]:
+    """Channels of (stem, stage 2, stage 3, stage 4) for ``groups`` and ``scale`` (rule in the module docstring).
+
+    >>> shufflenet_widths(3, 1.0)
+    (24, 240, 480, 960)
+    """
+    if isinstance(groups, bool) or groups not in STAGE_CHANNELS:
+        raise ValueError(f"groups must be one of {', '.join(map(str, GROUPS))} (Table 1), got {groups!r}")
+    if isinstance(scale, bool) or scale not in STEM_CHANNELS:
+        raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale!r}")
+    stem = round_channels(STEM_CHANNELS[scale], groups)
+    stages = tuple(round_channels(scale * channels, 4 * groups) for channels in STAGE_CHANNELS[groups])
+    return (stem, *stages)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNet unit (Fig. 2b, 2c): 1×1 GConv → shuffle → 3×3 DWConv → 1×1 GConv, joined with a shortcut.
+
+    Stride 1 adds the identity; stride 2 concatenates a 3×3 average-pooled shortcut, so the main
+    branch outputs ``out_chs − in_chs`` channels. No activation follows the depthwise conv (Sec. 3.2).
+
+    >>> ShuffleUnit(240, 480, groups=3, stride=2)(torch.zeros(1, 240, 28, 28)).shape
+    torch.Size([1, 480, 14, 14])
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        groups: int,
+        stride: int = 1,
+        first_groups: Optional[int] = None,
+        shuffle: bool = True,
+        act_layer: ActLayer = "relu",
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+        if stride == 1 and in_chs != out_chs:
+            raise ValueError(f"a stride-1 unit adds its input: in_chs ({in_chs}) must equal out_chs ({out_chs})")
+        first_groups = groups if first_groups is None else first_groups
+        mid_chs = out_chs // 4  # Sec. 3.3: bottleneck = 1/4 of the output channels
+        main_chs = out_chs - in_chs if stride == 2 else out_chs
+        if out_chs % 4 or mid_chs % groups or mid_chs % first_groups or main_chs <= 0 or main_chs % groups:
+            raise ValueError(
+                f"a ShuffleNet unit {in_chs}→{out_chs} (stride {stride}) with groups={groups} needs out_chs/4 "
+                f"({out_chs / 4:g}) and its main branch ({main_chs}) to be positive multiples of {groups}"
+            )
+        self.concat = stride == 2
+        self.conv1 = nn.Conv2d(in_chs, mid_chs, 1, groups=first_groups, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_chs)
+        self.act1 = make_activation(act_layer)
+        # With one group there is nothing to interleave; `shuffle=False` is Table 3's ablation.
+        self.shuffle = ChannelShuffle(groups) if shuffle and groups > 1 else nn.Identity()
+        self.conv_dw = nn.Conv2d(mid_chs, mid_chs, 3, stride, padding=1, groups=mid_chs, bias=False)
+        self.bn_dw = nn.BatchNorm2d(mid_chs)
+        self.conv2 = nn.Conv2d(mid_chs, main_chs, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(main_chs)
+        self.shortcut = nn.AvgPool2d(3, stride=2, padding=1) if self.concat else nn.Identity()
+        self.act = make_activation(act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut(x)
+        x = self.shuffle(self.act1(self.bn1(self.conv1(x))))
+        x = self.bn_dw(self.conv_dw(x))
+        x = self.bn2(self.conv2(x))
+        x = torch.cat((shortcut, x), dim=1) if self.concat else x + shortcut
+        return self.act(x)
+
+
+class ShuffleNetV1(ClassifierNet):
+    """ShuffleNet v1 with ``groups`` g and ``scale`` s ("ShuffleNet s×, g = …").
+
+    Args:
+        groups: groups of the 1×1 convs, one of 1, 2, 3, 4, 8 (Table 1). The first 1×1 conv of
+            stage 2 is never grouped: its input has only the stem's few channels (Sec. 3.3).
+        scale: width multiplier s, one of 0.25, 0.5, 1.0, 1.5, 2.0 (widths: see the module docstring).
+        shuffle: channel shuffle in every unit; ``False`` builds Table 3's no-shuffle ablation
+            (same parameters and MACs).
+        num_classes, in_chans, drop_rate: classifier classes, input channels, dropout before the FC.
+        img_size: default input side (224, or 32 with ``small_input``).
+        small_input: stem stride 1 and no max pool, for 28–32 px images (total stride 8: 28 px → 4×4).
+        act_layer: activation after the first 1×1 conv and after each join (``"relu"``, as the paper).
+    """
+
+    def __init__(
+        self,
+        groups: int = 3,
+        scale: float = 1.0,
+        shuffle: bool = True,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        img_size: Optional[int] = None,
+        small_input: bool = False,
+        act_layer: ActLayer = "relu",
+    ) -> None:
+        super().__init__()
+        self.widths = shufflenet_widths(groups, scale)
+        self.groups = groups
+        self.scale = float(scale)
+        self.shuffle = shuffle
+        self.small_input = small_input
+        self.img_size = check_positive_int("img_size", img_size if img_size is not None else (32 if small_input else 224))
+        self.in_chans = check_positive_int("in_chans", in_chans)
+        get_act_layer(act_layer)  # fail here, naming act_layer, rather than inside the first unit
+        self.min_input_size = 8 if small_input else 32  # total stride of the body
+
+        stem_chs = self.widths[0]
+        self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=1 if small_input else 2, act_layer=act_layer)
+        self.stem_pool = nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1)
+        in_chs = stem_chs
+        stages = []
+        for stage_index, (out_chs, num_units) in enumerate(zip(self.widths[1:], STAGE_UNITS)):
+            units = []
+            for unit_index in range(num_units):
+                first_unit = unit_index == 0
+                units.append(ShuffleUnit(
+                    in_chs, out_chs, groups,
+                    stride=2 if first_unit else 1,
+                    first_groups=1 if stage_index == 0 and first_unit else groups,
+                    shuffle=shuffle,
+                    act_layer=act_layer,
+                ))
+                in_chs = out_chs
+            stages.append(nn.Sequential(*units))
+        self.stage2, self.stage3, self.stage4 = stages
+        self.init_head(in_chs, num_classes, drop_rate)
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem_pool(self.stem(x))
+        return self.stage4(self.stage3(self.stage2(x)))
+
+
+# Pretrained cfgs, as data; weights are added by the weights issue (Hub id / bundled folder, sha256, metrics).
+default_cfgs: dict[str, dict[str, Any]] = {}
+
+
+@register_model
+def shufflenet_v1(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet v1 with any ``groups`` and ``scale`` (defaults: g = 3, 1×)."""
+    return ShuffleNetV1(**kwargs)
+
+
+@register_model
+def shufflenet_g1(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 1× (g = 1): 143 M mult-adds (Table 1), 33.6% top-1 error (Table 2)."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=1, scale=1.0))
+
+
+@register_model
+def shufflenet_g2(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 1× (g = 2): 140 M mult-adds (Table 1), 32.7% top-1 error (Table 2)."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=2, scale=1.0))
+
+
+@register_model
+def shufflenet_g3(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 1× (g = 3): 137 M mult-adds (Table 1), 32.6% top-1 error (Table 2; 34.5% without shuffle, Table 3)."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=1.0))
+
+
+@register_model
+def shufflenet_g4(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 1× (g = 4): 133 M mult-adds (Table 1), 32.8% top-1 error (Table 2)."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=4, scale=1.0))
+
+
+@register_model
+def shufflenet_g8(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 1× (g = 8): 137 M mult-adds (Table 1), 32.4% top-1 error (Table 2; 37.6% without shuffle, Table 3)."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=1.0))
+
+
+@register_model
+def shufflenet_g3_025(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 0.25× (g = 3): 13 M mult-adds, 55.0% top-1 error (Table 2)."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=0.25))
+
+
+@register_model
+def shufflenet_g8_025(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 0.25× (g = 8): 13 M mult-adds printed (this build: 15.7), 52.7% top-1 error (Table 2)."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=0.25))
+
+
+@register_model
+def shufflenet_g3_050(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 0.5× (g = 3): 38 M mult-adds, 43.2% top-1 error (Table 2); megvii's release: 42.7%."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=0.5))
+
+
+@register_model
+def shufflenet_g8_050(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 0.5× (g = 8): 38 M mult-adds, 42.3% top-1 error (Table 2); megvii's release: 40 M mult-adds, 41.2%."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=0.5))
+
+
+@register_model
+def shufflenet_g3_150(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 1.5× (g = 3): 292 M mult-adds, 28.5% top-1 error (Table 5); megvii's release: 28.4%."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=1.5))
+
+
+@register_model
+def shufflenet_g8_150(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 1.5× (g = 8): not in the paper; megvii's release: 290 M mult-adds, 29.0% top-1 error."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=1.5))
+
+
+@register_model
+def shufflenet_g3_200(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 2× (g = 3): 524 M mult-adds, 26.3% top-1 error (Table 5); megvii's release: 25.9%."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=2.0))
+
+
+@register_model
+def shufflenet_g8_200(**kwargs: Any) -> ShuffleNetV1:
+    """ShuffleNet 2× (g = 8): not in the paper; megvii's release: 522 M mult-adds, 27.1% top-1 error."""
+    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=2.0))
