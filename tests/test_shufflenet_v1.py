@@ -242,8 +242,12 @@ def test_unit_activations():
 
 
 def test_unit_checks_its_widths():
-    with pytest.raises(ValueError, match=r"groups=3 needs out_chs/4 \(50\) and its main branch \(176\)"):
-        ShuffleUnit(24, 200, groups=3, stride=2)
+    with pytest.raises(ValueError, match=r"groups=3: out_chs/4 = 50, out_chs - in_chs = 176 must be a positive"):
+        ShuffleUnit(24, 200, groups=3, stride=2, grouped_first_conv=False)
+    # Why megvii's 0.5× g=8 has a 16-channel stem: 192 − 12 = 180 does not split into 8 groups.
+    with pytest.raises(ValueError, match=r"groups=8: out_chs - in_chs = 180 must be a positive multiple of 8"):
+        ShuffleUnit(12, 192, groups=8, stride=2, grouped_first_conv=False)
+    assert ShuffleUnit(16, 192, groups=8, stride=2, grouped_first_conv=False).conv2.out_channels == 176
     with pytest.raises(ValueError, match=r"in_chs \(240\) must equal out_chs \(480\)"):
         ShuffleUnit(240, 480, groups=3, stride=1)
 
@@ -251,6 +255,7 @@ def test_unit_checks_its_widths():
 @pytest.mark.parametrize("kwargs, message", [
     ({"groups": 5}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got 5"),
     ({"groups": "3"}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got '3'"),
+    ({"groups": 3.0}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got 3.0"),
     ({"scale": 0.7}, "scale must be one of 0.25, 0.5, 1.0, 1.5, 2.0, got 0.7"),
     ({"num_classes": 0}, "num_classes must be an integer >= 1, got 0"),
     ({"in_chans": 0}, "in_chans must be an integer >= 1, got 0"),

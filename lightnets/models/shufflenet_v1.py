@@ -62,7 +62,7 @@ def shufflenet_widths(groups: int, scale: float) -> tuple[int, int, int, int]:
     >>> shufflenet_widths(3, 1.0)
     (24, 240, 480, 960)
     """
-    if isinstance(groups, bool) or groups not in STAGE_CHANNELS:
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups not in STAGE_CHANNELS:
         raise ValueError(f"groups must be one of {', '.join(map(str, GROUPS))} (Table 1), got {groups!r}")
     if isinstance(scale, bool) or scale not in STEM_CHANNELS:
         raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale!r}")
@@ -76,6 +76,7 @@ class ShuffleUnit(nn.Module):
 
     Stride 1 adds the identity; stride 2 concatenates a 3×3 average-pooled shortcut, so the main
     branch outputs ``out_chs − in_chs`` channels. No activation follows the depthwise conv (Sec. 3.2).
+    ``grouped_first_conv=False`` leaves the first 1×1 conv dense (stage 2's first unit, Sec. 3.3).
 
     >>> ShuffleUnit(240, 480, groups=3, stride=2)(torch.zeros(1, 240, 28, 28)).shape
     torch.Size([1, 480, 14, 14])
@@ -87,7 +88,7 @@ class ShuffleUnit(nn.Module):
         out_chs: int,
         groups: int,
         stride: int = 1,
-        first_groups: Optional[int] = None,
+        grouped_first_conv: bool = True,
         shuffle: bool = True,
         act_layer: ActLayer = "relu",
     ) -> None:
@@ -96,16 +97,19 @@ class ShuffleUnit(nn.Module):
             raise ValueError(f"stride must be 1 or 2, got {stride!r}")
         if stride == 1 and in_chs != out_chs:
             raise ValueError(f"a stride-1 unit adds its input: in_chs ({in_chs}) must equal out_chs ({out_chs})")
-        first_groups = groups if first_groups is None else first_groups
         mid_chs = out_chs // 4  # Sec. 3.3: bottleneck = 1/4 of the output channels
         main_chs = out_chs - in_chs if stride == 2 else out_chs
-        if out_chs % 4 or mid_chs % groups or mid_chs % first_groups or main_chs <= 0 or main_chs % groups:
+        # The grouped convs' channels must split evenly into groups (then so does in_chs = out_chs − main).
+        main_name = "out_chs - in_chs" if stride == 2 else "out_chs"
+        must_split = (("out_chs/4", out_chs / 4), (main_name, main_chs))
+        uneven = [f"{name} = {chs:g}" for name, chs in must_split if chs <= 0 or chs % groups]
+        if uneven:
             raise ValueError(
-                f"a ShuffleNet unit {in_chs}→{out_chs} (stride {stride}) with groups={groups} needs out_chs/4 "
-                f"({out_chs / 4:g}) and its main branch ({main_chs}) to be positive multiples of {groups}"
+                f"ShuffleUnit {in_chs}→{out_chs} (stride {stride}) with groups={groups}: "
+                f"{', '.join(uneven)} must be a positive multiple of {groups}"
             )
         self.concat = stride == 2
-        self.conv1 = nn.Conv2d(in_chs, mid_chs, 1, groups=first_groups, bias=False)
+        self.conv1 = nn.Conv2d(in_chs, mid_chs, 1, groups=groups if grouped_first_conv else 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid_chs)
         self.act1 = make_activation(act_layer)
         # With one group there is nothing to interleave; `shuffle=False` is Table 3's ablation.
@@ -159,7 +163,8 @@ class ShuffleNetV1(ClassifierNet):
         self.scale = float(scale)
         self.shuffle = shuffle
         self.small_input = small_input
-        self.img_size = check_positive_int("img_size", img_size if img_size is not None else (32 if small_input else 224))
+        default_size = 32 if small_input else 224
+        self.img_size = check_positive_int("img_size", img_size if img_size is not None else default_size)
         self.in_chans = check_positive_int("in_chans", in_chans)
         get_act_layer(act_layer)  # fail here, naming act_layer, rather than inside the first unit
         self.min_input_size = 8 if small_input else 32  # total stride of the body
@@ -176,7 +181,7 @@ class ShuffleNetV1(ClassifierNet):
                 units.append(ShuffleUnit(
                     in_chs, out_chs, groups,
                     stride=2 if first_unit else 1,
-                    first_groups=1 if stage_index == 0 and first_unit else groups,
+                    grouped_first_conv=not (stage_index == 0 and first_unit),
                     shuffle=shuffle,
                     act_layer=act_layer,
                 ))
@@ -215,7 +220,7 @@ def shufflenet_g2(**kwargs: Any) -> ShuffleNetV1:
 
 @register_model
 def shufflenet_g3(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1× (g = 3): 137 M mult-adds (Table 1), 32.6% top-1 error (Table 2; 34.5% without shuffle, Table 3)."""
+    """ShuffleNet 1× (g = 3): 137 M mult-adds (Table 1); top-1 error 32.6%, 34.5% without shuffle (Tables 2, 3)."""
     return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=1.0))
 
 
@@ -227,7 +232,7 @@ def shufflenet_g4(**kwargs: Any) -> ShuffleNetV1:
 
 @register_model
 def shufflenet_g8(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1× (g = 8): 137 M mult-adds (Table 1), 32.4% top-1 error (Table 2; 37.6% without shuffle, Table 3)."""
+    """ShuffleNet 1× (g = 8): 137 M mult-adds (Table 1); top-1 error 32.4%, 37.6% without shuffle (Tables 2, 3)."""
     return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=1.0))
 
 
@@ -251,7 +256,7 @@ def shufflenet_g3_050(**kwargs: Any) -> ShuffleNetV1:
 
 @register_model
 def shufflenet_g8_050(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 0.5× (g = 8): 38 M mult-adds, 42.3% top-1 error (Table 2); megvii's release: 40 M mult-adds, 41.2%."""
+    """ShuffleNet 0.5× (g = 8): 38 M mult-adds, 42.3% top-1 error (Table 2); megvii's release: 40 M, 41.2%."""
     return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=0.5))
 
 
