@@ -23,6 +23,15 @@ ARGS = dict(num_classes=10, in_chans=1, small_input=True, img_size=28)
 REPO = "lightnets-test/mobilenet_v1_025.fmnist"
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """28-pixel models: a second thread only adds sync overhead (and stalls on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model():
     model = lightnets.create_model("mobilenet_v1_025", **ARGS)
     with torch.no_grad():  # non-trivial BN statistics, so a lost buffer changes the logits

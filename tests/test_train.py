@@ -1,0 +1,181 @@
+"""The training entry point: distillation loss by hand, augmentation, schedules, a short run that learns,
+exact resume, fine-tuning from a Hub folder, and the DDP path with 2 CPU processes (gloo)."""
+import json
+import math
+import os
+import socket
+from argparse import Namespace
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import lightnets
+from lightnets.hub import save_pretrained
+from lightnets.train import augment, build_model, distillation_loss, lr_lambda, parse_model_args, train
+
+
+class Shapes:
+    """A learnable toy set in lightnets.data's in-memory form: a horizontal bar, a vertical bar, a cross or
+    nothing, at a random place on noise (so random crops and flips keep the class)."""
+
+    classes = ["horizontal", "vertical", "cross", "none"]
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % 4
+        self.images = torch.randint(0, 80, (n, 1, 28, 28), generator=g).to(torch.uint8)
+        rows, cols = torch.randint(6, 22, (2, n), generator=g)
+        for i, label in enumerate(self.labels.tolist()):
+            if label in (0, 2):
+                self.images[i, 0, rows[i]:rows[i] + 2, 6:22] = 255
+            if label in (1, 2):
+                self.images[i, 0, 6:22, cols[i]:cols[i] + 2] = 255
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Batches of 32 tiny images: a second thread only adds sync overhead (10x slower on a busy 2-core box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = ["--model", "mobilenet_v1_025", "--model-arg", "small_input=true", "--no-progress", "--warmup-epochs", "0"]
+
+
+def test_distillation_loss_hand_example():
+    student, teacher, target = torch.tensor([[1.0, 0.0]] * 2), torch.tensor([[0.0, 1.0]] * 2), torch.tensor([0, 0])
+    # At T = 2 the tempered logits differ by 0.5, so KL(p‖q) = (σ(0.5) − σ(−0.5))·0.5 = 0.5·tanh(0.25) = 0.1224593;
+    # times T² = 4: 0.4898373. The hard term is CE = ln(1 + e^−1) = 0.3132617.
+    soft, hard = 4 * 0.5 * math.tanh(0.25), math.log1p(math.exp(-1))
+    loss = distillation_loss(student, teacher, target, alpha=0.5, temperature=2.0)
+    assert loss.item() == pytest.approx(0.5 * soft + 0.5 * hard, abs=1e-6)
+    assert distillation_loss(student, teacher, target, alpha=0.0, temperature=2.0).item() == pytest.approx(hard, abs=1e-6)
+    assert distillation_loss(student, student, target, alpha=1.0).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="alpha must be in"):
+        distillation_loss(student, teacher, target, alpha=1.5)
+
+
+def test_augment_crops_and_flips_each_image_independently():
+    images = (torch.arange(6 * 10 * 10) % 200 + 1).to(torch.uint8).reshape(6, 1, 10, 10)
+    out = augment(images, padding=2, flip=True, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    found = []
+    for i in range(6):
+        candidates = [(dy, dx, flip) for dy in range(5) for dx in range(5) for flip in (False, True)
+                      if torch.equal(out[i], (lambda crop: crop.flip(-1) if flip else crop)(padded[i, :, dy:dy + 10, dx:dx + 10]))]
+        assert candidates, f"image {i} is not a padded crop (or its mirror) of the input"
+        found.append(candidates[0])
+    assert len(set(found)) > 1  # not one shift for the whole batch
+    assert torch.equal(augment(images, 0, False, torch.Generator()), images)
+
+
+def test_lr_schedules():
+    cosine = lr_lambda("cosine", total_steps=100, warmup_steps=10)
+    assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
+    assert cosine(55) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0, abs=1e-12)
+    onecycle = lr_lambda("onecycle", total_steps=100, warmup_steps=0)
+    assert onecycle(0) == pytest.approx(0.04) and onecycle(30) == pytest.approx(1.0) and onecycle(100) == pytest.approx(1e-3)
+
+
+def test_parse_model_args():
+    assert parse_model_args(["alpha=0.5", "small_input=true", "act_layer=relu6", "x=True"]) == \
+        {"alpha": 0.5, "small_input": True, "act_layer": "relu6", "x": True}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_model_args(["alpha"])
+
+
+@pytest.mark.slow
+def test_short_run_learns_and_writes_a_hub_folder_whose_metrics_reproduce(tmp_path):
+    argv = TINY + ["--epochs", "4", "--batch-size", "32", "--lr", "0.05", "--work-dir", str(tmp_path / "run"),
+                   "--output", str(tmp_path / "out"), "--tag", "shapes", "--dataset", "shapes"]
+    model, record = train(argv, Shapes(800, 0), Shapes(400, 1))
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    assert log[0]["test_top1"] < 80 < 95 < record["test_top1"]  # chance is 25%
+
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["lightnets"]["metrics"]["top1"] == record["test_top1"]
+    assert config["lightnets"]["training"]["command"].startswith("python -m lightnets.train --model mobilenet_v1_025")
+    assert config["pretrained_cfg"]["label_names"] == Shapes.classes
+    assert config["model_args"]["img_size"] == 28 and config["model_args"]["small_input"] is True
+    # The shipped folder, loaded afresh, scores exactly the recorded number.
+    reloaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(tmp_path / "out"),
+                                      num_classes=4, in_chans=1, small_input=True, img_size=28).eval()
+    test = Shapes(400, 1)
+    mean, std = config["pretrained_cfg"]["mean"], config["pretrained_cfg"]["std"]
+    with torch.no_grad():
+        logits = reloaded((test.images.float() / 255 - mean[0]) / std[0])
+    assert 100 * (logits.argmax(1) == test.labels).float().mean().item() == pytest.approx(record["test_top1"], abs=0.01)
+
+
+@pytest.mark.slow
+def test_resume_continues_the_same_run(tmp_path, monkeypatch):
+    common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes"]
+    straight, _ = train(common + ["--work-dir", str(tmp_path / "a")], Shapes(128, 0), Shapes(64, 1))
+
+    real_save = torch.save
+
+    def save_then_die(*args, **kwargs):  # the job is killed right after writing its first checkpoint
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(common + ["--work-dir", str(tmp_path / "b")], Shapes(128, 0), Shapes(64, 1))
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "b" / "last.pth", weights_only=True)["epoch"] == 1
+
+    resumed, record = train(common + ["--work-dir", str(tmp_path / "b"), "--resume"], Shapes(128, 0), Shapes(64, 1))
+    assert record["epoch"] == 2
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+
+
+def test_finetune_from_a_hub_folder_gets_a_new_head_and_input_channels(tmp_path):
+    source = lightnets.create_model("mobilenet_v1_025", num_classes=10, in_chans=1, small_input=True, img_size=28)
+    save_pretrained(source, tmp_path / "src")
+    args = Namespace(model=None, model_arg=[], finetune_from=str(tmp_path / "src"))
+    model, model_args = build_model(args, num_classes=4, in_chans=3, img_size=28)
+    assert (model.num_classes, model.in_chans, model.small_input) == (4, 3, True)
+    assert model_args == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True}
+    torch.testing.assert_close(model.stem.conv.weight, source.stem.conv.weight.repeat(1, 3, 1, 1) / 3)
+    torch.testing.assert_close(model.blocks[5].conv_pw.weight, source.blocks[5].conv_pw.weight)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, argv: list, out_dir: str) -> None:
+    os.environ.update(WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    model, record = train(argv, Shapes(256, 0), Shapes(101, 1))
+    torch.save({"record": record, "state": model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(tmp_path):
+    argv = TINY + ["--epochs", "2", "--batch-size", "64", "--dataset", "shapes", "--device", "cpu",
+                   "--work-dir", str(tmp_path / "run"), "--output", str(tmp_path / "out")]
+    mp.spawn(_ddp_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    timings = ("epoch_s", "img_per_s")  # each process times itself; every other number is reduced across processes
+    assert {k: v for k, v in rank0["record"].items() if k not in timings} == {k: v for k, v in rank1["record"].items() if k not in timings}
+    assert rank0["record"]["epoch"] == 2
+    for (name, a), b in zip(rank0["state"].items(), rank1["state"].values()):
+        assert torch.equal(a, b), name  # DDP keeps the replicas identical (BN buffers synced before eval)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["lightnets"]["metrics"]["images"] == 101  # both shards of the test set were counted
+    assert config["lightnets"]["training"]["processes"] == 2
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 2  # only rank 0 wrote
