@@ -1,0 +1,161 @@
+"""``python -m eval``: accuracy, MACs and latency of lightnets models, side by side, in one run.
+
+The measuring is :func:`lightnets.evaluate`; this package renders its rows (a terminal table,
+Markdown, CSV or JSON) and draws the model-zoo figure (top-1 against MACs and against latency).
+
+>>> rows = [{"model": "a", "tag": "", "input_size": "1x28x28", "params": 1000, "macs": 2_000_000,
+...          "top1": 90.0, "top5": 99.0, "loss": 0.3, "images": 10, "ms_bs1": 0.5, "p90_ms_bs1": 0.6,
+...          "ms_per_img_bs1": 0.5, "img_per_s_bs1": 2000.0, "gmacs_per_s_bs1": 4.0, "peak_mem_mb": 1.25}]
+>>> print(render(rows, "md").splitlines()[2])
+| a |  | 1x28x28 | 0.001 | 2.00 | 90.00 | 99.00 | 0.3000 | 0.500 | 0.600 | 2000 | 4.00 | 1.2 |
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+__all__ = ["FORMATS", "columns", "render", "footer", "plot"]
+
+FORMATS = ("table", "md", "csv", "json")
+Column = tuple[str, str, Callable[[Any], str]]  # (row key, header, how to show the value)
+
+
+def _fixed(digits: int) -> Callable[[Any], str]:
+    return lambda value: f"{value:.{digits}f}"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.3f}"
+
+
+def batch_sizes(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """The latency batch sizes the rows were measured at, in order."""
+    return [int(match.group(1)) for key in rows[0] if (match := re.fullmatch(r"ms_bs(\d+)", key))] if rows else []
+
+
+def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
+    """The columns the rows have: model, cost, accuracy, latency per batch size, memory, baseline ratios."""
+    cols: list[Column] = [
+        ("model", "model", str), ("tag", "tag", str), ("input_size", "input", str),
+        ("params", "params (M)", lambda v: f"{v / 1e6:.3f}"), ("macs", "MMACs", lambda v: f"{v / 1e6:.2f}"),
+        ("top1", "top-1 %", _fixed(2)), ("top5", "top-5 %", _fixed(2)), ("loss", "loss", _fixed(4)),
+    ]
+    sizes = batch_sizes(rows)
+    for b in sizes:
+        cols += [(f"ms_bs{b}", f"bs{b} ms", _ms), (f"p90_ms_bs{b}", f"bs{b} p90 ms", _ms)]
+        if b > 1:  # at batch 1, ms per image is ms per batch
+            cols.append((f"ms_per_img_bs{b}", f"bs{b} ms/img", _ms))
+        cols += [(f"img_per_s_bs{b}", f"bs{b} img/s", _fixed(0)), (f"gmacs_per_s_bs{b}", f"bs{b} GMAC/s", _fixed(2))]
+    cols.append(("peak_mem_mb", "peak MB", _fixed(1)))
+    if rows and "mac_ratio" in rows[0]:
+        cols.append(("mac_ratio", "MAC ratio", _fixed(3)))
+        for b in sizes:
+            cols += [(f"speedup_bs{b}", f"bs{b} speedup", _fixed(2)),
+                     (f"speedup_per_mac_reduction_bs{b}", f"bs{b} speedup÷MAC cut", _fixed(3))]
+    return cols
+
+
+def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """Lines saying how and on what the numbers were measured."""
+    lines = [
+        f"torch {environment['torch']}, threads: {environment['threads']}, CPU: {environment['cpu']}, "
+        f"device: {environment['device']}, memory format: {environment['memory_format']}",
+        f"latency: ms per batch, median and p90 over {settings['repeats']} repeats (each a block of back-to-back "
+        f"passes lasting >= 20 ms) after {settings['warmup']} warm-up passes, torch.inference_mode(), models "
+        "interleaved, the same seeded N(0,1) input for models of the same input size",
+        "MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s; "
+        f"peak MB: weights + input + the forward pass's peak allocation at bs{settings['peak_batch_size']} "
+        "(CPU: replayed from torch.profiler memory events)",
+    ]
+    if settings.get("dataset"):
+        lines.append(f"data: {settings['dataset']} / {settings['split']}, {settings['images']} images"
+                     if settings.get("images") else f"data: {settings['dataset']} (no accuracy measured)")
+    if settings.get("baseline"):
+        lines.append(f"baseline {settings['baseline']}: MAC ratio = MACs / its MACs; speedup = its ms / ms; "
+                     "speedup÷MAC cut = speedup x MAC ratio (1.0: time fell as much as MACs; below 1: less)")
+    return lines
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: str = "table", environment: Optional[dict[str, Any]] = None,
+           settings: Optional[dict[str, Any]] = None) -> str:
+    """Rows as a terminal table, Markdown, CSV or JSON (raw numbers: MACs, not MMACs).
+
+    Table and Markdown end with the :func:`footer` when ``environment`` and ``settings`` are given;
+    JSON is ``{"environment", "settings", "rows"}``; CSV is the rows alone, so it parses back as is.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "json":
+        return json.dumps({"environment": environment or {}, "settings": settings or {}, "rows": list(rows)}, indent=2)
+    cols = columns(rows)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, [key for key, _, _ in cols], extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    headers = [header for _, header, _ in cols]
+    cells = [[show(row[key]) if row.get(key) is not None else "-" for key, _, show in cols] for row in rows]
+    notes = footer(environment, settings) if environment and settings else []
+    left = [key in ("model", "tag", "input_size") for key, _, _ in cols]
+    if fmt == "md":
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(":---" if l else "---:" for l in left) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        return "\n".join(lines + ([""] + [f"<sub>{note}</sub>  " for note in notes] if notes else []))
+    widths = [max(len(text) for text in column) for column in zip(headers, *cells)]
+
+    def line(texts: Sequence[str]) -> str:
+        return "  ".join(t.ljust(w) if l else t.rjust(w) for t, w, l in zip(texts, widths, left)).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, cells), *([""] + notes if notes else [])])
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost (lower) and accuracy (higher), by cost.
+
+    >>> pareto_front([(1, 50), (2, 40), (3, 70), (4, 70)])
+    [0, 2]
+    """
+    front, best = [], float("-inf")
+    for i in sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1])):
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot(rows: Sequence[dict[str, Any]], path: str, latency_batch_size: Optional[int] = None, title: str = "") -> Path:
+    """The model-zoo figure: top-1 against MMACs and against measured latency, Pareto fronts marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily: matplotlib is slow to import
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import ScalarFormatter
+
+    if not rows or any(row.get("top1") is None for row in rows):
+        raise ValueError("the plot needs top-1 accuracy: run without --no-accuracy, on a dataset with labels")
+    b = latency_batch_size or batch_sizes(rows)[0]
+    figure = Figure(figsize=(12, 5), layout="constrained")
+    FigureCanvasAgg(figure)
+    for axis, (key, label) in zip(figure.subplots(1, 2), [("macs", "MMACs per image (conv + FC)"),
+                                                          (f"ms_per_img_bs{b}", f"latency, ms per image at batch {b}")]):
+        scale = 1e6 if key == "macs" else 1.0
+        points = [(row[key] / scale, row["top1"]) for row in rows]
+        axis.scatter(*zip(*points), color="tab:blue", zorder=3)
+        for (x, y), row in zip(points, rows):
+            axis.annotate(row["model"] + (f".{row['tag']}" if row["tag"] and " " not in row["tag"] else ""), (x, y),
+                          textcoords="offset points", xytext=(4, 4), fontsize=8)
+        front = [points[i] for i in pareto_front(points)]
+        axis.step(*zip(*front), where="post", color="tab:red", linestyle="--", label="Pareto front", zorder=2)
+        axis.scatter(*zip(*front), facecolors="none", edgecolors="tab:red", s=120, zorder=4)
+        axis.set(xscale="log", xlabel=label, ylabel="top-1 %")
+        axis.xaxis.set_major_formatter(ScalarFormatter())
+        axis.margins(x=0.2, y=0.1)  # room for the labels
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(loc="lower right")
+    if title:
+        figure.suptitle(title)
+    figure.savefig(path, dpi=120)
+    return Path(path)

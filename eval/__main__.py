@@ -1,0 +1,147 @@
+"""Command line of the eval harness (``python -m eval``, ``lightnets-eval``).
+
+    python -m eval --model smallcnn_3x2 --model smallcnn_3x2_dw123 --baseline smallcnn_3x2
+    python -m eval --model 'mobilenet_v1_0*' --small-input --latency-batch-sizes 1,100 --plot zoo.png
+    python -m eval --all-pretrained --format md --output zoo.md
+    python -m eval --model mobilenet_v1_100 --dataset synthetic --latency-batch-sizes 1,32
+
+Input size: a model is evaluated at its own input size (``--img-size`` to choose another), the
+dataset's images converted to its channels and resized to it — so a 224-px ImageNet model sees
+Fashion-MNIST upsampled to 224 px. ``--small-input`` builds the small-image form instead
+(``small_input=True``) at the dataset's size and channels, as the models trained on it are.
+Without weights a model is measured at random init, with the dataset's number of classes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Optional, Sequence
+
+from . import FORMATS, plot, render
+
+PROG = "python -m eval"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,100, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1, got {text!r}")
+    return list(dict.fromkeys(sizes))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="Accuracy, parameters, MACs, latency and memory of lightnets models, "
+                "side by side, in one run.", epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    models = p.add_argument_group("models")
+    models.add_argument("--model", action="append", default=[], metavar="NAME",
+                        help="model name, name.tag or glob ('mobilenet_v1*'); repeatable")
+    models.add_argument("--all-pretrained", action="store_true", help="every model.tag that has pretrained weights")
+    models.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
+                        help="load pretrained weights (default: when the model has any)")
+    models.add_argument("--checkpoint", metavar="PATH", help="weights to load: .safetensors, .pth, or a Hub-layout folder (one model)")
+    models.add_argument("--small-input", action="store_true", help="build the small-image form at the dataset's size")
+    models.add_argument("--img-size", type=int, metavar="PX", help="input side to evaluate at (default: the model's)")
+    models.add_argument("--baseline", metavar="NAME", help="add ratio columns against this model (added if not listed)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (default, embedded), cifar10, imagefolder:PATH, synthetic")
+    data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files")
+    data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
+    data.add_argument("--split", default="test", help="train, test (imagefolder: train, val, test); default test")
+    data.add_argument("--limit", type=int, metavar="N", help="evaluate on the first N images only")
+    data.add_argument("--batch-size", type=int, default=256, help="batch size of the accuracy pass (default 256)")
+    data.add_argument("--workers", type=int, default=4, help="data loader workers for imagefolder (default 4)")
+    timing = p.add_argument_group("measurement")
+    timing.add_argument("--no-accuracy", action="store_true", help="MACs, latency and memory only")
+    timing.add_argument("--latency-batch-sizes", type=_batch_sizes, default=[1, 100], metavar="B,B",
+                        help="batch sizes to time (default 1,100)")
+    timing.add_argument("--repeats", type=int, default=10, help="timed repeats per model and batch size (default 10)")
+    timing.add_argument("--warmup", type=int, default=5, help="warm-up passes per model and batch size (default 5)")
+    timing.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, e.g. OMP_NUM_THREADS)")
+    timing.add_argument("--channels-last", action="store_true", help="channels-last memory format for models and inputs")
+    timing.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    timing.add_argument("--seed", type=int, default=0, help="seed of the random latency input (default 0)")
+    output = p.add_argument_group("output")
+    output.add_argument("--format", choices=FORMATS, default="table", help="table (default), md, csv or json")
+    output.add_argument("--output", metavar="FILE", help="write the table to FILE instead of stdout")
+    output.add_argument("--plot", metavar="FILE.png", help="draw top-1 vs MACs and vs latency, Pareto front marked")
+    output.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return p
+
+
+def model_names(patterns: Sequence[str], all_pretrained: bool) -> list[str]:
+    """Expand globs (on names and name.tag) and --all-pretrained into a list of distinct model names."""
+    from lightnets import list_models, list_pretrained
+
+    names: list[str] = list(list_pretrained()) if all_pretrained else []
+    if all_pretrained and not names:
+        raise ValueError("no model has pretrained weights yet (lightnets.list_pretrained() is empty); name models with --model")
+    for pattern in patterns:
+        if any(char in pattern for char in "*?["):
+            matched = list_models(pattern) + [n for n in list_pretrained(pattern) if n not in list_models(pattern)]
+            if not matched:
+                raise ValueError(f"no model matches {pattern!r}; see lightnets.list_models()")
+        else:
+            matched = [pattern]  # create_model reports an unknown name, with close matches
+        names += [name for name in matched if name not in names]
+    if not names:
+        raise ValueError("give --model NAME (repeatable, globs allowed) or --all-pretrained")
+    return names
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the harness; returns the exit status (2 for bad input, with a one-line error on stderr)."""
+    import torch
+
+    from lightnets.evaluate import environment, evaluate
+
+    args = build_parser().parse_args(argv)
+    try:
+        if args.plot and args.no_accuracy:
+            raise ValueError("--plot draws top-1 accuracy; it cannot be combined with --no-accuracy")
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)  # for the whole run, so the footer reports it
+        names = model_names(args.model, args.all_pretrained)
+        rows = evaluate(
+            names, args.dataset, split=args.split, data_dir=args.data_dir, download=args.download, limit=args.limit,
+            batch_size=args.batch_size, img_size=args.img_size, small_input=args.small_input, pretrained=args.pretrained,
+            checkpoint=args.checkpoint, accuracy=not args.no_accuracy, latency_batch_sizes=args.latency_batch_sizes,
+            repeats=args.repeats, warmup=args.warmup, channels_last=args.channels_last,
+            device=args.device, baseline=args.baseline, workers=args.workers, progress=not args.no_progress, seed=args.seed,
+        )
+        settings = {
+            "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
+            "dataset": args.dataset, "split": args.split, "images": rows[0]["images"],
+            "repeats": args.repeats, "warmup": args.warmup, "latency_batch_sizes": args.latency_batch_sizes,
+            "peak_batch_size": max(args.latency_batch_sizes), "baseline": args.baseline,
+        }
+        text = render(rows, args.format, environment(args.device, args.channels_last), settings)
+        if args.plot:
+            plot(rows, args.plot, title=f"{args.dataset} / {args.split}")
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write(text + "\n")
+    except (ValueError, KeyError, TypeError, OSError) as err:  # bad input: one line, no traceback
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+    if args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,465 @@
+"""The evaluation engine: accuracy, parameters, MACs, latency and memory of models, side by side.
+
+:func:`evaluate` returns one row (a dict) per model; ``python -m eval`` renders the rows as a table.
+Row keys, raw numbers (``B`` = each latency batch size):
+
+* ``model, tag, input_size, params, macs`` — ``macs``: conv + FC multiply-adds of one image at the
+  evaluated input size (:func:`lightnets.flops.count_macs`, the papers' count);
+* ``top1, top5`` (%), ``loss`` (mean cross-entropy), ``images`` — None without accuracy;
+* ``ms_bsB, p90_ms_bsB`` — milliseconds per batch of B, median and 90th percentile over repeats;
+  ``ms_per_img_bsB, img_per_s_bsB, gmacs_per_s_bsB`` — derived from the median;
+* ``peak_mem_mb`` — weights + input + the most memory torch's allocator held during one forward at
+  the largest B (CUDA: its allocator's peak; CPU: replayed from ``torch.profiler`` memory events);
+* with a baseline: ``mac_ratio`` (MACs ÷ the baseline's), ``speedup_bsB`` (baseline time ÷ time) and
+  ``speedup_per_mac_reduction_bsB`` = speedup × MAC ratio: 1.0 when time falls exactly as MACs do,
+  below 1 when it falls less — the gap between MACs and speed as a number.
+
+How latency is measured: every model in ``torch.inference_mode()`` and eval mode, on in-memory
+random input (the same N(0, 1) tensor for every model of the same input size), at a fixed thread
+count. After ``warmup`` forward passes, each repeat times a block of k back-to-back passes (k chosen
+so a block lasts at least ~20 ms) and records the time per pass; models take turns repeat by
+repeat, in an order rotated each repeat, so drift on a noisy machine is shared by all of them.
+
+>>> rows = evaluate(["smallcnn_3x2"], limit=64, latency_batch_sizes=(1,), repeats=2, warmup=1, progress=False)
+>>> rows[0]["model"], rows[0]["input_size"], rows[0]["images"]
+('smallcnn_3x2', '3x28x28', 64)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .data import load_dataset, normalize_batch
+
+__all__ = ["evaluate", "environment", "ModelSpec"]
+
+ModelSpec = Union[str, nn.Module]
+MIN_BLOCK_SECONDS = 0.02  # a timed block of forward passes lasts at least this long
+RANDOM_INIT = "random init"
+
+
+@dataclass
+class Candidate:
+    """A model ready to be measured, with what it needs to be fed."""
+
+    label: str
+    tag: str
+    model: nn.Module
+    input_size: tuple[int, int, int]  # (C, H, W) the model is evaluated at
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the models
+# ---------------------------------------------------------------------------------------------
+
+
+def _native_shape(dataset: Optional[Dataset]) -> tuple[Optional[int], Optional[int]]:
+    """(channels, side) of a dataset's images when it has one size (the in-memory ones), else (None, None)."""
+    images = getattr(dataset, "images", None)
+    if images is None:
+        return (3, None) if dataset is not None else (None, None)
+    return images.shape[1], (images.shape[2] if images.shape[2] == images.shape[3] else None)
+
+
+def _accepted_kwargs(name: str) -> set[str]:
+    from .registry import _entry  # the model class's signature says which arguments it takes
+
+    return _entry(name).accepted_kwargs() or set()
+
+
+def _checkpoint_config(path: Path) -> dict[str, Any]:
+    """The config.json of a Hub-layout folder (or beside a weight file), else {}."""
+    import json
+
+    config = (path if path.is_dir() else path.parent) / "config.json"
+    return json.loads(config.read_text()) if config.is_file() else {}
+
+
+def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: Optional[bool] = None,
+                    checkpoint: Optional[str] = None, img_size: Optional[int] = None,
+                    small_input: bool = False) -> Candidate:
+    """Create one model for evaluation on ``dataset`` (None: synthetic input) and say how to feed it.
+
+    Random init: the model as registered, with the dataset's number of classes. ``small_input``: the
+    small-image form at the dataset's size and channels. Pretrained: the weight's own cfg. A checkpoint:
+    the arguments in its config.json, else (a bare weight file) the dataset's classes, channels and side.
+    """
+    from .registry import create_model, list_pretrained, split_model_name
+
+    chans, side = _native_shape(dataset)
+    classes = len(dataset.classes) if dataset is not None else None
+    data_mean, data_std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
+    if isinstance(spec, nn.Module):
+        model, label, tag = spec, getattr(spec, "pretrained_cfg", {}).get("architecture") or type(spec).__name__, "given"
+        use_data_stats = False
+    else:
+        name, weight_tag = split_model_name(spec)
+        accepted = _accepted_kwargs(name)
+        kwargs: dict[str, Any] = {}
+        if small_input or checkpoint:
+            kwargs.update({"small_input": True} if small_input and "small_input" in accepted else {})
+            kwargs.update({"img_size": side} if side and "img_size" in accepted else {})
+            kwargs.update({"in_chans": chans} if chans else {})
+        if img_size is not None and "img_size" in accepted:
+            kwargs["img_size"] = img_size
+        if pretrained is None:  # auto: the weights when there are any
+            pretrained = bool(weight_tag) or bool(list_pretrained(name))
+        if checkpoint:
+            from .hub import load_checkpoint
+
+            config = _checkpoint_config(Path(checkpoint))
+            kwargs.update(config.get("model_args", {}))
+            kwargs.setdefault("num_classes", config.get("num_classes") or classes)
+            model = load_checkpoint(create_model(name, **kwargs), checkpoint)
+            if config.get("pretrained_cfg", {}).get("mean"):
+                model.pretrained_cfg.update({k: tuple(v) for k, v in config["pretrained_cfg"].items() if k in ("mean", "std")})
+            tag, use_data_stats = f"ckpt:{Path(checkpoint).name}", not config
+        elif pretrained:
+            model = create_model(spec, pretrained=True, **kwargs)
+            tag, use_data_stats = model.pretrained_cfg.get("tag") or "", False
+        else:
+            if classes:
+                kwargs.setdefault("num_classes", classes)
+            model = create_model(name, **kwargs)
+            tag, use_data_stats = RANDOM_INIT, True
+        label = spec
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    in_chans = getattr(model, "in_chans", None) or cfg.get("input_size", (3,))[0]
+    side = img_size or (cfg.get("input_size") or (None, getattr(model, "img_size", 224)))[-1]
+    if use_data_stats and data_mean is not None:
+        mean, std = data_mean, data_std  # what a model trained on this dataset normalises with
+    else:
+        mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+    candidate = Candidate(label, tag, model.eval(), (in_chans, side, side), tuple(mean), tuple(std), cfg.get("crop_pct", 0.875))
+    _check_feedable(candidate, chans, classes)
+    return candidate
+
+
+def _check_feedable(candidate: Candidate, data_chans: Optional[int], classes: Optional[int]) -> None:
+    in_chans, side, _ = candidate.input_size
+    if data_chans is not None and data_chans != in_chans and not (data_chans == 1 or (data_chans == 3 and in_chans == 1)):
+        raise ValueError(f"{candidate.label} takes {in_chans}-channel input; the dataset's {data_chans}-channel images "
+                         "cannot be converted to it")
+    check_input = getattr(candidate.model, "check_input", None)
+    if check_input is not None:
+        try:
+            check_input(torch.zeros(1, in_chans, side, side))
+        except ValueError as err:
+            raise ValueError(f"{candidate.label} cannot be evaluated at {in_chans}x{side}x{side}: {err}") from err
+    num_classes = getattr(candidate.model, "num_classes", None)
+    if classes is not None and num_classes is not None and num_classes != classes:
+        raise ValueError(f"{candidate.label} ({candidate.tag}) predicts {num_classes} classes but the dataset has {classes}; "
+                         "evaluate a checkpoint trained on this dataset, or measure it with --no-accuracy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    # Shown only for passes that last more than a second; on stderr so stdout stays parseable.
+    return tqdm(total=total, desc=desc, disable=not enabled, delay=1.0, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _batches(dataset: Dataset, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    images = getattr(dataset, "images", None)
+    if images is not None:  # in memory: slices, no copy
+        for start in range(0, len(images), batch_size):
+            yield images[start:start + batch_size], dataset.labels[start:start + batch_size]
+        return
+    yield from DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+
+
+def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, device: torch.device,
+                     memory_format: torch.memory_format, workers: int = 4, progress: bool = True) -> dict[str, Any]:
+    """top-1 / top-5 (%) and mean cross-entropy of ``candidate`` over ``dataset``."""
+    in_chans, side, _ = candidate.input_size
+    k = min(5, len(dataset.classes))
+    correct1 = correct5 = 0
+    loss_sum = 0.0
+    with torch.inference_mode(), _progress(len(dataset), f"accuracy {candidate.label}", progress) as bar:
+        for images, labels in _batches(dataset, batch_size, workers):
+            x = normalize_batch(images.to(device), in_chans, side, candidate.mean, candidate.std)
+            logits = candidate.model(x.contiguous(memory_format=memory_format)).float()
+            labels = labels.to(device)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            hits = logits.topk(k, dim=1).indices == labels[:, None]
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(dim=1).sum())
+            bar.update(len(labels))
+    n = len(dataset)
+    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "loss": loss_sum / n, "images": n}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_block(model: nn.Module, x: torch.Tensor, passes: int, device: torch.device) -> float:
+    """Seconds per forward pass over ``passes`` back-to-back passes."""
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(passes):
+        model(x)
+    _sync(device)
+    return (time.perf_counter() - start) / passes
+
+
+def random_input(batch_size: int, input_size: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """The seeded N(0, 1) batch every model of this input size is timed on."""
+    return torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(seed))
+
+
+def measure_latency(candidates: Sequence[Candidate], batch_sizes: Sequence[int], repeats: int, warmup: int,
+                    device: torch.device, memory_format: torch.memory_format, progress: bool = True,
+                    seed: int = 0) -> dict[tuple[int, int], list[float]]:
+    """Seconds per batch, one value per repeat, keyed by (candidate index, batch size); models interleaved."""
+    inputs = {(c.input_size, b): random_input(b, c.input_size, seed).to(device).contiguous(memory_format=memory_format)
+              for c in candidates for b in batch_sizes}
+    passes: dict[tuple[int, int], int] = {}
+    with torch.inference_mode():
+        for i, c in enumerate(candidates):
+            for b in batch_sizes:
+                x = inputs[c.input_size, b]
+                for _ in range(warmup):
+                    c.model(x)
+                passes[i, b] = max(1, math.ceil(MIN_BLOCK_SECONDS / max(_time_block(c.model, x, 1, device), 1e-9)))
+        times: dict[tuple[int, int], list[float]] = {key: [] for key in passes}
+        with _progress(repeats * len(passes), "latency", progress) as bar:
+            for repeat in range(repeats):
+                shift = repeat % len(candidates)
+                for i in list(range(shift, len(candidates))) + list(range(shift)):
+                    c = candidates[i]
+                    for b in batch_sizes:
+                        x = inputs[c.input_size, b]
+                        if passes[i, b] > 1:
+                            c.model(x)  # back in cache after the other models' turns; untimed
+                        times[i, b].append(_time_block(c.model, x, passes[i, b], device))
+                        bar.update()
+    return times
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence C++ writes to fd 2 (the profiler's kineto logs its start and stop there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _forward_peak_bytes(model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
+    """Most bytes torch's allocator held at once during one forward pass, beyond what was allocated before."""
+    with torch.inference_mode():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            model(x)
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device) - before
+        from torch.profiler import ProfilerActivity, profile
+
+        with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(x)
+    # Allocations are charged to the op that made them, frees (outside any op) to "[memory]" events:
+    # replaying both in time order gives the live bytes after each step.
+    steps = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+                   for e in prof.events() if e.name == "[memory]" or e.self_cpu_memory_usage)
+    live = peak = 0
+    for _, change in steps:
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
+def measure_peak_memory(candidate: Candidate, batch_size: int, device: torch.device,
+                        memory_format: torch.memory_format, seed: int = 0) -> float:
+    """MiB: weights and buffers + the input batch + the forward pass's peak allocation."""
+    model = candidate.model
+    x = random_input(batch_size, candidate.input_size, seed).to(device).contiguous(memory_format=memory_format)
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return (weights + x.numel() * x.element_size() + _forward_peak_bytes(model, x, device)) / 2**20
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def environment(device: Union[str, torch.device] = "cpu", channels_last: bool = False) -> dict[str, Any]:
+    """What the numbers were measured on: torch version, threads, CPU / GPU, memory format."""
+    from . import __version__
+
+    device = torch.device(device)
+    return {
+        "torch": torch.__version__,
+        "lightnets": __version__,
+        "threads": torch.get_num_threads(),
+        "cpu": f"{_cpu_name()} ({os.cpu_count()} logical cores)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "memory_format": "channels_last" if channels_last else "contiguous (NCHW)",
+        "python": platform.python_version(),
+    }
+
+
+def _check_positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def evaluate(
+    models: Sequence[ModelSpec],
+    dataset: Union[str, Dataset] = "fashion_mnist",
+    *,
+    split: str = "test",
+    data_dir: Optional[str] = None,
+    download: bool = False,
+    limit: Optional[int] = None,
+    batch_size: int = 256,
+    img_size: Optional[int] = None,
+    small_input: bool = False,
+    pretrained: Optional[bool] = None,
+    checkpoint: Optional[str] = None,
+    accuracy: bool = True,
+    latency_batch_sizes: Sequence[int] = (1, 100),
+    repeats: int = 10,
+    warmup: int = 5,
+    threads: Optional[int] = None,
+    channels_last: bool = False,
+    device: Union[str, torch.device] = "cpu",
+    baseline: Optional[ModelSpec] = None,
+    workers: int = 4,
+    progress: bool = True,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Measure accuracy, parameters, MACs, latency and peak memory of ``models``; one row per model.
+
+    Args:
+        models: registered names (``"name"`` or ``"name.tag"``) or built models.
+        dataset: ``fashion_mnist`` (embedded test split), ``cifar10``, ``imagefolder:PATH``, ``synthetic``
+            (latency and MACs only) or a dataset object; ``split``, ``data_dir``, ``download``, ``limit``
+            are passed to :func:`lightnets.data.load_dataset`.
+        batch_size: batch size of the accuracy pass.
+        img_size: evaluate at this input side (models that take ``img_size`` are built for it).
+        small_input: build the small-image form (``small_input=True``) at the dataset's size and channels.
+        pretrained: load pretrained weights; None: when the model has any. ``checkpoint``: a weight file
+            or Hub-layout folder to load instead (one model only).
+        accuracy: False measures MACs, latency and memory only.
+        latency_batch_sizes, repeats, warmup: how latency is timed (see the module docstring).
+        threads: torch's intra-op thread count during the run (default: as it is); restored afterwards.
+        channels_last: run models and inputs in channels-last memory format.
+        baseline: a model of ``models`` (or another, added first) the ratio columns compare against.
+
+    See the module docstring for the row keys.
+    """
+    batch_sizes = [_check_positive("latency batch size", b) for b in latency_batch_sizes]
+    if not batch_sizes:
+        raise ValueError("latency_batch_sizes must name at least one batch size")
+    _check_positive("batch_size", batch_size)
+    _check_positive("repeats", repeats)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if img_size is not None:
+        _check_positive("img_size", img_size)
+    models = list(models)
+    if not models:
+        raise ValueError("give at least one model")
+    if baseline is not None and not any(m is baseline or m == baseline for m in models):
+        models.insert(0, baseline)
+    if checkpoint and len(models) > 1:
+        raise ValueError(f"a checkpoint belongs to one model; got {len(models)} models")
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(_check_positive("threads", threads))
+    try:
+        if isinstance(dataset, str):
+            synthetic = dataset == "synthetic"
+            imagefolder = dataset.startswith("imagefolder:")
+            data = None if synthetic else load_dataset(dataset, split, data_dir, download, limit,
+                                                       **({"img_size": img_size or 224} if imagefolder else {}))
+        else:
+            data = dataset
+        accuracy = accuracy and data is not None
+        candidates = [build_candidate(spec, data, pretrained=pretrained, checkpoint=checkpoint, img_size=img_size,
+                                      small_input=small_input) for spec in models]
+        rows = []
+        for c in candidates:
+            c.model.to(device, memory_format=memory_format)
+            params = sum(p.numel() for p in c.model.parameters())
+            rows.append({"model": c.label, "tag": c.tag, "input_size": "x".join(map(str, c.input_size)),
+                         "params": params, "macs": _count_macs(c), "top1": None, "top5": None, "loss": None, "images": None})
+        if accuracy:
+            for c, row in zip(candidates, rows):
+                eval_set = data
+                if isinstance(dataset, str) and dataset.startswith("imagefolder:") and c.input_size[-1] != data.img_size:
+                    eval_set = load_dataset(dataset, split, limit=limit, img_size=c.input_size[-1], crop_pct=c.crop_pct)
+                row.update(measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress))
+        times = measure_latency(candidates, batch_sizes, repeats, warmup, device, memory_format, progress, seed)
+        for i, (c, row) in enumerate(zip(candidates, rows)):
+            for b in batch_sizes:
+                median = _percentile(times[i, b], 50)
+                row.update({f"ms_bs{b}": 1e3 * median, f"p90_ms_bs{b}": 1e3 * _percentile(times[i, b], 90),
+                            f"ms_per_img_bs{b}": 1e3 * median / b, f"img_per_s_bs{b}": b / median,
+                            f"gmacs_per_s_bs{b}": row["macs"] * b / median / 1e9})
+            row["peak_mem_mb"] = measure_peak_memory(c, max(batch_sizes), device, memory_format, seed)
+        if baseline is not None:
+            _add_ratios(rows, rows[next(i for i, m in enumerate(models) if m is baseline or m == baseline)], batch_sizes)
+        return rows
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _count_macs(candidate: Candidate) -> int:
+    from .flops import count_macs
+
+    return count_macs(candidate.model, candidate.input_size)
+
+
+def _add_ratios(rows: list[dict[str, Any]], base: dict[str, Any], batch_sizes: Sequence[int]) -> None:
+    for row in rows:
+        row["mac_ratio"] = row["macs"] / base["macs"]
+        for b in batch_sizes:
+            speedup = base[f"ms_bs{b}"] / row[f"ms_bs{b}"]
+            row[f"speedup_bs{b}"] = speedup
+            row[f"speedup_per_mac_reduction_bs{b}"] = speedup * row["mac_ratio"]
