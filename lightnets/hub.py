@@ -284,9 +284,9 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn
     does not the error lists the keys and shapes that differ.
 
     >>> import tempfile, lightnets
-    >>> model = lightnets.create_model("mobilenet_v1_025", num_classes=10)
+    >>> model = lightnets.create_model("mobilenet_v1_025", num_classes=10, small_input=True)
     >>> folder = save_pretrained(model, tempfile.mkdtemp())
-    >>> load_checkpoint(lightnets.create_model("mobilenet_v1_025"), folder)
+    >>> load_checkpoint(lightnets.create_model("mobilenet_v1_025", small_input=True), folder)
     Traceback (most recent call last):
     ...
     ValueError: .../model.safetensors does not fit mobilenet_v1_025: shape mismatch: classifier.weight is (10, 256) in the file, (1000, 256) in the model; ...
