@@ -477,7 +477,8 @@ def _model_card(config: dict[str, Any]) -> str:
         "",
     ]
     if info["dtype"] == "float16":
-        lines += ["Stored in float16 to halve the file; the metrics above were measured on these fp16 weights.", ""]
+        lines += ["Stored in float16 to halve the file (lightnets-train --fp16-weights measures the metrics on the "
+                  "fp16-rounded weights, so they hold for this file).", ""]
     lines += [f"Licence: {pretrained_cfg.get('license', 'mit')}. Written by lightnets {info['version']}.", ""]
     return "\n".join(lines)
 
