@@ -85,19 +85,19 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "table", environment: Opti
     """Rows as a terminal table, Markdown, CSV or JSON (raw numbers: MACs, not MMACs).
 
     Table and Markdown end with the :func:`footer` when ``environment`` and ``settings`` are given;
-    JSON is ``{"environment", "settings", "rows"}``; CSV is the rows alone, so it parses back as is.
+    JSON is ``{"environment", "settings", "rows"}``; CSV is the rows alone (every key), so it parses back as is.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "json":
         return json.dumps({"environment": environment or {}, "settings": settings or {}, "rows": list(rows)}, indent=2)
-    cols = columns(rows)
-    if fmt == "csv":
+    if fmt == "csv":  # every key of the rows, raw, as JSON has them
         out = io.StringIO()
-        writer = csv.DictWriter(out, [key for key, _, _ in cols], extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(out, list(dict.fromkeys(key for row in rows for key in row)), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return out.getvalue().rstrip("\n")
+    cols = columns(rows)
     headers = [header for _, header, _ in cols]
     cells = [[show(row[key]) if row.get(key) is not None else "-" for key, _, show in cols] for row in rows]
     notes = footer(environment, settings) if environment and settings else []

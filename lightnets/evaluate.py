@@ -93,12 +93,13 @@ def _checkpoint_config(path: Path) -> dict[str, Any]:
 
 def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: Optional[bool] = None,
                     checkpoint: Optional[str] = None, img_size: Optional[int] = None,
-                    small_input: bool = False) -> Candidate:
+                    small_input: bool = False, accuracy: bool = True) -> Candidate:
     """Create one model for evaluation on ``dataset`` (None: synthetic input) and say how to feed it.
 
     Random init: the model as registered, with the dataset's number of classes. ``small_input``: the
     small-image form at the dataset's size and channels. Pretrained: the weight's own cfg. A checkpoint:
     the arguments in its config.json, else (a bare weight file) the dataset's classes, channels and side.
+    With ``accuracy``, a model that predicts another number of classes than the dataset has is an error.
     """
     from .registry import create_model, list_pretrained, split_model_name
 
@@ -147,7 +148,7 @@ def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: 
     else:
         mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
     candidate = Candidate(label, tag, model.eval(), (in_chans, side, side), tuple(mean), tuple(std), cfg.get("crop_pct", 0.875))
-    _check_feedable(candidate, chans, classes)
+    _check_feedable(candidate, chans, classes if accuracy else None)
     return candidate
 
 
@@ -422,7 +423,7 @@ def evaluate(
             data = dataset
         accuracy = accuracy and data is not None
         candidates = [build_candidate(spec, data, pretrained=pretrained, checkpoint=checkpoint, img_size=img_size,
-                                      small_input=small_input) for spec in models]
+                                      small_input=small_input, accuracy=accuracy) for spec in models]
         rows = []
         for c in candidates:
             c.model.to(device, memory_format=memory_format)
