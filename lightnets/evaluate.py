@@ -91,6 +91,46 @@ def _checkpoint_config(path: Path) -> dict[str, Any]:
     return json.loads(config.read_text()) if config.is_file() else {}
 
 
+def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], checkpoint: Optional[str],
+            img_size: Optional[int], small_input: bool) -> tuple[nn.Module, str, bool]:
+    """(model, tag, whether it normalises with the dataset's statistics) for a registered name."""
+    from .registry import create_model, list_pretrained, split_model_name
+
+    name, weight_tag = split_model_name(spec)
+    accepted = _accepted_kwargs(name)
+    data_chans, data_side = _native_shape(dataset)
+    kwargs: dict[str, Any] = {}
+    if small_input and "small_input" in accepted:
+        kwargs["small_input"] = True
+    if small_input or checkpoint:  # built for the dataset: its size and channels
+        if data_side and "img_size" in accepted:
+            kwargs["img_size"] = data_side
+        if data_chans:
+            kwargs["in_chans"] = data_chans
+    if img_size is not None and "img_size" in accepted:
+        kwargs["img_size"] = img_size
+    classes = len(dataset.classes) if dataset is not None else None
+
+    if checkpoint:
+        from .hub import load_checkpoint
+
+        config = _checkpoint_config(Path(checkpoint))  # a Hub-layout folder says how to rebuild its model
+        kwargs.update(config.get("model_args", {}))
+        kwargs.setdefault("num_classes", config.get("num_classes") or classes)
+        model = load_checkpoint(create_model(name, **kwargs), checkpoint)
+        saved_cfg = config.get("pretrained_cfg", {})
+        model.pretrained_cfg.update({key: tuple(saved_cfg[key]) for key in ("mean", "std") if saved_cfg.get(key)})
+        return model, f"ckpt:{Path(checkpoint).name}", not saved_cfg.get("mean")
+    if pretrained is None:  # auto: the weights when there are any
+        pretrained = bool(weight_tag) or bool(list_pretrained(name))
+    if pretrained:
+        model = create_model(spec, pretrained=True, **kwargs)
+        return model, model.pretrained_cfg.get("tag") or "", False
+    if classes:
+        kwargs.setdefault("num_classes", classes)
+    return create_model(name, **kwargs), RANDOM_INIT, True
+
+
 def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: Optional[bool] = None,
                     checkpoint: Optional[str] = None, img_size: Optional[int] = None,
                     small_input: bool = False, accuracy: bool = True) -> Candidate:
@@ -99,56 +139,26 @@ def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: 
     Random init: the model as registered, with the dataset's number of classes. ``small_input``: the
     small-image form at the dataset's size and channels. Pretrained: the weight's own cfg. A checkpoint:
     the arguments in its config.json, else (a bare weight file) the dataset's classes, channels and side.
-    With ``accuracy``, a model that predicts another number of classes than the dataset has is an error.
+    Models that were not given normalise with the dataset's mean / std when they were (or will be) trained
+    on it, else with their cfg's. With ``accuracy``, a model that predicts another number of classes than
+    the dataset has is an error.
     """
-    from .registry import create_model, list_pretrained, split_model_name
-
-    chans, side = _native_shape(dataset)
-    classes = len(dataset.classes) if dataset is not None else None
-    data_mean, data_std = getattr(dataset, "mean", None), getattr(dataset, "std", None)
     if isinstance(spec, nn.Module):
-        model, label, tag = spec, getattr(spec, "pretrained_cfg", {}).get("architecture") or type(spec).__name__, "given"
-        use_data_stats = False
+        model, tag, use_data_stats = spec, "given", False
+        label = getattr(spec, "pretrained_cfg", {}).get("architecture") or type(spec).__name__
     else:
-        name, weight_tag = split_model_name(spec)
-        accepted = _accepted_kwargs(name)
-        kwargs: dict[str, Any] = {}
-        if small_input or checkpoint:
-            kwargs.update({"small_input": True} if small_input and "small_input" in accepted else {})
-            kwargs.update({"img_size": side} if side and "img_size" in accepted else {})
-            kwargs.update({"in_chans": chans} if chans else {})
-        if img_size is not None and "img_size" in accepted:
-            kwargs["img_size"] = img_size
-        if pretrained is None:  # auto: the weights when there are any
-            pretrained = bool(weight_tag) or bool(list_pretrained(name))
-        if checkpoint:
-            from .hub import load_checkpoint
-
-            config = _checkpoint_config(Path(checkpoint))
-            kwargs.update(config.get("model_args", {}))
-            kwargs.setdefault("num_classes", config.get("num_classes") or classes)
-            model = load_checkpoint(create_model(name, **kwargs), checkpoint)
-            if config.get("pretrained_cfg", {}).get("mean"):
-                model.pretrained_cfg.update({k: tuple(v) for k, v in config["pretrained_cfg"].items() if k in ("mean", "std")})
-            tag, use_data_stats = f"ckpt:{Path(checkpoint).name}", not config
-        elif pretrained:
-            model = create_model(spec, pretrained=True, **kwargs)
-            tag, use_data_stats = model.pretrained_cfg.get("tag") or "", False
-        else:
-            if classes:
-                kwargs.setdefault("num_classes", classes)
-            model = create_model(name, **kwargs)
-            tag, use_data_stats = RANDOM_INIT, True
+        model, tag, use_data_stats = _create(spec, dataset, pretrained, checkpoint, img_size, small_input)
         label = spec
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     in_chans = getattr(model, "in_chans", None) or cfg.get("input_size", (3,))[0]
     side = img_size or (cfg.get("input_size") or (None, getattr(model, "img_size", 224)))[-1]
-    if use_data_stats and data_mean is not None:
-        mean, std = data_mean, data_std  # what a model trained on this dataset normalises with
+    if use_data_stats and getattr(dataset, "mean", None) is not None:
+        mean, std = dataset.mean, dataset.std
     else:
         mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
     candidate = Candidate(label, tag, model.eval(), (in_chans, side, side), tuple(mean), tuple(std), cfg.get("crop_pct", 0.875))
-    _check_feedable(candidate, chans, classes if accuracy else None)
+    classes = len(dataset.classes) if dataset is not None and accuracy else None
+    _check_feedable(candidate, _native_shape(dataset)[0], classes)
     return candidate
 
 
