@@ -108,6 +108,9 @@ def test_small_form_on_28px(name):
         assert small.forward_head(features, pre_logits=True).shape == (2, 512)
     assert small.num_features == 512 and small.classifier.in_features == 512
     assert sum(isinstance(m, nn.MaxPool2d) for m in small.features) == 3
+    # The dropped pools are Identities: the features' state-dict keys are the full form's (ImageNet weights fit).
+    assert {k: v.shape for k, v in small.features.state_dict().items() if k != "0.weight"} == \
+        {k: v.shape for k, v in full.features.state_dict().items() if k != "0.weight"}
     assert not any(isinstance(m, nn.Linear) and m is not small.classifier for m in small.modules())
     convs = [tuple(m.weight.shape[:1] + m.weight.shape[2:]) for m in small.modules() if isinstance(m, nn.Conv2d)]
     assert convs == [tuple(m.weight.shape[:1] + m.weight.shape[2:]) for m in full.modules() if isinstance(m, nn.Conv2d)]
