@@ -100,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the harness; returns the exit status (2 for bad input, with a one-line error on stderr)."""
     import torch
 
-    from lightnets.evaluate import environment, evaluate
+    from lightnets.evaluation import environment, evaluate
 
     args = build_parser().parse_args(argv)
     try:

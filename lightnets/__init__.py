@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "profile": "flops",
     "count_macs": "flops",
-    "evaluate": "evaluate",
+    "evaluate": "evaluation",
     "save_pretrained": "hub",
     "load_pretrained": "hub",
     "optimize_for_inference": "deploy",

@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing them when pytest-xdist is not used.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores on CI: keep torch from oversubscribing them; an explicit OMP_NUM_THREADS wins.
+if "OMP_NUM_THREADS" not in os.environ:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import lightnets
 from eval import pareto_front, render
 from eval.__main__ import main
 from lightnets.data import load_dataset, normalize_batch
-from lightnets.evaluate import evaluate
+from lightnets.evaluation import evaluate
 
 FAST = ["--limit", "200", "--repeats", "2", "--warmup", "1", "--latency-batch-sizes", "1,8", "--threads", "1", "--no-progress"]
 PAIR = ["--model", "smallcnn_3x2", "--model", "smallcnn_3x2_dw123"]
