@@ -99,8 +99,25 @@ class MobileNetV1(ClassifierNet):
         return self.blocks(self.stem(x))
 
 
-# Pretrained cfgs, as data; weights are added by the weights issue (Hub id / bundled folder, sha256, metrics).
-default_cfgs: dict[str, dict[str, Any]] = {}
+def _timm_imagenet_cfg(hf_hub_id: str, crop_pct: float) -> dict[str, Any]:
+    """ImageNet-1k weights that timm publishes for MobileNet v1 (recipe ra4, 3600 epochs), converted on load."""
+    return {
+        "hf_hub_id": hf_hub_id,
+        "source_format": "timm_mobilenetv1",  # timm's layout; lightnets.convert maps it on load
+        "model_args": {"act_layer": "relu6"},  # timm's MobileNet v1 uses ReLU6
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "crop_pct": crop_pct,
+        "interpolation": "bicubic",
+        "license": "apache-2.0",
+    }
+
+
+# Pretrained cfgs, as data; the Fashion-MNIST weights bundled in weights/ are added from weights/index.json.
+default_cfgs: dict[str, dict[str, Any]] = {
+    "mobilenet_v1_100.timm_in1k": _timm_imagenet_cfg("timm/mobilenetv1_100.ra4_e3600_r224_in1k", 0.875),
+    "mobilenet_v1_125.timm_in1k": _timm_imagenet_cfg("timm/mobilenetv1_125.ra4_e3600_r224_in1k", 0.9),
+}
 
 
 @register_model
