@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = p.add_argument_group("models")
     models.add_argument("--model", action="append", default=[], metavar="NAME",
                         help="model name, name.tag or glob ('mobilenet_v1*'); repeatable")
-    models.add_argument("--all-pretrained", action="store_true", help="every model.tag that has pretrained weights")
+    models.add_argument("--all-pretrained", action="store_true", help="every model.tag with weights trained on --dataset")
     models.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                         help="load pretrained weights (default: when the model has any)")
     models.add_argument("--checkpoint", metavar="PATH", help="weights to load: .safetensors, .pth, or a Hub-layout folder (one model)")
@@ -76,13 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def model_names(patterns: Sequence[str], all_pretrained: bool) -> list[str]:
+def pretrained_for(dataset: str) -> list[str]:
+    """Every ``name.tag`` with weights trained on ``dataset`` (all weights for imagefolder/synthetic data)."""
+    from lightnets import get_pretrained_cfg, list_pretrained
+
+    names = list(list_pretrained())
+    if dataset.partition(":")[0] in ("imagefolder", "synthetic"):
+        return names
+    return [name for name in names if get_pretrained_cfg(name).get("dataset") == dataset]
+
+
+def model_names(patterns: Sequence[str], all_pretrained: bool, dataset: str = "fashion_mnist") -> list[str]:
     """Expand globs (on names and name.tag) and --all-pretrained into a list of distinct model names."""
     from lightnets import list_models, list_pretrained
 
-    names: list[str] = list(list_pretrained()) if all_pretrained else []
+    names: list[str] = pretrained_for(dataset) if all_pretrained else []
     if all_pretrained and not names:
-        raise ValueError("no model has pretrained weights yet (lightnets.list_pretrained() is empty); name models with --model")
+        raise ValueError(f"no weights trained on {dataset} yet (see lightnets.list_pretrained()); name models with --model")
     for pattern in patterns:
         if any(char in pattern for char in "*?["):
             matched = list_models(pattern) + [n for n in list_pretrained(pattern) if n not in list_models(pattern)]
@@ -112,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if args.threads < 1:
                 raise ValueError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)  # for the whole run, so the footer reports it
-        names = model_names(args.model, args.all_pretrained)
+        names = model_names(args.model, args.all_pretrained, args.dataset)
         rows = evaluate(
             names, args.dataset, split=args.split, data_dir=args.data_dir, download=args.download, limit=args.limit,
             batch_size=args.batch_size, img_size=args.img_size, small_input=args.small_input, pretrained=args.pretrained,

@@ -18,6 +18,7 @@ from .registry import (
     is_model,
     list_models,
     list_pretrained,
+    model_arguments,
     timm_name,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "is_model",
     "list_models",
     "list_pretrained",
+    "model_arguments",
     "timm_name",
     *_LAZY,
 ]

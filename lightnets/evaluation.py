@@ -77,12 +77,6 @@ def _native_shape(dataset: Optional[Dataset]) -> tuple[Optional[int], Optional[i
     return images.shape[1], (images.shape[2] if images.shape[2] == images.shape[3] else None)
 
 
-def _accepted_kwargs(name: str) -> set[str]:
-    from .registry import _entry  # the model class's signature says which arguments it takes
-
-    return _entry(name).accepted_kwargs() or set()
-
-
 def _checkpoint_config(path: Path) -> dict[str, Any]:
     """The config.json of a Hub-layout folder (or beside a weight file), else {}."""
     import json
@@ -94,10 +88,10 @@ def _checkpoint_config(path: Path) -> dict[str, Any]:
 def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], checkpoint: Optional[str],
             img_size: Optional[int], small_input: bool) -> tuple[nn.Module, str, bool]:
     """(model, tag, whether it normalises with the dataset's statistics) for a registered name."""
-    from .registry import create_model, list_pretrained, split_model_name
+    from .registry import create_model, list_pretrained, model_arguments, split_model_name
 
     name, weight_tag = split_model_name(spec)
-    accepted = _accepted_kwargs(name)
+    accepted = model_arguments(name)
     data_chans, data_side = _native_shape(dataset)
     kwargs: dict[str, Any] = {}
     if small_input and "small_input" in accepted:

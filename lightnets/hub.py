@@ -35,6 +35,7 @@ from torch import nn
 
 __all__ = [
     "WEIGHTS_DIR",
+    "folder_cfg",
     "ChecksumError",
     "WeightsUnavailableError",
     "load_pretrained",
@@ -218,9 +219,17 @@ def adapt_state_dict(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any
     from timm.models import adapt_input_conv
 
     state_dict = dict(state_dict)
-    first_conv = f"{cfg.get('first_conv') or 'stem.conv'}.weight"
+    first_conv_name = cfg.get("first_conv") or "stem.conv"
+    first_conv = f"{first_conv_name}.weight"
     weight = state_dict.get(first_conv)
-    if weight is not None and weight.dim() == 4 and weight.shape[1] != model.in_chans:
+    own_weight = model.state_dict().get(first_conv)
+    if weight is not None and own_weight is not None and weight.shape != own_weight.shape:
+        if getattr(model.get_submodule(first_conv_name), "groups", 1) > 1:
+            # A depthwise first conv has one filter per input channel: summing or repeating them has no meaning.
+            raise ValueError(
+                f"{first_conv_name} is a depthwise conv, so weights saved for {weight.shape[0]} input channel(s) cannot "
+                f"be adapted to in_chans={model.in_chans}; build the model with the weights' in_chans"
+            )
         state_dict[first_conv] = adapt_input_conv(model.in_chans, weight, base_chans=weight.shape[1])
     classifier = cfg.get("classifier") or "classifier"
     head_keys = {f"{classifier}.weight", f"{classifier}.bias"}
@@ -535,6 +544,26 @@ def build_index(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]
     return entries
 
 
+def folder_cfg(path: PathLike) -> dict[str, Any]:
+    """What a Hub-layout folder's config.json says about building its model (empty for a bare weight file).
+
+    ``create_model(name, pretrained=True, pretrained_path=folder)`` applies it, so a folder written by
+    :func:`save_pretrained` rebuilds its model (``small_input``, ``alpha`` ...) without repeating the arguments.
+    """
+    config_path = Path(path).expanduser() / CONFIG_NAME
+    if not config_path.is_file():
+        return {}
+    config = json.loads(config_path.read_text())
+    pretrained_cfg = config.get("pretrained_cfg", {})
+    cfg = {k: pretrained_cfg[k] for k in ("input_size", "mean", "std", "label_names", "first_conv", "classifier") if pretrained_cfg.get(k)}
+    cfg["model_args"] = {k: v for k, v in config.get("model_args", {}).items() if k not in ("num_classes", "in_chans")}
+    if "num_classes" in config:
+        cfg["num_classes"] = config["num_classes"]
+    if "input_size" in cfg:
+        cfg["input_size"] = tuple(cfg["input_size"])
+    return cfg
+
+
 def bundled_cfgs(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
     """Pretrained cfgs of the bundled weights, keyed ``"name.tag"`` (what a family's ``default_cfgs`` holds).
 
@@ -553,6 +582,7 @@ def bundled_cfgs(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any
             "std": tuple(entry["std"]),
             "label_names": entry.get("label_names"),
             "license": entry.get("license"),
+            "dataset": entry.get("training", {}).get("dataset"),
             "metrics": entry["metrics"],
             "params": entry["params"],
             "macs": entry["macs"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
 import sys
 import typing
@@ -23,6 +24,7 @@ __all__ = [
     "create_model",
     "list_models",
     "list_pretrained",
+    "model_arguments",
     "is_model",
     "get_pretrained_cfg",
     "split_model_name",
@@ -105,11 +107,13 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     if name in _entries:
         raise ValueError(f"model {name!r} is already registered (by {_entries[name].fn.__module__})")
     module_cfgs = getattr(sys.modules[fn.__module__], "default_cfgs", {})
-    cfgs = {"": dict(DEFAULT_CFG)}
-    for key, cfg in module_cfgs.items():
+    bundled = _bundled_cfgs()
+    cfgs = {"": {**DEFAULT_CFG, **module_cfgs.get(name, {})}}
+    for key in [*module_cfgs, *(key for key in bundled if key not in module_cfgs)]:
         base, tag = split_model_name(key)
-        if base == name:
-            cfgs[tag] = {**DEFAULT_CFG, **cfg}
+        if base == name and tag:
+            # A tag inherits the model's own cfg (first_conv, classifier ...); weights/index.json has the last word.
+            cfgs[tag] = {**cfgs[""], **module_cfgs.get(key, {}), **bundled.get(key, {})}
     try:
         model_cls = typing.get_type_hints(fn).get("return")
     except Exception:  # unresolvable annotation: skip kwarg checking, never fail registration
@@ -117,6 +121,14 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     _entries[name] = ModelEntry(name, fn, model_cls if isinstance(model_cls, type) else None, cfgs)
     _register_with_timm(name)
     return fn
+
+
+@functools.lru_cache(maxsize=None)
+def _bundled_cfgs() -> dict[str, dict[str, Any]]:
+    """Cfgs of the weights listed in weights/index.json, read once."""
+    from .hub import bundled_cfgs
+
+    return bundled_cfgs()
 
 
 def variant_kwargs(generic_name: str, user_kwargs: dict[str, Any], **fixed: Any) -> dict[str, Any]:
@@ -166,6 +178,15 @@ def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
         tags = ", ".join(f"{name}.{t}" for t in entry.cfgs if t) or "none"
         raise UnknownModelError(f"model {name!r} has no tag {tag!r}; registered tags: {tags}")
     return {**entry.cfgs[tag], "architecture": name, "tag": tag or None}
+
+
+def model_arguments(model_name: str) -> set[str]:
+    """The keyword arguments a registered model takes (read from its class signature; empty if unreadable).
+
+    >>> sorted(model_arguments("shufflenet_v1") & {"groups", "scale", "small_input"})
+    ['groups', 'scale', 'small_input']
+    """
+    return _entry(split_model_name(model_name)[0]).accepted_kwargs() or set()
 
 
 def list_models(pattern: str = "*", pretrained: bool = False, exclude: Optional[str] = None) -> list[str]:
@@ -230,7 +251,14 @@ def create_model(
         if not entry.pretrained_tags:
             available = ", ".join(list_models(pretrained=True)) or "none yet"
             raise ValueError(f"model {name!r} has no pretrained weights; models with weights: {available}")
-    cfg = get_pretrained_cfg(model_name)
+    if pretrained and pretrained_path is not None:
+        from .hub import folder_cfg
+
+        # Weights from a path are described by the path (its config.json), not by a registered tag.
+        cfg = get_pretrained_cfg(model_name) if tag else {**entry.cfgs[""], "architecture": name, "tag": None}
+        cfg.update(folder_cfg(pretrained_path))
+    else:
+        cfg = get_pretrained_cfg(model_name)
     if pretrained_cfg:
         cfg.update(pretrained_cfg)
     if pretrained:

@@ -180,9 +180,9 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
         if not args.model:
             raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
         name = args.model
-        from .registry import _entry  # the model class's arguments decide whether img_size can follow the data
+        from .registry import model_arguments  # the model's arguments decide whether img_size can follow the data
 
-        accepted = _entry(name.partition(".")[0]).accepted_kwargs() or set()
+        accepted = model_arguments(name)
         if "img_size" in accepted and "img_size" not in kwargs and "rho" not in kwargs:
             kwargs["img_size"] = img_size  # train at the data's native size: the cfg then records it
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)

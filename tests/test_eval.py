@@ -240,4 +240,12 @@ def test_bad_input_gets_a_one_line_error(argv, message, bad_files, capsys):
 def test_all_pretrained_when_no_weight_exists(monkeypatch, capsys):
     monkeypatch.setattr(lightnets, "list_pretrained", lambda pattern="*": [])
     status, out, err = run(capsys, "--all-pretrained")
-    assert status == 2 and "no model has pretrained weights yet" in err
+    assert status == 2 and "no weights trained on fashion_mnist yet" in err
+
+
+def test_all_pretrained_picks_the_weights_of_the_dataset():
+    from eval.__main__ import pretrained_for
+
+    assert "mobilenet_v1_100.timm_in1k" in pretrained_for("synthetic")
+    assert "mobilenet_v1_100.timm_in1k" not in pretrained_for("fashion_mnist")
+    assert all(lightnets.get_pretrained_cfg(name)["dataset"] == "fashion_mnist" for name in pretrained_for("fashion_mnist"))

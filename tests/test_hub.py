@@ -253,3 +253,14 @@ def test_load_checkpoint_reads_training_checkpoints_and_explains_misfits(tmp_pat
     load_checkpoint(fresh, tmp_path / "partial.safetensors", strict=False)
     with pytest.raises(WeightsUnavailableError, match="no weight file"):
         load_checkpoint(fresh, tmp_path / "nothing_here")
+
+
+def test_a_folder_rebuilds_its_model_and_a_depthwise_stem_is_not_adapted(tmp_path):
+    model = lightnets.create_model("smallcnn_3x2_dw1", small_input=True, in_chans=1, num_classes=10).eval()
+    folder = save_pretrained(model, tmp_path / "dw1", tag="fmnist")
+    loaded = lightnets.create_model("smallcnn_3x2_dw1", pretrained=True, pretrained_path=folder).eval()
+    assert loaded.pretrained_cfg["tag"] is None and loaded.pretrained_cfg["input_size"] == (1, 28, 28)
+    x = torch.randn(2, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="depthwise conv.*in_chans=3"):
+        lightnets.create_model("smallcnn_3x2_dw1", pretrained=True, pretrained_path=folder, in_chans=3)

@@ -103,6 +103,7 @@ def _timm_imagenet_cfg(hf_hub_id: str, crop_pct: float) -> dict[str, Any]:
     """ImageNet-1k weights that timm publishes for MobileNet v1 (recipe ra4, 3600 epochs), converted on load."""
     return {
         "hf_hub_id": hf_hub_id,
+        "dataset": "imagenet-1k",
         "source_format": "timm_mobilenetv1",  # timm's layout; lightnets.convert maps it on load
         "model_args": {"act_layer": "relu6"},  # timm's MobileNet v1 uses ReLU6
         "mean": (0.5, 0.5, 0.5),
