@@ -74,6 +74,8 @@ def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     if settings.get("dataset"):
         lines.append(f"data: {settings['dataset']} / {settings['split']}, {settings['images']} images"
                      if settings.get("images") else f"data: {settings['dataset']} (no accuracy measured)")
+    if settings.get("command"):
+        lines.append(f"command: `{settings['command']}`")
     if settings.get("baseline"):
         lines.append(f"baseline {settings['baseline']}: MAC ratio = MACs / its MACs; speedup = its ms / ms; "
                      "speedup÷MAC cut = speedup x MAC ratio (1.0: time fell as much as MACs; below 1: less)")

@@ -26,15 +26,18 @@ import copy
 import hashlib
 import inspect
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from .manifest import INDEX_NAME, WEIGHTS_DIR, bundled_cfgs, read_index
+
 __all__ = [
     "WEIGHTS_DIR",
+    "INDEX_NAME",
+    "read_index",
     "folder_cfg",
     "ChecksumError",
     "WeightsUnavailableError",
@@ -52,9 +55,6 @@ __all__ = [
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
-INDEX_NAME = "index.json"
-# The bundled weights live beside the package in a source checkout; LIGHTNETS_WEIGHTS_DIR points elsewhere.
-WEIGHTS_DIR = Path(os.environ.get("LIGHTNETS_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
 
 PathLike = Union[str, Path]
 StateDict = dict[str, torch.Tensor]
@@ -116,7 +116,7 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
     if pretrained_path is not None:
         return _weights_file(Path(pretrained_path).expanduser())
     name = _weight_name(cfg)
-    indexed = _read_index(WEIGHTS_DIR).get(name, {})
+    indexed = read_index(WEIGHTS_DIR).get(name, {})
     expected_sha = cfg.get("sha256") or indexed.get("sha256")
     bundled = cfg.get("file") or indexed.get("folder")
     if bundled:
@@ -512,15 +512,10 @@ def push_to_hub(directory: PathLike, repo_id: str, token: Optional[str] = None, 
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_index(weights_dir: Path) -> dict[str, dict[str, Any]]:
-    index = weights_dir / INDEX_NAME
-    return json.loads(index.read_text())["weights"] if index.is_file() else {}
-
-
 def build_index(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
     """Rewrite ``weights/index.json`` from the Hub-layout folders in ``weights_dir`` (their config.json and sha256)."""
     weights_dir = Path(weights_dir)
-    previous = _read_index(weights_dir)
+    previous = read_index(weights_dir)
     entries = {}
     for config_path in sorted(weights_dir.glob(f"*/{CONFIG_NAME}")):
         config = json.loads(config_path.read_text())
@@ -562,35 +557,6 @@ def folder_cfg(path: PathLike) -> dict[str, Any]:
     if "input_size" in cfg:
         cfg["input_size"] = tuple(cfg["input_size"])
     return cfg
-
-
-def bundled_cfgs(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
-    """Pretrained cfgs of the bundled weights, keyed ``"name.tag"`` (what a family's ``default_cfgs`` holds).
-
-    >>> isinstance(bundled_cfgs(), dict)
-    True
-    """
-    cfgs = {}
-    for name, entry in _read_index(Path(weights_dir)).items():
-        cfg = {
-            "file": entry["folder"],
-            "sha256": entry["sha256"],
-            "model_args": entry["model_args"],
-            "num_classes": entry["num_classes"],
-            "input_size": tuple(entry["input_size"]),
-            "mean": tuple(entry["mean"]),
-            "std": tuple(entry["std"]),
-            "label_names": entry.get("label_names"),
-            "license": entry.get("license"),
-            "dataset": entry.get("training", {}).get("dataset"),
-            "metrics": entry["metrics"],
-            "params": entry["params"],
-            "macs": entry["macs"],
-        }
-        if entry.get("hf_hub_id"):
-            cfg["hf_hub_id"] = entry["hf_hub_id"]
-        cfgs[name] = {k: v for k, v in cfg.items() if v is not None}
-    return cfgs
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -126,7 +126,7 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 @functools.lru_cache(maxsize=None)
 def _bundled_cfgs() -> dict[str, dict[str, Any]]:
     """Cfgs of the weights listed in weights/index.json, read once."""
-    from .hub import bundled_cfgs
+    from .manifest import bundled_cfgs
 
     return bundled_cfgs()
 

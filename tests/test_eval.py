@@ -87,6 +87,7 @@ def test_every_output_format_parses_back(json_run):
     first = [cell.strip() for cell in markdown[2].strip("|").split("|")]
     assert len(first) == len(header) and first[0] == "smallcnn_3x2" and first[4] == f"{rows[0]['macs'] / 1e6:.2f}"
     assert any("threads: 1" in line for line in markdown)
+    assert any("command: `python -m eval --model smallcnn_3x2" in line for line in markdown)  # reproducible from the table
 
     table = render(rows, "table", report["environment"], report["settings"]).splitlines()
     assert table[0].split()[:3] == ["model", "tag", "input"] and set(table[1]) == {"-", " "}
@@ -137,10 +138,10 @@ def test_imagefolder_and_synthetic_through_the_engine(tmp_path):
         (tmp_path / name).mkdir()
         for i in range(3):
             Image.new("RGB", (40 + 10 * i, 36), color).save(tmp_path / name / f"{i}.png")
-    row, = evaluate(["smallcnn_3x2"], f"imagefolder:{tmp_path}", latency_batch_sizes=(1,), repeats=1, warmup=0,
+    row, = evaluate(["smallcnn_3x2"], f"imagefolder:{tmp_path}", pretrained=False, latency_batch_sizes=(1,), repeats=1, warmup=0,
                     workers=0, progress=False)
     assert row["images"] == 6 and row["input_size"] == "3x28x28" and row["top1"] in (0.0, 50.0, 100.0)
-    row, = evaluate(["smallcnn_3x2"], "synthetic", latency_batch_sizes=(2,), repeats=1, warmup=0, progress=False)
+    row, = evaluate(["smallcnn_3x2"], "synthetic", pretrained=False, latency_batch_sizes=(2,), repeats=1, warmup=0, progress=False)
     assert row["top1"] is None and row["ms_bs2"] > 0
 
 
@@ -220,7 +221,7 @@ def bad_files(tmp_path):
     (["--model", "smallcnn_3x2", "--latency-batch-sizes", "0,4"], "batch sizes must be integers >= 1"),
     (["--model", "smallcnn_3x2", "--repeats", "0"], "repeats must be an integer >= 1, got 0"),
     (["--model", "mobilenet_v1_025", "--img-size", "16"], "cannot be evaluated at 3x16x16: MobileNetV1 takes images of at least 32x32"),
-    (["--model", "smallcnn_3x2", "--pretrained"], "model 'smallcnn_3x2' has no pretrained weights"),
+    (["--model", "vgg13", "--pretrained"], "model 'vgg13' has no pretrained weights"),
     (["--model", "smallcnn_3x2", "--plot", "x.png", "--no-accuracy"], "--plot draws top-1 accuracy"),
     (["--model", "smallcnn_3x2", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
 ])

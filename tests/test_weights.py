@@ -1,0 +1,41 @@
+"""Every shipped weight re-earns the accuracy recorded beside it (weights/index.json) on the embedded test split."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lightnets
+from lightnets import hub
+from lightnets.evaluation import evaluate
+
+INDEX = json.loads((hub.WEIGHTS_DIR / "index.json").read_text())["weights"]
+FMNIST_WEIGHTS = sorted(name for name, entry in INDEX.items() if entry["training"].get("dataset") == "fashion_mnist")
+
+
+def test_the_manifest_matches_the_folders():
+    """index.json is what `python -m lightnets.hub index` writes from the folders: no stale checksum, no orphan."""
+    folders = sorted(path.parent.name for path in hub.WEIGHTS_DIR.glob("*/config.json"))
+    assert sorted(entry["folder"] for entry in INDEX.values()) == folders
+    for name, entry in INDEX.items():
+        assert hub.sha256sum(hub.WEIGHTS_DIR / entry["folder"] / "model.safetensors") == entry["sha256"], name
+        assert name in lightnets.list_pretrained(), f"{name} is in index.json but not registered"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FMNIST_WEIGHTS)
+def test_shipped_weight_reproduces_its_recorded_top1(name):
+    recorded = INDEX[name]["metrics"]["top1"]
+    (row,) = evaluate([name], "fashion_mnist", split="test", latency_batch_sizes=(1,), repeats=1, warmup=1, progress=False)
+    assert row["images"] == 10_000  # the whole embedded test split, not a subset
+    assert abs(row["top1"] - recorded) <= 0.1, f"{name}: measured {row['top1']:.2f}%, recorded {recorded:.2f}%"
+
+
+@pytest.mark.parametrize("name", FMNIST_WEIGHTS)
+def test_shipped_weight_loads_with_its_recorded_shape(name):
+    model = lightnets.create_model(name, pretrained=True)
+    assert model.pretrained_cfg["input_size"] == tuple(INDEX[name]["input_size"])
+    assert model.num_classes == 10 and sum(p.numel() for p in model.parameters()) == INDEX[name]["params"]
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, *INDEX[name]["input_size"])).shape == (2, 10)
