@@ -1,0 +1,412 @@
+"""Deployment path: fold BatchNorm into the convs, then run through the fastest available backend.
+
+Backends (``optimize_for_inference(model, backend=...)``), each returning an ``nn.Module`` that
+maps an NCHW float batch to logits and matches the eager model within 1e-4:
+
+* ``"eager"``: the BN-folded model, optionally channels_last.
+* ``"torchscript"``: traced, frozen and passed through ``torch.jit.optimize_for_inference``
+  (oneDNN weight prepacking, conv + ReLU fusion). TorchScript is deprecated in torch 2.9+ but still works.
+* ``"compile"``: ``torch.compile`` (inductor) with freezing; needs a C++ compiler.
+* ``"onnxruntime"``: exported to ONNX (dynamic batch) and run by ONNX Runtime with every graph
+  optimisation on (which includes its NCHWc layout for x86 convs).
+* ``"onnxruntime-int8"``: the same ONNX graph statically quantised to int8 (QDQ, per-channel
+  weights), calibrated on images you pass.
+
+``"auto"`` takes the first available of :data:`AUTO_ORDER`, the order measured in results/speed.md.
+
+>>> import torch, lightnets
+>>> model = lightnets.create_model("shufflenet_g3", small_input=True, num_classes=10).eval()
+>>> fast = lightnets.optimize_for_inference(model, backend="eager")
+>>> x = torch.randn(2, 3, 32, 32)
+>>> bool((fast(x) - model(x)).abs().max() < 1e-4)
+True
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+PathLike = Union[str, os.PathLike]
+
+BACKENDS = ("auto", "eager", "torchscript", "compile", "onnxruntime", "onnxruntime-int8")
+# Fastest first, as measured by benchmarks/speed.py on a 2-core AVX2 CPU (results/speed.md).
+AUTO_ORDER = ("onnxruntime", "torchscript", "eager")
+DEFAULT_OPSET = 17  # run by onnxruntime >= 1.11 and most other runtimes
+# The TorchScript-based exporter's range with constant folding (torch.onnx._constants).
+MIN_OPSET, MAX_OPSET = 9, 20
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run here (missing package or compiler); the message says what to install."""
+
+
+# --------------------------------------------------------------------------------------------------
+# BatchNorm folding
+# --------------------------------------------------------------------------------------------------
+
+
+class _Logits(nn.Module):
+    """``forward_head(forward_features(x))``: a lightnets model without its Python input checks, so torch.fx can trace it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x))
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """Names of ``(Conv2d, BatchNorm2d)`` pairs where the BatchNorm reads only that conv's output.
+
+    The data flow comes from tracing the forward with torch.fx, so a pair is found by what the
+    forward computes, not by the order the modules were registered in.
+
+    >>> from lightnets.layers import ConvBNAct
+    >>> conv_bn_pairs(nn.Sequential(ConvBNAct(3, 8), ConvBNAct(8, 8)))
+    [('0.conv', '0.bn'), ('1.conv', '1.bn')]
+    """
+    traced_root = _Logits(model) if hasattr(model, "forward_features") and hasattr(model, "forward_head") else model
+    prefix = "model." if traced_root is not model else ""
+    try:
+        graph = torch.fx.symbolic_trace(traced_root).graph
+    except Exception as error:  # fx raises several types; all mean the same thing to the caller
+        raise ValueError(
+            f"cannot fold BatchNorm in {type(model).__name__}: its forward is not traceable by torch.fx ({error})"
+        ) from error
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    pairs = []
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(traced_root.get_submodule(node.target), nn.BatchNorm2d):
+            continue
+        producer = node.args[0]
+        if (
+            isinstance(producer, torch.fx.Node)
+            and producer.op == "call_module"
+            and isinstance(traced_root.get_submodule(producer.target), nn.Conv2d)
+            and len(producer.users) == 1
+            and calls[producer.target] == calls[node.target] == 1  # a module called twice cannot be folded once
+        ):
+            pairs.append((producer.target.removeprefix(prefix), node.target.removeprefix(prefix)))
+    return pairs
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with every BatchNorm2d that follows a Conv2d folded into that conv.
+
+    The conv gets ``W·γ/σ`` and ``(b − μ)·γ/σ + β`` (σ = sqrt(var + eps)); the BatchNorm becomes
+    ``nn.Identity``. The model keeps its class and API; ``model`` itself is left untouched.
+
+    >>> import lightnets
+    >>> model = lightnets.create_model("mobilenet_v1_025", small_input=True).eval()
+    >>> folded = fold_batchnorm(model)
+    >>> sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    0
+    """
+    folded = copy.deepcopy(model).eval()
+    for conv_name, bn_name in conv_bn_pairs(folded):
+        folded.set_submodule(conv_name, fuse_conv_bn_eval(folded.get_submodule(conv_name), folded.get_submodule(bn_name)))
+        folded.set_submodule(bn_name, nn.Identity())
+    return folded
+
+
+# --------------------------------------------------------------------------------------------------
+# ONNX export and ONNX Runtime
+# --------------------------------------------------------------------------------------------------
+
+
+def _require(package: str, extra: str = "onnx") -> None:
+    if importlib.util.find_spec(package) is None:
+        raise BackendUnavailableError(f"{package} is not installed: pip install 'lightnets[{extra}]' (or pip install {package})")
+
+
+def default_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
+    """A seeded N(0, 1) batch of the model's default input: ``in_chans`` × ``img_size``² (lightnets models),
+    else ``pretrained_cfg['input_size']`` (timm models)."""
+    if hasattr(model, "in_chans") and hasattr(model, "img_size"):
+        input_size = (model.in_chans, model.img_size, model.img_size)
+    else:
+        input_size = getattr(model, "pretrained_cfg", {}).get("input_size")
+        if input_size is None:
+            raise ValueError(f"{type(model).__name__} does not declare its input size; pass example_input")
+    return torch.randn((batch_size, *input_size), generator=torch.Generator().manual_seed(0))
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    # TorchScript and its exporter warn on every call that they are deprecated; we know, and say so in the docs.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield
+
+
+def export_onnx(
+    model: nn.Module,
+    path: PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    example_input: Optional[torch.Tensor] = None,
+    fold_bn: bool = True,
+) -> Path:
+    """Export ``model`` (eval mode, BatchNorm folded) to an ONNX file with input ``input`` and output ``logits``.
+
+    Uses the TorchScript-based exporter: the torch.export-based one needs onnxscript, which lightnets
+    does not depend on. Channel shuffle reshapes with ``-1``, so a dynamic batch survives export.
+
+    Args:
+        model: the model; not modified.
+        path: the ``.onnx`` file to write (parent folders are created).
+        opset: ONNX opset version, from :data:`MIN_OPSET` to :data:`MAX_OPSET`.
+        dynamic_batch: leave the batch dimension symbolic, so one file serves every batch size.
+        example_input: a batch to trace with (default: the model's input size, batch 1).
+        fold_bn: fold BatchNorm first (onnxruntime would fold it too; other runtimes may not).
+
+    >>> import tempfile, lightnets
+    >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    >>> export_onnx(model, tempfile.mkdtemp() + "/smallcnn.onnx").suffix
+    '.onnx'
+    """
+    _require("onnx")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset!r}")
+    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+    example_input = default_input(model) if example_input is None else example_input
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    with _quiet_deprecations(), torch.no_grad():
+        torch.onnx.export(
+            model, (example_input.contiguous(),), str(path), dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+        )
+    return path
+
+
+def ort_session_options(num_threads: Optional[int] = None) -> Any:
+    """ONNX Runtime options for single-stream inference: all graph optimisations, ``num_threads``
+    intra-op threads (default: torch's), sequential execution."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = num_threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return options
+
+
+class OnnxRuntimeModule(nn.Module):
+    """An ONNX file run by ONNX Runtime's CPU provider, behind an ``nn.Module`` that takes and returns tensors.
+
+    >>> import tempfile, lightnets
+    >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    >>> runner = OnnxRuntimeModule(export_onnx(model, tempfile.mkdtemp() + "/m.onnx"))
+    >>> runner(torch.zeros(5, 1, 28, 28)).shape
+    torch.Size([5, 10])
+    """
+
+    def __init__(self, path: PathLike, num_threads: Optional[int] = None) -> None:
+        super().__init__()
+        _require("onnxruntime")
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(self.path), ort_session_options(num_threads), providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+    def extra_repr(self) -> str:
+        return f"path={str(self.path)!r}"
+
+
+class _CalibrationReader:
+    """Feeds calibration images to onnxruntime's quantiser in batches (its CalibrationDataReader protocol)."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int) -> None:
+        self.batches = iter(images.split(batch_size))
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        batch = next(self.batches, None)
+        return None if batch is None else {INPUT_NAME: batch.to(torch.float32).contiguous().numpy()}
+
+
+def quantize_onnx(
+    onnx_path: PathLike,
+    output_path: PathLike,
+    calibration_images: torch.Tensor,
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = True,
+    batch_size: int = 32,
+) -> Path:
+    """Statically quantise an exported fp32 ONNX file to int8 (QDQ), calibrating on ``calibration_images``.
+
+    Weights are signed int8 per output channel, activations unsigned int8 per tensor (MinMax ranges
+    over the calibration set): onnxruntime's u8s8 kernels, the fast pair on x86.
+    ``reduce_range`` keeps weights to 7 bits: without AVX-512 VNNI, u8s8 runs on ``vpmaddubsw``,
+    whose int16 sums saturate (onnxruntime's quantization docs). Measured on smallcnn_3x2.fmnist
+    (AVX2 CPU): 8-bit weights lost 1.1 points top-1, 7-bit ones 0.05.
+    ``calibration_images`` must be normalised exactly as the model's inputs will be.
+    """
+    _require("onnxruntime")
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not isinstance(calibration_images, torch.Tensor) or calibration_images.dim() != 4 or len(calibration_images) == 0:
+        shape = tuple(calibration_images.shape) if isinstance(calibration_images, torch.Tensor) else type(calibration_images).__name__
+        raise ValueError(f"calibration_images must be a non-empty (N, C, H, W) tensor, got {shape}")
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as workdir:
+        prepared = Path(workdir) / "prepared.onnx"
+        # Recommended before static quantisation: shape inference and fp32 graph fusions (conv + ReLU, ...).
+        quant_pre_process(str(onnx_path), str(prepared))
+        quantize_static(
+            str(prepared), str(output_path), _CalibrationReader(calibration_images, batch_size),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+    return output_path
+
+
+# --------------------------------------------------------------------------------------------------
+# optimize_for_inference
+# --------------------------------------------------------------------------------------------------
+
+
+def cpp_compiler() -> Optional[str]:
+    """The C++ compiler torch.compile's CPU backend would call, or None when there is none."""
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def available_backends() -> list[str]:
+    """The concrete backends that can run here (``"auto"`` excluded).
+
+    >>> "eager" in available_backends()
+    True
+    """
+    backends = ["eager", "torchscript"]
+    if cpp_compiler() is not None:
+        backends.append("compile")
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        backends += ["onnxruntime", "onnxruntime-int8"]
+    return backends
+
+
+class _ChannelsLast(nn.Module):
+    """Converts the input to channels_last before a model whose weights are channels_last."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+class _NoGrad(nn.Module):
+    """Runs the wrapped (compiled) model without autograd, which inductor's freezing requires."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model(x)
+
+
+def _resolve_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    available = available_backends()
+    if backend == "auto":
+        return next(name for name in AUTO_ORDER if name in available)
+    if backend not in available:
+        need = "a C++ compiler (g++ or clang++, or set CXX)" if backend == "compile" else "pip install onnx onnxruntime"
+        raise BackendUnavailableError(f"backend {backend!r} is not available here: it needs {need}")
+    return backend
+
+
+def optimize_for_inference(
+    model: nn.Module,
+    backend: str = "auto",
+    *,
+    example_input: Optional[torch.Tensor] = None,
+    channels_last: bool = False,
+    num_threads: Optional[int] = None,
+    calibration_images: Optional[torch.Tensor] = None,
+    onnx_path: Optional[PathLike] = None,
+    opset: int = DEFAULT_OPSET,
+) -> nn.Module:
+    """A fast inference-only version of ``model``: BatchNorm folded, then run through ``backend``.
+
+    Args:
+        model: the model; not modified (the result works on a copy).
+        backend: one of :data:`BACKENDS` (see the module docstring); ``"auto"`` picks the first
+            available of :data:`AUTO_ORDER`.
+        example_input: a batch used to trace / export / compile (default: the model's input size,
+            batch 1). Any batch size works afterwards.
+        channels_last: run the eager, torchscript and compile backends in channels_last memory format.
+        num_threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()``).
+        calibration_images: normalised images to calibrate int8 ranges on (``"onnxruntime-int8"`` only).
+        onnx_path: where to keep the ONNX file (default: a temporary folder that lives with the process).
+        opset: ONNX opset for the onnxruntime backends.
+
+    >>> import lightnets
+    >>> model = lightnets.create_model("mobilenet_v1_025", small_input=True, num_classes=10).eval()
+    >>> fast = optimize_for_inference(model, backend="torchscript")
+    >>> x = torch.randn(4, 3, 32, 32)
+    >>> bool((fast(x) - model(x)).abs().max() < 1e-4)
+    True
+    """
+    backend = _resolve_backend(backend)
+    if backend == "onnxruntime-int8" and calibration_images is None:
+        raise ValueError("backend 'onnxruntime-int8' needs calibration_images: a few hundred normalised training images")
+    if backend != "onnxruntime-int8" and calibration_images is not None:
+        raise ValueError(f"calibration_images is only used by backend 'onnxruntime-int8', not {backend!r}")
+    folded = fold_batchnorm(model)
+    example_input = default_input(folded) if example_input is None else example_input
+    if backend.startswith("onnxruntime"):
+        if onnx_path is None:
+            onnx_path = Path(tempfile.mkdtemp(prefix="lightnets-onnx-")) / "model.onnx"
+        onnx_path = export_onnx(folded, onnx_path, opset=opset, example_input=example_input, fold_bn=False)
+        if backend == "onnxruntime-int8":
+            onnx_path = quantize_onnx(onnx_path, onnx_path.with_name(onnx_path.stem + ".int8.onnx"), calibration_images)
+        return OnnxRuntimeModule(onnx_path, num_threads=num_threads)
+    if channels_last:
+        folded = _ChannelsLast(folded)
+    if backend == "eager":
+        return folded
+    if backend == "torchscript":
+        with _quiet_deprecations(), torch.no_grad():
+            traced = torch.jit.trace(folded, example_input, check_trace=False)
+            return torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+    # compile: freezing turns the weights into constants, so inductor prepacks them for oneDNN.
+    compiled = _NoGrad(torch.compile(folded, options={"freezing": True}))
+    compiled(example_input)  # compile now, not inside the first timed call
+    return compiled
