@@ -148,10 +148,12 @@ class Settings:
     gemm_gmacs: float
     img_size: Optional[int] = None
     headline: dict[str, float] = field(default_factory=dict)
+    # (pair, path, batch) -> (regular s, separable s, separable MACs per image): explains unmet pair goals
+    pair_times: dict[tuple[str, str, int], tuple[float, float, int]] = field(default_factory=dict)
 
 
 def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.2f}"
+    return f"{seconds * 1e3:.3f}" if seconds < 1e-3 else f"{seconds * 1e3:.2f}"
 
 
 def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
@@ -184,12 +186,13 @@ def pairs_section(pairs: Sequence[str], settings: Settings) -> list[str]:
     fp32 = tuple(b for b in settings.backends if b != "onnxruntime-int8")
     head = ["regular → separable", "MAC reduction", "path"]
     for b in settings.batch_sizes:
-        head += [f"bs{b} speedup", f"bs{b} speedup ÷ MAC red."]
+        head += [f"bs{b} ms regular / separable", f"bs{b} speedup", f"bs{b} speedup ÷ MAC red."]
     lines = ["| " + " | ".join(head) + " |", "|:---|---:|:---|" + "---:|" * (len(head) - 3)]
     for pair in pairs:
         regular_name, separable_name = pair.split(":")
         built = {n: build_model(n, settings.img_size if n not in LAYER_MODELS else None) for n in (regular_name, separable_name)}
-        reduction = macs_of(*built[regular_name]) / macs_of(*built[separable_name])
+        separable_macs = macs_of(*built[separable_name])
+        reduction = macs_of(*built[regular_name]) / separable_macs
         paths = {}
         for n, (model, input_size) in built.items():
             paths.update({(n, label): m for label, m in build_paths(model, n, input_size, fp32, with_timm=False).items()})
@@ -200,9 +203,12 @@ def pairs_section(pairs: Sequence[str], settings: Settings) -> list[str]:
         for label in dict.fromkeys(label for _, label in paths):
             cells = [f"{regular_name} → {separable_name}", f"{reduction:.2f}×", label]
             for b in settings.batch_sizes:
-                speedup = times[f"{regular_name}|{label}"][b] / times[f"{separable_name}|{label}"][b]
-                cells += [f"{speedup:.2f}×", f"{speedup / reduction:.2f}"]
+                regular_s, separable_s = times[f"{regular_name}|{label}"][b], times[f"{separable_name}|{label}"][b]
+                speedup = regular_s / separable_s
+                # Absolute times show when a model is too small for its MACs to dominate (fixed per-op cost).
+                cells += [f"{_ms(regular_s)} / {_ms(separable_s)}", f"{speedup:.2f}×", f"{speedup / reduction:.2f}"]
                 settings.headline[f"{pair} {label} bs{b} speedup/MAC"] = speedup / reduction
+                settings.pair_times[pair, label, b] = (regular_s, separable_s, separable_macs)
             lines.append("| " + " | ".join(cells) + " |")
         print(f"pairs: {pair} done", file=sys.stderr)
     return lines
@@ -306,7 +312,7 @@ def goals_section(settings: Settings) -> list[str]:
     h = settings.headline
     bs = settings.batch_sizes
     fp32_backends = [b for b in settings.backends if b not in ("eager", "onnxruntime-int8")]
-    rows = []
+    rows, gaps = [], []
     for b in bs:
         if (value := h.get(f"mobilenet_v1_100 eager bs{b} × timm")) is not None:
             rows.append((f"eager mobilenet_v1_100 ÷ timm eager, bs{b}", value, "≤ 1.00", value <= 1.0))
@@ -328,14 +334,30 @@ def goals_section(settings: Settings) -> list[str]:
             if key.endswith(f"bs{b} speedup/MAC"):
                 pair, path = key.split()[0], key.split()[1]
                 if path != "eager":
-                    per_pair[pair] = max(per_pair.get(pair, 0.0), value)
-        for pair, value in per_pair.items():
-            rows.append((f"{pair.replace(':', ' → ')}: speedup ÷ MAC reduction, best non-eager path, bs{b}", value, "≥ 0.60", value >= 0.6))
+                    per_pair[pair] = max(per_pair.get(pair, (0.0, "")), (value, path))
+        for pair, (value, path) in per_pair.items():
+            rows.append((f"{pair.replace(':', ' → ')}: speedup ÷ MAC reduction, best non-eager path ({path}), bs{b}",
+                         value, "≥ 0.60", value >= 0.6))
+            if value < 0.6:
+                gaps.append(_pair_gap(pair, path, b, settings))
     lines = ["| goal | measured | target | met |", "|:---|---:|---:|:---:|"]
     for label, value, target, met in rows:
         shown = f"{100 * value:.1f}%" if target.endswith("%") else f"{value:.2f}"
         lines.append(f"| {label} | {shown} | {target} | {'yes' if met else '**no**'} |")
+    if gaps:
+        lines += ["", "Why the unmet separable goals fall short, from this run's numbers:", "", *gaps]
     return lines
+
+
+def _pair_gap(pair: str, path: str, batch: int, settings: Settings) -> str:
+    """One sentence: how much of the separable model's time its MACs explain at this CPU's GEMM rate."""
+    regular_s, separable_s, separable_macs = settings.pair_times[pair, path, batch]
+    macs_s = separable_macs * batch / (settings.gemm_gmacs * 1e9)
+    regular_name, separable_name = pair.split(":")
+    return (f"- {separable_name}, {path}, bs{batch}: {_ms(separable_s)} ms per batch (regular: {_ms(regular_s)} ms), "
+            f"of which its {separable_macs * batch / 1e6:.1f} M MACs need {_ms(macs_s)} ms at the GEMM rate: "
+            f"{100 * (1 - macs_s / separable_s):.0f}% is per-operator cost (dispatch, memory traffic of depthwise and "
+            f"pooling layers) that a MAC reduction does not remove.")
 
 
 def machine_lines(settings: Settings) -> list[str]:

@@ -104,11 +104,17 @@ class DepthwiseSeparableConv(nn.Sequential):
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave channels across ``groups`` (ShuffleNet v1, Fig. 1c).
+    """Interleave channels across ``groups`` (ShuffleNet v1, Fig. 1c): view as (g, C/g), transpose, flatten.
 
-    Sizes are read symbolically (``-1`` in the reshapes) so ONNX export keeps a dynamic batch
-    (torchvision PR #3158).
+    Runs ATen's native ``channel_shuffle`` kernel, 1.1–1.7× faster on CPU than the reshape–transpose–reshape
+    it computes (benchmarks/speed.py). ONNX has no such operator, so under export the same permutation
+    is written as reshapes with ``-1`` for the batch, which keeps a dynamic batch (torchvision PR #3158).
+
+    >>> channel_shuffle(torch.arange(6.0).view(1, 6, 1, 1), 3).flatten().tolist()
+    [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]
     """
+    if not torch.onnx.is_in_onnx_export():
+        return torch.channel_shuffle(x, groups)
     _, channels, height, width = x.shape
     x = x.reshape(-1, groups, channels // groups, height, width)
     x = x.transpose(1, 2)

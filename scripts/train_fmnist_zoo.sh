@@ -28,7 +28,6 @@ train() {  # train MODEL EPOCHS LR [extra args...]
 
 train smallcnn_3x2        15 0.05
 train mobilenet_v1_025    25 0.1
-train mobilenet_v1_050    20 0.1
 train sepcnn_separable    15 0.05
 train smallcnn_3x2_dw1    15 0.05
 train smallcnn_3x2_dw2    15 0.05
@@ -36,6 +35,7 @@ train smallcnn_3x2_dw3    15 0.05
 train smallcnn_3x2_dw12   15 0.05
 train smallcnn_3x2_dw23   15 0.05
 train smallcnn_3x2_dw123  15 0.05
+train mobilenet_v1_050    20 0.1
 train mobilenet_v1_100    30 0.1 --fp16-weights
 train shufflenet_g3       30 0.1 --fp16-weights
 train mobilenet_v1_075    25 0.1 --fp16-weights
