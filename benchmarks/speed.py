@@ -18,7 +18,9 @@ Sections of the Markdown it writes (``--output``, default results/speed.md):
 
 Timing: lightnets.evaluation.measure_latency — warm-up, then repeats that each time a block of
 back-to-back passes lasting >= 20 ms; paths take turns repeat by repeat so drift hits all alike.
-int8 latency uses ranges calibrated on random inputs: speed does not depend on them.
+int8 latency uses ranges calibrated on random inputs: speed does not depend on them. onnxruntime
+sessions run without spin-waiting: idle spinning threads took the cores from the path timed next
+(timm's eager model measured up to 2.6× slower right after an onnxruntime path on 2 cores).
 """
 from __future__ import annotations
 
@@ -117,7 +119,9 @@ def build_paths(model: nn.Module, name: str, input_size: tuple[int, int, int], b
             print(f"skipping backend {backend!r}: not available here", file=sys.stderr)
             continue
         calibration = torch.randn(8, *input_size) if backend == "onnxruntime-int8" else None
-        paths[backend] = deploy.optimize_for_inference(model, backend, example_input=example, calibration_images=calibration)
+        # No spin-waiting: idle onnxruntime threads would otherwise take the cores from the path timed next.
+        paths[backend] = deploy.optimize_for_inference(model, backend, example_input=example, calibration_images=calibration,
+                                                       spin_wait=False)
     return paths
 
 

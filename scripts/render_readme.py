@@ -52,7 +52,18 @@ def render_block(name: str) -> str:
     path = RESULTS / f"{name}.md"
     if not path.exists():
         raise SystemExit(f"README block {name!r} needs {path.relative_to(ROOT)}; produce it first (see README)")
-    return path.read_text()
+    return nest_headings(path.read_text())
+
+
+def nest_headings(markdown: str) -> str:
+    """A results file as a part of a README section: its title dropped (the section has one),
+    its other headings one level deeper, so ``## Goals`` lands under the README's ``## Inference speed``."""
+    lines = markdown.splitlines(keepends=True)
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    return "".join("#" + line if line.startswith("#") else line for line in lines)
 
 
 def render(text: str) -> str:

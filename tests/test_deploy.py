@@ -111,6 +111,18 @@ def test_export_onnx_with_dynamic_batch_runs_batch_1_and_5_through_one_file(tmp_
             assert (runner(x) - model(x)).abs().max() < TOLERANCE
 
 
+def test_onnxruntime_without_spin_wait_sets_the_session_entry_and_gives_the_same_logits(tmp_path):
+    model = make_model("smallcnn")
+    path = deploy.export_onnx(model, tmp_path / "m.onnx")
+    spinning, sleeping = deploy.OnnxRuntimeModule(path), deploy.OnnxRuntimeModule(path, spin_wait=False)
+    entry = "session.intra_op.allow_spinning"
+    assert sleeping.session.get_session_options().get_session_config_entry(entry) == "0"
+    with pytest.raises(Exception, match="does not have configuration"):  # unset: onnxruntime's default, spinning
+        spinning.session.get_session_options().get_session_config_entry(entry)
+    x = deploy.default_input(model, batch_size=3)
+    assert torch.equal(spinning(x), sleeping(x))
+
+
 def test_export_onnx_with_a_fixed_batch_refuses_another(tmp_path):
     model = make_model("smallcnn")
     path = deploy.export_onnx(model, tmp_path / "fixed.onnx", dynamic_batch=False)
