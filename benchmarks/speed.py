@@ -51,7 +51,7 @@ DEFAULT_PAIRS = (
     "smallcnn_3x2:smallcnn_3x2_dw23",
     "smallcnn_3x2:smallcnn_3x2_dw123",
 )
-DEFAULT_BACKENDS = ("eager", "torchscript", "compile", "onnxruntime", "onnxruntime-int8")
+DEFAULT_BACKENDS = ("eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8")
 INT8_WEIGHTS = ("smallcnn_3x2.fmnist", "mobilenet_v1_025.fmnist", "mobilenet_v1_050.fmnist")
 
 

@@ -9,6 +9,8 @@ maps an NCHW float batch to logits and matches the eager model within 1e-4:
 * ``"compile"``: ``torch.compile`` (inductor) with freezing; needs a C++ compiler.
 * ``"onnxruntime"``: exported to ONNX (dynamic batch) and run by ONNX Runtime with every graph
   optimisation on (which includes its NCHWc layout for x86 convs).
+* ``"openvino"``: the same ONNX file compiled by OpenVINO's CPU plugin (latency hint, fp32), one
+  static-shape compilation per batch size, made on first use.
 * ``"onnxruntime-int8"``: the same ONNX graph statically quantised to int8 (QDQ, per-channel
   weights), calibrated on images you pass.
 
@@ -40,7 +42,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 PathLike = Union[str, os.PathLike]
 
-BACKENDS = ("auto", "eager", "torchscript", "compile", "onnxruntime", "onnxruntime-int8")
+BACKENDS = ("auto", "eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8")
 # Fastest first, as measured by benchmarks/speed.py on a 2-core AVX2 CPU (results/speed.md).
 AUTO_ORDER = ("onnxruntime", "torchscript", "eager")
 DEFAULT_OPSET = 17  # run by onnxruntime >= 1.11 and most other runtimes
@@ -247,6 +249,48 @@ class OnnxRuntimeModule(nn.Module):
         return f"path={str(self.path)!r}"
 
 
+class OpenVinoModule(nn.Module):
+    """An ONNX file compiled by OpenVINO for this CPU, behind an ``nn.Module`` that takes and returns tensors.
+
+    Static shapes let OpenVINO pick its fastest kernels, so each batch size gets its own compiled
+    model, made the first time that batch size is seen. Inference precision is pinned to fp32:
+    on CPUs with bf16 units OpenVINO would otherwise round activations to bf16.
+
+    >>> import tempfile, lightnets
+    >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    >>> runner = OpenVinoModule(export_onnx(model, tempfile.mkdtemp() + "/m.onnx"))
+    >>> runner(torch.zeros(5, 1, 28, 28)).shape
+    torch.Size([5, 10])
+    """
+
+    def __init__(self, path: PathLike, num_threads: Optional[int] = None) -> None:
+        super().__init__()
+        _require("openvino", extra="openvino")
+        import openvino
+
+        self.path = Path(path)
+        self.core = openvino.Core()
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32",
+                       "INFERENCE_NUM_THREADS": num_threads or torch.get_num_threads()}
+        self.requests: dict[tuple[int, ...], Any] = {}
+
+    def _request(self, shape: tuple[int, ...]) -> Any:
+        if shape not in self.requests:
+            graph = self.core.read_model(str(self.path))
+            graph.reshape({graph.inputs[0]: list(shape)})
+            self.requests[shape] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+        return self.requests[shape]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        request = self._request(tuple(array.shape))
+        request.infer({0: array})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+
+    def extra_repr(self) -> str:
+        return f"path={str(self.path)!r}, compiled shapes={sorted(self.requests)}"
+
+
 class _CalibrationReader:
     """Feeds calibration images to onnxruntime's quantiser in batches (its CalibrationDataReader protocol)."""
 
@@ -321,6 +365,8 @@ def available_backends() -> list[str]:
         backends.append("compile")
     if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
         backends += ["onnxruntime", "onnxruntime-int8"]
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("openvino"):
+        backends.append("openvino")
     return backends
 
 
@@ -354,7 +400,8 @@ def _resolve_backend(backend: str) -> str:
     if backend == "auto":
         return next(name for name in AUTO_ORDER if name in available)
     if backend not in available:
-        need = "a C++ compiler (g++ or clang++, or set CXX)" if backend == "compile" else "pip install onnx onnxruntime"
+        need = {"compile": "a C++ compiler (g++ or clang++, or set CXX)", "openvino": "pip install onnx openvino"}.get(
+            backend, "pip install onnx onnxruntime")
         raise BackendUnavailableError(f"backend {backend!r} is not available here: it needs {need}")
     return backend
 
@@ -380,10 +427,10 @@ def optimize_for_inference(
         example_input: a batch used to trace / export / compile (default: the model's input size,
             batch 1). Any batch size works afterwards.
         channels_last: run the eager, torchscript and compile backends in channels_last memory format.
-        num_threads: onnxruntime intra-op threads (default: ``torch.get_num_threads()``).
+        num_threads: onnxruntime / openvino threads (default: ``torch.get_num_threads()``).
         calibration_images: normalised images to calibrate int8 ranges on (``"onnxruntime-int8"`` only).
         onnx_path: where to keep the ONNX file (default: a temporary folder that lives with the process).
-        opset: ONNX opset for the onnxruntime backends.
+        opset: ONNX opset for the onnxruntime and openvino backends.
         spin_wait: onnxruntime backends: idle threads busy-wait for the next call (see :func:`ort_session_options`).
 
     >>> import lightnets
@@ -400,10 +447,12 @@ def optimize_for_inference(
         raise ValueError(f"calibration_images is only used by backend 'onnxruntime-int8', not {backend!r}")
     folded = fold_batchnorm(model)
     example_input = default_input(folded) if example_input is None else example_input
-    if backend.startswith("onnxruntime"):
+    if backend.startswith("onnxruntime") or backend == "openvino":
         if onnx_path is None:
             onnx_path = Path(tempfile.mkdtemp(prefix="lightnets-onnx-")) / "model.onnx"
         onnx_path = export_onnx(folded, onnx_path, opset=opset, example_input=example_input, fold_bn=False)
+        if backend == "openvino":
+            return OpenVinoModule(onnx_path, num_threads=num_threads)
         if backend == "onnxruntime-int8":
             onnx_path = quantize_onnx(onnx_path, onnx_path.with_name(onnx_path.stem + ".int8.onnx"), calibration_images)
         return OnnxRuntimeModule(onnx_path, num_threads=num_threads, spin_wait=spin_wait)

@@ -75,9 +75,11 @@ def test_fold_batchnorm_removes_every_batchnorm_and_keeps_the_outputs(family):
         assert (folded(x) - model(x)).abs().max() < TOLERANCE
 
 
-@pytest.mark.parametrize("backend", ["eager", "torchscript", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["eager", "torchscript", "onnxruntime", "openvino"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_backend_matches_eager(family, backend):
+    if backend not in deploy.available_backends():
+        pytest.skip(f"{backend} is not installed (pip install 'lightnets[{backend}]')")
     model = make_model(family)
     fast = deploy.optimize_for_inference(model, backend=backend, channels_last=backend == "eager")
     x = deploy.default_input(model, batch_size=2)  # traced / exported at batch 1: another batch size must work
