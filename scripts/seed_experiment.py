@@ -1,0 +1,373 @@
+"""The seed experiment (issue #6): conversion to depthwise-separable convs and L1 filter pruning, measured.
+
+Three parts, each runnable alone; a part whose weights are not trained yet is skipped with a message.
+
+* ``conversion``: the 3+2 CNN trained on Fashion-MNIST (``smallcnn_3x2.fmnist``) with conv layer 1, 2, 3,
+  1+2 or 2+3 made depthwise-separable (low-rank init, :func:`lightnets.surgery.to_separable`), then
+  fine-tuned (a) training only the new layers and (b) training everything. The same layers trained
+  separable from scratch (``smallcnn_3x2_dw*.fmnist``) are listed where their weights exist.
+* ``sepcnn``: ``sepcnn_regular.fmnist`` converted to the Both (layers 4–6) and Separable (all six) forms,
+  against those forms trained from scratch.
+* ``pruning``: L1 filter pruning (:func:`lightnets.surgery.prune_l1`) of every conv at several ratios,
+  fine-tuned with and without distillation from the unpruned model, plus a one-layer-at-a-time
+  sensitivity scan, for the 3+2 CNN, MobileNet v1 0.25 / 0.5 and ShuffleNet g=3.
+
+Each part has two stages: ``train`` (fine-tunes, cached under runs/seed_experiment/; CPU-heavy, not
+timed) and ``measure`` (params, MACs and latency through lightnets.evaluation, the engine of
+``python -m eval``; run it on a quiet machine), which also writes the Markdown:
+
+    python scripts/seed_experiment.py --part conversion --stage train
+    python scripts/seed_experiment.py --part conversion --stage measure   # → results/seed_conversion.md
+    python scripts/seed_experiment.py --part pruning                      # both stages → results/seed_pruning.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lightnets  # noqa: E402
+from lightnets import surgery  # noqa: E402
+from lightnets.data import load_dataset  # noqa: E402
+from lightnets.evaluation import environment, evaluate  # noqa: E402
+
+CACHE = ROOT / "runs" / "seed_experiment"
+RESULTS = ROOT / "results"
+CONVERSIONS = {"1": ["features.conv1"], "2": ["features.conv2"], "3": ["features.conv3"],
+               "1+2": ["features.conv1", "features.conv2"], "2+3": ["features.conv2", "features.conv3"]}
+SCRATCH = {"1": "smallcnn_3x2_dw1", "2": "smallcnn_3x2_dw2", "3": "smallcnn_3x2_dw3",
+           "1+2": "smallcnn_3x2_dw12", "2+3": "smallcnn_3x2_dw23"}
+# sepcnn's features: layers 1, 2, pool, 3, 4, pool, 5, 6, pool (SEPCNN_LAYERS); Both = layers 4–6.
+SEPCNN_FORMS = {"both": [f"features.{i}" for i in (4, 6, 7)],
+                "separable": [f"features.{i}" for i in (0, 1, 3, 4, 6, 7)]}
+PRUNE_MODELS = ("smallcnn_3x2", "mobilenet_v1_025", "mobilenet_v1_050", "shufflenet_g3")
+PRUNE_RATIOS = (0.25, 0.5, 0.75)
+CALIBRATION_IMAGES = 512
+SENSITIVITY_IMAGES = 2000
+
+
+# ---------------------------------------------------------------------------------------------
+# Models, data, cached fine-tunes
+# ---------------------------------------------------------------------------------------------
+
+
+def weights(name: str) -> Optional[nn.Module]:
+    """The shipped Fashion-MNIST model ``name.fmnist``, or None (with a message) when it is not trained yet."""
+    if not (ROOT / "weights" / f"{name}.fmnist" / "model.safetensors").is_file():
+        print(f"skip {name}: weights/{name}.fmnist is not trained yet (scripts/train_fmnist_zoo.sh)")
+        return None
+    return lightnets.create_model(f"{name}.fmnist", pretrained=True).eval()
+
+
+class Data:
+    """Fashion-MNIST train split (fine-tuning, calibration) and test split (accuracy), loaded once."""
+
+    def __init__(self) -> None:
+        self._train = self._test = None
+
+    @property
+    def train(self) -> Any:
+        if self._train is None:
+            self._train = load_dataset("fashion_mnist", "train")
+        return self._train
+
+    @property
+    def test(self) -> Any:
+        if self._test is None:
+            self._test = load_dataset("fashion_mnist", "test")
+        return self._test
+
+    def calibration(self, model: nn.Module) -> torch.Tensor:
+        from lightnets.data import normalize_batch
+
+        cfg = model.pretrained_cfg
+        images = self.train.images[:CALIBRATION_IMAGES]
+        return normalize_batch(images, model.in_chans, model.img_size, cfg["mean"], cfg["std"])
+
+
+def cached(key: str, build: Callable[[], nn.Module], train: Optional[Callable[[nn.Module], dict[str, Any]]],
+           stage: str, retrain: bool) -> Optional[tuple[nn.Module, dict[str, Any]]]:
+    """(model, record) of a fine-tuned variant: built by ``build`` (deterministic structure), trained by
+    ``train`` once and cached as runs/seed_experiment/KEY.{safetensors,json}. None when the measure stage
+    finds no cache."""
+    path = CACHE / key
+    model = build()
+    if path.with_suffix(".json").is_file() and not retrain:
+        model.load_state_dict(load_file(path.with_suffix(".safetensors")))
+        return model.eval(), json.loads(path.with_suffix(".json").read_text())
+    if stage == "measure":
+        print(f"skip {key}: not fine-tuned yet (run --stage train first)")
+        return None
+    started = time.time()
+    record = train(model) if train is not None else {}
+    record["train_s"] = round(time.time() - started, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path.with_suffix(".safetensors"))
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{key}: {record}", flush=True)
+    return model.eval(), record
+
+
+# ---------------------------------------------------------------------------------------------
+# Parts
+# ---------------------------------------------------------------------------------------------
+
+
+def conversion_variants(args: argparse.Namespace, data: Data, base: nn.Module, family: str,
+                        forms: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Every (layers, training mode) variant of ``base``: its model and what was recorded while fine-tuning."""
+    variants = []
+    for form, layers in forms.items():
+        for mode, freeze in (("new layers", "untouched"), ("everything", "none")):
+            def build(layers=layers, freeze=freeze) -> nn.Module:
+                return surgery.to_separable(base, layers, init="lowrank", freeze=freeze, calibration=data.calibration(base))
+
+            def train(model: nn.Module) -> dict[str, Any]:
+                record = {"top1_converted": surgery.top1_accuracy(model, data.test)}
+                record.update(surgery.finetune(model, data.train, epochs=args.epochs, lr=args.lr, seed=0))
+                record["top1"] = surgery.top1_accuracy(model, data.test)
+                return record
+
+            result = cached(f"{family}/{form.replace('+', '_')}-{mode.replace(' ', '_')}", build, train,
+                            args.stage, args.retrain)
+            if result is not None:
+                variants.append({"layers": form, "training": mode, "model": result[0], **result[1]})
+    return variants
+
+
+def scratch_variants(names: dict[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for form, name in names.items():
+        model = weights(name)
+        if model is not None:
+            rows.append({"layers": form, "training": "from scratch", "model": model,
+                         "top1": model.pretrained_cfg["metrics"]["top1"], "top1_converted": None})
+    return rows
+
+
+def measure(base: nn.Module, variants: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """params, MACs and latency at batch 1 and 100 (lightnets.evaluation), against ``base``."""
+    rows = evaluate([base] + [v["model"] for v in variants], "fashion_mnist", accuracy=False,
+                    latency_batch_sizes=(1, 100), repeats=args.repeats, warmup=5, threads=args.threads,
+                    baseline=base, progress=False)
+    recorded = [{}] + [{key: value for key, value in v.items() if key != "model"} for v in variants]
+    return [{**row, **record} for row, record in zip(rows, recorded)]  # accuracy as recorded after fine-tuning
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------------
+
+COST_HEADER = ("| params | MMACs | ms/img bs1 | ms/img bs100 | MAC reduction | speedup bs1 | speedup bs100 "
+               "| speedup ÷ MAC reduction bs1 | bs100 |")
+
+
+def cost_cells(row: dict[str, Any]) -> str:
+    reduction = 1 / row["mac_ratio"]
+    return (f"| {row['params']:,} | {row['macs'] / 1e6:.2f} | {row['ms_per_img_bs1']:.3f} | {row['ms_per_img_bs100']:.4f} "
+            f"| {reduction:.2f}× | {row['speedup_bs1']:.2f}× | {row['speedup_bs100']:.2f}× "
+            f"| {row['speedup_per_mac_reduction_bs1']:.2f} | {row['speedup_per_mac_reduction_bs100']:.2f} |")
+
+
+def pct(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def header(title: str, command: str, args: argparse.Namespace) -> list[str]:
+    env = environment()
+    return [f"# {title}", "", f"Generated by `python scripts/seed_experiment.py {command}`.", "",
+            f"<sub>CPU: {env['cpu']}; latency threads: {args.threads}; torch {env['torch']}; eager fp32, NCHW; "
+            f"median of {args.repeats} interleaved repeats (lightnets.evaluation, the engine of `python -m eval`); "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</sub>", ""]
+
+
+def conversion_table(base_row: dict[str, Any], rows: list[dict[str, Any]], base_top1: float) -> list[str]:
+    lines = ["| conv layers made separable | trained after conversion | top-1 converted | top-1 | Δ top-1 " + COST_HEADER,
+             "|:---|:---|---:|---:|---:" + "|---:" * 9 + "|",
+             f"| none (original) | – | – | {base_top1:.2f} | – " + cost_cells(base_row)]
+    for row in rows:
+        lines.append(f"| {row['layers']} | {row['training']} | {pct(row['top1_converted'])} | {row['top1']:.2f} "
+                     f"| {row['top1'] - base_top1:+.2f} " + cost_cells(row))
+    return lines
+
+
+def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float) -> list[str]:
+    """Statements the numbers support, each computed from the rows."""
+    out = []
+    tuned = [r for r in rows if r["training"] != "from scratch"]
+    by = {(r["layers"], r["training"]): r for r in tuned}
+    forms = dict.fromkeys(r["layers"] for r in tuned)
+    gaps = [by[f, "everything"]["top1"] - by[f, "new layers"]["top1"] for f in forms
+            if (f, "everything") in by and (f, "new layers") in by]
+    if gaps:
+        out.append(f"* Training everything after the conversion beats training only the new layers by "
+                   f"{statistics.mean(gaps):+.2f} points on average (range {min(gaps):+.2f} to {max(gaps):+.2f}).")
+    if tuned:
+        best = max(tuned, key=lambda r: r["top1"])
+        worst = min(tuned, key=lambda r: r["top1"])
+        out.append(f"* Closest to the original ({base_top1:.2f}%): layers {best['layers']} ({best['training']}), "
+                   f"{best['top1']:.2f}% at {1 / best['mac_ratio']:.2f}× fewer MACs; furthest: layers {worst['layers']} "
+                   f"({worst['training']}), {worst['top1']:.2f}%.")
+        converted = [r for r in tuned if r["top1_converted"] is not None]
+        if converted:
+            out.append("* Before any fine-tuning, the low-rank initialisation alone keeps "
+                       + ", ".join(f"layers {r['layers']}: {r['top1_converted']:.1f}%" for r in converted if r["training"] == "everything")
+                       + " (a layer with one input channel has a single depthwise filter: rank 1 in total).")
+        for b in (1, 100):
+            ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in tuned]
+            out.append(f"* Batch {b}: speedup ÷ MAC reduction is {min(ratios):.2f}–{max(ratios):.2f} "
+                       f"(median {statistics.median(ratios):.2f}); "
+                       + ("time falls far less than MACs do." if statistics.median(ratios) < 0.7
+                          else "time falls roughly as MACs do." if statistics.median(ratios) < 1.1 else "time falls faster than MACs."))
+    scratch = [r for r in rows if r["training"] == "from scratch"]
+    for r in scratch:
+        tuned_best = max((t["top1"] for t in tuned if t["layers"] == r["layers"]), default=None)
+        if tuned_best is not None:
+            out.append(f"* Layers {r['layers']}: converted and fine-tuned {tuned_best:.2f}% vs. trained separable from "
+                       f"scratch {r['top1']:.2f}% ({tuned_best - r['top1']:+.2f}).")
+    return out
+
+
+def run_conversion(args: argparse.Namespace, data: Data, part: str) -> Optional[list[str]]:
+    name, forms, scratch = (("smallcnn_3x2", CONVERSIONS, SCRATCH) if part == "conversion"
+                            else ("sepcnn_regular", SEPCNN_FORMS, {"both": "sepcnn_both", "separable": "sepcnn_separable"}))
+    base = weights(name)
+    if base is None:
+        return None
+    variants = conversion_variants(args, data, base, name, forms) + scratch_variants(scratch)
+    if args.stage == "train":
+        return None
+    base_top1 = base.pretrained_cfg["metrics"]["top1"]
+    rows = measure(base, variants, args)
+    title = (f"{name}.fmnist ({base_top1:.2f}% top-1): conv layers → depthwise-separable" if part == "conversion"
+             else f"{name}.fmnist ({base_top1:.2f}% top-1) → Both / Separable forms")
+    return [f"## {title}", "",
+            f"Converted with `lightnets.surgery.to_separable(init='lowrank')` (rank-1 depthwise factors, pointwise "
+            f"refit by least squares on {CALIBRATION_IMAGES} training images), then fine-tuned {args.epochs:g} "
+            f"epoch(s) on the 60,000 training images (SGD, lr {args.lr:g}, cosine, crop + flip, label smoothing 0.1): "
+            "(a) only the new layers (`freeze='untouched'`), (b) everything. Top-1 on the 10,000 test images; "
+            "\"top-1 converted\": before fine-tuning.", "",
+            *conversion_table(rows[0], rows[1:], base_top1), "", "Conclusions from this table:", "",
+            *conversion_conclusions(rows[1:], base_top1), ""]
+
+
+def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
+    sections = []
+    for name in PRUNE_MODELS:
+        base = weights(name)
+        if base is None:
+            continue
+        variants = []
+        for ratio in PRUNE_RATIOS:
+            for recipe in ("fine-tune", "fine-tune + distillation"):
+                def train(model: nn.Module, recipe=recipe) -> dict[str, Any]:
+                    record = {"top1_pruned": surgery.top1_accuracy(model, data.test)}
+                    teacher = base if recipe.endswith("distillation") else None
+                    record.update(surgery.finetune(model, data.train, epochs=args.epochs, lr=args.lr, teacher=teacher))
+                    record["top1"] = surgery.top1_accuracy(model, data.test)
+                    return record
+
+                result = cached(f"{name}/prune{int(100 * ratio)}-{'kd' if recipe.endswith('distillation') else 'ft'}",
+                                lambda ratio=ratio: surgery.prune_l1(base, ratio), train, args.stage, args.retrain)
+                if result is not None:
+                    variants.append({"ratio": ratio, "recipe": recipe, "model": result[0], **result[1]})
+        sensitivity = CACHE / name / "sensitivity.json"
+        if args.stage != "measure" and (args.retrain or not sensitivity.is_file()):
+            subset = load_dataset("fashion_mnist", "test", limit=SENSITIVITY_IMAGES)
+            scan = surgery.sensitivity_scan(base, subset, ratios=PRUNE_RATIOS, verbose=False,
+                                            plot=str(RESULTS / f"seed_sensitivity_{name}.png"))
+            sensitivity.parent.mkdir(parents=True, exist_ok=True)
+            sensitivity.write_text(json.dumps(scan, indent=1) + "\n")
+        if args.stage == "train":
+            continue
+        base_top1 = base.pretrained_cfg["metrics"]["top1"]
+        rows = measure(base, variants, args)
+        sections += pruning_section(name, base_top1, rows, json.loads(sensitivity.read_text()) if sensitivity.is_file() else [], args)
+    return sections or None
+
+
+def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], scan: list[dict[str, Any]],
+                    args: argparse.Namespace) -> list[str]:
+    lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1)", "",
+             f"`lightnets.surgery.prune_l1(model, ratio)` on every prunable conv, then {args.epochs:g} epoch(s) of "
+             f"fine-tuning on the 60,000 training images (SGD, lr {args.lr:g}, cosine), with or without distillation "
+             "from the unpruned model (α 0.5, T 4). Top-1 on the 10,000 test images.", "",
+             "| filters removed | recipe | top-1 pruned | top-1 | Δ top-1 " + COST_HEADER,
+             "|---:|:---|---:|---:|---:" + "|---:" * 9 + "|",
+             f"| 0 (original) | – | – | {base_top1:.2f} | – " + cost_cells(rows[0])]
+    for row in rows[1:]:
+        lines.append(f"| {row['ratio']:.0%} | {row['recipe']} | {row['top1_pruned']:.2f} | {row['top1']:.2f} "
+                     f"| {row['top1'] - base_top1:+.2f} " + cost_cells(row))
+    lines += ["", "Conclusions from this table:", ""]
+    pruned = rows[1:]
+    for ratio in PRUNE_RATIOS:
+        pair = {r["recipe"]: r for r in pruned if r["ratio"] == ratio}
+        if len(pair) == 2:
+            gain = pair["fine-tune + distillation"]["top1"] - pair["fine-tune"]["top1"]
+            lines.append(f"* {ratio:.0%} of filters removed: {1 / pair['fine-tune']['mac_ratio']:.2f}× fewer MACs, "
+                         f"{pair['fine-tune']['top1_pruned']:.2f}% right after pruning, "
+                         f"{max(pair['fine-tune']['top1'], pair['fine-tune + distillation']['top1']) - base_top1:+.2f} points "
+                         f"after the best fine-tune; distillation {gain:+.2f} points vs. plain fine-tuning.")
+    for b in (1, 100):
+        ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in pruned]
+        if ratios:
+            lines.append(f"* Batch {b}: speedup ÷ MAC reduction {min(ratios):.2f}–{max(ratios):.2f}: pruning filters "
+                         + ("keeps dense convs dense, so time follows MACs closely." if min(ratios) >= 0.7
+                            else "saves less time than MACs."))
+    if scan:
+        worst = max((r for r in scan if r["ratio"] == 0.5), key=lambda r: r["drop"])
+        safest = min((r for r in scan if r["ratio"] == 0.5), key=lambda r: r["drop"])
+        lines += ["", f"Sensitivity (Li et al. Sec. 3.3; one layer pruned alone, no fine-tuning, first {SENSITIVITY_IMAGES:,} "
+                  f"test images; plot: `results/seed_sensitivity_{name}.png`): at 50% the most sensitive layer is "
+                  f"`{worst['layer']}` ({worst['drop']:+.2f} points lost), the least `{safest['layer']}` ({safest['drop']:+.2f}).", "",
+                  "| layer | " + " | ".join(f"drop at {r:.0%}" for r in PRUNE_RATIOS) + " |",
+                  "|:---|" + "---:|" * len(PRUNE_RATIOS)]
+        for layer in dict.fromkeys(r["layer"] for r in scan):
+            drops = {r["ratio"]: r["drop"] for r in scan if r["layer"] == layer}
+            lines.append(f"| `{layer}` | " + " | ".join(f"{drops[r]:.2f}" for r in PRUNE_RATIOS) + " |")
+    return lines + [""]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("conversion", "sepcnn", "pruning"), required=True)
+    parser.add_argument("--stage", choices=("train", "measure", "all"), default="all")
+    parser.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs per variant")
+    parser.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads while timing")
+    parser.add_argument("--repeats", type=int, default=10, help="latency repeats per model and batch size")
+    parser.add_argument("--retrain", action="store_true", help="fine-tune again even if runs/seed_experiment has it")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    data = Data()
+    command = f"--part {args.part}" + (f" --epochs {args.epochs:g}" if args.epochs != 2.0 else "")
+    if args.part == "pruning":
+        body = run_pruning(args, data)
+        output, title = RESULTS / "seed_pruning.md", "Seed experiment: L1 filter pruning"
+    else:
+        body = run_conversion(args, data, args.part)
+        output = RESULTS / f"seed_{args.part}.md"
+        title = "Seed experiment: conversion to depthwise-separable convs"
+    if body is None:
+        return 0
+    output.write_text("\n".join(header(title, command, args) + body))
+    print(f"wrote {output.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
