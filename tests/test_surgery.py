@@ -65,6 +65,16 @@ def test_conversion_costs_follow_mobilenet_eq5(layers):
     assert converted(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("form,layers", [("both", (4, 6, 7)), ("separable", (0, 1, 3, 4, 6, 7))])
+def test_converting_sepcnn_regular_builds_the_registered_form(form, layers):
+    """features = layers 1, 2, pool, 3, 4, pool, 5, 6, pool: Both = layers 4–6, Separable = all six."""
+    regular = lightnets.create_model("sepcnn_regular", in_chans=1, img_size=28)
+    converted = surgery.to_separable(regular, [f"features.{i}" for i in layers])
+    target = lightnets.create_model(f"sepcnn_{form}", in_chans=1, img_size=28)
+    assert count_macs(converted, (1, 28, 28)) == count_macs(target, (1, 28, 28))
+    assert params(converted) == params(target)
+
+
 def test_conversion_keeps_every_other_weight_bit_identical():
     model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
