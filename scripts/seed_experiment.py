@@ -226,10 +226,13 @@ def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float) -> list
                        + " (a layer with one input channel has a single depthwise filter: rank 1 in total).")
         for b in (1, 100):
             ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in tuned]
+            slower = [r for r in tuned if r[f"speedup_bs{b}"] < 1 and r["mac_ratio"] < 0.9]
             out.append(f"* Batch {b}: speedup ÷ MAC reduction is {min(ratios):.2f}–{max(ratios):.2f} "
                        f"(median {statistics.median(ratios):.2f}); "
-                       + ("time falls far less than MACs do." if statistics.median(ratios) < 0.7
-                          else "time falls roughly as MACs do." if statistics.median(ratios) < 1.1 else "time falls faster than MACs."))
+                       + ("time falls far less than MACs do" if statistics.median(ratios) < 0.7
+                          else "time falls roughly as MACs do" if statistics.median(ratios) < 1.1 else "time falls faster than MACs")
+                       + (f"; {len(slower)} of the {sum(r['mac_ratio'] < 0.9 for r in tuned)} variants with ≥ 10% fewer "
+                          "MACs run slower than the original (eager PyTorch, fp32)." if slower else "."))
     scratch = [r for r in rows if r["training"] == "from scratch"]
     for r in scratch:
         tuned_best = max((t["top1"] for t in tuned if t["layers"] == r["layers"]), default=None)
