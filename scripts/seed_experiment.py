@@ -18,7 +18,8 @@ timed) and ``measure`` (params, MACs and latency through lightnets.evaluation, t
 
     python scripts/seed_experiment.py --part conversion --stage train
     python scripts/seed_experiment.py --part conversion --stage measure   # → results/seed_conversion.md
-    python scripts/seed_experiment.py --part pruning                      # both stages → results/seed_pruning.md
+    python scripts/seed_experiment.py --part pruning --epochs 1           # both stages → results/seed_pruning.md
+    python scripts/seed_experiment.py --part pruning --model smallcnn_3x2 # one model only
 """
 from __future__ import annotations
 
@@ -267,7 +268,7 @@ def run_conversion(args: argparse.Namespace, data: Data, part: str) -> Optional[
 
 def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
     sections = []
-    for name in PRUNE_MODELS:
+    for name in args.model or PRUNE_MODELS:
         base = weights(name)
         if base is None:
             continue
@@ -354,10 +355,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads while timing")
     parser.add_argument("--repeats", type=int, default=10, help="latency repeats per model and batch size")
     parser.add_argument("--retrain", action="store_true", help="fine-tune again even if runs/seed_experiment has it")
+    parser.add_argument("--model", action="append", choices=PRUNE_MODELS,
+                        help="pruning part: only this model (repeatable; default: every one with weights)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     data = Data()
-    command = f"--part {args.part}" + (f" --epochs {args.epochs:g}" if args.epochs != 2.0 else "")
+    command = (f"--part {args.part}" + (f" --epochs {args.epochs:g}" if args.epochs != 2.0 else "")
+               + "".join(f" --model {name}" for name in args.model or ()))
     if args.part == "pruning":
         body = run_pruning(args, data)
         output, title = RESULTS / "seed_pruning.md", "Seed experiment: L1 filter pruning"
