@@ -65,10 +65,14 @@ SENSITIVITY_IMAGES = 2000
 
 def weights(name: str) -> Optional[nn.Module]:
     """The shipped Fashion-MNIST model ``name.fmnist``, or None (with a message) when it is not trained yet."""
-    if not (ROOT / "weights" / f"{name}.fmnist" / "model.safetensors").is_file():
+    folder = ROOT / "weights" / f"{name}.fmnist"
+    if not (folder / "model.safetensors").is_file():
         print(f"skip {name}: weights/{name}.fmnist is not trained yet (scripts/train_fmnist_zoo.sh)")
         return None
-    return lightnets.create_model(f"{name}.fmnist", pretrained=True).eval()
+    # From the folder itself, so a weight the trainer just wrote counts before weights/index.json is rebuilt.
+    model = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder)).eval()
+    model.pretrained_cfg["metrics"] = json.loads((folder / "config.json").read_text())["lightnets"]["metrics"]
+    return model
 
 
 class Data:
