@@ -33,6 +33,9 @@ _LAZY = {
     "load_pretrained": "hub",
     "optimize_for_inference": "deploy",
     "export_onnx": "deploy",
+    "to_separable": "surgery",
+    "prune_l1": "surgery",
+    "finetune": "surgery",
 }
 
 
