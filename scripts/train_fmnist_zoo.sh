@@ -35,12 +35,12 @@ train smallcnn_3x2_dw3    15 0.05
 train smallcnn_3x2_dw12   15 0.05
 train smallcnn_3x2_dw23   15 0.05
 train smallcnn_3x2_dw123  15 0.05
+train sepcnn_regular      15 0.05 --fp16-weights
+train sepcnn_both         15 0.05
+train shufflenet_g3       30 0.1 --fp16-weights
 train mobilenet_v1_050    20 0.1
 train mobilenet_v1_100    30 0.1 --fp16-weights
-train shufflenet_g3       30 0.1 --fp16-weights
 train mobilenet_v1_075    25 0.1 --fp16-weights
-train sepcnn_both         15 0.05
-train sepcnn_regular      15 0.05 --fp16-weights
 train shufflenet_g1       20 0.1 --fp16-weights
 train shufflenet_g2       20 0.1 --fp16-weights
 train shufflenet_g4       20 0.1 --fp16-weights
