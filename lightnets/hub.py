@@ -390,10 +390,21 @@ def save_pretrained(
     architecture = cfg.get("architecture")
     if not architecture:
         raise ValueError("save_pretrained needs a model built by lightnets.create_model (its pretrained_cfg names the architecture)")
-    args = dict(model_args if model_args is not None else cfg.get("model_args") or _constructor_args(model))
-    args.update(num_classes=model.num_classes, in_chans=model.in_chans)
     input_size = tuple(cfg.get("input_size") or (model.in_chans, model.img_size, model.img_size))
-    rebuilt = _rebuild(model, architecture, args, input_size)
+    if model_args is not None:
+        candidates = [dict(model_args)]
+    else:
+        # The model's own constructor arguments first: the cfg's model_args may be those of a registered
+        # weight that this model (built with pretrained=False and other arguments) does not match.
+        candidates = [_constructor_args(model)] + ([dict(cfg["model_args"])] if cfg.get("model_args") else [])
+    for i, args in enumerate(candidates):
+        args.update(num_classes=model.num_classes, in_chans=model.in_chans)
+        try:
+            rebuilt = _rebuild(model, architecture, args, input_size)
+            break
+        except ValueError:
+            if i == len(candidates) - 1:
+                raise
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(rebuilt, input_size)
 

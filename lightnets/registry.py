@@ -260,13 +260,18 @@ def create_model(
     else:
         cfg = get_pretrained_cfg(model_name)
     if pretrained_cfg:
+        if has_weights(pretrained_cfg):
+            # Another weight source: the registered file, checksum and metrics describe a different file.
+            for key in (*WEIGHT_SOURCE_KEYS, "sha256", "metrics"):
+                cfg.pop(key, None)
+            cfg["tag"] = None
         cfg.update(pretrained_cfg)
     if pretrained:
         # The weight's own architecture arguments (small_input, img_size, ...) are defaults the user may not contradict.
         for key, value in cfg.get("model_args", {}).items():
             if key in kwargs and kwargs[key] != value and key not in ("num_classes", "in_chans"):
                 raise ValueError(
-                    f"weights {name}.{cfg['tag']} were trained with {key}={value!r}; "
+                    f"weights {name + '.' + cfg['tag'] if cfg.get('tag') else name} were trained with {key}={value!r}; "
                     f"got {key}={kwargs[key]!r} (use pretrained=False to build it with other arguments)"
                 )
             kwargs.setdefault(key, value)

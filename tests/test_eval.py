@@ -220,7 +220,10 @@ def bad_files(tmp_path):
     (["--model", "smallcnn_3x2", "--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
     (["--model", "smallcnn_3x2", "--latency-batch-sizes", "0,4"], "batch sizes must be integers >= 1"),
     (["--model", "smallcnn_3x2", "--repeats", "0"], "repeats must be an integer >= 1, got 0"),
-    (["--model", "mobilenet_v1_025", "--img-size", "16"], "cannot be evaluated at 3x16x16: MobileNetV1 takes images of at least 32x32"),
+    (["--model", "mobilenet_v1_025", "--img-size", "16", "--no-pretrained"],
+     "cannot be evaluated at 3x16x16: MobileNetV1 takes images of at least 32x32"),
+    (["--model", "mobilenet_v1_025", "--img-size", "16"],  # the shipped .fmnist weight is picked
+     "weights mobilenet_v1_025.fmnist were trained with img_size=28; got img_size=16"),
     (["--model", "vgg13", "--pretrained"], "model 'vgg13' has no pretrained weights"),
     (["--model", "smallcnn_3x2", "--plot", "x.png", "--no-accuracy"], "--plot draws top-1 accuracy"),
     (["--model", "smallcnn_3x2", "--format", "xml"], "argument --format: invalid choice: 'xml'"),

@@ -94,6 +94,19 @@ def test_save_pretrained_writes_the_hub_layout(saved):
     assert "# mobilenet_v1_025.fmnist" in card and f"| params | {config['lightnets']['params']:,} |" in card
 
 
+def test_save_pretrained_records_the_models_own_arguments_not_those_of_a_shipped_weight(tmp_path):
+    # mobilenet_v1_025's default cfg is the shipped .fmnist weight (small_input, img_size=28); a model
+    # built without it and with other arguments must be saved with the arguments that built it.
+    model = lightnets.create_model("mobilenet_v1_025", act_layer="relu6", img_size=64, num_classes=3)
+    config = json.loads((save_pretrained(model, tmp_path / "own") / "config.json").read_text())
+    assert config["model_args"]["act_layer"] == "relu6" and config["model_args"]["img_size"] == 64
+    assert config["model_args"]["small_input"] is False
+    rebuilt = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(tmp_path / "own"))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x), atol=0, rtol=0)
+
+
 def test_save_pretrained_refuses_arguments_that_do_not_rebuild_the_model(tmp_path):
     with pytest.raises(ValueError, match="does not rebuild this model"):
         save_pretrained(tiny_model(), tmp_path, model_args={"alpha": 0.25, "img_size": 28})  # small_input lost
