@@ -760,7 +760,9 @@ def sensitivity_scan(
     """Prune each layer alone at each ratio and measure top-1 on ``dataset`` (Li et al., Sec. 3.3, Fig. 2b).
 
     Returns rows ``{layer, ratio, top1, drop}`` (``drop``: points of top-1 lost), prints them as a table
-    when ``verbose`` and draws top-1 against ratio, one line per layer, to the PNG ``plot``.
+    when ``verbose`` and draws top-1 against ratio, one line per layer, to the PNG ``plot``. A layer that
+    cannot lose that fraction alone (a grouped conv would keep zero or unequal channels per group, as in
+    narrow ShuffleNets) gets ``top1`` and ``drop`` None and the reason under ``error``.
 
     >>> import lightnets
     >>> from lightnets.data import load_dataset
@@ -776,12 +778,20 @@ def sensitivity_scan(
     rows = []
     for name in names:
         for value in ratios:
-            accuracy = top1_accuracy(prune_l1(model, {name: value}), dataset)
+            try:
+                pruned = prune_l1(model, {name: value})
+            except ValueError as error:
+                rows.append({"layer": name, "ratio": value, "top1": None, "drop": None, "error": str(error)})
+                continue
+            accuracy = top1_accuracy(pruned, dataset)
             rows.append({"layer": name, "ratio": value, "top1": accuracy, "drop": base - accuracy})
     if verbose:
         print(f"{'layer':<32} {'ratio':>6} {'top-1 %':>8} {'drop':>7}   (unpruned: {base:.2f}%)")
         for row in rows:
-            print(f"{row['layer']:<32} {row['ratio']:>6.2f} {row['top1']:>8.2f} {row['drop']:>7.2f}")
+            if row["top1"] is None:
+                print(f"{row['layer']:<32} {row['ratio']:>6.2f} {'–':>8} {'–':>7}   {row['error']}")
+            else:
+                print(f"{row['layer']:<32} {row['ratio']:>6.2f} {row['top1']:>8.2f} {row['drop']:>7.2f}")
     if plot:
         import matplotlib
 
@@ -790,7 +800,7 @@ def sensitivity_scan(
 
         figure, axes = plt.subplots(figsize=(6, 4))
         for name in names:
-            mine = [row for row in rows if row["layer"] == name]
+            mine = [row for row in rows if row["layer"] == name and row["top1"] is not None]
             axes.plot([0] + [r["ratio"] for r in mine], [base] + [r["top1"] for r in mine], marker="o", label=name)
         axes.set(xlabel="fraction of filters removed", ylabel="top-1 (%)", title="L1 pruning, one layer at a time")
         axes.legend(fontsize=7)
@@ -840,7 +850,9 @@ def finetune(
     Only parameters with ``requires_grad`` train; BatchNorms whose parameters are all frozen stay in eval
     mode, so a frozen model part is truly untouched. With ``teacher`` (any model taking the same images),
     the loss is :func:`lightnets.train.distillation_loss` on its logits. Inputs are normalised with each
-    model's ``pretrained_cfg`` mean / std. ``epochs`` may be a fraction (a short run).
+    model's ``pretrained_cfg`` mean / std. ``epochs`` may be a fraction (a short run). Training runs on the
+    device of the model's parameters (``model.cuda()`` first to fine-tune on a GPU; the teacher must be there
+    too); the images stay on the CPU until each batch is drawn.
     Returns ``{"steps", "loss"}`` (mean training loss of the last 10% of steps).
     """
     from .data import normalize_batch
@@ -848,6 +860,7 @@ def finetune(
 
     images, labels = torch.as_tensor(train_set.images), torch.as_tensor(train_set.labels, dtype=torch.long)
     steps = max(1, int(epochs * len(labels) / batch_size))
+    device = next(model.parameters()).device
 
     def prepare(net: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         cfg = net.pretrained_cfg
@@ -867,7 +880,8 @@ def finetune(
     order = torch.cat([torch.randperm(len(labels), generator=generator) for _ in range(epochs_needed)])
     for step in range(steps):
         index = order[step * batch_size:(step + 1) * batch_size]
-        batch, target = augment(images[index], pad, flip, generator), labels[index]
+        batch = augment(images[index], pad, flip, generator).to(device, non_blocking=True)
+        target = labels[index].to(device, non_blocking=True)
         logits = model(prepare(model, batch))
         if teacher is not None:
             with torch.no_grad():

@@ -10,7 +10,7 @@ Three parts, each runnable alone; a part whose weights are not trained yet is sk
   against those forms trained from scratch.
 * ``pruning``: L1 filter pruning (:func:`lightnets.surgery.prune_l1`) of every conv at several ratios,
   fine-tuned with and without distillation from the unpruned model, plus a one-layer-at-a-time
-  sensitivity scan, for the 3+2 CNN, MobileNet v1 0.25 / 0.5 and ShuffleNet g=3.
+  sensitivity scan, for the 3+2 CNN, MobileNet v1 0.25 / 0.5 and ShuffleNet g=3 (0.5x and 1x).
 
 Each part has two stages: ``train`` (fine-tunes, cached under runs/seed_experiment/; CPU-heavy, not
 timed) and ``measure`` (params, MACs and latency through lightnets.evaluation, the engine of
@@ -24,10 +24,12 @@ timed) and ``measure`` (params, MACs and latency through lightnets.evaluation, t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -50,9 +52,9 @@ CONVERSIONS = {"1": ["features.conv1"], "2": ["features.conv2"], "3": ["features
 SCRATCH = {"1": "smallcnn_3x2_dw1", "2": "smallcnn_3x2_dw2", "3": "smallcnn_3x2_dw3",
            "1+2": "smallcnn_3x2_dw12", "2+3": "smallcnn_3x2_dw23"}
 # sepcnn's features: layers 1, 2, pool, 3, 4, pool, 5, 6, pool (SEPCNN_LAYERS); Both = layers 4–6.
-SEPCNN_FORMS = {"both": [f"features.{i}" for i in (4, 6, 7)],
-                "separable": [f"features.{i}" for i in (0, 1, 3, 4, 6, 7)]}
-PRUNE_MODELS = ("smallcnn_3x2", "mobilenet_v1_025", "mobilenet_v1_050", "shufflenet_g3")
+SEPCNN_FORMS = {"4-6": [f"features.{i}" for i in (4, 6, 7)],
+                "1-6": [f"features.{i}" for i in (0, 1, 3, 4, 6, 7)]}
+PRUNE_MODELS = ("smallcnn_3x2", "mobilenet_v1_025", "mobilenet_v1_050", "shufflenet_g3_050", "shufflenet_g3")
 PRUNE_RATIOS = (0.25, 0.5, 0.75)
 CALIBRATION_IMAGES = 512
 SENSITIVITY_IMAGES = 2000
@@ -140,8 +142,8 @@ def conversion_variants(args: argparse.Namespace, data: Data, base: nn.Module, f
 
             def train(model: nn.Module) -> dict[str, Any]:
                 record = {"top1_converted": surgery.top1_accuracy(model, data.test)}
-                record.update(surgery.finetune(model, data.train, epochs=args.epochs, lr=args.lr, seed=0))
-                record["top1"] = surgery.top1_accuracy(model, data.test)
+                record.update(surgery.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr, seed=0))
+                record["top1"] = surgery.top1_accuracy(model.cpu(), data.test)
                 return record
 
             result = cached(f"{family}/{form.replace('+', '_')}-{mode.replace(' ', '_')}", build, train,
@@ -249,7 +251,7 @@ def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float) -> list
 
 def run_conversion(args: argparse.Namespace, data: Data, part: str) -> Optional[list[str]]:
     name, forms, scratch = (("smallcnn_3x2", CONVERSIONS, SCRATCH) if part == "conversion"
-                            else ("sepcnn_regular", SEPCNN_FORMS, {"both": "sepcnn_both", "separable": "sepcnn_separable"}))
+                            else ("sepcnn_regular", SEPCNN_FORMS, {"4-6": "sepcnn_both", "1-6": "sepcnn_separable"}))
     base = weights(name)
     if base is None:
         return None
@@ -259,7 +261,7 @@ def run_conversion(args: argparse.Namespace, data: Data, part: str) -> Optional[
     base_top1 = base.pretrained_cfg["metrics"]["top1"]
     rows = measure(base, variants, args)
     title = (f"{name}.fmnist ({base_top1:.2f}% top-1): conv layers → depthwise-separable" if part == "conversion"
-             else f"{name}.fmnist ({base_top1:.2f}% top-1) → Both / Separable forms")
+             else f"{name}.fmnist ({base_top1:.2f}% top-1) → Both (layers 4-6 separable) / Separable (1-6) forms")
     return [f"## {title}", "",
             f"Converted with `lightnets.surgery.to_separable(init='lowrank')` (rank-1 depthwise factors, pointwise "
             f"refit by least squares on {CALIBRATION_IMAGES} training images), then fine-tuned {args.epochs:g} "
@@ -276,14 +278,26 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
         base = weights(name)
         if base is None:
             continue
-        variants = []
+        variants, notes = [], {}
         for ratio in PRUNE_RATIOS:
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    surgery.prune_l1(base, ratio)
+            except ValueError as error:  # e.g. narrow ShuffleNet groups left empty at 75%
+                print(f"skip {name} at {ratio:.0%}: {error}")
+                notes[ratio] = str(error)
+                continue
+            left_whole = [str(w.message) for w in caught if "prune_l1: skipped" in str(w.message)]
+            if left_whole:
+                notes[ratio] = f"{len(left_whole)} of {len(surgery.prunable_layers(base))} prunable convs left unpruned"
             for recipe in ("fine-tune", "fine-tune + distillation"):
                 def train(model: nn.Module, recipe=recipe) -> dict[str, Any]:
                     record = {"top1_pruned": surgery.top1_accuracy(model, data.test)}
-                    teacher = base if recipe.endswith("distillation") else None
-                    record.update(surgery.finetune(model, data.train, epochs=args.epochs, lr=args.lr, teacher=teacher))
-                    record["top1"] = surgery.top1_accuracy(model, data.test)
+                    teacher = copy.deepcopy(base).to(args.device) if recipe.endswith("distillation") else None
+                    record.update(surgery.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr,
+                                                   teacher=teacher))
+                    record["top1"] = surgery.top1_accuracy(model.cpu(), data.test)
                     return record
 
                 result = cached(f"{name}/prune{int(100 * ratio)}-{'kd' if recipe.endswith('distillation') else 'ft'}",
@@ -301,12 +315,13 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
             continue
         base_top1 = base.pretrained_cfg["metrics"]["top1"]
         rows = measure(base, variants, args)
-        sections += pruning_section(name, base_top1, rows, json.loads(sensitivity.read_text()) if sensitivity.is_file() else [], args)
+        sections += pruning_section(name, base_top1, rows, json.loads(sensitivity.read_text()) if sensitivity.is_file() else [],
+                                    args, notes)
     return sections or None
 
 
 def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], scan: list[dict[str, Any]],
-                    args: argparse.Namespace) -> list[str]:
+                    args: argparse.Namespace, notes: dict[float, str]) -> list[str]:
     lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1)", "",
              f"`lightnets.surgery.prune_l1(model, ratio)` on every prunable conv, then {args.epochs:g} epoch(s) of "
              f"fine-tuning on the 60,000 training images (SGD, lr {args.lr:g}, cosine), with or without distillation "
@@ -320,6 +335,11 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
     lines += ["", "Conclusions from this table:", ""]
     pruned = rows[1:]
     for ratio in PRUNE_RATIOS:
+        if ratio in notes:
+            note = notes[ratio]
+            lines.append(f"* {ratio:.0%} of filters removed: " + (
+                f"{note}: a grouped conv each feeds would keep unequal channels per group (`prune_l1` warns and "
+                "keeps them whole)." if note.endswith("left unpruned") else f"not possible here ({note})."))
         pair = {r["recipe"]: r for r in pruned if r["ratio"] == ratio}
         if len(pair) == 2:
             gain = pair["fine-tune + distillation"]["top1"] - pair["fine-tune"]["top1"]
@@ -335,8 +355,9 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
             lines.append(f"* Batch {b}: speedup ÷ MAC reduction {min(ratios):.2f}–{max(ratios):.2f} (mean by ratio, {by_ratio}): "
                          + ("time falls about as MACs do." if statistics.median(ratios) >= 0.85 else "time falls less than MACs do."))
     if scan:
-        worst = max((r for r in scan if r["ratio"] == 0.5), key=lambda r: r["drop"])
-        safest = min((r for r in scan if r["ratio"] == 0.5), key=lambda r: r["drop"])
+        worst = max((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
+        safest = min((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
+        alone = sorted({r["layer"] for r in scan if r["drop"] is None})
         lines += ["", f"Sensitivity (Li et al. Sec. 3.3; one layer pruned alone, no fine-tuning, first {SENSITIVITY_IMAGES:,} "
                   f"test images; plot: `results/seed_sensitivity_{name}.png`): at 50% the most sensitive layer is "
                   f"`{worst['layer']}` ({worst['drop']:.2f} points lost), the least `{safest['layer']}` ({safest['drop']:.2f}).", "",
@@ -344,7 +365,11 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
                   "|:---|" + "---:|" * len(PRUNE_RATIOS)]
         for layer in dict.fromkeys(r["layer"] for r in scan):
             drops = {r["ratio"]: r["drop"] for r in scan if r["layer"] == layer}
-            lines.append(f"| `{layer}` | " + " | ".join(f"{drops[r]:.2f}" for r in PRUNE_RATIOS) + " |")
+            lines.append(f"| `{layer}` | " + " | ".join(pct(drops[r]) for r in PRUNE_RATIOS) + " |")
+        if alone:
+            lines += ["", f"–: the layer cannot lose that fraction alone (a grouped conv it feeds would keep zero or "
+                      f"unequal channels per group); {len(alone)} layer(s) affected. Pruning the whole model at one ratio, "
+                      "`prune_l1` keeps uneven-group layers whole (with a warning) and refuses a ratio that would empty a group."]
     return lines + [""]
 
 
@@ -357,6 +382,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stage", choices=("train", "measure", "all"), default="all")
     parser.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs per variant")
     parser.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
+    parser.add_argument("--device", default="cpu", help="where the train stage fine-tunes (e.g. cuda); measuring is on the CPU")
     parser.add_argument("--threads", type=int, default=2, help="torch threads while timing")
     parser.add_argument("--repeats", type=int, default=10, help="latency repeats per model and batch size")
     parser.add_argument("--retrain", action="store_true", help="fine-tune again even if runs/seed_experiment has it")

@@ -6,6 +6,7 @@ student toward its teacher.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 
 import pytest
@@ -356,6 +357,29 @@ def test_sensitivity_scan_rows_table_and_plot(trained, tmp_path, capsys):
     assert all(rows[i]["top1"] >= rows[i + 1]["top1"] for i in (0, 2, 4))
     assert (tmp_path / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "features.conv2.conv" in capsys.readouterr().out
+
+
+def test_sensitivity_scan_reports_a_ratio_a_layer_cannot_take_alone(capsys):
+    # shufflenet_g3_050's first bottleneck feeds a grouped conv through a shuffle: its filters of smallest
+    # norm cannot go alone without leaving those groups uneven. A later bottleneck can.
+    model = lightnets.create_model("shufflenet_g3_050", small_input=True, in_chans=1, num_classes=10).eval()
+    data = load_dataset("fashion_mnist", "test", limit=20)
+    rows = surgery.sensitivity_scan(model, data, ratios=(0.5,), layers=["stage2.0.conv1", "stage3.1.conv1"])
+    assert [(r["layer"], r["top1"] is None, r["drop"] is None) for r in rows] == [
+        ("stage2.0.conv1", True, True), ("stage3.1.conv1", False, False)]
+    assert "unequal channel counts" in rows[0]["error"]
+    assert "unequal channel counts" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_finetune_trains_on_the_device_the_model_is_on(trained):
+    student = copy.deepcopy(trained).cuda()
+    before = [p.detach().clone() for p in student.parameters()]
+    record = surgery.finetune(student, load_dataset("fashion_mnist", limit=256), epochs=1, batch_size=64,
+                              teacher=copy.deepcopy(trained).cuda())
+    assert record["steps"] == 4 and math.isfinite(record["loss"])
+    assert all(p.device.type == "cuda" for p in student.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
 
 
 def test_iterative_prune_applies_each_step_to_the_last_model():
