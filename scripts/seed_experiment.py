@@ -209,7 +209,7 @@ def conversion_table(base_row: dict[str, Any], rows: list[dict[str, Any]], base_
     return lines
 
 
-def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float) -> list[str]:
+def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float, one_channel_input: bool) -> list[str]:
     """Statements the numbers support, each computed from the rows."""
     out = []
     tuned = [r for r in rows if r["training"] != "from scratch"]
@@ -230,7 +230,8 @@ def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float) -> list
         if converted:
             out.append("* Before any fine-tuning, the low-rank initialisation alone keeps "
                        + ", ".join(f"layers {r['layers']}: {r['top1_converted']:.1f}%" for r in converted if r["training"] == "everything")
-                       + " (a layer with one input channel has a single depthwise filter: rank 1 in total).")
+                       + (" (a layer with one input channel has a single depthwise filter: rank 1 in total)."
+                          if one_channel_input else "."))
         for b in (1, 100):
             ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in tuned]
             slower = [r for r in tuned if r[f"speedup_bs{b}"] < 1 and r["mac_ratio"] < 0.9]
@@ -269,7 +270,7 @@ def run_conversion(args: argparse.Namespace, data: Data, part: str) -> Optional[
             "(a) only the new layers (`freeze='untouched'`), (b) everything. Top-1 on the 10,000 test images; "
             "\"top-1 converted\": before fine-tuning.", "",
             *conversion_table(rows[0], rows[1:], base_top1), "", "Conclusions from this table:", "",
-            *conversion_conclusions(rows[1:], base_top1), ""]
+            *conversion_conclusions(rows[1:], base_top1, part == "conversion"), ""]
 
 
 def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
