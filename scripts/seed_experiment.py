@@ -280,29 +280,33 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
         if base is None:
             continue
         variants, notes = [], {}
+        teacher = copy.deepcopy(base).to(args.device)  # the distillation fine-tunes' teacher, on their device
         for ratio in PRUNE_RATIOS:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    surgery.prune_l1(base, ratio)
+                    pruned = surgery.prune_l1(base, ratio)
             except ValueError as error:  # e.g. narrow ShuffleNet groups left empty at 75%
                 print(f"skip {name} at {ratio:.0%}: {error}")
-                notes[ratio] = str(error)
+                notes[ratio] = f"not possible here ({error})."
                 continue
-            left_whole = [str(w.message) for w in caught if "prune_l1: skipped" in str(w.message)]
+            left_whole = sum("prune_l1: skipped" in str(w.message) for w in caught)
             if left_whole:
-                notes[ratio] = f"{len(left_whole)} of {len(surgery.prunable_layers(base))} prunable convs left unpruned"
+                notes[ratio] = (f"{left_whole} of {len(surgery.prunable_layers(base))} prunable convs left unpruned: a "
+                                "grouped conv each feeds would keep unequal channels per group (`prune_l1` warns and "
+                                "keeps them whole).")
             for recipe in ("fine-tune", "fine-tune + distillation"):
-                def train(model: nn.Module, recipe=recipe) -> dict[str, Any]:
+                distill = recipe.endswith("distillation")
+
+                def train(model: nn.Module, distill=distill) -> dict[str, Any]:
                     record = {"top1_pruned": surgery.top1_accuracy(model, data.test)}
-                    teacher = copy.deepcopy(base).to(args.device) if recipe.endswith("distillation") else None
                     record.update(surgery.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr,
-                                                   teacher=teacher))
+                                                   teacher=teacher if distill else None))
                     record["top1"] = surgery.top1_accuracy(model.cpu(), data.test)
                     return record
 
-                result = cached(f"{name}/prune{int(100 * ratio)}-{'kd' if recipe.endswith('distillation') else 'ft'}",
-                                lambda ratio=ratio: surgery.prune_l1(base, ratio), train, args.stage, args.retrain)
+                result = cached(f"{name}/prune{int(100 * ratio)}-{'kd' if distill else 'ft'}",
+                                lambda pruned=pruned: copy.deepcopy(pruned), train, args.stage, args.retrain)
                 if result is not None:
                     variants.append({"ratio": ratio, "recipe": recipe, "model": result[0], **result[1]})
         sensitivity = CACHE / name / "sensitivity.json"
@@ -337,10 +341,7 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
     pruned = rows[1:]
     for ratio in PRUNE_RATIOS:
         if ratio in notes:
-            note = notes[ratio]
-            lines.append(f"* {ratio:.0%} of filters removed: " + (
-                f"{note}: a grouped conv each feeds would keep unequal channels per group (`prune_l1` warns and "
-                "keeps them whole)." if note.endswith("left unpruned") else f"not possible here ({note})."))
+            lines.append(f"* {ratio:.0%} of filters removed: {notes[ratio]}")
         pair = {r["recipe"]: r for r in pruned if r["ratio"] == ratio}
         if len(pair) == 2:
             gain = pair["fine-tune + distillation"]["top1"] - pair["fine-tune"]["top1"]
@@ -358,7 +359,7 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
     if scan:
         worst = max((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
         safest = min((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
-        alone = sorted({r["layer"] for r in scan if r["drop"] is None})
+        alone = len({r["layer"] for r in scan if r["drop"] is None})
         lines += ["", f"Sensitivity (Li et al. Sec. 3.3; one layer pruned alone, no fine-tuning, first {SENSITIVITY_IMAGES:,} "
                   f"test images; plot: `results/seed_sensitivity_{name}.png`): at 50% the most sensitive layer is "
                   f"`{worst['layer']}` ({worst['drop']:.2f} points lost), the least `{safest['layer']}` ({safest['drop']:.2f}).", "",
@@ -369,7 +370,7 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
             lines.append(f"| `{layer}` | " + " | ".join(pct(drops[r]) for r in PRUNE_RATIOS) + " |")
         if alone:
             lines += ["", f"–: the layer cannot lose that fraction alone (a grouped conv it feeds would keep zero or "
-                      f"unequal channels per group); {len(alone)} layer(s) affected. Pruning the whole model at one ratio, "
+                      f"unequal channels per group); {alone} layer(s) affected. Pruning the whole model at one ratio, "
                       "`prune_l1` keeps uneven-group layers whole (with a warning) and refuses a ratio that would empty a group."]
     return lines + [""]
 
