@@ -562,16 +562,41 @@ class ChannelGraph:
                 cells.setdefault(tuple(label), []).append(root)
         if not cells:
             raise ValueError("no filter can be removed without leaving the groups of a grouped conv uneven")
+        # Each cell loses round(ratio · its size). When that leaves a grouped conv uneven (a shuffle grid whose
+        # columns straddle groups leaves, e.g., runs of 3, 2 and 3 whole columns, which round to 2, 1, 2),
+        # the cells that differ only in which group they fall in lose the same number instead: round(ratio · mean).
+        families: dict[tuple, list[tuple]] = {}
+        for key in cells:
+            family = tuple(part[0] if isinstance(part, tuple) else part for part in key[1:])
+            families.setdefault((key[0],) + family, []).append(key)
         removed: set[int] = set()
-        for key, roots in cells.items():
-            count = round(ratio * len(roots))
-            if count >= len(roots):
-                raise ValueError(f"ratio {ratio} would leave zero channels ({len(roots)} prunable per group, "
-                                 f"{count} removed); use a ratio below {(len(roots) - 0.5) / len(roots):.3f}")
-            for root in sorted(roots, key=lambda r: score[r])[:count]:
-                removed.update(slots[root])
-        self.check(removed)
-        return removed
+        for key in cells:
+            removed |= self._remove_lowest([key], cells, slots, score, ratio)
+        try:
+            self.check(removed)
+            return removed
+        except ValueError as uneven:
+            try:
+                removed = set()
+                for keys in families.values():
+                    removed |= self._remove_lowest(keys, cells, slots, score, ratio)
+                self.check(removed)
+                return removed
+            except ValueError:
+                raise uneven from None
+
+    def _remove_lowest(self, keys: list[tuple], cells: dict[tuple, list[int]], slots: dict[int, list[int]],
+                       score: dict[int, float], ratio: float) -> set[int]:
+        """The channel ids of the ``round(ratio · mean size)`` slots of smallest norm in each cell of ``keys``."""
+        sizes = [len(cells[key]) for key in keys]
+        count = round(ratio * sum(sizes) / len(sizes))
+        lost = {root for key in keys for root in sorted(cells[key], key=lambda r: score[r])[:count]}
+        owners = [self.producers[p][0] for p in keys[0][0]]
+        if count > min(sizes) or any(all(self.find(i) in lost for i in self.channels(name)) for name in owners):
+            per_group = f"{min(sizes)}" if len(set(sizes)) == 1 else f"{min(sizes)} to {max(sizes)}"
+            raise ValueError(f"ratio {ratio} would leave zero channels ({per_group} prunable per group, {count} "
+                             f"removed); use a ratio below {(min(sizes) - 0.5) * len(sizes) / sum(sizes):.3f}")
+        return {i for root in lost for i in slots[root]}
 
     def check(self, removed: set[int]) -> None:
         """Raise a ValueError if removing ``removed`` leaves the groups of a grouped conv uneven."""
@@ -579,6 +604,8 @@ class ChannelGraph:
             kept = [sum(1 for i in chunk.tolist() if i not in removed) for chunk in ids.view(groups, -1)]
             if len(set(kept)) != 1:
                 raise ValueError(f"the groups of {layer!r} would keep unequal channel counts {kept}")
+            if not kept[0]:
+                raise ValueError(f"ratio would leave zero channels in every group of {layer!r}")
 
 
 def _is_depthwise(conv: nn.Conv2d) -> bool:
@@ -665,8 +692,9 @@ def prune_l1(
     Each conv's filters are ranked by Σ|weights| and the lowest ``round(ratio·C)`` are removed; every
     layer that reads them is rebuilt smaller (BatchNorm, depthwise convs, the next conv's input, the
     classifier), so the model holds real, smaller tensors. Grouped convs lose the same number of
-    channels in each group; filters joined by a residual add are ranked by their summed norms and
-    removed together; a channel shuffle keeps the same positions in every group.
+    channels in each group (where rounding each group's share alone would leave them uneven, every group
+    loses the mean share); filters joined by a residual add are ranked by their summed norms and removed
+    together; a channel shuffle keeps the same positions in every group.
 
     Args:
         model: the model; not modified.

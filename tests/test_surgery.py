@@ -360,15 +360,35 @@ def test_sensitivity_scan_rows_table_and_plot(trained, tmp_path, capsys):
 
 
 def test_sensitivity_scan_reports_a_ratio_a_layer_cannot_take_alone(capsys):
-    # shufflenet_g3_050's first bottleneck feeds a grouped conv through a shuffle: its filters of smallest
-    # norm cannot go alone without leaving those groups uneven. A later bottleneck can.
-    model = lightnets.create_model("shufflenet_g3_050", small_input=True, in_chans=1, num_classes=10).eval()
+    # shufflenet_g8_050's first bottleneck: 48 channels, an 8 × 6 shuffle grid. Each grid column becomes 8
+    # consecutive inputs of conv2, whose groups read 6 each, so every column straddles two groups unevenly
+    # and none can go. A later bottleneck can lose filters.
+    model = lightnets.create_model("shufflenet_g8_050", small_input=True, in_chans=1, num_classes=10).eval()
     data = load_dataset("fashion_mnist", "test", limit=20)
     rows = surgery.sensitivity_scan(model, data, ratios=(0.5,), layers=["stage2.0.conv1", "stage3.1.conv1"])
     assert [(r["layer"], r["top1"] is None, r["drop"] is None) for r in rows] == [
         ("stage2.0.conv1", True, True), ("stage3.1.conv1", False, False)]
-    assert "unequal channel counts" in rows[0]["error"]
-    assert "unequal channel counts" in capsys.readouterr().out
+    assert "without leaving the groups of a grouped conv uneven" in rows[0]["error"]
+    assert "without leaving the groups of a grouped conv uneven" in capsys.readouterr().out
+
+
+def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly():
+    # shufflenet_g3_050 stage2.0: conv1 has 30 filters, a 3 × 10 shuffle grid; column b lands on conv2 inputs
+    # 3b..3b+2 and conv2's groups read 10 each, so columns 3 and 6 straddle two groups and stay. The others
+    # form runs of 3, 2 and 3 columns in groups 0, 1, 2.
+    model = lightnets.create_model("shufflenet_g3_050", small_input=True, in_chans=1, num_classes=10).eval()
+    expected = {
+        0.5: 21,   # each run alone would lose round(1.5), round(1.0), round(1.5) = 2, 1, 2: uneven, so each loses round(0.5 · 8/3) = 1
+        0.75: 12,  # round(2.25), round(1.5), round(2.25) = 2, 2, 2 columns: 18 of 30 filters go
+    }
+    for ratio, filters in expected.items():
+        unit = surgery.prune_l1(model, {"stage2.0.conv1": ratio}).stage2[0]
+        assert unit.conv1.out_channels == unit.conv_dw.groups == unit.conv2.in_channels == filters
+        assert unit.conv2.groups == 3 and unit.conv2.weight.shape == (108, filters // 3, 1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every conv of the 0.5x g3 model prunes at these ratios, none is skipped
+        for ratio in (0.25, 0.5, 0.75):
+            assert surgery.prune_l1(model, ratio)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
