@@ -40,8 +40,8 @@ from torch import fx, nn
 from .layers import ChannelShuffle
 
 __all__ = [
-    "CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "prune_l1",
-    "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy",
+    "CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
+    "prune_l1", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy",
 ]
 
 Layers = Union[str, Sequence[str]]
@@ -662,7 +662,9 @@ def _rebuild(module: nn.Module, keep_in: Optional[torch.Tensor], keep_out: Optio
 
 
 def prunable_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> list[str]:
-    """Convs :func:`prune_l1` can prune on their own (not joined to others by an add, not blocked), in model order.
+    """Convs :func:`prune_l1` can prune (their channels do not reach the model's output), in model order.
+
+    Convs whose outputs a residual add joins are pruned together; :func:`joined_layers` groups them.
 
     >>> import lightnets
     >>> prunable_layers(lightnets.create_model("mobilenet_v1_025", small_input=True))[:3]
@@ -679,6 +681,26 @@ def prunable_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None
             continue
         names.append(name)
     return names
+
+
+def joined_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> dict[str, list[str]]:
+    """The prunable convs grouped by the residual adds that join their outputs: first conv → every conv in its set.
+
+    Pruning any conv of a set removes the same channels from all of them (ShuffleNet's stem and every
+    stride-1 unit's conv2 form one set: the trunk).
+
+    >>> import lightnets
+    >>> sets = joined_layers(lightnets.create_model("shufflenet_g3_050", small_input=True))
+    >>> len(sets["stem.conv"]), sets["stage2.0.conv1"]
+    (17, ['stage2.0.conv1'])
+    """
+    prunable = prunable_layers(model, input_size)
+    components = ChannelGraph(model, _input_size(model, input_size)).layers()
+    sets: dict[str, list[str]] = {}
+    firsts: dict[str, str] = {}
+    for name in prunable:
+        sets.setdefault(firsts.setdefault(components[name], name), []).append(name)
+    return sets
 
 
 def prune_l1(
@@ -787,10 +809,12 @@ def sensitivity_scan(
 ) -> list[dict[str, Any]]:
     """Prune each layer alone at each ratio and measure top-1 on ``dataset`` (Li et al., Sec. 3.3, Fig. 2b).
 
-    Returns rows ``{layer, ratio, top1, drop}`` (``drop``: points of top-1 lost), prints them as a table
-    when ``verbose`` and draws top-1 against ratio, one line per layer, to the PNG ``plot``. A layer that
-    cannot lose that fraction alone (a grouped conv would keep zero or unequal channels per group, as in
-    narrow ShuffleNets) gets ``top1`` and ``drop`` None and the reason under ``error``.
+    Returns rows ``{layer, ratio, top1, drop, joined}`` (``drop``: points of top-1 lost; ``joined``: the
+    other convs a residual add prunes with ``layer``), prints them as a table when ``verbose`` and draws
+    top-1 against ratio, one line per layer, to the PNG ``plot``. ``layers`` defaults to every prunable
+    conv, one entry per joined set (:func:`joined_layers`). A layer that cannot lose that fraction alone
+    (a grouped conv would keep zero or unequal channels per group, as in narrow ShuffleNets) gets
+    ``top1`` and ``drop`` None and the reason under ``error``.
 
     >>> import lightnets
     >>> from lightnets.data import load_dataset
@@ -801,25 +825,29 @@ def sensitivity_scan(
     """
     for value in ratios:
         _check_ratio("ratios", value)
-    names = list(layers) if layers is not None else prunable_layers(model)
+    sets = joined_layers(model)
+    names = list(layers) if layers is not None else list(sets)
+    partners = {name: [other for other in members if other != name] for members in sets.values() for name in members}
     base = top1_accuracy(model, dataset)
     rows = []
     for name in names:
         for value in ratios:
+            row = {"layer": name, "ratio": value, "joined": partners.get(name, [])}
             try:
                 pruned = prune_l1(model, {name: value})
             except ValueError as error:
-                rows.append({"layer": name, "ratio": value, "top1": None, "drop": None, "error": str(error)})
+                rows.append({**row, "top1": None, "drop": None, "error": str(error)})
                 continue
             accuracy = top1_accuracy(pruned, dataset)
-            rows.append({"layer": name, "ratio": value, "top1": accuracy, "drop": base - accuracy})
+            rows.append({**row, "top1": accuracy, "drop": base - accuracy})
     if verbose:
         print(f"{'layer':<32} {'ratio':>6} {'top-1 %':>8} {'drop':>7}   (unpruned: {base:.2f}%)")
         for row in rows:
+            joined = f"   + {len(row['joined'])} convs joined by adds" if row["joined"] else ""
             if row["top1"] is None:
                 print(f"{row['layer']:<32} {row['ratio']:>6.2f} {'–':>8} {'–':>7}   {row['error']}")
             else:
-                print(f"{row['layer']:<32} {row['ratio']:>6.2f} {row['top1']:>8.2f} {row['drop']:>7.2f}")
+                print(f"{row['layer']:<32} {row['ratio']:>6.2f} {row['top1']:>8.2f} {row['drop']:>7.2f}{joined}")
     if plot:
         import matplotlib
 
@@ -829,7 +857,8 @@ def sensitivity_scan(
         figure, axes = plt.subplots(figsize=(6, 4))
         for name in names:
             mine = [row for row in rows if row["layer"] == name and row["top1"] is not None]
-            axes.plot([0] + [r["ratio"] for r in mine], [base] + [r["top1"] for r in mine], marker="o", label=name)
+            label = f"{name} (+{len(partners[name])} joined)" if partners.get(name) else name
+            axes.plot([0] + [r["ratio"] for r in mine], [base] + [r["top1"] for r in mine], marker="o", label=label)
         axes.set(xlabel="fraction of filters removed", ylabel="top-1 (%)", title="L1 pruning, one layer at a time")
         axes.legend(fontsize=7)
         figure.tight_layout()

@@ -372,6 +372,22 @@ def test_sensitivity_scan_reports_a_ratio_a_layer_cannot_take_alone(capsys):
     assert "without leaving the groups of a grouped conv uneven" in capsys.readouterr().out
 
 
+def test_sensitivity_scan_covers_each_joined_set_once():
+    # ShuffleNet's trunk: the stem and each unit's conv2 write channels that residual adds join (4 + 8 + 4 units,
+    # plus the stem), so pruning one prunes all 17; the scan lists the set once, under its first conv.
+    model = lightnets.create_model("shufflenet_g3_050", small_input=True, in_chans=1, num_classes=10).eval()
+    sets = surgery.joined_layers(model)
+    trunk = ["stem.conv"] + [f"stage{s}.{u}.conv2" for s, units in ((2, 4), (3, 8), (4, 4)) for u in range(units)]
+    assert sets["stem.conv"] == trunk
+    assert all(members == [first] for first, members in sets.items() if first != "stem.conv") and len(sets) == 17
+    data = load_dataset("fashion_mnist", "test", limit=20)
+    rows = surgery.sensitivity_scan(model, data, ratios=(0.25,), verbose=False)
+    assert [r["layer"] for r in rows] == list(sets)
+    assert rows[0]["joined"] == trunk[1:] and rows[1]["joined"] == []
+    pruned = surgery.prune_l1(model, {"stage3.4.conv2": 0.25})  # any member prunes the set: the 12-filter stem loses 3
+    assert pruned.stem.conv.out_channels == 9 and pruned.stage4[3].conv2.out_channels < model.stage4[3].conv2.out_channels
+
+
 def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly():
     # shufflenet_g3_050 stage2.0: conv1 has 30 filters, a 3 × 10 shuffle grid; column b lands on conv2 inputs
     # 3b..3b+2 and conv2's groups read 10 each, so columns 3 and 6 straddle two groups and stay. The others
