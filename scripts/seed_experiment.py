@@ -10,7 +10,8 @@ Three parts, each runnable alone; a part whose weights are not trained yet is sk
   against those forms trained from scratch.
 * ``pruning``: L1 filter pruning (:func:`lightnets.surgery.prune_l1`) of every conv at several ratios,
   fine-tuned with and without distillation from the unpruned model, plus a one-layer-at-a-time
-  sensitivity scan, for the 3+2 CNN, MobileNet v1 0.25 / 0.5 and ShuffleNet g=3 (0.5x and 1x).
+  sensitivity scan and the pruning it guides (50% of every conv that loses at most GUIDED_MAX_DROP
+  points alone, the rest whole), for the 3+2 CNN, MobileNet v1 0.25 / 0.5 and ShuffleNet g=3 (0.5x and 1x).
 
 Each part has two stages: ``train`` (fine-tunes, cached under runs/seed_experiment/; CPU-heavy, not
 timed) and ``measure`` (params, MACs and latency through lightnets.evaluation, the engine of
@@ -58,6 +59,7 @@ PRUNE_MODELS = ("smallcnn_3x2", "mobilenet_v1_025", "mobilenet_v1_050", "shuffle
 PRUNE_RATIOS = (0.25, 0.5, 0.75)
 CALIBRATION_IMAGES = 512
 SENSITIVITY_IMAGES = 2000
+GUIDED_MAX_DROP = 2.0  # sensitivity-guided pruning: convs that lose at most this many points alone at 50%
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +283,16 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
             continue
         variants, notes = [], {}
         teacher = copy.deepcopy(base).to(args.device)  # the distillation fine-tunes' teacher, on their device
+
+        def partial_train(distill: bool) -> Callable[[nn.Module], dict[str, Any]]:
+            def train(model: nn.Module) -> dict[str, Any]:
+                record = {"top1_pruned": surgery.top1_accuracy(model, data.test)}
+                record.update(surgery.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr,
+                                               teacher=teacher if distill else None))
+                record["top1"] = surgery.top1_accuracy(model.cpu(), data.test)
+                return record
+            return train
+
         for ratio in PRUNE_RATIOS:
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -297,16 +309,8 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
                                 "keeps them whole).")
             for recipe in ("fine-tune", "fine-tune + distillation"):
                 distill = recipe.endswith("distillation")
-
-                def train(model: nn.Module, distill=distill) -> dict[str, Any]:
-                    record = {"top1_pruned": surgery.top1_accuracy(model, data.test)}
-                    record.update(surgery.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr,
-                                                   teacher=teacher if distill else None))
-                    record["top1"] = surgery.top1_accuracy(model.cpu(), data.test)
-                    return record
-
                 result = cached(f"{name}/prune{int(100 * ratio)}-{'kd' if distill else 'ft'}",
-                                lambda pruned=pruned: copy.deepcopy(pruned), train, args.stage, args.retrain)
+                                lambda pruned=pruned: copy.deepcopy(pruned), partial_train(distill), args.stage, args.retrain)
                 if result is not None:
                     variants.append({"ratio": ratio, "recipe": recipe, "model": result[0], **result[1]})
         sensitivity = CACHE / name / "sensitivity.json"
@@ -316,6 +320,22 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
                                             plot=str(RESULTS / f"seed_sensitivity_{name}.png"))
             sensitivity.parent.mkdir(parents=True, exist_ok=True)
             sensitivity.write_text(json.dumps(scan, indent=1) + "\n")
+        if sensitivity.is_file():  # Li et al. Sec. 3.3: prune the insensitive layers, leave the sensitive ones whole
+            scan = json.loads(sensitivity.read_text())
+            chosen = {r["layer"]: 0.5 for r in scan if r["ratio"] == 0.5 and r["drop"] is not None and r["drop"] <= GUIDED_MAX_DROP}
+            try:
+                guided = surgery.prune_l1(base, chosen)
+            except ValueError as error:  # each conv could lose 50% alone, but not all of them together
+                print(f"skip {name} sensitivity-guided: {error}")
+                chosen = {}
+            if not chosen:
+                notes["guided"] = (f"no conv (or joined set) loses at most {GUIDED_MAX_DROP:g} points alone at 50%, "
+                                   "so there is nothing to prune by sensitivity.")
+            result = cached(f"{name}/guided50-kd", lambda: copy.deepcopy(guided), partial_train(True),
+                            args.stage, args.retrain) if chosen else None
+            if result is not None:
+                variants.append({"ratio": "guided", "recipe": "fine-tune + distillation", "model": result[0],
+                                 "layers": sorted(chosen), "scanned": len({r["layer"] for r in scan}), **result[1]})
         if args.stage == "train":
             continue
         base_top1 = base.pretrained_cfg["metrics"]["top1"]
@@ -326,7 +346,7 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
 
 
 def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], scan: list[dict[str, Any]],
-                    args: argparse.Namespace, notes: dict[float, str]) -> list[str]:
+                    args: argparse.Namespace, notes: dict[Any, str]) -> list[str]:
     lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1)", "",
              f"`lightnets.surgery.prune_l1(model, ratio)` on every prunable conv, then {args.epochs:g} epoch(s) of "
              f"fine-tuning on the 60,000 training images (SGD, lr {args.lr:g}, cosine), with or without distillation "
@@ -335,10 +355,12 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
              "|---:|:---|---:|---:|---:" + "|---:" * 9 + "|",
              f"| 0 (original) | – | – | {base_top1:.2f} | – " + cost_cells(rows[0])]
     for row in rows[1:]:
-        lines.append(f"| {row['ratio']:.0%} | {row['recipe']} | {row['top1_pruned']:.2f} | {row['top1']:.2f} "
+        removed = f"{row['ratio']:.0%}" if row["ratio"] != "guided" else f"50% of {len(row['layers'])} insensitive convs"
+        lines.append(f"| {removed} | {row['recipe']} | {row['top1_pruned']:.2f} | {row['top1']:.2f} "
                      f"| {row['top1'] - base_top1:+.2f} " + cost_cells(row))
     lines += ["", "Conclusions from this table:", ""]
-    pruned = rows[1:]
+    pruned = [row for row in rows[1:] if row["ratio"] != "guided"]
+    guided = next((row for row in rows[1:] if row["ratio"] == "guided"), None)
     for ratio in PRUNE_RATIOS:
         if ratio in notes:
             lines.append(f"* {ratio:.0%} of filters removed: {notes[ratio]}")
@@ -349,6 +371,17 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
                          f"{pair['fine-tune']['top1_pruned']:.2f}% right after pruning, "
                          f"{max(pair['fine-tune']['top1'], pair['fine-tune + distillation']['top1']) - base_top1:+.2f} points "
                          f"after the best fine-tune; distillation {gain:+.2f} points vs. plain fine-tuning.")
+    if "guided" in notes:
+        lines.append(f"* Sensitivity-guided (Li et al. Sec. 3.3): {notes['guided']}")
+    if guided:
+        uniform = min((r for r in pruned if r["recipe"] == guided["recipe"]), default=None,
+                      key=lambda r: abs(r["mac_ratio"] - guided["mac_ratio"]))
+        versus = (f"; uniform {uniform['ratio']:.0%} with the same recipe: {1 / uniform['mac_ratio']:.2f}× fewer MACs at "
+                  f"{uniform['top1'] - base_top1:+.2f} points" if uniform else "")
+        lines.append(f"* Sensitivity-guided (Li et al. Sec. 3.3): 50% of the filters of the {len(guided['layers'])} of "
+                     f"{guided['scanned']} scanned convs (or joined sets) that lose at most {GUIDED_MAX_DROP:g} points alone "
+                     f"at 50%, the rest kept whole: {1 / guided['mac_ratio']:.2f}× fewer MACs at "
+                     f"{guided['top1'] - base_top1:+.2f} points{versus}.")
     for b in (1, 100):
         ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in pruned]
         if ratios:
