@@ -565,10 +565,6 @@ class ChannelGraph:
         # Each cell loses round(ratio · its size). When that leaves a grouped conv uneven (a shuffle grid whose
         # columns straddle groups leaves, e.g., runs of 3, 2 and 3 whole columns, which round to 2, 1, 2),
         # the cells that differ only in which group they fall in lose the same number instead: round(ratio · mean).
-        families: dict[tuple, list[tuple]] = {}
-        for key in cells:
-            family = tuple(part[0] if isinstance(part, tuple) else part for part in key[1:])
-            families.setdefault((key[0],) + family, []).append(key)
         removed: set[int] = set()
         for key in cells:
             removed |= self._remove_lowest([key], cells, slots, score, ratio)
@@ -576,6 +572,10 @@ class ChannelGraph:
             self.check(removed)
             return removed
         except ValueError as uneven:
+            families: dict[tuple, list[tuple]] = {}
+            for key in cells:
+                family = tuple(part[0] if isinstance(part, tuple) else part for part in key[1:])
+                families.setdefault((key[0],) + family, []).append(key)
             try:
                 removed = set()
                 for keys in families.values():
@@ -670,17 +670,20 @@ def prunable_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None
     >>> prunable_layers(lightnets.create_model("mobilenet_v1_025", small_input=True))[:3]
     ['stem.conv', 'blocks.0.conv_pw', 'blocks.1.conv_pw']
     """
-    graph = ChannelGraph(model, _input_size(model, input_size))
+    return list(_prunable_components(ChannelGraph(model, _input_size(model, input_size))))
+
+
+def _prunable_components(graph: ChannelGraph) -> dict[str, str]:
+    """Each conv of ``graph`` that :func:`prune_l1` can prune → its component (the first conv it is joined to)."""
     components = graph.layers()
-    names = []
-    for name, component in components.items():
-        members = [n for n, c in components.items() if c == component]
+    selectable: dict[str, bool] = {}
+    for component in set(components.values()):
         try:
-            graph.select(members, 0.0)
+            graph.select([n for n, c in components.items() if c == component], 0.0)
+            selectable[component] = True
         except ValueError:
-            continue
-        names.append(name)
-    return names
+            selectable[component] = False
+    return {name: component for name, component in components.items() if selectable[component]}
 
 
 def joined_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> dict[str, list[str]]:
@@ -694,13 +697,10 @@ def joined_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None) 
     >>> len(sets["stem.conv"]), sets["stage2.0.conv1"]
     (17, ['stage2.0.conv1'])
     """
-    prunable = prunable_layers(model, input_size)
-    components = ChannelGraph(model, _input_size(model, input_size)).layers()
     sets: dict[str, list[str]] = {}
-    firsts: dict[str, str] = {}
-    for name in prunable:
-        sets.setdefault(firsts.setdefault(components[name], name), []).append(name)
-    return sets
+    for name, component in _prunable_components(ChannelGraph(model, _input_size(model, input_size))).items():
+        sets.setdefault(component, []).append(name)
+    return {members[0]: members for members in sets.values()}
 
 
 def prune_l1(

@@ -404,11 +404,10 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
             joined = mine[0].get("joined", [])
             label = f"`{layer}` + {len(joined)} convs joined by residual adds" if joined else f"`{layer}`"
             lines.append(f"| {label} | " + " | ".join(pct(drops[r]) for r in PRUNE_RATIOS) + " |")
-        for first in dict.fromkeys(r["layer"] for r in scan if r.get("joined")):
-            joined = {r["ratio"]: r["drop"] for r in scan if r["layer"] == first}
-            others = [r["drop"] for r in scan if r["ratio"] == 0.5 and r["layer"] != first and r["drop"] is not None]
-            lines += ["", f"Residual adds tie `{first}` and {len(next(r for r in scan if r['layer'] == first)['joined'])} "
-                      f"other convs into one set of channels, pruned together: alone it costs {pct(joined.get(0.25))} points "
+        for joined in (r for r in scan if r.get("joined") and r["ratio"] == 0.25):
+            others = [r["drop"] for r in scan if r["ratio"] == 0.5 and r["layer"] != joined["layer"] and r["drop"] is not None]
+            lines += ["", f"Residual adds tie `{joined['layer']}` and {len(joined['joined'])} "
+                      f"other convs into one set of channels, pruned together: alone it costs {pct(joined['drop'])} points "
                       f"at 25%, while no other conv alone costs more than {max(others):.2f} points at 50%: the set is where "
                       "this model is sensitive."]
         if alone:
