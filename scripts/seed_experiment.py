@@ -447,7 +447,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if body is None:
         return 0
     output.write_text("\n".join(header(title, command, args) + body))
-    print(f"wrote {output.relative_to(ROOT)}")
+    print(f"wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output}")
     return 0
 
 
