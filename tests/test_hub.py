@@ -60,7 +60,7 @@ def saved(tmp_path):
 def fake_hub(tmp_path, monkeypatch, saved):
     """The saved folder served as Hub repo REPO; huggingface_hub pointed at it with an empty cache."""
     _, folder = saved
-    with FakeHub({REPO: folder}) as server:
+    with FakeHub({REPO: folder}, upload_root=tmp_path / "hub_uploads") as server:
         monkeypatch.setattr(hf_constants, "ENDPOINT", server.endpoint)
         monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
         monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
@@ -169,6 +169,44 @@ def test_server_error_is_a_clear_error(fake_hub):
     fake_hub.fail_with = 500
     with pytest.raises(WeightsUnavailableError, match="could not download model.safetensors from .* not cached: .*500"):
         from_hub()
+
+
+def test_push_uploads_the_folder_and_it_loads_back_from_the_hub(fake_hub, saved, capsys):
+    model, folder = saved
+    url = hub.push_to_hub(folder, "lightnets-test/pushed", token="hf_test_token")
+    commit = fake_hub.commits["lightnets-test/pushed"][-1]
+    assert url == f"{fake_hub.endpoint}/lightnets-test/pushed/commit/{commit}"
+    uploaded = fake_hub.repos["lightnets-test/pushed"]
+    assert sorted(p.name for p in uploaded.iterdir()) == sorted(p.name for p in folder.iterdir())
+    for path in folder.iterdir():
+        assert (uploaded / path.name).read_bytes() == path.read_bytes(), path.name
+    assert set(fake_hub.tokens) == {"Bearer hf_test_token"}
+    assert fake_hub.cards == [(folder / "README.md").read_text()]  # its metadata block parsed as YAML
+    # what was pushed is what pretrained=True then downloads, checksum included
+    loaded = from_hub(hf_hub_id="lightnets-test/pushed", sha256=hub.sha256sum(folder / "model.safetensors"))
+    torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
+
+    # again, through the command line: the repo exists (create_repo's 409 is fine), a second commit lands
+    assert hub.main(["push", str(folder), "lightnets-test/pushed"]) == 0
+    assert len(fake_hub.commits["lightnets-test/pushed"]) == 2
+    assert capsys.readouterr().out.strip() == f"{fake_hub.endpoint}/lightnets-test/pushed/commit/{fake_hub.commits['lightnets-test/pushed'][-1]}"
+
+
+def test_push_refuses_a_folder_that_is_not_in_hub_layout_before_any_request(fake_hub, tmp_path):
+    folder = tmp_path / "loose"
+    folder.mkdir()
+    save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"is not a Hub-layout folder: config\.json is missing \(write it with save_pretrained\)"):
+        hub.push_to_hub(folder, "lightnets-test/loose", token="hf_test_token")
+    assert fake_hub.requests == []
+
+
+def test_push_to_a_failing_server_is_an_error(fake_hub, saved):
+    _, folder = saved
+    fake_hub.fail_with = 500
+    with pytest.raises(Exception, match="500"):
+        hub.push_to_hub(folder, "lightnets-test/pushed", token="hf_test_token")
+    assert "lightnets-test/pushed" not in fake_hub.commits
 
 
 def test_timm_hf_hub_loader_builds_our_model_with_the_weights(fake_hub, saved):
