@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["distillation_loss", "augment", "train", "main"]
+__all__ = ["distillation_loss", "augment", "autocast_dtype", "train", "main"]
 
 
 def distillation_loss(
@@ -262,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--pad", type=int, default=4, help="random-crop padding in pixels (0: no crop)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
-    p.add_argument("--amp", choices=("auto", "off"), default="auto", help="auto: bf16/fp16 autocast on CUDA")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                   help="auto: bf16 autocast on CUDA (fp16 + loss scaling on GPUs without bf16) and on CPUs with native "
+                        "bf16 (AVX512-BF16 / AMX), float32 elsewhere; bf16: bf16 autocast even where it is emulated")
     p.add_argument("--no-channels-last", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
@@ -278,6 +280,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp16-weights", action="store_true", help="store --output weights in float16 (metrics measured on them)")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def autocast_dtype(device: torch.device, amp: str = "auto") -> Optional[torch.dtype]:
+    """The mixed-precision dtype ``--amp`` selects on ``device``; None trains in float32.
+
+    ``auto`` uses bf16 where the hardware computes in it (CUDA with bf16, else fp16 with loss scaling;
+    a CPU whose oneDNN has native bf16, i.e. AVX512-BF16 or AMX) and float32 elsewhere: emulated bf16 on
+    an AVX2 CPU is far slower (a MobileNet 0.5 training step at batch 128: 0.37-0.45 s in float32,
+    6.7-8.4 s in bf16 on this project's AMD EPYC). ``bf16`` forces bf16 autocast; ``off`` is float32.
+
+    >>> autocast_dtype(torch.device("cpu"), "off") is None
+    True
+    """
+    if amp == "off":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if amp == "bf16" or torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16" or (device.type == "cpu" and _cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_native_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -345,8 +371,8 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
             raise ValueError(f"--teacher {args.teacher} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
         teacher_prepare = prepare_for(teacher, teacher.pretrained_cfg["mean"], teacher.pretrained_cfg["std"])
 
-    use_amp = args.amp == "auto" and runtime.device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    amp_dtype = autocast_dtype(runtime.device, args.amp)
+    use_amp = amp_dtype is not None
 
     def autocast() -> Any:
         return torch.autocast(runtime.device.type, dtype=amp_dtype, enabled=use_amp)

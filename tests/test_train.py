@@ -114,6 +114,42 @@ def test_short_run_learns_and_writes_a_hub_folder_whose_metrics_reproduce(tmp_pa
     assert 100 * (logits.argmax(1) == test.labels).float().mean().item() == pytest.approx(record["test_top1"], abs=0.01)
 
 
+def test_autocast_dtype_follows_the_hardware(monkeypatch):
+    from lightnets import train as train_module
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "_cpu_has_native_bf16", lambda: False)
+    assert train_module.autocast_dtype(cpu, "auto") is None  # emulated bf16 is slower than float32
+    assert train_module.autocast_dtype(cpu, "bf16") is torch.bfloat16
+    monkeypatch.setattr(train_module, "_cpu_has_native_bf16", lambda: True)
+    assert train_module.autocast_dtype(cpu, "auto") is torch.bfloat16
+    assert train_module.autocast_dtype(cpu, "off") is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert train_module.autocast_dtype(torch.device("cuda"), "auto") is torch.float16  # with loss scaling
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert train_module.autocast_dtype(torch.device("cuda"), "auto") is torch.bfloat16
+
+
+def test_amp_bf16_trains_under_autocast_on_the_cpu(tmp_path, monkeypatch):
+    from lightnets import train as train_module
+
+    conv_outputs = []
+    build = train_module.build_model
+
+    def watched(*args, **kwargs):
+        model, model_args = build(*args, **kwargs)
+        model.stem.conv.register_forward_hook(lambda module, inputs, output: conv_outputs.append(output.dtype))
+        return model, model_args
+
+    monkeypatch.setattr(train_module, "build_model", watched)
+    argv = TINY + ["--epochs", "1", "--batch-size", "32", "--amp", "bf16", "--work-dir", str(tmp_path / "run"),
+                   "--dataset", "shapes"]
+    model, record = train(argv, Shapes(64, 0), Shapes(32, 1))
+    assert set(conv_outputs) == {torch.bfloat16}  # training and test passes ran in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the weights stay float32
+    assert math.isfinite(record["train_loss"]) and 0 <= record["test_top1"] <= 100
+
+
 @pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path, monkeypatch):
     common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes"]
