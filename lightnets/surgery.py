@@ -583,7 +583,68 @@ class ChannelGraph:
                 self.check(removed)
                 return removed
             except ValueError:
+                pass
+            # Cells of different sizes under several overlapping group layouts (ShuffleNet g=4/8's trunk:
+            # conv2s write 62-channel groups, the next conv1s read 68-channel ones): solve for the counts.
+            counts = self._even_counts(cells, [(layer, groups) for layer, _, groups in constraints], ratio)
+            if counts is None:
                 raise uneven from None
+            removed = set()
+            for key, count in counts.items():
+                lost = sorted(cells[key], key=lambda r: score[r])[:count]
+                removed |= {i for root in lost for i in slots[root]}
+            self.check(removed)
+            return removed
+
+    def _even_counts(self, cells: dict[tuple, list[int]], layouts: list[tuple[str, int]],
+                     ratio: float) -> Optional[dict[tuple, int]]:
+        """How many slots each cell loses so that every grouped conv of ``layouts`` ((name, groups), one per
+        position of the cell keys) loses the same number per group, each cell as close to ``ratio`` of its
+        size as that allows and every conv keeping a channel: a small integer program (scipy's HiGHS MILP).
+        None when scipy is missing or no such counts exist."""
+        try:
+            from scipy.optimize import Bounds, LinearConstraint, milp
+        except ImportError:
+            warnings.warn("prune_l1: the groups here are only kept even by an integer program; install scipy for it",
+                          stacklevel=3)
+            return None
+        import numpy as np
+
+        keys = list(cells)
+        sizes = np.array([len(cells[key]) for key in keys], dtype=float)
+        n, m = len(keys), len(layouts)
+        # Variables: x (slots each cell loses), t (slots each layout loses per group), d >= |x - ratio * size|.
+        rows: list[np.ndarray] = []
+        bounds: list[tuple[float, float]] = []
+
+        def constrain(coefficients: dict[int, float], low: float, high: float) -> None:
+            row = np.zeros(2 * n + m)
+            for index, value in coefficients.items():
+                row[index] = value
+            rows.append(row)
+            bounds.append((low, high))
+
+        for position, (_, groups) in enumerate(layouts, start=1):
+            # Every group loses t; a group without prunable cells loses nothing, and so then do the others.
+            for group in range(groups):
+                members = [i for i, key in enumerate(keys) if key[position] is not None and key[position][1] == group]
+                constrain({**{i: 1 for i in members}, n + position - 1: -1}, 0, 0)
+        for i in range(n):
+            constrain({i: 1, n + m + i: -1}, -np.inf, ratio * sizes[i])
+            constrain({i: -1, n + m + i: -1}, -np.inf, -ratio * sizes[i])
+        for producer in {p for key in keys for p in key[0]}:  # every conv keeps at least one of its channels
+            size = self._size(self.producers[producer][0])
+            mine = [i for i, key in enumerate(keys) if producer in key[0]]
+            if sizes[mine].sum() == size:
+                constrain({i: 1 for i in mine}, -np.inf, size - 1)
+        low, high = zip(*bounds)
+        result = milp(np.concatenate([np.zeros(n + m), np.ones(n)]),
+                      integrality=np.concatenate([np.ones(n + m), np.zeros(n)]),
+                      bounds=Bounds(np.zeros(2 * n + m), np.concatenate([sizes, np.full(m, sizes.sum()), np.full(n, np.inf)])),
+                      constraints=LinearConstraint(np.array(rows), low, high))
+        if result.x is None:
+            return None
+        return {key: int(round(result.x[i])) for i, key in enumerate(keys)}
 
     def _remove_lowest(self, keys: list[tuple], cells: dict[tuple, list[int]], slots: dict[int, list[int]],
                        score: dict[int, float], ratio: float) -> set[int]:
@@ -715,8 +776,9 @@ def prune_l1(
     layer that reads them is rebuilt smaller (BatchNorm, depthwise convs, the next conv's input, the
     classifier), so the model holds real, smaller tensors. Grouped convs lose the same number of
     channels in each group (where rounding each group's share alone would leave them uneven, every group
-    loses the mean share); filters joined by a residual add are ranked by their summed norms and removed
-    together; a channel shuffle keeps the same positions in every group.
+    loses the mean share; where several group layouts overlap, as in ShuffleNet g=4/8's trunk, a small
+    integer program picks the counts, with scipy installed); filters joined by a residual add are ranked
+    by their summed norms and removed together; a channel shuffle keeps the same positions in every group.
 
     Args:
         model: the model; not modified.

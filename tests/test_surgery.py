@@ -172,6 +172,7 @@ FAMILIES = [
     ("mobilenet_v1_025", {"small_input": True, "num_classes": 10}),
     ("shufflenet_g1", {"small_input": True, "num_classes": 10}),
     ("shufflenet_g3", {"small_input": True, "num_classes": 10}),
+    ("shufflenet_g4", {"small_input": True, "num_classes": 10}),
     ("shufflenet_g8_050", {"small_input": True, "num_classes": 10}),
     ("sepcnn_both", {}),
     ("smallcnn_3x2", {"in_chans": 1}),
@@ -405,6 +406,44 @@ def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly(
         warnings.simplefilter("error")  # every conv of the 0.5x g3 model prunes at these ratios, none is skipped
         for ratio in (0.25, 0.5, 0.75):
             assert surgery.prune_l1(model, ratio)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["shufflenet_g4", "shufflenet_g8"])
+def test_overlapping_group_layouts_prune_evenly_through_the_integer_program(name):
+    # g=4's trunk: stage2.0.conv2 writes 4 groups of 62 channels after the 24-channel stem, the next conv1s
+    # read 4 groups of 68, stage 3 and 4 double both. No per-cell rounding keeps all of these even; the
+    # integer program does (e.g. 25%: 4 of the stem's 24, 16 per conv2 group, 17 per conv1 group).
+    model = randomized(name, {"small_input": True, "num_classes": 10})
+    trunk = model.stage4[-1].conv2.out_channels
+    for ratio in (0.25, 0.5, 0.75):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing skipped
+            pruned = surgery.prune_l1(model, ratio)
+        assert pruned.stem.conv.out_channels < model.stem.conv.out_channels
+        if name == "shufflenet_g4" and ratio == 0.25:
+            assert (pruned.stem.conv.out_channels, pruned.stage2[0].conv2.out_channels,
+                    pruned.stage2[1].conv1.in_channels) == (24 - 4, 248 - 4 * 16, 272 - 4 * 17)
+        kept = pruned.stage4[-1].conv2.out_channels
+        assert abs(kept / trunk - (1 - ratio)) < 0.02, (ratio, kept, trunk)
+        for module in pruned.modules():
+            if isinstance(module, nn.Conv2d) and 1 < module.groups < module.in_channels:
+                assert module.in_channels % module.groups == 0 and module.out_channels % module.groups == 0
+        assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_without_scipy_overlapping_groups_are_skipped_with_a_warning(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # import fails as if scipy were not installed
+    model = lightnets.create_model("shufflenet_g4", small_input=True, num_classes=10).eval()
+    with pytest.warns(UserWarning) as caught:
+        pruned = surgery.prune_l1(model, 0.25)
+    messages = [str(w.message) for w in caught]
+    assert any("install scipy" in m for m in messages)
+    assert any(m.startswith("prune_l1: skipped stem.conv, stage2.0.conv2") for m in messages)
+    assert pruned.stem.conv.out_channels == model.stem.conv.out_channels
+    assert pruned.stage2[0].conv1.out_channels < model.stage2[0].conv1.out_channels  # the rest still prunes
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
