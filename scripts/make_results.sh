@@ -16,6 +16,7 @@ run_md() {  # run_md OUTPUT COMMAND... : the command's Markdown, then the comman
 run_md results/flops_mobilenet_v1_100.md -m lightnets.flops --model mobilenet_v1_100 --by-type --format md
 "$PYTHON" -m eval --all-pretrained --format md --output results/zoo.md --plot results/zoo.png --no-progress
 "$PYTHON" -m benchmarks.speed --output results/speed.md > /dev/null
+"$PYTHON" -m benchmarks.train_cost > /dev/null
 "$PYTHON" scripts/seed_experiment.py --part conversion   # fine-tunes are cached in runs/seed_experiment/
 "$PYTHON" scripts/seed_experiment.py --part sepcnn --epochs 1
 "$PYTHON" scripts/seed_experiment.py --part pruning --epochs 1

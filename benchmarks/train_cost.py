@@ -1,0 +1,114 @@
+"""What training the Fashion-MNIST zoo costs on this machine: timed training steps, per model of the recipe.
+
+    python -m benchmarks.train_cost                          # every entry of scripts/train_fmnist_zoo.sh
+    python -m benchmarks.train_cost --models mobilenet_v1_100 shufflenet_g3 --steps 10
+
+For each model the recipe trains, one training step as ``lightnets.train`` runs it on the CPU (small-input
+form at 1x28x28, 10 classes, batch 128, fp32, ``channels_last``, SGD with Nesterov momentum, label
+smoothing) is timed ``--steps`` times after two warm-up steps; the median gives the time of an epoch
+(60,000 images = 468 steps) and, with the recipe's epochs, of the whole training. Shipped weights are
+marked with their recorded top-1. Run it on an otherwise idle machine: a second busy process on the
+same cores slows a training step several-fold.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+import lightnets
+from lightnets.evaluation import environment
+from lightnets.flops import count_macs
+from lightnets.manifest import WEIGHTS_DIR, read_index
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "scripts" / "train_fmnist_zoo.sh"
+TRAIN_IMAGES = 60_000
+BATCH = 128
+
+
+def recipe_epochs(path: Path = RECIPE) -> dict[str, int]:
+    """model -> epochs, from the ``train MODEL EPOCHS LR ...`` lines of the training script, in its order."""
+    entries = re.findall(r"^train\s+(\S+)\s+(\d+)\s", path.read_text(), flags=re.M)
+    if not entries:
+        raise ValueError(f"{path} has no 'train MODEL EPOCHS LR' lines")
+    return {model: int(epochs) for model, epochs in entries}
+
+
+def step_seconds(name: str, steps: int, warmup: int = 2) -> list[float]:
+    """Wall time of ``steps`` training steps of ``name`` (small-input, 1x28x28, batch 128), after ``warmup``."""
+    torch.manual_seed(0)
+    model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10).to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    images = torch.randn(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (BATCH,))
+    times = []
+    for step in range(warmup + steps):
+        started = time.perf_counter()
+        loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= warmup:
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def table(models: dict[str, int], steps: int) -> list[str]:
+    shipped = read_index(WEIGHTS_DIR)
+    lines = ["| model | MMACs | params | ms / step | min / epoch | recipe epochs | CPU hours | shipped top-1 % |",
+             "|:---|---:|---:|---:|---:|---:|---:|---:|"]
+    steps_per_epoch = TRAIN_IMAGES // BATCH
+    for name, epochs in models.items():
+        model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10)
+        macs = count_macs(model, (1, 28, 28))
+        params = sum(p.numel() for p in model.parameters())
+        step = statistics.median(step_seconds(name, steps))
+        epoch_min = step * steps_per_epoch / 60
+        weight = shipped.get(f"{name}.fmnist")
+        top1 = f"{weight['metrics']['top1']:.2f}" if weight else "–"
+        lines.append(f"| {name} | {macs / 1e6:.2f} | {params:,} | {1000 * step:.0f} | {epoch_min:.1f} | {epochs} "
+                     f"| {epoch_min * epochs / 60:.1f} | {top1} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", help="models of the recipe to time (default: all of them)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model (median taken)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--output", type=Path, default=ROOT / "results" / "train_cost.md")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    recipe = recipe_epochs()
+    unknown = [m for m in args.models or () if m not in recipe]
+    if unknown:
+        parser.error(f"not in {RECIPE.relative_to(ROOT)}: {', '.join(unknown)}; it trains {', '.join(recipe)}")
+    torch.set_num_threads(args.threads)
+    models = {m: recipe[m] for m in args.models} if args.models else recipe
+    command = "python -m benchmarks.train_cost" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    env = environment()
+    text = ["# Training cost on this machine", "", f"Generated by `{command}`.", "",
+            *table(models, args.steps), "",
+            f"<sub>CPU: {env['cpu']}; threads: {args.threads}; torch {env['torch']}; one training step of the recipe "
+            f"(batch {BATCH}, fp32, channels_last, SGD + Nesterov), median of {args.steps} after 2 warm-up steps; "
+            f"an epoch = {TRAIN_IMAGES // BATCH} steps, data loading and the test pass not included; recipe epochs "
+            f"from `{RECIPE.relative_to(ROOT)}`</sub>", ""]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
