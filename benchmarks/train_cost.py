@@ -5,7 +5,7 @@
 
 For each model the recipe trains, one training step as ``lightnets.train`` runs it on the CPU (small-input
 form at 1x28x28, 10 classes, batch 128, fp32, ``channels_last``, SGD with Nesterov momentum, label
-smoothing) is timed ``--steps`` times after two warm-up steps; the median gives the time of an epoch
+smoothing, ``lightnets.train.param_groups``' weight decay) is timed ``--steps`` times after two warm-up steps; the median gives the time of an epoch
 (60,000 images = 468 steps) and, with the recipe's epochs, of the whole training. Shipped weights are
 marked with their recorded top-1. Run it on an otherwise idle machine: a second busy process on the
 same cores slows a training step several-fold.
@@ -28,6 +28,7 @@ import lightnets
 from lightnets.evaluation import environment
 from lightnets.flops import count_macs
 from lightnets.manifest import WEIGHTS_DIR, read_index
+from lightnets.train import param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "scripts" / "train_fmnist_zoo.sh"
@@ -43,12 +44,10 @@ def recipe_epochs(path: Path = RECIPE) -> dict[str, int]:
     return {model: int(epochs) for model, epochs in entries}
 
 
-def step_seconds(name: str, steps: int, warmup: int = 2) -> list[float]:
-    """Wall time of ``steps`` training steps of ``name`` (small-input, 1x28x28, batch 128), after ``warmup``."""
-    torch.manual_seed(0)
-    model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10).to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+def step_seconds(model: torch.nn.Module, steps: int, warmup: int = 2) -> list[float]:
+    """Wall time of ``steps`` training steps of ``model`` (1x28x28 input, batch 128), after ``warmup``."""
+    model = model.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(param_groups(model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
     images = torch.randn(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (BATCH,))
     times = []
@@ -69,10 +68,11 @@ def table(models: dict[str, int], steps: int) -> list[str]:
              "|:---|---:|---:|---:|---:|---:|---:|---:|"]
     steps_per_epoch = TRAIN_IMAGES // BATCH
     for name, epochs in models.items():
+        torch.manual_seed(0)
         model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10)
         macs = count_macs(model, (1, 28, 28))
         params = sum(p.numel() for p in model.parameters())
-        step = statistics.median(step_seconds(name, steps))
+        step = statistics.median(step_seconds(model, steps))
         epoch_min = step * steps_per_epoch / 60
         weight = shipped.get(f"{name}.fmnist")
         top1 = f"{weight['metrics']['top1']:.2f}" if weight else "–"

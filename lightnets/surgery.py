@@ -589,10 +589,7 @@ class ChannelGraph:
             counts = self._even_counts(cells, [(layer, groups) for layer, _, groups in constraints], ratio)
             if counts is None:
                 raise uneven from None
-            removed = set()
-            for key, count in counts.items():
-                lost = sorted(cells[key], key=lambda r: score[r])[:count]
-                removed |= {i for root in lost for i in slots[root]}
+            removed = set().union(*(_lowest(cells[key], count, score, slots) for key, count in counts.items()))
             self.check(removed)
             return removed
 
@@ -651,13 +648,13 @@ class ChannelGraph:
         """The channel ids of the ``round(ratio · mean size)`` slots of smallest norm in each cell of ``keys``."""
         sizes = [len(cells[key]) for key in keys]
         count = round(ratio * sum(sizes) / len(sizes))
-        lost = {root for key in keys for root in sorted(cells[key], key=lambda r: score[r])[:count]}
+        removed = set().union(*(_lowest(cells[key], count, score, slots) for key in keys))
         owners = [self.producers[p][0] for p in keys[0][0]]
-        if count > min(sizes) or any(all(self.find(i) in lost for i in self.channels(name)) for name in owners):
+        if count > min(sizes) or any(all(i in removed for i in self.channels(name)) for name in owners):
             per_group = f"{min(sizes)}" if len(set(sizes)) == 1 else f"{min(sizes)} to {max(sizes)}"
             raise ValueError(f"ratio {ratio} would leave zero channels ({per_group} prunable per group, {count} "
                              f"removed); use a ratio below {(min(sizes) - 0.5) * len(sizes) / sum(sizes):.3f}")
-        return {i for root in lost for i in slots[root]}
+        return removed
 
     def check(self, removed: set[int]) -> None:
         """Raise a ValueError if removing ``removed`` leaves the groups of a grouped conv uneven."""
@@ -667,6 +664,11 @@ class ChannelGraph:
                 raise ValueError(f"the groups of {layer!r} would keep unequal channel counts {kept}")
             if not kept[0]:
                 raise ValueError(f"ratio would leave zero channels in every group of {layer!r}")
+
+
+def _lowest(roots: list[int], count: int, score: dict[int, float], slots: dict[int, list[int]]) -> set[int]:
+    """The channel ids of the ``count`` slots (union-find roots) of smallest summed L1 norm among ``roots``."""
+    return {i for root in sorted(roots, key=lambda r: score[r])[:count] for i in slots[root]}
 
 
 def _is_depthwise(conv: nn.Conv2d) -> bool:
