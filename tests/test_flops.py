@@ -315,7 +315,7 @@ def test_cli_model_kwargs(capsys):
     (["--model", "mobilenetv1"], "unknown model 'mobilenetv1'; did you mean mobilenet_v1"),
     (["--model", "resnet*"], "no model matches 'resnet*'"),
     (["--model", "mobilenet_v1_0*", "--by-type"], "--by-type describes one model; 3 match mobilenet_v1_0*"),
-    (["--model", "mobilenet_v1_100", "--num-classes", "0"], "num_classes must be an integer >= 1, got 0"),
+    (["--model", "mobilenet_v1_100", "--num-classes", "-1"], "num_classes must be an integer >= 0"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     code, out, err = _cli(capsys, *argv)

@@ -92,7 +92,7 @@ def test_activation_is_a_parameter():
     ({"rho": 0}, "rho must be in (0, 1], got 0"),
     ({"rho": 1.5}, "rho must be in (0, 1], got 1.5"),
     ({"rho": 0.5, "img_size": 112}, "give rho or img_size, not both"),
-    ({"num_classes": 0}, "num_classes must be an integer >= 1, got 0"),
+    ({"num_classes": -1}, "num_classes must be an integer >= 0 (0: no classifier, the model returns features), got -1"),
     ({"in_chans": 0}, "in_chans must be an integer >= 1, got 0"),
     ({"act_layer": "swish2"}, "act_layer must be one of"),
 ])

@@ -108,3 +108,25 @@ def test_small_input_keeps_architecture(name):
     small = lightnets.create_model(name, num_classes=10, small_input=True)
     assert conv_shapes(full) == conv_shapes(small)
     assert count_macs(small, small.pretrained_cfg["input_size"]) > 0
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("mobilenet_v1_025", {"small_input": True}),
+    ("shufflenet_g3_050", {"small_input": True}),
+    ("smallcnn_3x2", {}),      # its own hidden FC layer before the classifier
+    ("sepcnn_both", {"small_input": True}),
+    ("vgg11", {"small_input": False}),  # the two hidden FC layers of the ImageNet form
+])
+def test_num_classes_zero_builds_a_feature_extractor(name, kwargs, tmp_path):
+    model = lightnets.create_model(name, num_classes=0, img_size=32, **kwargs).eval()
+    assert isinstance(model.get_classifier(), nn.Identity) and model.num_classes == 0
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model(x)
+        assert features.shape == (2, model.num_features)
+        torch.testing.assert_close(features, model.forward_head(model.forward_features(x), pre_logits=True))
+    if name == "mobilenet_v1_025":  # a feature extractor saves and loads back like any model (timm's num_classes=0)
+        folder = lightnets.save_pretrained(model, tmp_path / "features")
+        loaded = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder)).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), features, atol=0, rtol=0)

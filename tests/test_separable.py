@@ -215,7 +215,7 @@ def test_small_input_is_the_only_form():
     ("sepcnn_both", {"separable_layers": ()}, r"create_model\('sepcnn', separable_layers=\(\)\)"),
     ("smallcnn_3x2", {"img_size": 7}, "img_size must be at least 8"),
     ("sepcnn_regular", {"drop_rate": 1.0}, r"drop_rate must be a float in \[0, 1\)"),
-    ("smallcnn_3x2", {"num_classes": 0}, "num_classes must be an integer >= 1, got 0"),
+    ("smallcnn_3x2", {"num_classes": 1.5}, r"num_classes must be an integer >= 0 \(0: no classifier, the model returns features\), got 1.5"),
 ])
 def test_bad_arguments(name, kwargs, message):
     with pytest.raises(ValueError, match=message):

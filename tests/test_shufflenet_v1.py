@@ -257,7 +257,7 @@ def test_unit_checks_its_widths():
     ({"groups": "3"}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got '3'"),
     ({"groups": 3.0}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got 3.0"),
     ({"scale": 0.7}, "scale must be one of 0.25, 0.5, 1.0, 1.5, 2.0, got 0.7"),
-    ({"num_classes": 0}, "num_classes must be an integer >= 1, got 0"),
+    ({"num_classes": -1}, "num_classes must be an integer >= 0 (0: no classifier, the model returns features), got -1"),
     ({"in_chans": 0}, "in_chans must be an integer >= 1, got 0"),
     ({"act_layer": "swish2"}, "act_layer must be one of"),
 ])

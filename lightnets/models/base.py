@@ -19,6 +19,18 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def check_num_classes(value: Any) -> int:
+    """``num_classes`` is an int >= 1, or 0 for no classifier (the model returns its pre-logits features, as in timm)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"num_classes must be an integer >= 0 (0: no classifier, the model returns features), got {value!r}")
+    return value
+
+
+def classifier_layer(num_features: int, num_classes: int) -> nn.Module:
+    """The classifier: a linear layer, or the identity for ``num_classes=0`` (a feature extractor)."""
+    return nn.Linear(num_features, num_classes) if check_num_classes(num_classes) else nn.Identity()
+
+
 def check_drop_rate(value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise ValueError(f"drop_rate must be a float in [0, 1), got {value!r}")
@@ -53,11 +65,11 @@ class ClassifierNet(nn.Module):
 
     def init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
         self.num_features = num_features
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.num_classes = check_num_classes(num_classes)
         self.drop_rate = check_drop_rate(drop_rate)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(self.drop_rate)
-        self.classifier = nn.Linear(num_features, num_classes)
+        self.classifier = classifier_layer(num_features, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -100,10 +112,7 @@ class ClassifierNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one for ``num_classes`` (0 → identity)."""
-        if num_classes == 0:
-            self.classifier = nn.Identity()
-        else:
-            self.classifier = nn.Linear(self.num_features, check_positive_int("num_classes", num_classes))
+        self.classifier = classifier_layer(self.num_features, num_classes)
         self.num_classes = num_classes
 
 

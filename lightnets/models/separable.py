@@ -34,7 +34,7 @@ from torch import nn
 
 from ..layers import ConvBNAct, DepthwiseSeparableConv
 from ..registry import register_model, variant_kwargs
-from .base import ClassifierNet, check_drop_rate, check_positive_int, init_weights
+from .base import ClassifierNet, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
 
 # sepcnn: a standard 3×3 stem conv, then three VGG-style stages of two 3×3 conv layers each, as
 # (output channels, 2×2 max pool after the layer); global average pool → dropout → classifier.
@@ -174,7 +174,7 @@ class SmallCNN(ClassifierNet):
         self.img_size = check_img_size(img_size)
         self.in_chans = check_positive_int("in_chans", in_chans)
         self.min_input_size = MIN_INPUT_SIZE
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.num_classes = check_num_classes(num_classes)
         self.drop_rate = check_drop_rate(drop_rate)
         self.num_features = SMALLCNN_HIDDEN
 
@@ -191,7 +191,7 @@ class SmallCNN(ClassifierNet):
             act=nn.ReLU(inplace=True),
             drop=nn.Dropout(self.drop_rate),
         ))
-        self.classifier = nn.Linear(SMALLCNN_HIDDEN, num_classes)
+        self.classifier = classifier_layer(SMALLCNN_HIDDEN, num_classes)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

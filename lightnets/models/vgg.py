@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..registry import register_model, variant_kwargs
-from .base import ClassifierNet, check_drop_rate, check_positive_int, init_weights
+from .base import ClassifierNet, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
 
 # Table 1: output channels of the five stages, and 3×3 conv layers per stage for configurations
 # A (VGG-11), B (VGG-13), D (VGG-16) and E (VGG-19); the key counts weight layers (convs + 3 FC).
@@ -108,7 +108,7 @@ class VGG(ClassifierNet):
             self.init_head(width, num_classes, drop_rate)
         else:
             self.num_features = HIDDEN_FEATURES
-            self.num_classes = check_positive_int("num_classes", num_classes)
+            self.num_classes = check_num_classes(num_classes)
             self.drop_rate = check_drop_rate(drop_rate)
             self.pool = nn.AdaptiveAvgPool2d(POOL_SIZE)
             self.pre_logits = nn.Sequential(OrderedDict(
@@ -119,7 +119,7 @@ class VGG(ClassifierNet):
                 act2=nn.ReLU(inplace=True),
                 drop2=nn.Dropout(self.drop_rate),
             ))
-            self.classifier = nn.Linear(HIDDEN_FEATURES, num_classes)
+            self.classifier = classifier_layer(HIDDEN_FEATURES, num_classes)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
