@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .manifest import INDEX_NAME, WEIGHTS_DIR, bundled_cfgs, read_index
+from .models.base import check_positive_int
 
 __all__ = [
     "WEIGHTS_DIR",
@@ -45,6 +46,8 @@ __all__ = [
     "load_checkpoint",
     "resolve_weights",
     "adapt_state_dict",
+    "adapt_input_conv",
+    "hub_repo_cfg",
     "save_pretrained",
     "push_to_hub",
     "build_index",
@@ -127,7 +130,11 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
             return path
     hf_hub_id = cfg.get("hf_hub_id") or indexed.get("hf_hub_id")
     if hf_hub_id:
-        path = _download_from_hub(hf_hub_id, cfg.get("hf_hub_filename") or WEIGHTS_NAME, cfg.get("revision"), name)
+        filename = cfg.get("hf_hub_filename") or WEIGHTS_NAME
+        if not filename.endswith(".safetensors"):
+            raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
+        repo_id, revision = _split_revision(hf_hub_id, cfg.get("revision"))
+        path = _download_from_hub(repo_id, filename, revision, name)
         _verify(path, expected_sha)
         return path
     if cfg.get("url"):
@@ -142,30 +149,37 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
     )
 
 
-def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str) -> Path:
-    if not filename.endswith(".safetensors"):
-        raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
+def _split_revision(hf_hub_id: str, revision: Optional[str]) -> tuple[str, Optional[str]]:
+    """``"org/name@v1"`` → ``("org/name", "v1")`` (timm's way of pinning a revision); an explicit revision wins."""
+    repo_id, _, pinned = hf_hub_id.partition("@")
+    return repo_id, revision or pinned or None
+
+
+def _hub_errors() -> tuple[type, ...]:
+    """huggingface_hub's errors for a missing revision / file / repo, local miss, HTTP error (0.x and 1.x names).
+
+    Before 1.0 there is one EntryNotFoundError, of which LocalEntryNotFoundError is a subclass; since 1.0
+    the remote miss is RemoteEntryNotFoundError. Both are caught as EntryNotFoundError, after the local miss.
+    """
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
-        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
+    return RevisionNotFoundError, EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError
+
+
+def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str) -> Path:
+    from huggingface_hub import constants, hf_hub_download
+
+    revision_missing, entry_missing, repo_missing, not_cached, http_error = _hub_errors()
     where = f"{constants.ENDPOINT}/{repo_id}" + (f" at revision {revision}" if revision else "")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except RevisionNotFoundError as error:
-        raise WeightsUnavailableError(f"{name}: revision {revision!r} not found in Hub repo {where}") from error
-    except RemoteEntryNotFoundError as error:
-        raise WeightsUnavailableError(f"{name}: Hub repo {where} has no file {filename!r}") from error
-    except RepositoryNotFoundError as error:  # also a private or gated repo without a token
-        raise WeightsUnavailableError(
-            f"{name}: Hub repo {where} not found (or private: log in with `hf auth login`)"
-        ) from error
-    except LocalEntryNotFoundError as error:
+    except not_cached as error:  # before entry_missing: in huggingface_hub 0.x it is a subclass of it
         if constants.HF_HUB_OFFLINE:
             raise WeightsUnavailableError(
                 f"{name}: HF_HUB_OFFLINE is set and {filename} of {repo_id} is not in the cache "
@@ -175,14 +189,42 @@ def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], nam
         raise WeightsUnavailableError(
             f"{name}: could not download {filename} from {where}, and it is not cached: {cause}"
         ) from error
-    except HfHubHTTPError as error:
+    except revision_missing as error:
+        raise WeightsUnavailableError(f"{name}: revision {revision!r} not found in Hub repo {where}") from error
+    except entry_missing as error:
+        raise WeightsUnavailableError(f"{name}: Hub repo {where} has no file {filename!r}") from error
+    except repo_missing as error:  # also a private or gated repo without a token
+        raise WeightsUnavailableError(
+            f"{name}: Hub repo {where} not found (or private: log in with `hf auth login`)"
+        ) from error
+    except http_error as error:
         raise WeightsUnavailableError(f"{name}: the Hub at {where} answered with an error: {error}") from error
+
+
+def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, Any]:
+    """What a Hub repo's config.json says about building its model (as :func:`folder_cfg`); empty without one.
+
+    ``create_model(name, pretrained=True, pretrained_cfg={"hf_hub_id": ...})`` applies it, so a repo written
+    by :func:`save_pretrained` and :func:`push_to_hub` rebuilds its model without repeating its arguments.
+    It is best effort: when the config cannot be had, the weight download that follows reports why.
+    """
+    repo_id, revision = _split_revision(hf_hub_id, revision)
+    try:
+        path = _download_from_hub(repo_id, CONFIG_NAME, revision, repo_id)
+    except WeightsUnavailableError:
+        return {}
+    try:
+        return folder_cfg(path.parent)
+    except (ValueError, KeyError, TypeError):  # not a lightnets/timm config.json: nothing to apply
+        return {}
 
 
 def _download_url(url: str, name: str) -> Path:
     if not url.split("?")[0].endswith(".safetensors"):
         raise ValueError(f"{name}: only .safetensors URLs are loaded (a .pth would be unpickled), got url={url!r}")
-    target = Path(torch.hub.get_dir()) / "checkpoints" / url.split("?")[0].rsplit("/", 1)[-1]
+    # Keyed by the whole URL: every Hub-style URL ends in model.safetensors, so the name alone would collide.
+    url_key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = Path(torch.hub.get_dir()) / "checkpoints" / f"{url_key}-{url.split('?')[0].rsplit('/', 1)[-1]}"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -209,6 +251,33 @@ def _read_state_dict(path: Path) -> StateDict:
     raise ValueError(f"checkpoint must be a .safetensors, .pth, .pt or .bin file, got {path}")
 
 
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A first conv's filters (O×I×kH×kW) for ``in_chans`` input channels, as timm adapts them.
+
+    One channel sums the filters over their inputs (a grey image gives the response the colour
+    filters gave to that grey); more channels repeat them cyclically and scale by I / in_chans, so an
+    input that is the same on every channel keeps its response.
+
+    >>> w = torch.ones(4, 3, 3, 3)
+    >>> adapt_input_conv(w, 1).shape, adapt_input_conv(w, 1)[0, 0, 0, 0].item()
+    (torch.Size([4, 1, 3, 3]), 3.0)
+    >>> adapt_input_conv(w[:, :1], 3)[0, :, 0, 0].tolist()
+    [0.3333333432674408, 0.3333333432674408, 0.3333333432674408]
+    """
+    check_positive_int("in_chans", in_chans)
+    base_chans = weight.shape[1]
+    if in_chans == base_chans:
+        return weight
+    dtype = weight.dtype
+    weight = weight.float()
+    if in_chans == 1:
+        adapted = weight.sum(dim=1, keepdim=True)
+    else:
+        repeats = -(-in_chans // base_chans)
+        adapted = weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (base_chans / in_chans)
+    return adapted.to(dtype)
+
+
 def adapt_state_dict(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any]) -> tuple[StateDict, set[str]]:
     """Fit a pretrained state dict to a model built with other ``in_chans`` / ``num_classes``.
 
@@ -216,8 +285,6 @@ def adapt_state_dict(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any
     for more); a classifier of another size is dropped, leaving the model's freshly initialised head.
     Returns the adapted state dict and the keys intentionally left to the model's own init.
     """
-    from timm.models import adapt_input_conv
-
     state_dict = dict(state_dict)
     first_conv_name = cfg.get("first_conv") or "stem.conv"
     first_conv = f"{first_conv_name}.weight"
@@ -230,7 +297,7 @@ def adapt_state_dict(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any
                 f"{first_conv_name} is a depthwise conv, so weights saved for {weight.shape[0]} input channel(s) cannot "
                 f"be adapted to in_chans={model.in_chans}; build the model with the weights' in_chans"
             )
-        state_dict[first_conv] = adapt_input_conv(model.in_chans, weight, base_chans=weight.shape[1])
+        state_dict[first_conv] = adapt_input_conv(weight, model.in_chans)
     classifier = cfg.get("classifier") or "classifier"
     head_keys = {f"{classifier}.weight", f"{classifier}.bias"}
     head = state_dict.get(f"{classifier}.weight")
@@ -491,7 +558,9 @@ def _model_card(config: dict[str, Any]) -> str:
     lines += [
         "```python",
         "import lightnets",
-        f"model = lightnets.create_model({name!r}, pretrained=True)",
+        # Without a tag, create_model(name, pretrained=True) would load the name's bundled default weight, not this one.
+        f"model = lightnets.create_model({name!r}, pretrained=True)" if info["tag"] else
+        f"model = lightnets.create_model({name!r}, pretrained=True, pretrained_path='path/to/this/folder')",
         "# or, through timm: timm.create_model('hf-hub:<org>/<repo>') after `import lightnets`",
         "```",
         "",

@@ -13,8 +13,19 @@ from typing import Any, Union
 __all__ = ["INDEX_NAME", "WEIGHTS_DIR", "bundled_cfgs", "read_index"]
 
 INDEX_NAME = "index.json"
-# The bundled weights live beside the package in a source checkout; LIGHTNETS_WEIGHTS_DIR points elsewhere.
-WEIGHTS_DIR = Path(os.environ.get("LIGHTNETS_WEIGHTS_DIR") or Path(__file__).resolve().parent.parent / "weights")
+
+
+def _weights_dir() -> Path:
+    """weights/ beside the package in a source checkout, lightnets/weights in an installed wheel;
+    LIGHTNETS_WEIGHTS_DIR points elsewhere."""
+    if os.environ.get("LIGHTNETS_WEIGHTS_DIR"):
+        return Path(os.environ["LIGHTNETS_WEIGHTS_DIR"])
+    package = Path(__file__).resolve().parent
+    checkout, installed = package.parent / "weights", package / "weights"
+    return installed if (installed / INDEX_NAME).is_file() else checkout
+
+
+WEIGHTS_DIR = _weights_dir()
 
 
 def read_index(weights_dir: Union[str, os.PathLike]) -> dict[str, dict[str, Any]]:

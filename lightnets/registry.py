@@ -30,6 +30,7 @@ __all__ = [
     "split_model_name",
     "variant_kwargs",
     "timm_name",
+    "has_fixed_input_size",
     "UnknownModelError",
 ]
 
@@ -221,6 +222,40 @@ def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
         )
 
 
+# Architecture arguments that only set the input size: a model that pools globally takes weights
+# trained at any size, so a user's own size never conflicts with the weight's.
+_SIZE_ARGS = ("img_size", "rho")
+
+
+def has_fixed_input_size(model_name: str) -> bool:
+    """True if the model only takes its ``img_size`` (a classifier that flattens the feature map).
+
+    >>> has_fixed_input_size("mobilenet_v1_050"), has_fixed_input_size("smallcnn_3x2")
+    (False, True)
+    """
+    model_cls = _entry(split_model_name(model_name)[0]).model_cls
+    return model_cls is None or bool(getattr(model_cls, "fixed_input_size", False))
+
+
+def _apply_weight_args(entry: ModelEntry, cfg: dict[str, Any], kwargs: dict[str, Any], strict: bool) -> None:
+    """Make the weight's architecture arguments (small_input, img_size, ...) the defaults of ``kwargs``.
+
+    With ``strict`` (the weights are loaded) a user argument that contradicts them is an error, except
+    the input size of a model that pools globally.
+    """
+    resized = not has_fixed_input_size(entry.name) and any(key in kwargs for key in _SIZE_ARGS)
+    for key, value in cfg.get("model_args", {}).items():
+        if key in ("num_classes", "in_chans") or (resized and key in _SIZE_ARGS):
+            continue
+        if strict and key in kwargs and kwargs[key] != value:
+            weight = f"{entry.name}.{cfg['tag']}" if cfg.get("tag") else entry.name
+            raise ValueError(
+                f"weights {weight} were trained with {key}={value!r}; got {key}={kwargs[key]!r} "
+                f"(use pretrained=False to build it with other arguments)"
+            )
+        kwargs.setdefault(key, value)
+
+
 def create_model(
     model_name: str,
     pretrained: bool = False,
@@ -234,7 +269,9 @@ def create_model(
 
     Args:
         model_name: a registered name, optionally with a pretrained tag: ``"mobilenet_v1_050.fmnist"``.
-        pretrained: load the weights of the tag (or of the model's default tag).
+        pretrained: load the weights of the tag (or of the model's default tag). Without it, a tagged name
+            builds the architecture that tag's weights were trained with (its ``model_args``, classes and
+            channels), randomly initialised, and a bare name builds the paper's architecture.
         num_classes, in_chans: override the classifier / stem; with ``pretrained`` the weights are adapted.
         pretrained_path: load weights from this file or Hub-layout folder instead of the cfg's source.
         pretrained_cfg: entries that override the registered cfg (for example another ``hf_hub_id``).
@@ -247,41 +284,42 @@ def create_model(
     """
     name, tag = split_model_name(model_name)
     entry = _entry(name)
-    if pretrained and not tag and not pretrained_path and not (pretrained_cfg and has_weights(pretrained_cfg)):
+    own_source = bool(pretrained_cfg and has_weights(pretrained_cfg))  # weights from the caller's hf_hub_id / url / file
+    if pretrained and not tag and not pretrained_path and not own_source:
         if not entry.pretrained_tags:
             available = ", ".join(list_models(pretrained=True)) or "none yet"
             raise ValueError(f"model {name!r} has no pretrained weights; models with weights: {available}")
+    if tag or (pretrained and not pretrained_path and not own_source):
+        cfg = get_pretrained_cfg(model_name)
+    else:
+        # No registered weight describes this model: it is built without weights (as the paper's
+        # architecture, whatever the default tag was trained with), or its weights come from elsewhere
+        # and describe themselves.
+        cfg = {**entry.cfgs[""], "architecture": name, "tag": None}
     if pretrained and pretrained_path is not None:
         from .hub import folder_cfg
 
-        # Weights from a path are described by the path (its config.json), not by a registered tag.
-        cfg = get_pretrained_cfg(model_name) if tag else {**entry.cfgs[""], "architecture": name, "tag": None}
-        cfg.update(folder_cfg(pretrained_path))
-    else:
-        cfg = get_pretrained_cfg(model_name)
+        cfg.update(folder_cfg(pretrained_path))  # weights from a path are described by its config.json
+    elif pretrained and own_source and pretrained_cfg.get("hf_hub_id"):
+        from .hub import hub_repo_cfg
+
+        cfg.update(hub_repo_cfg(pretrained_cfg["hf_hub_id"], pretrained_cfg.get("revision")))
     if pretrained_cfg:
-        if has_weights(pretrained_cfg):
+        if own_source:
             # Another weight source: the registered file, checksum and metrics describe a different file.
             for key in (*WEIGHT_SOURCE_KEYS, "sha256", "metrics"):
                 cfg.pop(key, None)
             cfg["tag"] = None
         cfg.update(pretrained_cfg)
-    if pretrained:
-        # The weight's own architecture arguments (small_input, img_size, ...) are defaults the user may not contradict.
-        for key, value in cfg.get("model_args", {}).items():
-            if key in kwargs and kwargs[key] != value and key not in ("num_classes", "in_chans"):
-                raise ValueError(
-                    f"weights {name + '.' + cfg['tag'] if cfg.get('tag') else name} were trained with {key}={value!r}; "
-                    f"got {key}={kwargs[key]!r} (use pretrained=False to build it with other arguments)"
-                )
-            kwargs.setdefault(key, value)
+    if pretrained or tag:
+        _apply_weight_args(entry, cfg, kwargs, strict=pretrained)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    elif pretrained:
+    elif pretrained or tag:  # as timm does, a tag's class count and channels are the defaults even without its weights
         kwargs.setdefault("num_classes", cfg["num_classes"])
     if in_chans is not None:
         kwargs["in_chans"] = in_chans
-    elif pretrained:
+    elif pretrained or tag:
         kwargs.setdefault("in_chans", cfg["input_size"][0])
     _check_kwargs(entry, kwargs)
     model = entry.fn(**kwargs)

@@ -92,6 +92,10 @@ def test_save_pretrained_writes_the_hub_layout(saved):
                                 "lightnets_version": lightnets.__version__, "dtype": "float32"}
     card = (folder / "README.md").read_text()
     assert "# mobilenet_v1_025.fmnist" in card and f"| params | {config['lightnets']['params']:,} |" in card
+    assert "lightnets.create_model('mobilenet_v1_025.fmnist', pretrained=True)" in card
+    untagged = (save_pretrained(model, folder.parent / "untagged") / "README.md").read_text()
+    # without a tag, pretrained=True alone would load the bundled default weight: the card points at the folder
+    assert "lightnets.create_model('mobilenet_v1_025', pretrained=True, pretrained_path='path/to/this/folder')" in untagged
 
 
 def test_save_pretrained_records_the_models_own_arguments_not_those_of_a_shipped_weight(tmp_path):
@@ -315,3 +319,44 @@ def test_a_folder_rebuilds_its_model_and_a_depthwise_stem_is_not_adapted(tmp_pat
     torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
     with pytest.raises(ValueError, match="depthwise conv.*in_chans=3"):
         lightnets.create_model("smallcnn_3x2_dw1", pretrained=True, pretrained_path=folder, in_chans=3)
+
+
+def test_a_hub_repo_describes_its_own_model(fake_hub, tmp_path):
+    # Other arguments than the bundled mobilenet_v1_025.fmnist weight (3 channels, 5 classes, 40 px, ImageNet
+    # stem): the repo's config.json says how to build it, through lightnets and through timm's hf-hub: loader.
+    torch.manual_seed(3)
+    model = lightnets.create_model("mobilenet_v1_025", num_classes=5, img_size=40).eval()
+    fake_hub.repos["lightnets-test/other"] = save_pretrained(model, tmp_path / "other", metrics={"top1": 1.0})
+    x = torch.randn(1, 3, 40, 40)
+    for repo in ("lightnets-test/other", "lightnets-test/other@main"):  # timm's way of pinning a revision
+        loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg={"hf_hub_id": repo}).eval()
+        assert (loaded.num_classes, loaded.in_chans, loaded.img_size, loaded.small_input) == (5, 3, 40, False)
+        assert loaded.pretrained_cfg["tag"] is None and "metrics" not in loaded.pretrained_cfg
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
+    via_timm = timm.create_model("hf-hub:lightnets-test/other", pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(via_timm(x), model(x), atol=0, rtol=0)
+
+
+def test_url_downloads_are_cached_per_url_not_per_file_name(fake_hub, monkeypatch, tmp_path, saved):
+    model, _ = saved
+    torch.manual_seed(4)
+    other = tiny_model()
+    fake_hub.repos["lightnets-test/other"] = save_pretrained(other, tmp_path / "other")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    for repo, expected in ((REPO, model), ("lightnets-test/other", other)):  # both URLs end in model.safetensors
+        url = f"{fake_hub.endpoint}/{repo}/resolve/main/model.safetensors"
+        loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg={"url": url}, **ARGS)
+        torch.testing.assert_close(logits(loaded), logits(expected), atol=0, rtol=0)
+    assert len(list((tmp_path / "torch_hub" / "checkpoints").glob("*-model.safetensors"))) == 2
+
+
+@pytest.mark.parametrize("base, target", [(1, 3), (3, 1), (3, 4), (1, 2), (3, 3), (2, 5)])
+def test_first_conv_adaptation_is_timms(base, target):
+    from timm.models import adapt_input_conv as timm_adapt_input_conv
+
+    weight = torch.randn(8, base, 3, 3)
+    ours = hub.adapt_input_conv(weight, target)
+    assert ours.shape == (8, target, 3, 3)
+    torch.testing.assert_close(ours, timm_adapt_input_conv(target, weight.clone(), base_chans=base))

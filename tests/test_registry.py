@@ -82,3 +82,41 @@ def test_timm_passes_kwargs_through():
     assert model(torch.zeros(1, 1, 224, 224)).shape == (1, 3)
     with pytest.raises(TypeError, match="unknown argument"):
         timm.create_model("mobilenet_v1", not_an_arg=1)
+
+
+def test_a_bare_name_without_weights_is_the_papers_architecture_with_its_own_cfg():
+    # mobilenet_v1_050's default weight is the 1-channel 28-pixel .fmnist one; without pretrained=True none
+    # of it may leak into the cfg of the 224-pixel RGB model that is built
+    model = lightnets.create_model("mobilenet_v1_050")
+    assert (model.in_chans, model.img_size, model.num_classes, model.small_input) == (3, 224, 1000, False)
+    cfg = model.pretrained_cfg
+    assert cfg["tag"] is None and cfg["input_size"] == (3, 224, 224) and cfg["mean"] == (0.485, 0.456, 0.406)
+    assert not {"sha256", "metrics", "file", "label_names", "model_args"} & set(cfg)
+
+
+def test_a_tag_without_weights_builds_the_architecture_its_weights_were_trained_with():
+    from lightnets.flops import count_macs
+
+    shipped = lightnets.get_pretrained_cfg("mobilenet_v1_050.fmnist")
+    model = lightnets.create_model("mobilenet_v1_050.fmnist")  # as timm does: the tag's classes, channels, arguments
+    assert (model.in_chans, model.img_size, model.num_classes, model.small_input) == (1, 28, 10, True)
+    assert model.pretrained_cfg["tag"] == "fmnist"
+    assert count_macs(model, model.pretrained_cfg["input_size"]) == shipped["macs"] == 10_865_216
+    other = lightnets.create_model("mobilenet_v1_050.fmnist", small_input=False, num_classes=3)  # the user's still win
+    assert (other.small_input, other.num_classes) == (False, 3)
+
+
+def test_weights_load_at_another_input_size_when_the_model_pools_globally():
+    from lightnets.registry import has_fixed_input_size
+
+    base = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True).eval()
+    resized = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True, img_size=32).eval()
+    assert resized.pretrained_cfg["input_size"] == (1, 32, 32)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(resized(x), base(x), atol=0, rtol=0)  # the same weights: the size is only the cfg's
+    assert has_fixed_input_size("smallcnn_3x2") and not has_fixed_input_size("mobilenet_v1_025")
+    with pytest.raises(ValueError, match="weights smallcnn_3x2.fmnist were trained with img_size=28; got img_size=32"):
+        lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True, img_size=32)  # its FC layer is sized for 28
+    with pytest.raises(ValueError, match="were trained with small_input=True"):
+        lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True, small_input=False)
