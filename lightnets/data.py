@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import gzip
 import hashlib
+import itertools
 import os
 import pickle
 import struct
@@ -110,12 +111,14 @@ class ImageFolderDataset(Dataset):
         self.interpolation = interpolation
         self.mean = self.std = None
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        self.samples = [
-            (path, label)
+        per_class = [
+            [(path, label) for path in sorted((self.root / class_name).rglob("*"))
+             if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()]
             for label, class_name in enumerate(self.classes)
-            for path in sorted((self.root / class_name).rglob("*"))
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-        ][:limit]
+        ]
+        # Classes interleaved (first image of each class, then the second ...): ``limit`` keeps a
+        # class-balanced subset, not the first classes whole.
+        self.samples = [sample for rank in itertools.zip_longest(*per_class) for sample in rank if sample][:limit]
         if not self.samples:
             raise FileNotFoundError(
                 f"{self.root} holds no images in class subfolders (expected {self.root}/<class>/<image>, "
@@ -419,7 +422,7 @@ def load_dataset(
             of that name when the folder has split subfolders).
         data_dir: folder holding the dataset's files (default: the embedded / system / cache copies).
         download: fetch missing files from the official source, verifying their checksum.
-        limit: keep only the first ``limit`` images.
+        limit: keep only the first ``limit`` images (of an imagefolder, with its classes interleaved: a balanced subset).
         img_size, crop_pct: output side and crop fraction of ``imagefolder`` images (and ``synthetic``'s side).
         in_chans, num_classes, seed: shape, label range and seed of ``synthetic`` data
             (``limit`` images, 256 by default).

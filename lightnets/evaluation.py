@@ -22,7 +22,7 @@ repeat, in an order rotated each repeat, so drift on a noisy machine is shared b
 
 >>> rows = evaluate(["smallcnn_3x2"], limit=64, latency_batch_sizes=(1,), repeats=2, warmup=1, progress=False)
 >>> rows[0]["model"], rows[0]["input_size"], rows[0]["images"]
-('smallcnn_3x2', '3x28x28', 64)
+('smallcnn_3x2', '1x28x28', 64)
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .data import load_dataset, normalize_batch
+from .models.base import check_positive_int
 
 __all__ = ["evaluate", "environment", "ModelSpec"]
 
@@ -341,12 +342,6 @@ def environment(device: Union[str, torch.device] = "cpu", channels_last: bool = 
     }
 
 
-def _check_positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
 def _percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -396,15 +391,15 @@ def evaluate(
 
     See the module docstring for the row keys.
     """
-    batch_sizes = [_check_positive("latency batch size", b) for b in latency_batch_sizes]
+    batch_sizes = [check_positive_int("latency batch size", b) for b in latency_batch_sizes]
     if not batch_sizes:
         raise ValueError("latency_batch_sizes must name at least one batch size")
-    _check_positive("batch_size", batch_size)
-    _check_positive("repeats", repeats)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("repeats", repeats)
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ValueError(f"warmup must be an integer >= 0, got {warmup!r}")
     if img_size is not None:
-        _check_positive("img_size", img_size)
+        check_positive_int("img_size", img_size)
     models = list(models)
     if not models:
         raise ValueError("give at least one model")
@@ -416,7 +411,7 @@ def evaluate(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     previous_threads = torch.get_num_threads()
     if threads is not None:
-        torch.set_num_threads(_check_positive("threads", threads))
+        torch.set_num_threads(check_positive_int("threads", threads))
     try:
         if isinstance(dataset, str):
             synthetic = dataset == "synthetic"

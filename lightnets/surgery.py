@@ -854,11 +854,15 @@ def _check_ratio(name: str, value: Any) -> None:
 
 
 def top1_accuracy(model: nn.Module, dataset: Any, batch_size: int = 500) -> float:
-    """Top-1 (%) of ``model`` on an in-memory dataset (lightnets.data form), normalised with the model's cfg."""
+    """Top-1 (%) of ``model`` on an in-memory dataset (lightnets.data form), normalised with the model's cfg.
+
+    It runs where the model's parameters are (``model.cuda()`` first to measure on a GPU).
+    """
     from .evaluation import build_candidate, measure_accuracy
 
     candidate = build_candidate(model, dataset)
-    return measure_accuracy(candidate, dataset, batch_size, torch.device("cpu"), torch.contiguous_format,
+    device = next(model.parameters()).device
+    return measure_accuracy(candidate, dataset, batch_size, device, torch.contiguous_format,
                             workers=0, progress=False)["top1"]
 
 

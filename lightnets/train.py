@@ -13,6 +13,7 @@ its measured test metrics (:func:`lightnets.save_pretrained`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -21,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -113,12 +114,24 @@ class Runtime:
         return tensor.tolist()
 
 
+@contextlib.contextmanager
+def main_process_first(runtime: Runtime) -> Iterator[None]:
+    """Run the block on rank 0 first and on the other ranks after it (a download, a cache fill)."""
+    if runtime.world_size > 1 and not runtime.is_main:
+        dist.barrier()
+    yield
+    if runtime.world_size > 1 and runtime.is_main:
+        dist.barrier()
+
+
 def setup_runtime(device: Optional[str]) -> Runtime:
     """One process, or the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     if world_size == 1:
         return Runtime(0, 1, torch.device(device or ("cuda" if use_cuda else "cpu")))
+    if "LOCAL_RANK" not in os.environ:
+        raise ValueError(f"WORLD_SIZE={world_size} but LOCAL_RANK is not set: start several processes with torchrun")
     local_rank = int(os.environ["LOCAL_RANK"])
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -161,7 +174,7 @@ def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
 
 def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
     """The model to train and the architecture arguments that rebuild it."""
-    from .registry import create_model, get_pretrained_cfg
+    from .registry import create_model, get_pretrained_cfg, split_model_name
 
     kwargs = parse_model_args(args.model_arg)
     source = args.finetune_from
@@ -171,22 +184,38 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
         name = args.model or saved.get("lightnets", {}).get("architecture")
         if not name:
             raise ValueError(f"--finetune-from {source}: give --model (the file does not say which architecture it holds)")
-        kwargs = {**{k: v for k, v in saved.get("model_args", {}).items() if k not in ("num_classes", "in_chans")}, **kwargs}
+        kwargs = _finetune_args(name, saved.get("model_args", {}), kwargs, img_size)
         model = create_model(name, pretrained=True, pretrained_path=source, num_classes=num_classes, in_chans=in_chans, **kwargs)
     elif source:  # a registered name.tag
-        kwargs = {**get_pretrained_cfg(source).get("model_args", {}), **kwargs}
+        name = split_model_name(source)[0]
+        if args.model and args.model != name:
+            raise ValueError(f"--model {args.model} is not the architecture of --finetune-from {source} ({name}); drop --model")
+        kwargs = _finetune_args(name, get_pretrained_cfg(source).get("model_args", {}), kwargs, img_size)
         model = create_model(source, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
     else:
-        if not args.model:
-            raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
         name = args.model
-        from .registry import model_arguments  # the model's arguments decide whether img_size can follow the data
-
-        accepted = model_arguments(name)
-        if "img_size" in accepted and "img_size" not in kwargs and "rho" not in kwargs:
+        if _follows_data_size(name) and "img_size" not in kwargs and "rho" not in kwargs:
             kwargs["img_size"] = img_size  # train at the data's native size: the cfg then records it
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     return model, kwargs
+
+
+def _follows_data_size(name: str) -> bool:
+    from .registry import has_fixed_input_size, model_arguments
+
+    return "img_size" in model_arguments(name) and not has_fixed_input_size(name)
+
+
+def _finetune_args(name: str, saved: dict[str, Any], given: dict[str, Any], data_img_size: int) -> dict[str, Any]:
+    """The weight's architecture arguments overridden by the user's. A model that pools globally is
+    fine-tuned at the data's own size (the weights fit any size); one with a fixed size keeps its own."""
+    args = {key: value for key, value in saved.items() if key not in ("num_classes", "in_chans")}
+    if _follows_data_size(name):
+        args.pop("img_size", None)
+        args.pop("rho", None)
+        if "img_size" not in given and "rho" not in given:
+            args["img_size"] = data_img_size
+    return {**args, **given}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -282,6 +311,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse impossible settings before any data is read or process group is joined."""
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("limit", "limit_test"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    for name in ("weight_decay", "warmup_epochs", "pad"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if not 0.0 <= args.distill_alpha <= 1.0:
+        raise ValueError(f"--distill-alpha must be in [0, 1], got {args.distill_alpha}")
+    if args.distill_T <= 0:
+        raise ValueError(f"--distill-T must be > 0, got {args.distill_T}")
+    if not args.model and not args.finetune_from:
+        raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
+
+
 def autocast_dtype(device: torch.device, amp: str = "auto") -> Optional[torch.dtype]:
     """The mixed-precision dtype ``--amp`` selects on ``device``; None trains in float32.
 
@@ -315,6 +367,7 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
     from .data import load_dataset
 
     args = build_parser().parse_args(list(argv))
+    check_args(args)
     runtime = setup_runtime(args.device)
     try:
         if args.batch_size % runtime.world_size:
@@ -324,13 +377,25 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not args.deterministic
         if train_set is None:
-            train_set = load_dataset(args.dataset, split="train", data_dir=args.data_dir, download=args.download, limit=args.limit)
-            test_set = load_dataset(args.dataset, split="test", data_dir=args.data_dir, download=args.download,
-                                    limit=args.limit_test if args.limit_test is not None else args.limit)
+            with main_process_first(runtime):  # one process downloads; the others then read its files
+                train_set = load_dataset(args.dataset, split="train", data_dir=args.data_dir, download=args.download, limit=args.limit)
+                test_set = load_dataset(args.dataset, split="test", data_dir=args.data_dir, download=args.download,
+                                        limit=args.limit_test if args.limit_test is not None else args.limit)
         return _fit(args, list(argv), runtime, train_set, test_set)
     finally:
         if runtime.world_size > 1:
             dist.destroy_process_group()
+
+
+def _reconcile_log(log_path: Path, epoch: int, record: Optional[dict[str, Any]]) -> None:
+    """Make the log end at the checkpoint's epoch: a run killed between writing its checkpoint and its
+    log line gets the line back (the checkpoint carries it); lines past the checkpoint are dropped."""
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
+    kept = [line for line in lines if line["epoch"] <= epoch]
+    if record is not None and (not kept or kept[-1]["epoch"] < epoch):
+        kept.append(record)
+    if kept != lines:
+        log_path.write_text("".join(json.dumps(line) + "\n" for line in kept))
 
 
 def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set: Any, test_set: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -404,6 +469,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"]
         if runtime.is_main:
+            _reconcile_log(work_dir / "log.jsonl", start_epoch, state.get("record"))
             print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
     if runtime.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -458,10 +524,13 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
                   "epoch_s": round(elapsed, 2), "img_per_s": round(seen / elapsed, 1)}
         if runtime.is_main:
             print(json.dumps(record), flush=True)
+            # Written to a temporary file and renamed: a run killed mid-write keeps the previous epoch's checkpoint.
+            partial = checkpoint_path.with_name(checkpoint_path.name + ".part")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict(), "epoch": epoch + 1, "record": record}, partial)
+            os.replace(partial, checkpoint_path)
             with open(work_dir / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(), "epoch": epoch + 1}, checkpoint_path)
 
     if args.output:
         runtime.sync_buffers(model)
@@ -490,7 +559,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python -m lightnets.train`` / ``lightnets-train``; returns the exit status."""
     try:
         train(sys.argv[1:] if argv is None else argv)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, TypeError, OSError) as error:  # bad arguments, unknown model or weights, missing files
         print(f"lightnets-train: error: {error}", file=sys.stderr)
         return 2
     return 0

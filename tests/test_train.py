@@ -5,12 +5,14 @@ import math
 import os
 import socket
 from argparse import Namespace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 import lightnets
+import lightnets.train
 from lightnets.hub import save_pretrained
 from lightnets.train import augment, build_model, distillation_loss, lr_lambda, parse_model_args, train
 
@@ -155,17 +157,18 @@ def test_resume_continues_the_same_run(tmp_path, monkeypatch):
     common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes"]
     straight, _ = train(common + ["--work-dir", str(tmp_path / "a")], Shapes(128, 0), Shapes(64, 1))
 
-    real_save = torch.save
+    real_replace = os.replace
 
-    def save_then_die(*args, **kwargs):  # the job is killed right after writing its first checkpoint
-        real_save(*args, **kwargs)
+    def replace_then_die(*args, **kwargs):  # killed once its first checkpoint is in place, before the log line
+        real_replace(*args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", save_then_die)
+    monkeypatch.setattr(os, "replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(common + ["--work-dir", str(tmp_path / "b")], Shapes(128, 0), Shapes(64, 1))
     monkeypatch.undo()
     assert torch.load(tmp_path / "b" / "last.pth", weights_only=True)["epoch"] == 1
+    assert not (tmp_path / "b" / "log.jsonl").exists()
 
     resumed, record = train(common + ["--work-dir", str(tmp_path / "b"), "--resume"], Shapes(128, 0), Shapes(64, 1))
     assert record["epoch"] == 2
@@ -173,6 +176,65 @@ def test_resume_continues_the_same_run(tmp_path, monkeypatch):
         assert torch.equal(a, b), name
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_writing_its_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes", "--work-dir", str(tmp_path)]
+    real_save = torch.save
+    saves = []
+
+    def die_while_writing(obj, path, *args, **kwargs):  # the second checkpoint is cut off half-written
+        saves.append(path)
+        if len(saves) == 2:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise KeyboardInterrupt
+        real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", die_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        train(common, Shapes(128, 0), Shapes(64, 1))
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--lr", "-0.1"], "--lr must be > 0, got -0.1"),
+    (["--distill-alpha", "1.5"], r"--distill-alpha must be in \[0, 1\], got 1.5"),
+    (["--label-smoothing", "1"], r"--label-smoothing must be in \[0, 1\), got 1.0"),
+    (["--limit", "0"], "--limit must be >= 1, got 0"),
+])
+def test_impossible_settings_are_refused_before_any_work(argv, message):
+    with pytest.raises(ValueError, match=message):
+        train(["--model", "mobilenet_v1_025", *argv, "--dataset", "no-such-dataset"])  # refused before the data
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "mobilenetv1_025"], "unknown model 'mobilenetv1_025'; did you mean mobilenet_v1_025"),
+    (["--model", "mobilenet_v1_025", "--model-arg", "depth=3", "--limit", "8", "--dataset", "synthetic"],
+     "mobilenet_v1_025 got unknown argument(s) depth"),
+    (["--finetune-from", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025", "--dataset", "synthetic", "--limit", "8"],
+     "--model mobilenet_v1_025 is not the architecture of --finetune-from smallcnn_3x2.fmnist (smallcnn_3x2)"),
+    (["--finetune-from", str(Path("no/such/folder")), "--dataset", "synthetic", "--limit", "8"], "unknown model 'no/such/folder'"),
+])
+def test_cli_errors_are_one_line(capsys, argv, message):
+    assert lightnets.train.main([*argv, "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lightnets-train: error: ") and message in err and "Traceback" not in err
+
+
+def test_finetune_runs_at_the_datas_own_size_when_the_model_pools_globally():
+    args = Namespace(model=None, model_arg=[], finetune_from="mobilenet_v1_025.fmnist")
+    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)  # CIFAR-10 from the Fashion-MNIST weight
+    assert (model.img_size, model.in_chans, model.small_input) == (32, 3, True)
+    assert model_args == {"small_input": True, "img_size": 32}
+    shipped = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True)
+    torch.testing.assert_close(model.blocks[3].conv_pw.weight, shipped.blocks[3].conv_pw.weight)
+    # a model whose classifier flattens the feature map keeps the size it was trained at
+    fixed, fixed_args = build_model(Namespace(model=None, model_arg=[], finetune_from="smallcnn_3x2.fmnist"),
+                                    num_classes=10, in_chans=3, img_size=32)
+    assert fixed.img_size == 28 and fixed_args["img_size"] == 28
 
 
 def test_finetune_from_a_hub_folder_gets_a_new_head_and_input_channels(tmp_path):
