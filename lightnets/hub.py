@@ -348,6 +348,11 @@ def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pret
         from .convert import convert_state_dict
 
         state_dict = convert_state_dict(state_dict, cfg["source_format"])
+    if cfg.get("restructured"):  # saved from a pruned or converted model: the built model takes its layers first
+        from .surgery import restructure
+
+        restructure(model, state_dict, first_conv=cfg.get("first_conv") or "stem.conv",
+                    classifier=cfg.get("classifier") or "classifier")
     state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
     _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)
     return model
@@ -397,12 +402,21 @@ def _constructor_args(model: nn.Module) -> dict[str, Any]:
     return args
 
 
-def _rebuild(model: nn.Module, architecture: str, model_args: dict[str, Any], input_size: Sequence[int]) -> nn.Module:
-    """Build ``architecture`` from ``model_args``, load the model's weights into it and check it computes the same."""
+def _rebuild(model: nn.Module, architecture: str, model_args: dict[str, Any], input_size: Sequence[int],
+             restructured: bool = False) -> nn.Module:
+    """Build ``architecture`` from ``model_args``, load the model's weights into it and check it computes the same.
+
+    ``restructured``: first give the built model the layers the weights have (:func:`lightnets.surgery.restructure`),
+    for a model that was pruned or converted after it was built.
+    """
     from .registry import create_model
 
     reference = copy.deepcopy(model).cpu().float().eval()
     rebuilt = create_model(architecture, **model_args).eval()
+    if restructured:
+        from .surgery import restructure
+
+        restructure(rebuilt, reference.state_dict())
     ours = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     same = ours == theirs
@@ -437,7 +451,8 @@ def save_pretrained(
 
     Args:
         model: a model built by :func:`lightnets.create_model` (its ``pretrained_cfg`` names the architecture
-            and gives input size, mean and std).
+            and gives input size, mean and std), possibly pruned or converted since by :mod:`lightnets.surgery`:
+            the folder then says so, and loading it gives the built model the weights' layers.
         directory: the folder to write (created if needed).
         metrics: measured numbers to record, e.g. ``{"top1": 91.3, "dataset": "fashion_mnist", "split": "test"}``.
         tag: the pretrained tag the weight is published under (``"fmnist"`` → ``name.fmnist``).
@@ -464,13 +479,18 @@ def save_pretrained(
         # The model's own constructor arguments first: the cfg's model_args may be those of a registered
         # weight that this model (built with pretrained=False and other arguments) does not match.
         candidates = [_constructor_args(model)] + ([dict(cfg["model_args"])] if cfg.get("model_args") else [])
-    for i, args in enumerate(candidates):
+    for args in candidates:
         args.update(num_classes=model.num_classes, in_chans=model.in_chans)
+    # As built, or else (arguments read back, not given) as pruned / converted after it was built: the folder
+    # then records that its loader must give the built model the weights' layers (lightnets.surgery.restructure).
+    attempts = [(args, restructured) for restructured in ((False,) if model_args is not None else (False, True))
+                for args in candidates]
+    for i, (args, restructured) in enumerate(attempts):
         try:
-            rebuilt = _rebuild(model, architecture, args, input_size)
+            rebuilt = _rebuild(model, architecture, args, input_size, restructured)
             break
         except ValueError:
-            if i == len(candidates) - 1:
+            if i == len(attempts) - 1:
                 raise
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(rebuilt, input_size)
@@ -520,6 +540,8 @@ def save_pretrained(
             "training": training or {},
         },
     }
+    if restructured:
+        config["lightnets"]["restructured"] = True
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
     (directory / CARD_NAME).write_text(_model_card(config))
     return directory
@@ -565,6 +587,9 @@ def _model_card(config: dict[str, Any]) -> str:
         "```",
         "",
     ]
+    if info.get("restructured"):
+        lines += ["Pruned or converted after it was built (lightnets.surgery): loading gives the model built from "
+                  "`model_args` the layer shapes of these weights (lightnets.surgery.restructure).", ""]
     if info["dtype"] == "float16":
         lines += ["Stored in float16 to halve the file (lightnets-train --fp16-weights measures the metrics on the "
                   "fp16-rounded weights, so they hold for this file).", ""]
@@ -636,6 +661,8 @@ def folder_cfg(path: PathLike) -> dict[str, Any]:
         cfg["num_classes"] = config["num_classes"]
     if "input_size" in cfg:
         cfg["input_size"] = tuple(cfg["input_size"])
+    if config.get("lightnets", {}).get("restructured"):
+        cfg["restructured"] = True
     return cfg
 
 

@@ -41,7 +41,7 @@ from .layers import ChannelShuffle
 
 __all__ = [
     "CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
-    "prune_l1", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy",
+    "prune_l1", "restructure", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy",
 ]
 
 Layers = Union[str, Sequence[str]]
@@ -722,6 +722,59 @@ def _rebuild(module: nn.Module, keep_in: Optional[torch.Tensor], keep_out: Optio
     if bias is not None:
         new.bias = nn.Parameter(bias.clone(), module.bias.requires_grad)
     return new.train(module.training)
+
+
+def restructure(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, first_conv: str = "",
+                classifier: str = "") -> list[str]:
+    """Change ``model``'s layers in place so that it takes ``state_dict``, saved from a converted
+    (:func:`to_separable`) or pruned (:func:`prune_l1`) copy of a model built like it; returns the layers changed.
+
+    A conv the state dict holds as a depthwise-separable pair (``<name>.conv_dw`` ... ``<name>.conv_pw``)
+    becomes one; a Conv2d, BatchNorm2d or Linear whose saved weight has another shape is rebuilt with that
+    shape (a depthwise conv stays depthwise, a grouped conv keeps its groups). The input channels of
+    ``first_conv`` and the classes of ``classifier`` stay the model's: loading adapts those two. This is how
+    :func:`lightnets.save_pretrained` folders of pruned or converted models load back.
+
+    >>> import lightnets
+    >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    >>> smaller = prune_l1(to_separable(model, ["features.conv2"]), {"features.conv1.conv": 0.5})
+    >>> fresh = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    >>> restructure(fresh, smaller.state_dict())
+    ['features.conv2.conv', 'features.conv1.conv', 'features.conv1.bn', 'features.conv2.conv.conv_dw', 'features.conv2.conv.bn_dw', 'features.conv2.conv.conv_pw']
+    >>> fresh.load_state_dict(smaller.state_dict())
+    <All keys matched successfully>
+    """
+    changed = []
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Conv2d) and f"{name}.weight" not in state_dict and f"{name}.conv_dw.weight" in state_dict:
+            model.set_submodule(name, _separable_pair(module).train(module.training))
+            changed.append(name)
+    old_in = getattr(model.get_classifier(), "in_features", None) if hasattr(model, "get_classifier") else None
+    for name, module in list(model.named_modules()):
+        saved = state_dict.get(f"{name}.weight", state_dict.get(f"{name}.running_mean"))
+        if not isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) or saved is None:
+            continue
+        own = module.weight if module.weight is not None else module.running_mean
+        if saved.shape == own.shape:
+            continue
+        if isinstance(module, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(saved.shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+        elif isinstance(module, nn.Linear):
+            out_features = module.out_features if name == classifier else saved.shape[0]
+            new = nn.Linear(saved.shape[1], out_features, bias=module.bias is not None)
+        else:
+            if _is_depthwise(module):
+                in_chs = out_chs = groups = saved.shape[0]
+            else:
+                groups, out_chs = module.groups, saved.shape[0]
+                in_chs = module.in_channels if name == first_conv else saved.shape[1] * groups
+            new = nn.Conv2d(in_chs, out_chs, module.kernel_size, module.stride, module.padding, module.dilation,
+                            groups, bias=module.bias is not None, padding_mode=module.padding_mode)
+        model.set_submodule(name, new.to(own.device, own.dtype).train(module.training))
+        changed.append(name)
+    if old_in is not None and getattr(model, "num_features", None) == old_in:
+        model.num_features = model.get_classifier().in_features  # reset_classifier builds on it
+    return changed
 
 
 def prunable_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> list[str]:

@@ -464,3 +464,39 @@ def test_iterative_prune_applies_each_step_to_the_last_model():
     assert tuned == models
     assert [m.features.conv3.conv.out_channels for m in models] == [96, 48]
     assert [m.features.conv1.conv.out_channels for m in models] == [24, 24]
+
+
+@pytest.mark.parametrize("name, kwargs, convert", [
+    ("mobilenet_v1_025", {"small_input": True}, None),
+    ("smallcnn_3x2", {}, ["features.conv2"]),
+    ("shufflenet_v1", {"groups": 4, "scale": 0.5, "small_input": True}, None),  # grouped convs keep their groups; the integer program's layout
+    ("sepcnn_regular", {"small_input": True}, "deepest:2"),
+])
+def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert, tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    model = lightnets.create_model(name, num_classes=10, in_chans=1, img_size=28, **kwargs)
+    with torch.no_grad():  # BN statistics that a lost or misplaced buffer would show in the logits
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    derived = surgery.to_separable(model, convert) if convert else model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layers that cannot be pruned are skipped with a warning
+        derived = surgery.prune_l1(derived, 0.5).eval()
+    folder = lightnets.save_pretrained(derived, tmp_path / "derived", metrics={"top1": 1.0})
+    info = json.loads((folder / "config.json").read_text())["lightnets"]
+    assert info["restructured"] is True
+    assert info["params"] == sum(p.numel() for p in derived.parameters()) < sum(p.numel() for p in model.parameters())
+    assert info["macs"] == count_macs(derived, (1, 28, 28))
+    loaded = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder)).eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), derived(x), atol=0, rtol=0)
+    assert loaded.num_features == derived.num_features
+    # fine-tuning the compressed model for another task: a new head, 3-channel input
+    adapted = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder), num_classes=5, in_chans=3).eval()
+    assert adapted(torch.randn(2, 3, 28, 28)).shape == (2, 5)
+    assert adapted.get_classifier().in_features == derived.get_classifier().in_features
