@@ -39,7 +39,7 @@ train sepcnn_regular      15 0.05 --fp16-weights
 train shufflenet_g3_050    8 0.1
 train sepcnn_both         15 0.05
 train mobilenet_v1_050    20 0.1
-train mobilenet_v1_100    25 0.1 --fp16-weights
+train mobilenet_v1_100    20 0.1 --fp16-weights
 train shufflenet_g3       30 0.1 --fp16-weights
 train mobilenet_v1_075    25 0.1 --fp16-weights
 train shufflenet_g1       20 0.1 --fp16-weights
