@@ -58,6 +58,23 @@ def _unknown_layer(model: nn.Module, name: str, candidates: Iterable[str], what:
     return ValueError(f"{type(model).__name__} has no {what} named {name!r}{hint}")
 
 
+# What a pretrained cfg says about one weight file; a changed model is no longer that file.
+_WEIGHT_IDENTITY = ("file", "hf_hub_id", "hf_hub_filename", "url", "revision", "sha256", "metrics", "params", "macs",
+                    "source_format")
+
+
+def _derived_copy(model: nn.Module) -> nn.Module:
+    """A deep copy to change, whose pretrained_cfg names the weight it came from (``derived_from``) instead of
+    claiming that weight's file, checksum, metrics, params and MACs."""
+    new = copy.deepcopy(model)
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg.get("architecture"):
+        source = cfg.get("derived_from") or (f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("tag") else None)
+        new.pretrained_cfg = {key: value for key, value in cfg.items() if key not in _WEIGHT_IDENTITY}
+        new.pretrained_cfg.update(tag=None, derived_from=source)
+    return new
+
+
 def _input_size(model: nn.Module, input_size: Optional[Sequence[int]]) -> tuple[int, ...]:
     if input_size is not None:
         return tuple(input_size)
@@ -282,7 +299,7 @@ def to_separable(
     if init == "lowrank" and calibration is None:
         raise ValueError("init='lowrank' needs calibration=<a batch of model inputs> to place the BN between the factors")
     names = _select_convs(model, layers, input_size)
-    converted = copy.deepcopy(model)
+    converted = _derived_copy(model)
     if freeze == "untouched":
         converted.requires_grad_(False)
     order = [name for name in standard_convs(model) if name in names]
@@ -883,7 +900,7 @@ def prune_l1(
                 raise ValueError(f"cannot prune {', '.join(members)}: {error}") from error
             warnings.warn(f"prune_l1: skipped {', '.join(members)}: {error}", stacklevel=2)
     graph.check(removed)
-    pruned = copy.deepcopy(model)
+    pruned = _derived_copy(model)
     old_in = getattr(pruned.get_classifier(), "in_features", None) if hasattr(pruned, "get_classifier") else None
     for name, ids_in, ids_out in graph.uses:
         keep_in, keep_out = (None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()

@@ -500,3 +500,18 @@ def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert,
     adapted = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder), num_classes=5, in_chans=3).eval()
     assert adapted(torch.randn(2, 3, 28, 28)).shape == (2, 5)
     assert adapted.get_classifier().in_features == derived.get_classifier().in_features
+
+
+def test_a_changed_model_no_longer_claims_the_weights_it_came_from():
+    model = lightnets.create_model(SMALLCNN, pretrained=True)
+    assert model.pretrained_cfg["metrics"]["top1"] == 92.35 and model.pretrained_cfg["sha256"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        changed = [surgery.to_separable(model, ["features.conv2"]), surgery.prune_l1(model, 0.25),
+                   surgery.prune_l1(surgery.to_separable(model, ["features.conv2"]), 0.25)]
+    for derived in changed:
+        cfg = derived.pretrained_cfg
+        assert cfg["derived_from"] == SMALLCNN and cfg["tag"] is None
+        assert not {"sha256", "metrics", "file", "params", "macs"} & set(cfg)
+        assert cfg["mean"] == model.pretrained_cfg["mean"] and cfg["architecture"] == "smallcnn_3x2"  # still how to feed it
+    assert model.pretrained_cfg["metrics"]["top1"] == 92.35  # the original is untouched
