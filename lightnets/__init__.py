@@ -31,10 +31,13 @@ _LAZY = {
     "evaluate": "evaluation",
     "save_pretrained": "hub",
     "load_pretrained": "hub",
+    "load_checkpoint": "hub",
+    "push_to_hub": "hub",
     "optimize_for_inference": "deploy",
     "export_onnx": "deploy",
     "to_separable": "surgery",
     "prune_l1": "surgery",
+    "restructure": "surgery",
     "finetune": "surgery",
 }
 

@@ -362,7 +362,8 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn
     """Load a local checkpoint (``.safetensors``, a Hub-layout folder, or a ``.pth`` read with ``weights_only=True``).
 
     Unlike :func:`load_pretrained` nothing is adapted: a checkpoint must fit the model, and when it
-    does not the error lists the keys and shapes that differ.
+    does not the error lists the keys and shapes that differ. A folder that :func:`save_pretrained` wrote
+    for a pruned or converted model first gives the model its layers (:func:`lightnets.surgery.restructure`).
 
     >>> import tempfile, lightnets
     >>> model = lightnets.create_model("mobilenet_v1_025", num_classes=10, small_input=True)
@@ -373,7 +374,12 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn
     ValueError: .../model.safetensors does not fit mobilenet_v1_025: shape mismatch: classifier.weight is (10, 256) in the file, (1000, 256) in the model; ...
     """
     path = _weights_file(Path(path).expanduser())
-    _load_checked(model, _read_state_dict(path), path, strict=strict)
+    state_dict = _read_state_dict(path)
+    if folder_cfg(path.parent).get("restructured"):  # a pruned or converted model's folder: take its layers first
+        from .surgery import restructure
+
+        restructure(model, state_dict)
+    _load_checked(model, state_dict, path, strict=strict)
     return model
 
 
