@@ -387,6 +387,24 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
             dist.destroy_process_group()
 
 
+# Settings that define a run: resuming with another value would silently train something else.
+_RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum", "weight_decay",
+                 "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "seed", "finetune_from", "teacher",
+                 "distill_alpha", "distill_T")
+
+
+def _check_same_run(args: argparse.Namespace, saved_args: Path) -> None:
+    """Refuse to resume a run whose checkpoint was made with other settings (another --epochs changes the schedule)."""
+    if not saved_args.is_file():
+        return
+    saved = json.loads(saved_args.read_text())
+    changed = [key for key in _RUN_SETTINGS if key in saved and saved[key] != getattr(args, key)]
+    if changed:
+        differences = ", ".join(f"--{key.replace('_', '-')} {saved[key]!r} then, {getattr(args, key)!r} now" for key in changed)
+        raise ValueError(f"--resume: {saved_args.parent} holds a run with other settings ({differences}); "
+                         f"resume it with the same settings or start this one in another --work-dir")
+
+
 def _reconcile_log(log_path: Path, epoch: int, record: Optional[dict[str, Any]]) -> None:
     """Make the log end at the checkpoint's epoch: a run killed between writing its checkpoint and its
     log line gets the line back (the checkpoint carries it); lines past the checkpoint are dropped."""
@@ -462,6 +480,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
     checkpoint_path = work_dir / "last.pth"
     start_epoch = 0
     if args.resume and checkpoint_path.is_file():
+        _check_same_run(args, work_dir / "args.json")
         state = torch.load(checkpoint_path, map_location=runtime.device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

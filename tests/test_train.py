@@ -178,6 +178,15 @@ def test_resume_continues_the_same_run(tmp_path, monkeypatch):
     assert [r["epoch"] for r in log] == [1, 2]
 
 
+def test_resume_refuses_a_run_with_other_settings(tmp_path):
+    common = TINY + ["--batch-size", "32", "--dataset", "shapes", "--work-dir", str(tmp_path)]
+    train(common + ["--epochs", "1"], Shapes(64, 0), Shapes(32, 1))
+    with pytest.raises(ValueError, match=r"--resume: .* holds a run with other settings \(--epochs 1 then, 2 now\)"):
+        train(common + ["--epochs", "2", "--resume"], Shapes(64, 0), Shapes(32, 1))
+    _, record = train(common + ["--epochs", "1", "--resume"], Shapes(64, 0), Shapes(32, 1))  # the same run: nothing left
+    assert record["epoch"] == 1
+
+
 @pytest.mark.slow
 def test_a_run_killed_while_writing_its_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
     common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes", "--work-dir", str(tmp_path)]
