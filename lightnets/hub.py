@@ -26,6 +26,7 @@ import copy
 import hashlib
 import inspect
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -91,7 +92,9 @@ def _verify(path: Path, expected: Optional[str]) -> None:
     if actual != expected:
         raise ChecksumError(
             f"sha256 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt or was "
-            f"replaced; delete it (for a Hub download, its snapshot in the huggingface_hub cache) and load again"
+            f"replaced; delete it (for a Hub download, its snapshot in the huggingface_hub cache) and load again. "
+            f"If the Hub repo was updated since the checksum was recorded, pin the revision it belongs to "
+            f"(revision= in the pretrained cfg, or 'org/repo@rev')"
         )
 
 
@@ -683,11 +686,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
     args = parser.parse_args(argv)
-    if args.command == "index":
-        for name, entry in build_index(args.weights_dir).items():
-            print(f"{name}: {entry['sha256'][:12]}… {entry['metrics']}")
-    else:
-        print(push_to_hub(args.folder, args.repo_id, private=args.private))
+    try:
+        if args.command == "index":
+            for name, entry in build_index(args.weights_dir).items():
+                print(f"{name}: {entry['sha256'][:12]}… {entry['metrics']}")
+        else:
+            print(push_to_hub(args.folder, args.repo_id, private=args.private))
+    except (ValueError, OSError) as error:  # a folder that is not in Hub layout, a refused upload: one line, no traceback
+        print(f"python -m lightnets.hub: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

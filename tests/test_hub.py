@@ -205,6 +205,14 @@ def test_push_refuses_a_folder_that_is_not_in_hub_layout_before_any_request(fake
     assert fake_hub.requests == []
 
 
+def test_hub_cli_errors_are_one_line(fake_hub, tmp_path, capsys):
+    (tmp_path / "loose").mkdir()
+    assert hub.main(["push", str(tmp_path / "loose"), "lightnets-test/loose"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m lightnets.hub: error: ") and "is not a Hub-layout folder" in err
+    assert err.count("\n") == 1 and fake_hub.requests == []
+
+
 def test_push_to_a_failing_server_is_an_error(fake_hub, saved):
     _, folder = saved
     fake_hub.fail_with = 500
