@@ -78,14 +78,6 @@ def _native_shape(dataset: Optional[Dataset]) -> tuple[Optional[int], Optional[i
     return images.shape[1], (images.shape[2] if images.shape[2] == images.shape[3] else None)
 
 
-def _checkpoint_config(path: Path) -> dict[str, Any]:
-    """The config.json of a Hub-layout folder (or beside a weight file), else {}."""
-    import json
-
-    config = (path if path.is_dir() else path.parent) / "config.json"
-    return json.loads(config.read_text()) if config.is_file() else {}
-
-
 def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], checkpoint: Optional[str],
             img_size: Optional[int], small_input: bool) -> tuple[nn.Module, str, bool]:
     """(model, tag, whether it normalises with the dataset's statistics) for a registered name."""
@@ -107,9 +99,9 @@ def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], c
     classes = len(dataset.classes) if dataset is not None else None
 
     if checkpoint:
-        from .hub import load_checkpoint
+        from .hub import load_checkpoint, read_config
 
-        config = _checkpoint_config(Path(checkpoint))  # a Hub-layout folder says how to rebuild its model
+        config = read_config(checkpoint)  # a Hub-layout folder says how to rebuild its model
         kwargs.update(config.get("model_args", {}))
         kwargs.setdefault("num_classes", config.get("num_classes") or classes)
         model = load_checkpoint(create_model(name, **kwargs), checkpoint)

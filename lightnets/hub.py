@@ -41,6 +41,7 @@ __all__ = [
     "INDEX_NAME",
     "read_index",
     "folder_cfg",
+    "read_config",
     "ChecksumError",
     "WeightsUnavailableError",
     "load_pretrained",
@@ -653,16 +654,20 @@ def build_index(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]
     return entries
 
 
+def read_config(path: PathLike) -> dict[str, Any]:
+    """The config.json of a Hub-layout folder, or the one beside a weight file; {} when there is none."""
+    path = Path(path).expanduser()
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    return json.loads(config_path.read_text()) if config_path.is_file() else {}
+
+
 def folder_cfg(path: PathLike) -> dict[str, Any]:
-    """What a Hub-layout folder's config.json says about building its model (empty for a bare weight file).
+    """What a Hub-layout folder's config.json (or the one beside a weight file) says about building its model; {} without one.
 
     ``create_model(name, pretrained=True, pretrained_path=folder)`` applies it, so a folder written by
     :func:`save_pretrained` rebuilds its model (``small_input``, ``alpha`` ...) without repeating the arguments.
     """
-    config_path = Path(path).expanduser() / CONFIG_NAME
-    if not config_path.is_file():
-        return {}
-    config = json.loads(config_path.read_text())
+    config = read_config(path)
     pretrained_cfg = config.get("pretrained_cfg", {})
     cfg = {k: pretrained_cfg[k] for k in ("input_size", "mean", "std", "label_names", "first_conv", "classifier") if pretrained_cfg.get(k)}
     cfg["model_args"] = {k: v for k, v in config.get("model_args", {}).items() if k not in ("num_classes", "in_chans")}

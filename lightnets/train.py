@@ -179,8 +179,9 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
     kwargs = parse_model_args(args.model_arg)
     source = args.finetune_from
     if source and Path(source).exists():  # a weight file or Hub-layout folder
-        config_path = Path(source) / "config.json"
-        saved = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        from .hub import read_config
+
+        saved = read_config(source)
         name = args.model or saved.get("lightnets", {}).get("architecture")
         if not name:
             raise ValueError(f"--finetune-from {source}: give --model (the file does not say which architecture it holds)")
