@@ -368,3 +368,10 @@ def test_first_conv_adaptation_is_timms(base, target):
     ours = hub.adapt_input_conv(weight, target)
     assert ours.shape == (8, target, 3, 3)
     torch.testing.assert_close(ours, timm_adapt_input_conv(target, weight.clone(), base_chans=base))
+
+
+def test_a_weight_file_with_its_config_beside_it_rebuilds_its_model(saved):
+    model, folder = saved
+    loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder / "model.safetensors"))
+    assert (loaded.num_classes, loaded.in_chans, loaded.small_input, loaded.img_size) == (10, 1, True, 28)
+    torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
