@@ -210,13 +210,17 @@ def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, An
 
     ``create_model(name, pretrained=True, pretrained_cfg={"hf_hub_id": ...})`` applies it, so a repo written
     by :func:`save_pretrained` and :func:`push_to_hub` rebuilds its model without repeating its arguments.
-    It is best effort: when the config cannot be had, the weight download that follows reports why.
+    A repo without config.json gives {}; a config that cannot be had (offline and not cached, a failing
+    Hub) is an error, since a model built without its arguments would load the weights silently wrong.
     """
     repo_id, revision = _split_revision(hf_hub_id, revision)
     try:
         path = _download_from_hub(repo_id, CONFIG_NAME, revision, repo_id)
-    except WeightsUnavailableError:
-        return {}
+    except WeightsUnavailableError as error:
+        _, entry_missing, _, not_cached, _ = _hub_errors()
+        if isinstance(error.__cause__, entry_missing) and not isinstance(error.__cause__, not_cached):
+            return {}  # a repo of weights only: the registered cfg and the caller's arguments describe it
+        raise  # offline without it, or the Hub failing: building without the repo's arguments would be silently wrong
     try:
         return folder_cfg(path.parent)
     except (ValueError, KeyError, TypeError):  # not a lightnets/timm config.json: nothing to apply
@@ -379,10 +383,13 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn
     """
     path = _weights_file(Path(path).expanduser())
     state_dict = _read_state_dict(path)
-    if folder_cfg(path.parent).get("restructured"):  # a pruned or converted model's folder: take its layers first
+    cfg = folder_cfg(path.parent)
+    if cfg.get("restructured"):  # a pruned or converted model's folder: take its layers first
         from .surgery import restructure
 
-        restructure(model, state_dict)
+        # The stem's input and the classifier's classes stay the model's, so a model built for others is an error.
+        restructure(model, state_dict, first_conv=cfg.get("first_conv") or "stem.conv",
+                    classifier=cfg.get("classifier") or "classifier")
     _load_checked(model, state_dict, path, strict=strict)
     return model
 
@@ -650,6 +657,8 @@ def build_index(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]
             "metrics": info["metrics"],
             "training": info["training"],
         }
+        if info.get("restructured"):  # pruned / converted: loading gives the built model these layers
+            entries[name]["restructured"] = True
     (weights_dir / INDEX_NAME).write_text(json.dumps({"weights": entries}, indent=2) + "\n")
     return entries
 
@@ -668,9 +677,12 @@ def folder_cfg(path: PathLike) -> dict[str, Any]:
     :func:`save_pretrained` rebuilds its model (``small_input``, ``alpha`` ...) without repeating the arguments.
     """
     config = read_config(path)
+    if not config:  # a bare weight file: the registered cfg (a tag's arguments) still describes it
+        return {}
     pretrained_cfg = config.get("pretrained_cfg", {})
     cfg = {k: pretrained_cfg[k] for k in ("input_size", "mean", "std", "label_names", "first_conv", "classifier") if pretrained_cfg.get(k)}
-    cfg["model_args"] = {k: v for k, v in config.get("model_args", {}).items() if k not in ("num_classes", "in_chans")}
+    if "model_args" in config:
+        cfg["model_args"] = {k: v for k, v in config["model_args"].items() if k not in ("num_classes", "in_chans")}
     if "num_classes" in config:
         cfg["num_classes"] = config["num_classes"]
     if "input_size" in cfg:

@@ -59,5 +59,7 @@ def bundled_cfgs(weights_dir: Union[str, os.PathLike] = WEIGHTS_DIR) -> dict[str
         }
         if entry.get("hf_hub_id"):
             cfg["hf_hub_id"] = entry["hf_hub_id"]
+        if entry.get("restructured"):
+            cfg["restructured"] = True
         cfgs[name] = {k: v for k, v in cfg.items() if v is not None}
     return cfgs

@@ -15,6 +15,7 @@ import inspect
 import sys
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from torch import nn
@@ -304,6 +305,10 @@ def create_model(
         from .hub import hub_repo_cfg
 
         cfg.update(hub_repo_cfg(pretrained_cfg["hf_hub_id"], pretrained_cfg.get("revision")))
+    elif pretrained and own_source and pretrained_cfg.get("file") and Path(pretrained_cfg["file"]).expanduser().exists():
+        from .hub import folder_cfg
+
+        cfg.update(folder_cfg(pretrained_cfg["file"]))  # timm's local-dir: passes the folder as the cfg's file
     if pretrained_cfg:
         if own_source:
             # Another weight source: the registered file, checksum and metrics describe a different file.

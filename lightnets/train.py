@@ -119,9 +119,11 @@ def main_process_first(runtime: Runtime) -> Iterator[None]:
     """Run the block on rank 0 first and on the other ranks after it (a download, a cache fill)."""
     if runtime.world_size > 1 and not runtime.is_main:
         dist.barrier()
-    yield
-    if runtime.world_size > 1 and runtime.is_main:
-        dist.barrier()
+    try:
+        yield
+    finally:  # rank 0 failing still releases the others (which then meet the same error themselves)
+        if runtime.world_size > 1 and runtime.is_main:
+            dist.barrier()
 
 
 def setup_runtime(device: Optional[str]) -> Runtime:
@@ -195,8 +197,10 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
         model = create_model(source, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
     else:
         name = args.model
-        if _follows_data_size(name) and "img_size" not in kwargs and "rho" not in kwargs:
-            kwargs["img_size"] = img_size  # train at the data's native size: the cfg then records it
+        from .registry import model_arguments
+
+        if "img_size" in model_arguments(name) and "img_size" not in kwargs and "rho" not in kwargs:
+            kwargs["img_size"] = img_size  # train at the data's native size (a fixed-size model too): the cfg records it
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     return model, kwargs
 
@@ -394,27 +398,37 @@ _RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size
                  "distill_alpha", "distill_T")
 
 
-def _check_same_run(args: argparse.Namespace, saved_args: Path) -> None:
-    """Refuse to resume a run whose checkpoint was made with other settings (another --epochs changes the schedule)."""
-    if not saved_args.is_file():
-        return
-    saved = json.loads(saved_args.read_text())
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: getattr(args, key) for key in _RUN_SETTINGS}
+
+
+def _check_same_run(args: argparse.Namespace, saved: dict[str, Any], work_dir: Path) -> None:
+    """Refuse to resume a checkpoint made with other settings (another --epochs would change the schedule)."""
     changed = [key for key in _RUN_SETTINGS if key in saved and saved[key] != getattr(args, key)]
     if changed:
         differences = ", ".join(f"--{key.replace('_', '-')} {saved[key]!r} then, {getattr(args, key)!r} now" for key in changed)
-        raise ValueError(f"--resume: {saved_args.parent} holds a run with other settings ({differences}); "
+        raise ValueError(f"--resume: {work_dir} holds a run with other settings ({differences}); "
                          f"resume it with the same settings or start this one in another --work-dir")
 
 
 def _reconcile_log(log_path: Path, epoch: int, record: Optional[dict[str, Any]]) -> None:
     """Make the log end at the checkpoint's epoch: a run killed between writing its checkpoint and its
-    log line gets the line back (the checkpoint carries it); lines past the checkpoint are dropped."""
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.is_file() else []
-    kept = [line for line in lines if line["epoch"] <= epoch]
-    if record is not None and (not kept or kept[-1]["epoch"] < epoch):
-        kept.append(record)
-    if kept != lines:
-        log_path.write_text("".join(json.dumps(line) + "\n" for line in kept))
+    log line (or in the middle of that line) gets the line back, as the checkpoint carries it; lines past
+    the checkpoint are dropped."""
+    before = log_path.read_text() if log_path.is_file() else ""
+    lines = []
+    for text in before.splitlines():
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:  # cut off by a kill
+            continue
+        if isinstance(line, dict) and line.get("epoch", epoch + 1) <= epoch:
+            lines.append(line)
+    if record is not None and (not lines or lines[-1]["epoch"] < epoch):
+        lines.append(record)
+    after = "".join(json.dumps(line) + "\n" for line in lines)
+    if after != before:
+        log_path.write_text(after)
 
 
 def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set: Any, test_set: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -481,8 +495,11 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
     checkpoint_path = work_dir / "last.pth"
     start_epoch = 0
     if args.resume and checkpoint_path.is_file():
-        _check_same_run(args, work_dir / "args.json")
         state = torch.load(checkpoint_path, map_location=runtime.device, weights_only=True)
+        # The checkpoint carries its settings; older ones only have the args.json their run began with.
+        saved_args = work_dir / "args.json"
+        settings = state.get("settings") or (json.loads(saved_args.read_text()) if saved_args.is_file() else {})
+        _check_same_run(args, settings, work_dir)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -547,7 +564,8 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
             # Written to a temporary file and renamed: a run killed mid-write keeps the previous epoch's checkpoint.
             partial = checkpoint_path.with_name(checkpoint_path.name + ".part")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(), "epoch": epoch + 1, "record": record}, partial)
+                        "scaler": scaler.state_dict(), "epoch": epoch + 1, "record": record,
+                        "settings": _run_settings(args)}, partial)
             os.replace(partial, checkpoint_path)
             with open(work_dir / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")

@@ -146,7 +146,8 @@ def test_download_cache_hit_and_offline_reload(fake_hub, saved):
 
 def test_offline_without_cache_is_a_clear_error(fake_hub):
     hf_constants.HF_HUB_OFFLINE = True
-    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE is set and model.safetensors of .* is not in the cache"):
+    # the repo's config.json comes first: without it the model would be built with the wrong arguments
+    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE is set and config.json of .* is not in the cache"):
         from_hub()
     assert fake_hub.requests == []
 
@@ -171,7 +172,7 @@ def test_missing_repo_file_or_revision_is_a_clear_error(fake_hub, cfg, message):
 
 def test_server_error_is_a_clear_error(fake_hub):
     fake_hub.fail_with = 500
-    with pytest.raises(WeightsUnavailableError, match="could not download model.safetensors from .* not cached: .*500"):
+    with pytest.raises(WeightsUnavailableError, match="could not download config.json from .* not cached: .*500"):
         from_hub()
 
 
@@ -375,3 +376,46 @@ def test_a_weight_file_with_its_config_beside_it_rebuilds_its_model(saved):
     loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder / "model.safetensors"))
     assert (loaded.num_classes, loaded.in_chans, loaded.small_input, loaded.img_size) == (10, 1, True, 28)
     torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
+
+
+def test_a_bare_weight_file_keeps_the_tags_architecture(saved, tmp_path):
+    # no config.json beside it: the tag's small_input / img_size still build the model (a stride change
+    # alone would load every tensor into the wrong network without an error)
+    model, folder = saved
+    bare = tmp_path / "bare" / "weights.safetensors"
+    bare.parent.mkdir()
+    bare.write_bytes((folder / "model.safetensors").read_bytes())
+    loaded = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True, pretrained_path=str(bare))
+    assert (loaded.small_input, loaded.img_size, loaded.in_chans, loaded.num_classes) == (True, 28, 1, 10)
+    torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
+
+
+def test_a_repo_of_weights_only_loads_with_the_callers_arguments(fake_hub, saved, tmp_path):
+    model, folder = saved
+    (tmp_path / "weights_only").mkdir()
+    (tmp_path / "weights_only" / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    fake_hub.repos["lightnets-test/weights-only"] = tmp_path / "weights_only"
+    loaded = from_hub(hf_hub_id="lightnets-test/weights-only")  # its config.json is a 404: ARGS describe it
+    torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
+
+
+def test_restructured_weights_keep_their_flag_through_the_index(tmp_path):
+    import warnings
+
+    from lightnets import surgery
+
+    model = tiny_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruned = surgery.prune_l1(model, 0.5).eval()
+    weights_dir = tmp_path / "weights"
+    save_pretrained(pruned, weights_dir / "mobilenet_v1_025.pruned", tag="pruned")
+    assert hub.build_index(weights_dir)["mobilenet_v1_025.pruned"]["restructured"] is True
+    cfg = hub.bundled_cfgs(weights_dir)["mobilenet_v1_025.pruned"]
+    assert cfg["restructured"] is True
+    cfg["file"] = str(weights_dir / cfg["file"])
+    loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg=cfg)
+    torch.testing.assert_close(logits(loaded), logits(pruned), atol=0, rtol=0)
+    # timm's local-dir: loader hands the folder over as the cfg's file; its config.json says to restructure
+    via_timm = timm.create_model(f"local-dir:{weights_dir / 'mobilenet_v1_025.pruned'}", pretrained=True)
+    torch.testing.assert_close(logits(via_timm), logits(pruned), atol=0, rtol=0)

@@ -500,6 +500,8 @@ def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert,
                                            folder).eval()  # also what `python -m eval --checkpoint` loads with
     with torch.no_grad():
         torch.testing.assert_close(checkpoint(x), derived(x), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="does not fit"):  # a model built for other classes is an error, not adapted
+        lightnets.load_checkpoint(lightnets.create_model(name, num_classes=5, in_chans=1, img_size=28, **kwargs), folder)
     # fine-tuning the compressed model for another task: a new head, 3-channel input
     adapted = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder), num_classes=5, in_chans=3).eval()
     assert adapted(torch.randn(2, 3, 28, 28)).shape == (2, 5)

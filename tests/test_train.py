@@ -181,6 +181,9 @@ def test_resume_continues_the_same_run(tmp_path, monkeypatch):
 def test_resume_refuses_a_run_with_other_settings(tmp_path):
     common = TINY + ["--batch-size", "32", "--dataset", "shapes", "--work-dir", str(tmp_path)]
     train(common + ["--epochs", "1"], Shapes(64, 0), Shapes(32, 1))
+    # a later run began in the same folder (rewriting args.json) and was killed before its first checkpoint
+    args = json.loads((tmp_path / "args.json").read_text())
+    (tmp_path / "args.json").write_text(json.dumps({**args, "epochs": 2}))
     with pytest.raises(ValueError, match=r"--resume: .* holds a run with other settings \(--epochs 1 then, 2 now\)"):
         train(common + ["--epochs", "2", "--resume"], Shapes(64, 0), Shapes(32, 1))
     _, record = train(common + ["--epochs", "1", "--resume"], Shapes(64, 0), Shapes(32, 1))  # the same run: nothing left
@@ -231,6 +234,24 @@ def test_cli_errors_are_one_line(capsys, argv, message):
     assert lightnets.train.main([*argv, "--epochs", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lightnets-train: error: ") and message in err and "Traceback" not in err
+
+
+def test_the_log_is_reconciled_with_the_checkpoint(tmp_path):
+    from lightnets.train import _reconcile_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"epoch": 1, "top1": 50.0}\n{"epoch": 2, "to')  # killed while writing epoch 2's line
+    _reconcile_log(log, 2, {"epoch": 2, "top1": 60.0})
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [{"epoch": 1, "top1": 50.0}, {"epoch": 2, "top1": 60.0}]
+    log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')  # lines past the checkpoint's epoch go
+    _reconcile_log(log, 2, None)
+    assert log.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_training_from_scratch_builds_the_model_at_the_datas_size():
+    args = Namespace(model="smallcnn_3x2", model_arg=[], finetune_from=None)
+    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)  # CIFAR-10: its FC layer sized for 32
+    assert model.img_size == 32 and model_args["img_size"] == 32
 
 
 def test_finetune_runs_at_the_datas_own_size_when_the_model_pools_globally():
