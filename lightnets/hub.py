@@ -28,7 +28,7 @@ import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -159,7 +159,15 @@ def _split_revision(hf_hub_id: str, revision: Optional[str]) -> tuple[str, Optio
     return repo_id, revision or pinned or None
 
 
-def _hub_errors() -> tuple[type, ...]:
+class _HubErrors(NamedTuple):
+    revision_missing: type
+    entry_missing: type
+    repo_missing: type
+    not_cached: type
+    http_error: type
+
+
+def _hub_errors() -> _HubErrors:
     """huggingface_hub's errors for a missing revision / file / repo, local miss, HTTP error (0.x and 1.x names).
 
     Before 1.0 there is one EntryNotFoundError, of which LocalEntryNotFoundError is a subclass; since 1.0
@@ -173,17 +181,17 @@ def _hub_errors() -> tuple[type, ...]:
         RevisionNotFoundError,
     )
 
-    return RevisionNotFoundError, EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError
+    return _HubErrors(RevisionNotFoundError, EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError)
 
 
 def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str) -> Path:
     from huggingface_hub import constants, hf_hub_download
 
-    revision_missing, entry_missing, repo_missing, not_cached, http_error = _hub_errors()
+    errors = _hub_errors()
     where = f"{constants.ENDPOINT}/{repo_id}" + (f" at revision {revision}" if revision else "")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
-    except not_cached as error:  # before entry_missing: in huggingface_hub 0.x it is a subclass of it
+    except errors.not_cached as error:  # before entry_missing: in huggingface_hub 0.x it is a subclass of it
         if constants.HF_HUB_OFFLINE:
             raise WeightsUnavailableError(
                 f"{name}: HF_HUB_OFFLINE is set and {filename} of {repo_id} is not in the cache "
@@ -193,15 +201,15 @@ def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], nam
         raise WeightsUnavailableError(
             f"{name}: could not download {filename} from {where}, and it is not cached: {cause}"
         ) from error
-    except revision_missing as error:
+    except errors.revision_missing as error:
         raise WeightsUnavailableError(f"{name}: revision {revision!r} not found in Hub repo {where}") from error
-    except entry_missing as error:
+    except errors.entry_missing as error:
         raise WeightsUnavailableError(f"{name}: Hub repo {where} has no file {filename!r}") from error
-    except repo_missing as error:  # also a private or gated repo without a token
+    except errors.repo_missing as error:  # also a private or gated repo without a token
         raise WeightsUnavailableError(
             f"{name}: Hub repo {where} not found (or private: log in with `hf auth login`)"
         ) from error
-    except http_error as error:
+    except errors.http_error as error:
         raise WeightsUnavailableError(f"{name}: the Hub at {where} answered with an error: {error}") from error
 
 
@@ -217,8 +225,8 @@ def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, An
     try:
         path = _download_from_hub(repo_id, CONFIG_NAME, revision, repo_id)
     except WeightsUnavailableError as error:
-        _, entry_missing, _, not_cached, _ = _hub_errors()
-        if isinstance(error.__cause__, entry_missing) and not isinstance(error.__cause__, not_cached):
+        errors = _hub_errors()
+        if isinstance(error.__cause__, errors.entry_missing) and not isinstance(error.__cause__, errors.not_cached):
             return {}  # a repo of weights only: the registered cfg and the caller's arguments describe it
         raise  # offline without it, or the Hub failing: building without the repo's arguments would be silently wrong
     try:
@@ -341,6 +349,17 @@ def _load_checked(model: nn.Module, state_dict: StateDict, source: Path, strict:
     model.load_state_dict({k: v for k, v in state_dict.items() if k not in mismatched}, strict=False)
 
 
+def _take_saved_layers(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any]) -> None:
+    """For weights saved from a pruned or converted model (``restructured`` in their cfg), give the built model
+    their layers first. The stem's input and the classifier's classes stay the model's: adapting those, or
+    refusing a model built for others, is the loader's job."""
+    if cfg.get("restructured"):
+        from .surgery import restructure
+
+        restructure(model, state_dict, first_conv=cfg.get("first_conv") or "stem.conv",
+                    classifier=cfg.get("classifier") or "classifier")
+
+
 def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pretrained_path: Optional[PathLike] = None) -> nn.Module:
     """Load the weight a pretrained cfg names (see the module docstring for the resolution order).
 
@@ -356,11 +375,7 @@ def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pret
         from .convert import convert_state_dict
 
         state_dict = convert_state_dict(state_dict, cfg["source_format"])
-    if cfg.get("restructured"):  # saved from a pruned or converted model: the built model takes its layers first
-        from .surgery import restructure
-
-        restructure(model, state_dict, first_conv=cfg.get("first_conv") or "stem.conv",
-                    classifier=cfg.get("classifier") or "classifier")
+    _take_saved_layers(model, state_dict, cfg)
     state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
     _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)
     return model
@@ -383,13 +398,7 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn
     """
     path = _weights_file(Path(path).expanduser())
     state_dict = _read_state_dict(path)
-    cfg = folder_cfg(path.parent)
-    if cfg.get("restructured"):  # a pruned or converted model's folder: take its layers first
-        from .surgery import restructure
-
-        # The stem's input and the classifier's classes stay the model's, so a model built for others is an error.
-        restructure(model, state_dict, first_conv=cfg.get("first_conv") or "stem.conv",
-                    classifier=cfg.get("classifier") or "classifier")
+    _take_saved_layers(model, state_dict, folder_cfg(path.parent))
     _load_checked(model, state_dict, path, strict=strict)
     return model
 
@@ -419,16 +428,15 @@ def _constructor_args(model: nn.Module) -> dict[str, Any]:
     return args
 
 
-def _rebuild(model: nn.Module, architecture: str, model_args: dict[str, Any], input_size: Sequence[int],
+def _rebuild(reference: nn.Module, architecture: str, model_args: dict[str, Any], input_size: Sequence[int],
              restructured: bool = False) -> nn.Module:
-    """Build ``architecture`` from ``model_args``, load the model's weights into it and check it computes the same.
+    """Build ``architecture`` from ``model_args``, load ``reference``'s weights into it and check it computes the same.
 
-    ``restructured``: first give the built model the layers the weights have (:func:`lightnets.surgery.restructure`),
-    for a model that was pruned or converted after it was built.
+    ``reference`` is a float32 CPU copy of the model in eval mode. ``restructured``: first give the built model the
+    layers the weights have (:func:`lightnets.surgery.restructure`), for a model pruned or converted after it was built.
     """
     from .registry import create_model
 
-    reference = copy.deepcopy(model).cpu().float().eval()
     rebuilt = create_model(architecture, **model_args).eval()
     if restructured:
         from .surgery import restructure
@@ -502,9 +510,10 @@ def save_pretrained(
     # then records that its loader must give the built model the weights' layers (lightnets.surgery.restructure).
     attempts = [(args, restructured) for restructured in ((False,) if model_args is not None else (False, True))
                 for args in candidates]
+    reference = copy.deepcopy(model).cpu().float().eval()
     for i, (args, restructured) in enumerate(attempts):
         try:
-            rebuilt = _rebuild(model, architecture, args, input_size, restructured)
+            rebuilt = _rebuild(reference, architecture, args, input_size, restructured)
             break
         except ValueError:
             if i == len(attempts) - 1:

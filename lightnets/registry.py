@@ -297,18 +297,19 @@ def create_model(
         # architecture, whatever the default tag was trained with), or its weights come from elsewhere
         # and describe themselves.
         cfg = {**entry.cfgs[""], "architecture": name, "tag": None}
-    if pretrained and pretrained_path is not None:
+    # Weights from a path (pretrained_path, or the folder timm's local-dir: passes as the cfg's file) are
+    # described by its config.json.
+    local_source = pretrained_path
+    if local_source is None and own_source and pretrained_cfg.get("file") and Path(pretrained_cfg["file"]).expanduser().exists():
+        local_source = pretrained_cfg["file"]
+    if pretrained and local_source is not None:
         from .hub import folder_cfg
 
-        cfg.update(folder_cfg(pretrained_path))  # weights from a path are described by its config.json
+        cfg.update(folder_cfg(local_source))
     elif pretrained and own_source and pretrained_cfg.get("hf_hub_id"):
         from .hub import hub_repo_cfg
 
         cfg.update(hub_repo_cfg(pretrained_cfg["hf_hub_id"], pretrained_cfg.get("revision")))
-    elif pretrained and own_source and pretrained_cfg.get("file") and Path(pretrained_cfg["file"]).expanduser().exists():
-        from .hub import folder_cfg
-
-        cfg.update(folder_cfg(pretrained_cfg["file"]))  # timm's local-dir: passes the folder as the cfg's file
     if pretrained_cfg:
         if own_source:
             # Another weight source: the registered file, checksum and metrics describe a different file.

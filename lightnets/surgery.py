@@ -24,6 +24,7 @@ zoo (and on a plain ``nn.Module`` whose forward torch.fx can trace).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import math
@@ -31,13 +32,14 @@ import operator
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from .layers import ChannelShuffle
+from .registry import WEIGHT_SOURCE_KEYS
 
 __all__ = [
     "CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
@@ -59,8 +61,7 @@ def _unknown_layer(model: nn.Module, name: str, candidates: Iterable[str], what:
 
 
 # What a pretrained cfg says about one weight file; a changed model is no longer that file.
-_WEIGHT_IDENTITY = ("file", "hf_hub_id", "hf_hub_filename", "url", "revision", "sha256", "metrics", "params", "macs",
-                    "source_format")
+_WEIGHT_IDENTITY = (*WEIGHT_SOURCE_KEYS, "hf_hub_filename", "revision", "sha256", "metrics", "params", "macs", "source_format")
 
 
 def _derived_copy(model: nn.Module) -> nn.Module:
@@ -766,7 +767,14 @@ def restructure(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, fir
         if isinstance(module, nn.Conv2d) and f"{name}.weight" not in state_dict and f"{name}.conv_dw.weight" in state_dict:
             model.set_submodule(name, _separable_pair(module).train(module.training))
             changed.append(name)
-    old_in = getattr(model.get_classifier(), "in_features", None) if hasattr(model, "get_classifier") else None
+    with _num_features_follow_classifier(model):
+        changed += _take_saved_shapes(model, state_dict, first_conv, classifier)
+    return changed
+
+
+def _take_saved_shapes(model: nn.Module, state_dict: Mapping[str, torch.Tensor], first_conv: str, classifier: str) -> list[str]:
+    """Rebuild every Conv2d / BatchNorm2d / Linear whose saved weight has another shape (see :func:`restructure`)."""
+    changed = []
     for name, module in list(model.named_modules()):
         saved = state_dict.get(f"{name}.weight", state_dict.get(f"{name}.running_mean"))
         if not isinstance(module, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)) or saved is None:
@@ -789,9 +797,17 @@ def restructure(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, fir
                             groups, bias=module.bias is not None, padding_mode=module.padding_mode)
         model.set_submodule(name, new.to(own.device, own.dtype).train(module.training))
         changed.append(name)
-    if old_in is not None and getattr(model, "num_features", None) == old_in:
-        model.num_features = model.get_classifier().in_features  # reset_classifier builds on it
     return changed
+
+
+@contextlib.contextmanager
+def _num_features_follow_classifier(model: nn.Module) -> Iterator[None]:
+    """When the block changes the classifier's input width, a ``num_features`` that was that width follows it
+    (reset_classifier builds on it)."""
+    old_in = getattr(model.get_classifier(), "in_features", None) if hasattr(model, "get_classifier") else None
+    yield
+    if old_in is not None and getattr(model, "num_features", None) == old_in:
+        model.num_features = model.get_classifier().in_features
 
 
 def prunable_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> list[str]:
@@ -901,15 +917,13 @@ def prune_l1(
             warnings.warn(f"prune_l1: skipped {', '.join(members)}: {error}", stacklevel=2)
     graph.check(removed)
     pruned = _derived_copy(model)
-    old_in = getattr(pruned.get_classifier(), "in_features", None) if hasattr(pruned, "get_classifier") else None
-    for name, ids_in, ids_out in graph.uses:
-        keep_in, keep_out = (None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()
-                             for ids in (ids_in, ids_out))
-        module = pruned.get_submodule(name)
-        if len(keep_in) < len(ids_in) or len(keep_out) < len(ids_out):
-            pruned.set_submodule(name, _rebuild(module, keep_in, keep_out))
-    if old_in is not None and getattr(pruned, "num_features", None) == old_in:
-        pruned.num_features = pruned.get_classifier().in_features  # reset_classifier builds on it
+    with _num_features_follow_classifier(pruned):
+        for name, ids_in, ids_out in graph.uses:
+            keep_in, keep_out = (None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()
+                                 for ids in (ids_in, ids_out))
+            module = pruned.get_submodule(name)
+            if len(keep_in) < len(ids_in) or len(keep_out) < len(ids_out):
+                pruned.set_submodule(name, _rebuild(module, keep_in, keep_out))
     return pruned
 
 

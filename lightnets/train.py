@@ -176,7 +176,7 @@ def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
 
 def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
     """The model to train and the architecture arguments that rebuild it."""
-    from .registry import create_model, get_pretrained_cfg, split_model_name
+    from .registry import create_model, get_pretrained_cfg, model_arguments, split_model_name
 
     kwargs = parse_model_args(args.model_arg)
     source = args.finetune_from
@@ -197,8 +197,6 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
         model = create_model(source, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
     else:
         name = args.model
-        from .registry import model_arguments
-
         if "img_size" in model_arguments(name) and "img_size" not in kwargs and "rho" not in kwargs:
             kwargs["img_size"] = img_size  # train at the data's native size (a fixed-size model too): the cfg records it
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
