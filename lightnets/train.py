@@ -106,6 +106,19 @@ class Runtime:
             for buffer in model.buffers():
                 dist.broadcast(buffer, 0)
 
+    def check_finite(self, loss: torch.Tensor, where: str, hint: str) -> None:
+        """Raise FloatingPointError on every process when the loss is not finite on any of them.
+
+        Agreed through one all-reduce, so the processes stop together: a process raising alone would
+        leave the others waiting in the gradient all-reduce until torchrun tore the group down.
+        """
+        bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(bad)
+        if bad.item():
+            value = f"{loss.item()}" if not torch.isfinite(loss) else "not finite on another process"
+            raise FloatingPointError(f"loss is {value} at {where}; {hint}")
+
     def sum(self, *values: float) -> list[float]:
         """Sum numbers across processes (one all-reduce)."""
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
@@ -536,8 +549,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
                     loss = distillation_loss(output, teacher_logits, target, args.distill_alpha, args.distill_T, args.label_smoothing)
                 else:
                     loss = criterion(output, target)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}; lower --lr (now {args.lr})")
+            runtime.check_finite(loss, f"epoch {epoch + 1} step {step}", f"lower --lr (now {args.lr})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -278,6 +278,24 @@ def test_finetune_from_a_hub_folder_gets_a_new_head_and_input_channels(tmp_path)
     torch.testing.assert_close(model.blocks[5].conv_pw.weight, source.blocks[5].conv_pw.weight)
 
 
+def _loss_turns_nan_at_call(call: int):
+    """A CrossEntropyLoss.forward that returns NaN from its ``call``-th call on (a diverged run)."""
+    forward, calls = torch.nn.CrossEntropyLoss.forward, [0]
+
+    def diverging(self, output, target):
+        calls[0] += 1
+        loss = forward(self, output, target)
+        return loss * float("nan") if calls[0] >= call else loss
+    return diverging
+
+
+def test_a_non_finite_loss_stops_training_with_the_lr_to_lower(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", _loss_turns_nan_at_call(3))
+    argv = TINY + ["--epochs", "1", "--batch-size", "32", "--lr", "0.05", "--dataset", "shapes", "--work-dir", str(tmp_path)]
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1 step 2; lower --lr \(now 0.05\)"):
+        train(argv, Shapes(128, 0), Shapes(32, 1))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -290,6 +308,31 @@ def _ddp_worker(rank: int, world_size: int, port: int, argv: list, out_dir: str)
     torch.set_num_threads(1)
     model, record = train(argv, Shapes(256, 0), Shapes(101, 1))
     torch.save({"record": record, "state": model.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def _ddp_diverging_worker(rank: int, world_size: int, port: int, argv: list, out_dir: str) -> None:
+    os.environ.update(WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    if rank == 1:  # only this process diverges
+        torch.nn.CrossEntropyLoss.forward = _loss_turns_nan_at_call(2)
+    try:
+        train(argv, Shapes(256, 0), Shapes(64, 1))
+        outcome = "finished"
+    except Exception as error:  # noqa: BLE001 - the test compares what each process raised
+        outcome = f"{type(error).__name__}: {error}"
+    Path(out_dir, f"rank{rank}.txt").write_text(outcome)
+
+
+@pytest.mark.slow
+def test_ddp_processes_stop_together_when_one_loss_is_not_finite(tmp_path):
+    argv = TINY + ["--epochs", "1", "--batch-size", "64", "--dataset", "shapes", "--device", "cpu", "--work-dir", str(tmp_path / "run")]
+    mp.spawn(_ddp_diverging_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    # Both stop at the same step with the same advice; before, rank 0 went on into the gradient all-reduce
+    # and failed there with a connection error once rank 1 had exited.
+    assert outcomes[1] == "FloatingPointError: loss is nan at epoch 1 step 1; lower --lr (now 0.05)"
+    assert outcomes[0] == "FloatingPointError: loss is not finite on another process at epoch 1 step 1; lower --lr (now 0.05)"
 
 
 @pytest.mark.slow
