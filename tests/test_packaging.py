@@ -21,15 +21,17 @@ def wheel(tmp_path_factory):
     for name in ("lightnets", "eval", "weights"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-                    "-w", str(out), str(source)], check=True, capture_output=True, text=True)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-v",
+                            "-w", str(out), str(source)], check=True, capture_output=True, text=True)
     (path,) = out.glob("lightnets-*.whl")
-    return path
+    return path, build.stdout + build.stderr
 
 
 @pytest.mark.slow
 def test_the_wheel_holds_every_module_the_test_split_and_the_weights(wheel):
-    names = set(zipfile.ZipFile(wheel).namelist())
+    path, build_log = wheel
+    assert "BuildBackendWarning" not in build_log  # e.g. a data folder left out of `packages`
+    names = set(zipfile.ZipFile(path).namelist())
     modules = {str(p.relative_to(ROOT)) for d in ("lightnets", "eval") for p in (ROOT / d).rglob("*.py")}
     assert modules <= names, sorted(modules - names)
     assert "lightnets/datasets/fashion_mnist/t10k-images-idx3-ubyte.gz" in names
@@ -43,7 +45,7 @@ def test_the_wheel_holds_every_module_the_test_split_and_the_weights(wheel):
 @pytest.mark.slow
 def test_an_installed_wheel_finds_and_loads_its_bundled_weights(wheel, tmp_path):
     site = tmp_path / "site"
-    zipfile.ZipFile(wheel).extractall(site)  # what pip puts in site-packages
+    zipfile.ZipFile(wheel[0]).extractall(site)  # what pip puts in site-packages
     script = (
         "import lightnets, lightnets.manifest as m, lightnets.hub as h;"
         "print(m.WEIGHTS_DIR);"
