@@ -660,7 +660,8 @@ def build_index(weights_dir: PathLike = WEIGHTS_DIR) -> dict[str, dict[str, Any]
             "sha256": sha256sum(config_path.parent / WEIGHTS_NAME),
             "hf_hub_id": previous.get(name, {}).get("hf_hub_id"),  # set by hand once published
             "model_args": model_args,
-            **{k: config["pretrained_cfg"].get(k) for k in ("num_classes", "input_size", "mean", "std", "label_names", "license")},
+            **{k: config["pretrained_cfg"].get(k) for k in ("num_classes", "input_size", "mean", "std", "crop_pct", "interpolation",
+                                                             "label_names", "license")},
             "params": info["params"],
             "macs": info["macs"],
             "metrics": info["metrics"],
@@ -689,7 +690,8 @@ def folder_cfg(path: PathLike) -> dict[str, Any]:
     if not config:  # a bare weight file: the registered cfg (a tag's arguments) still describes it
         return {}
     pretrained_cfg = config.get("pretrained_cfg", {})
-    cfg = {k: pretrained_cfg[k] for k in ("input_size", "mean", "std", "label_names", "first_conv", "classifier") if pretrained_cfg.get(k)}
+    cfg = {k: pretrained_cfg[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation", "label_names", "first_conv",
+                                          "classifier") if pretrained_cfg.get(k)}
     if "model_args" in config:
         cfg["model_args"] = {k: v for k, v in config["model_args"].items() if k not in ("num_classes", "in_chans")}
     if "num_classes" in config:

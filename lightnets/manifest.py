@@ -50,6 +50,8 @@ def bundled_cfgs(weights_dir: Union[str, os.PathLike] = WEIGHTS_DIR) -> dict[str
             "input_size": tuple(entry["input_size"]),
             "mean": tuple(entry["mean"]),
             "std": tuple(entry["std"]),
+            "crop_pct": entry.get("crop_pct"),
+            "interpolation": entry.get("interpolation"),
             "label_names": entry.get("label_names"),
             "license": entry.get("license"),
             "dataset": entry.get("training", {}).get("dataset"),

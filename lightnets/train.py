@@ -462,6 +462,9 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         if mean is None:
             mean, std = channel_stats(train_images)
     cfg.update(mean=tuple(mean), std=tuple(std))
+    # The eval transform the weights are tested with: the test images as they are in memory, i.e. whole
+    # (crop_pct 1.0) for Fashion-MNIST / CIFAR-10, or as an image folder was decoded (its crop and filter).
+    cfg.update(crop_pct=getattr(test_set, "crop_pct", 1.0), interpolation=getattr(test_set, "interpolation", "bilinear"))
 
     memory_format = torch.preserve_format if args.no_channels_last else torch.channels_last
     model = model.to(runtime.device, memory_format=memory_format)

@@ -105,6 +105,7 @@ def test_short_run_learns_and_writes_a_hub_folder_whose_metrics_reproduce(tmp_pa
     assert config["lightnets"]["metrics"]["top1"] == record["test_top1"]
     assert config["lightnets"]["training"]["command"].startswith("python -m lightnets.train --model mobilenet_v1_025")
     assert config["pretrained_cfg"]["label_names"] == Shapes.classes
+    assert config["pretrained_cfg"]["crop_pct"] == 1.0  # tested on the whole in-memory images
     assert config["model_args"]["img_size"] == 28 and config["model_args"]["small_input"] is True
     # The shipped folder, loaded afresh, scores exactly the recorded number.
     reloaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(tmp_path / "out"),

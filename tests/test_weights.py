@@ -33,6 +33,15 @@ def test_shipped_weight_reproduces_its_recorded_top1(name):
 
 
 @pytest.mark.parametrize("name", FMNIST_WEIGHTS)
+def test_shipped_weight_records_the_eval_transform_it_was_tested_with(name):
+    # Tested on whole 28x28 images: timm's create_transform (and our image-folder reader) must not crop them.
+    cfg = lightnets.get_pretrained_cfg(name)
+    assert (cfg["crop_pct"], cfg["interpolation"]) == (1.0, "bilinear")
+    config = json.loads((hub.WEIGHTS_DIR / INDEX[name]["folder"] / "config.json").read_text())
+    assert config["pretrained_cfg"]["crop_pct"] == 1.0
+
+
+@pytest.mark.parametrize("name", FMNIST_WEIGHTS)
 def test_shipped_weight_loads_with_its_recorded_shape(name):
     model = lightnets.create_model(name, pretrained=True)
     assert model.pretrained_cfg["input_size"] == tuple(INDEX[name]["input_size"])
