@@ -99,8 +99,8 @@ def build_model(name: str, img_size: Optional[int]) -> tuple[nn.Module, tuple[in
 
 def build_paths(model: nn.Module, name: str, input_size: tuple[int, int, int], backends: Sequence[str],
                 with_timm: bool = True) -> dict[str, nn.Module]:
-    """label -> runnable: ``timm eager`` (where timm has the twin; our model takes its weights, so both
-    compute the same function), then ``eager`` and each available backend in ``backends``."""
+    """label -> runnable: ``timm eager`` (where timm has the twin; our model takes its weights and the twin
+    our stem stride, so both compute the same function), then ``eager`` and each available backend in ``backends``."""
     paths: dict[str, nn.Module] = {}
     if with_timm and name in TIMM_TWINS:
         import timm
@@ -108,6 +108,10 @@ def build_paths(model: nn.Module, name: str, input_size: tuple[int, int, int], b
         from lightnets.convert import convert_timm_mobilenetv1
 
         twin = timm.create_model(TIMM_TWINS[name][0], num_classes=model.num_classes).eval()
+        if model.small_input:
+            # timm has no stem-stride option; its stem is a plain 3×3 conv with padding 1, so stride 1 makes it
+            # our small-input stem exactly (tests/test_benchmarks.py checks that the logits agree).
+            twin.conv_stem.stride = (1, 1)
         model.load_state_dict(convert_timm_mobilenetv1(twin.state_dict()))
         paths["timm eager"] = twin
     paths["eager"] = model
@@ -200,7 +204,7 @@ def pairs_section(pairs: Sequence[str], settings: Settings) -> list[str]:
         paths = {}
         for n, (model, input_size) in built.items():
             paths.update({(n, label): m for label, m in build_paths(model, n, input_size, fp32, with_timm=False).items()})
-        # Both forms share the input size, so one interleaved run times all of them.
+        # Both forms share the input size (parse_args checks it), so one interleaved run times all of them.
         input_size = built[regular_name][1]
         labelled = {f"{n}|{label}": m for (n, label), m in paths.items()}
         times = time_paths(labelled, input_size, settings.batch_sizes, settings.repeats, settings.warmup)
@@ -404,6 +408,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
     if any(b < 1 for b in args.batch_sizes):
         parser.error(f"--batch-sizes must all be >= 1, got {args.batch_sizes}")
+    args.batch_sizes = list(dict.fromkeys(args.batch_sizes))  # a repeat would repeat columns and count samples twice
     args.backends = tuple(b for b in args.backends.split(",") if b)
     unknown = [b for b in args.backends if b not in deploy.BACKENDS[1:]]
     if unknown:
@@ -411,6 +416,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args.pairs = tuple(p for p in args.pairs.split(",") if p)
     if any(p.count(":") != 1 for p in args.pairs):
         parser.error(f"--pairs must be regular:separable names, got {args.pairs}")
+    for pair in args.pairs:
+        sizes = {n: build_model(n, args.img_size)[1] for n in pair.split(":")}
+        if len(set(sizes.values())) > 1:
+            parser.error(f"--pairs {pair}: both models must take the same input to be timed together, got "
+                         + " and ".join(f"{n} {'x'.join(map(str, size))}" for n, size in sizes.items()))
     args.models = tuple(m for m in args.models.split(",") if m)
     return args
 

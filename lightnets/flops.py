@@ -200,6 +200,9 @@ def _fvcore_analysis(model: nn.Module, input_size: tuple[int, ...]):
         param = next(model.parameters(), None)
         inputs = torch.zeros(1, *input_size, device=param.device if param is not None else None,
                              dtype=param.dtype if param is not None and param.is_floating_point() else None)
+        # forward() skips this check while tracing: without it, fvcore would count an input the model refuses.
+        if hasattr(model, "check_input"):
+            model.check_input(inputs)
         was_training = model.training
         model.eval()
         try:

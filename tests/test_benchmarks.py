@@ -4,6 +4,7 @@ tables they promise.
 Not a timed test: only the code path and the table layout are checked, never a latency.
 """
 import pytest
+import torch
 
 from benchmarks import speed, train_cost
 from lightnets.manifest import WEIGHTS_DIR, read_index
@@ -32,11 +33,30 @@ def test_speed_benchmark_writes_every_section(tmp_path):
     (["--backends", "tensorrt"], "unknown backend"),
     (["--repeats", "0"], "--repeats must be >= 1"),
     (["--pairs", "smallcnn_3x2"], "--pairs must be regular:separable"),
+    (["--pairs", "smallcnn_3x2:sepcnn_regular"],
+     "--pairs smallcnn_3x2:sepcnn_regular: both models must take the same input to be timed together, "
+     "got smallcnn_3x2 1x28x28 and sepcnn_regular 3x32x32"),
 ])
 def test_speed_benchmark_rejects_bad_arguments(argv, message, capsys):
     with pytest.raises(SystemExit):
         speed.parse_args(argv)
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_speed_benchmark_times_each_batch_size_once():
+    assert speed.parse_args(["--batch-sizes", "1", "1", "32", "1"]).batch_sizes == [1, 32]
+
+
+def test_speed_benchmark_timm_twin_computes_our_small_input_function():
+    """Below 64 px our MobileNet has a stride-1 stem; the timm twin it is timed against must have one too."""
+    torch.manual_seed(0)
+    model, input_size = speed.build_model("mobilenet_v1_100", 32)
+    paths = speed.build_paths(model, "mobilenet_v1_100", input_size, backends=())
+    assert speed.macs_of(paths["timm eager"], input_size) == speed.macs_of(model, input_size)
+    x = torch.randn(2, *input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(paths["timm eager"](x), paths["eager"](x))
 
 
 def test_train_cost_times_the_recipe_models(tmp_path):

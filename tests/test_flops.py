@@ -234,6 +234,17 @@ def test_input_size_is_required_without_a_cfg():
         profile(tiny_model())
 
 
+@pytest.mark.parametrize("input_size, message", [
+    ((3, 8, 8), "MobileNetV1 takes images of at least 32x32, got 8x8"),
+    ((1, 224, 224), "MobileNetV1 was built for in_chans=3 but the input has 1 channels"),
+])
+def test_inputs_the_model_refuses_are_not_counted(input_size, message):
+    """forward() skips its input check while fvcore traces it: the profiler runs the check itself."""
+    with pytest.raises(ValueError) as err:
+        count_macs(lightnets.create_model("mobilenet_v1_025"), input_size)
+    assert message in str(err.value)
+
+
 def test_public_api():
     assert lightnets.profile is profile and lightnets.count_macs is count_macs
 
@@ -316,6 +327,7 @@ def test_cli_model_kwargs(capsys):
     (["--model", "resnet*"], "no model matches 'resnet*'"),
     (["--model", "mobilenet_v1_0*", "--by-type"], "--by-type describes one model; 3 match mobilenet_v1_0*"),
     (["--model", "mobilenet_v1_100", "--num-classes", "-1"], "num_classes must be an integer >= 0"),
+    (["--model", "mobilenet_v1_025", "--img-size", "8"], "MobileNetV1 takes images of at least 32x32, got 8x8"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     code, out, err = _cli(capsys, *argv)
