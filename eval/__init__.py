@@ -130,6 +130,14 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+def _point_label(row: dict[str, Any]) -> str:
+    """``name.tag`` for a weight (once, when the row's model already names its tag); the name otherwise."""
+    model, tag = row["model"], row["tag"]
+    if not tag or " " in tag or model.endswith(f".{tag}"):
+        return model
+    return f"{model}.{tag}"
+
+
 def plot(rows: Sequence[dict[str, Any]], path: str, latency_batch_size: Optional[int] = None, title: str = "") -> Path:
     """The model-zoo figure: top-1 against MMACs and against measured latency, Pareto fronts marked."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily: matplotlib is slow to import
@@ -147,8 +155,7 @@ def plot(rows: Sequence[dict[str, Any]], path: str, latency_batch_size: Optional
         points = [(row[key] / scale, row["top1"]) for row in rows]
         axis.scatter(*zip(*points), color="tab:blue", zorder=3)
         for (x, y), row in zip(points, rows):
-            axis.annotate(row["model"] + (f".{row['tag']}" if row["tag"] and " " not in row["tag"] else ""), (x, y),
-                          textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axis.annotate(_point_label(row), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         front = [points[i] for i in pareto_front(points)]
         axis.step(*zip(*front), where="post", color="tab:red", linestyle="--", label="Pareto front", zorder=2)
         axis.scatter(*zip(*front), facecolors="none", edgecolors="tab:red", s=120, zorder=4)

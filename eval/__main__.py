@@ -76,26 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def pretrained_for(dataset: str) -> list[str]:
-    """Every ``name.tag`` with weights trained on ``dataset`` (all weights for imagefolder/synthetic data)."""
+def pretrained_for(dataset: str, num_classes: Optional[int] = None) -> list[str]:
+    """Every ``name.tag`` with weights trained on ``dataset``; for an image folder or synthetic data, every
+    weight (with ``num_classes``, those that predict that many classes: an image folder's accuracy needs it)."""
     from lightnets import get_pretrained_cfg, list_pretrained
 
     names = list(list_pretrained())
     if dataset.partition(":")[0] in ("imagefolder", "synthetic"):
-        return names
+        return [name for name in names if num_classes is None or get_pretrained_cfg(name).get("num_classes") == num_classes]
     return [name for name in names if get_pretrained_cfg(name).get("dataset") == dataset]
 
 
-def model_names(patterns: Sequence[str], all_pretrained: bool, dataset: str = "fashion_mnist") -> list[str]:
-    """Expand globs (on names and name.tag) and --all-pretrained into a list of distinct model names."""
-    from lightnets import list_models, list_pretrained
+def model_names(patterns: Sequence[str], all_pretrained: bool, dataset: str = "fashion_mnist",
+                num_classes: Optional[int] = None, pretrained: Optional[bool] = None) -> list[str]:
+    """Expand globs (on names and name.tag) and --all-pretrained into a list of distinct model names.
 
-    names: list[str] = pretrained_for(dataset) if all_pretrained else []
+    A glob that matches a model and its weights names each weight once: the bare name, which would load
+    its default weight again, is left out (unless ``pretrained`` is False: then it is the paper's form).
+    """
+    from lightnets import get_pretrained_cfg, list_models, list_pretrained
+
+    names: list[str] = pretrained_for(dataset, num_classes) if all_pretrained else []
     if all_pretrained and not names:
-        raise ValueError(f"no weights trained on {dataset} yet (see lightnets.list_pretrained()); name models with --model")
+        classes = f" that predict {num_classes} classes" if num_classes is not None else ""
+        raise ValueError(f"no weights trained on {dataset}{classes} yet (see lightnets.list_pretrained()); "
+                         "name models with --model")
     for pattern in patterns:
         if any(char in pattern for char in "*?["):
-            matched = list_models(pattern) + [n for n in list_pretrained(pattern) if n not in list_models(pattern)]
+            tagged = list_pretrained(pattern)
+            bare = [n for n in list_models(pattern) if n not in tagged]
+            if pretrained is not False:
+                bare = [n for n in bare if not list_pretrained(n) or f"{n}.{get_pretrained_cfg(n)['tag']}" not in tagged]
+            matched = sorted(bare + tagged)
             if not matched:
                 raise ValueError(f"no model matches {pattern!r}; see lightnets.list_models()")
         else:
@@ -114,15 +126,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        if args.plot and args.no_accuracy:
-            raise ValueError("--plot draws top-1 accuracy; it cannot be combined with --no-accuracy")
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        if args.plot and (args.no_accuracy or args.dataset == "synthetic"):
+            raise ValueError("--plot draws top-1 accuracy; it needs a dataset with labels and no --no-accuracy")
         if args.threads is not None:
             if args.threads < 1:
                 raise ValueError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)  # for the whole run, so the footer reports it
-        names = model_names(args.model, args.all_pretrained, args.dataset)
+        num_classes = None
+        if args.all_pretrained and args.dataset.startswith("imagefolder:") and not args.no_accuracy:
+            from lightnets.data import load_dataset
+
+            num_classes = len(load_dataset(args.dataset, args.split, limit=1).classes)
+        names = model_names(args.model, args.all_pretrained, args.dataset, num_classes, args.pretrained)
         rows = evaluate(
             names, args.dataset, split=args.split, data_dir=args.data_dir, download=args.download, limit=args.limit,
             batch_size=args.batch_size, img_size=args.img_size, small_input=args.small_input, pretrained=args.pretrained,
@@ -137,19 +152,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "peak_batch_size": max(args.latency_batch_sizes), "baseline": args.baseline,
         }
         text = render(rows, args.format, environment(args.device, args.channels_last), settings)
-        if args.plot:
-            plot(rows, args.plot, title=f"{args.dataset} / {args.split}")
+        # The table first: a plot that fails does not lose the measurements.
         if args.output:
             with open(args.output, "w") as f:
                 f.write(text + "\n")
+            print(f"wrote {args.output}", file=sys.stderr)
+        else:
+            print(text, flush=True)
+        if args.plot:
+            plot(rows, args.plot, title=f"{args.dataset} / {args.split}")
     except (ValueError, KeyError, TypeError, OSError) as err:  # bad input: one line, no traceback
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
-    if args.output:
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        print(text)
     return 0
 
 

@@ -94,6 +94,7 @@ class InMemoryDataset(Dataset):
         return f"{type(self).__name__}({self.name}/{self.split}: {len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes)"
 
 
+RESIZE_FILTERS = ("bilinear", "bicubic", "nearest", "nearest-exact", "box", "hamming", "lanczos")  # torchvision's
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
@@ -108,6 +109,8 @@ class ImageFolderDataset(Dataset):
                  limit: Optional[int] = None, split: str = "") -> None:
         self.root, self.img_size, self.crop_pct, self.split = Path(root), img_size, crop_pct, split
         self.name = f"imagefolder:{root}"
+        if interpolation not in RESIZE_FILTERS:
+            raise ValueError(f"interpolation must be one of {', '.join(RESIZE_FILTERS)}, got {interpolation!r}")
         self.interpolation = interpolation
         self.mean = self.std = None
         self.classes = sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -379,14 +382,15 @@ def _load_cifar10(split: str, data_dir: Optional[PathLike], download: bool) -> I
 SPLIT_FOLDERS = ("train", "val", "test")
 
 
-def _load_imagefolder(path: str, split: str, img_size: int, crop_pct: float, limit: Optional[int]) -> ImageFolderDataset:
+def _load_imagefolder(path: str, split: str, img_size: int, crop_pct: float, interpolation: str,
+                      limit: Optional[int]) -> ImageFolderDataset:
     root = Path(path).expanduser()
     if not path or not root.is_dir():
         raise FileNotFoundError(f"imagefolder:{path}: no such folder (give imagefolder:PATH to a folder of class subfolders)")
     present = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
     if present and split not in present:
         raise ValueError(f"split {split!r} not found: {root} has the split folders {', '.join(present)}; choose one of them")
-    return ImageFolderDataset(root / split if present else root, img_size, crop_pct, limit=limit, split=split)
+    return ImageFolderDataset(root / split if present else root, img_size, crop_pct, interpolation, limit=limit, split=split)
 
 
 def _synthetic(split: str, img_size: int, in_chans: int, num_classes: int, length: int, seed: int) -> InMemoryDataset:
@@ -410,6 +414,7 @@ def load_dataset(
     *,
     img_size: int = 224,
     crop_pct: float = 0.875,
+    interpolation: str = "bilinear",
     in_chans: int = 3,
     num_classes: int = 1000,
     seed: int = 0,
@@ -423,7 +428,8 @@ def load_dataset(
         data_dir: folder holding the dataset's files (default: the embedded / system / cache copies).
         download: fetch missing files from the official source, verifying their checksum.
         limit: keep only the first ``limit`` images (of an imagefolder, with its classes interleaved: a balanced subset).
-        img_size, crop_pct: output side and crop fraction of ``imagefolder`` images (and ``synthetic``'s side).
+        img_size, crop_pct, interpolation: output side, crop fraction and resize filter (``bilinear``,
+            ``bicubic``, ``nearest``) of ``imagefolder`` images (``img_size``: ``synthetic``'s side too).
         in_chans, num_classes, seed: shape, label range and seed of ``synthetic`` data
             (``limit`` images, 256 by default).
 
@@ -436,7 +442,7 @@ def load_dataset(
     if kind == "imagefolder":
         if split not in SPLIT_FOLDERS:
             raise ValueError(f"unknown split {split!r} for {name}; choose one of {', '.join(SPLIT_FOLDERS)}")
-        return _load_imagefolder(path, split, img_size, crop_pct, limit)
+        return _load_imagefolder(path, split, img_size, crop_pct, interpolation, limit)
     loaders = {"fashion_mnist": _load_fashion_mnist, "cifar10": _load_cifar10}
     if (kind not in loaders and kind != "synthetic") or path:
         close = difflib.get_close_matches(name, DATASET_NAMES, n=1, cutoff=0.6)
@@ -454,7 +460,10 @@ def load_dataset(
 
 def normalize_batch(images: torch.Tensor, in_chans: int, img_size: int, mean: Sequence[float],
                     std: Sequence[float]) -> torch.Tensor:
-    """uint8 images (N, C, H, W) → float32 model input (N, in_chans, img_size, img_size), normalised.
+    """Images (N, C, H, W) → float32 model input (N, in_chans, img_size, img_size), normalised.
+
+    uint8 images are 0-255; floating-point ones are taken as already scaled to [0, 1] (torchvision's
+    ``ToTensor``). The caller's tensor is never modified.
 
     Grayscale becomes RGB by repeating the channel; RGB becomes grayscale by its ITU-R 601 luma
     (0.299 R + 0.587 G + 0.114 B, as torchvision's ``rgb_to_grayscale``). Other sizes are resized
@@ -467,7 +476,7 @@ def normalize_batch(images: torch.Tensor, in_chans: int, img_size: int, mean: Se
     """
     if images.dim() != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
-    x = images.float().div_(255)
+    x = images.float() / 255 if not images.is_floating_point() else images.to(torch.float32, copy=True)
     channels = x.shape[1]
     if channels != in_chans:
         if channels == 1:

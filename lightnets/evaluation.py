@@ -32,6 +32,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -62,7 +63,8 @@ class Candidate:
     input_size: tuple[int, int, int]  # (C, H, W) the model is evaluated at
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    crop_pct: float
+    crop_pct: float  # the eval transform of its weights (timm's): resize to side / crop_pct, center-crop the side
+    interpolation: str = "bilinear"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +109,7 @@ def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], c
         model = load_checkpoint(create_model(name, **kwargs), checkpoint)
         saved_cfg = config.get("pretrained_cfg", {})
         model.pretrained_cfg.update({key: tuple(saved_cfg[key]) for key in ("mean", "std") if saved_cfg.get(key)})
+        model.pretrained_cfg.update({key: saved_cfg[key] for key in ("crop_pct", "interpolation") if saved_cfg.get(key)})
         return model, f"ckpt:{Path(checkpoint).name}", not saved_cfg.get("mean")
     if pretrained is None:  # auto: the weights when there are any
         pretrained = bool(weight_tag) or bool(list_pretrained(name))
@@ -115,7 +118,8 @@ def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], c
         return model, model.pretrained_cfg.get("tag") or "", False
     if classes:
         kwargs.setdefault("num_classes", classes)
-    return create_model(name, **kwargs), RANDOM_INIT, True
+    # A tagged name without its weights is the architecture they were trained with (create_model's rule).
+    return create_model(spec, **kwargs), RANDOM_INIT, True
 
 
 def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: Optional[bool] = None,
@@ -143,10 +147,19 @@ def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: 
         mean, std = dataset.mean, dataset.std
     else:
         mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
-    candidate = Candidate(label, tag, model.eval(), (in_chans, side, side), tuple(mean), tuple(std), cfg.get("crop_pct", 0.875))
+    candidate = Candidate(label, tag, model.eval(), (in_chans, side, side), tuple(mean), tuple(std),
+                          cfg.get("crop_pct") or 0.875, cfg.get("interpolation") or "bilinear")
     classes = len(dataset.classes) if dataset is not None and accuracy else None
     _check_feedable(candidate, _native_shape(dataset)[0], classes)
+    if classes is not None and cfg.get("label_names") and tag != RANDOM_INIT \
+            and list(cfg["label_names"]) != list(dataset.classes):
+        warnings.warn(f"{label} ({tag}) was trained on the classes {_few(cfg['label_names'])} but the dataset's are "
+                      f"{_few(dataset.classes)}: its accuracy is measured against labels it did not learn", stacklevel=2)
     return candidate
+
+
+def _few(names: Sequence[str], shown: int = 3) -> str:
+    return ", ".join(map(str, names[:shown])) + (f" ... ({len(names)})" if len(names) > shown else "")
 
 
 def _check_feedable(candidate: Candidate, data_chans: Optional[int], classes: Optional[int]) -> None:
@@ -286,8 +299,12 @@ def _forward_peak_bytes(model: nn.Module, x: torch.Tensor, device: torch.device)
         with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             model(x)
     # Allocations are charged to the op that made them, frees (outside any op) to "[memory]" events:
-    # replaying both in time order gives the live bytes after each step.
-    steps = sorted((e.time_range.start, e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
+    # replaying both in time order gives the live bytes after each step. An op's negative self usage is a
+    # temporary of one of its children freed inside it: it happens at the op's end, after the child allocated.
+    def when(e) -> float:
+        return e.time_range.end if e.name != "[memory]" and e.self_cpu_memory_usage < 0 else e.time_range.start
+
+    steps = sorted((when(e), e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
                    for e in prof.events() if e.name == "[memory]" or e.self_cpu_memory_usage)
     live = peak = 0
     for _, change in steps:
@@ -399,15 +416,15 @@ def evaluate(
         models.insert(0, baseline)
     if checkpoint and len(models) > 1:
         raise ValueError(f"a checkpoint belongs to one model; got {len(models)} models")
-    device = torch.device(device)
+    device = _device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(check_positive_int("threads", threads))
     try:
+        imagefolder = isinstance(dataset, str) and dataset.startswith("imagefolder:")
         if isinstance(dataset, str):
             synthetic = dataset == "synthetic"
-            imagefolder = dataset.startswith("imagefolder:")
             data = None if synthetic else load_dataset(dataset, split, data_dir, download, limit,
                                                        **({"img_size": img_size or 224} if imagefolder else {}))
         else:
@@ -422,10 +439,17 @@ def evaluate(
             rows.append({"model": c.label, "tag": c.tag, "input_size": "x".join(map(str, c.input_size)),
                          "params": params, "macs": _count_macs(c), "top1": None, "top5": None, "loss": None, "images": None})
         if accuracy:
+            # Decoded image folders are made per eval transform: each model reads them as its weights expect
+            # (side, crop_pct, interpolation); models that share a transform share the set.
+            eval_sets = {(data.img_size, data.crop_pct, data.interpolation): data} if imagefolder else {}
             for c, row in zip(candidates, rows):
                 eval_set = data
-                if isinstance(dataset, str) and dataset.startswith("imagefolder:") and c.input_size[-1] != data.img_size:
-                    eval_set = load_dataset(dataset, split, limit=limit, img_size=c.input_size[-1], crop_pct=c.crop_pct)
+                if imagefolder:
+                    transform = (c.input_size[-1], c.crop_pct, c.interpolation)
+                    if transform not in eval_sets:
+                        eval_sets[transform] = load_dataset(dataset, split, limit=limit, img_size=transform[0],
+                                                            crop_pct=transform[1], interpolation=transform[2])
+                    eval_set = eval_sets[transform]
                 row.update(measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress))
         times = measure_latency(candidates, batch_sizes, repeats, warmup, device, memory_format, progress, seed)
         for i, (c, row) in enumerate(zip(candidates, rows)):
@@ -440,6 +464,19 @@ def evaluate(
         return rows
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def _device(device: Union[str, torch.device]) -> torch.device:
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:  # torch lists every device type it knows; the user needs two
+        raise ValueError(f"unknown device {device!r}; use cpu or cuda[:N]") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device}: CUDA is not available on this machine; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def _count_macs(candidate: Candidate) -> int:

@@ -279,6 +279,24 @@ def test_normalize_batch_channels_size_and_statistics():
     assert resized.shape == (3, 1, 56, 56) and torch.allclose(resized, torch.full_like(resized, 0.2))
 
 
+def test_normalize_batch_takes_float_images_as_already_scaled_and_leaves_them_alone():
+    images = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    scaled = images.float() / 255  # what torchvision's ToTensor gives
+    before = scaled.clone()
+    expected = normalize_batch(images, 1, 28, (0.3,), (0.2,))
+    torch.testing.assert_close(normalize_batch(scaled, 1, 28, (0.3,), (0.2,)), expected)
+    torch.testing.assert_close(normalize_batch(scaled.double(), 1, 28, (0.3,), (0.2,)), expected)
+    assert torch.equal(scaled, before)  # the caller's tensor is not scaled in place
+
+
+def test_imagefolder_resize_filter_is_chosen_and_checked(tmp_path):
+    write_image_folder(tmp_path / "pets")
+    nearest = load_dataset(f"imagefolder:{tmp_path / 'pets'}", img_size=8, crop_pct=0.5, interpolation="nearest")
+    assert nearest.interpolation == "nearest" and nearest[0][0].shape == (3, 8, 8)
+    with pytest.raises(ValueError, match="interpolation must be one of bilinear, bicubic, .*got 'cubic'"):
+        load_dataset(f"imagefolder:{tmp_path / 'pets'}", interpolation="cubic")
+
+
 def test_normalize_batch_refuses_what_it_cannot_convert():
     with pytest.raises(ValueError, match="cannot feed 4-channel images to a model with in_chans=3"):
         normalize_batch(torch.zeros(1, 4, 8, 8, dtype=torch.uint8), 3, 8, (0.5,), (0.5,))

@@ -145,6 +145,134 @@ def test_imagefolder_and_synthetic_through_the_engine(tmp_path):
     assert row["top1"] is None and row["ms_bs2"] > 0
 
 
+@pytest.fixture(scope="module")
+def fmnist_folder(tmp_path_factory):
+    """The first 60 embedded Fashion-MNIST test images as an image folder of PNG files."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("fmnist_folder")
+    test = load_dataset("fashion_mnist", limit=60)
+    for i, (image, label) in enumerate(zip(test.images, test.labels.tolist())):
+        folder = root / f"{label}_{test.classes[label].replace('/', '-')}"  # sorted like the dataset's labels
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.filterwarnings("ignore:.*was trained on the classes")  # folder names cannot hold "T-shirt/top"
+@pytest.mark.parametrize("name", ["smallcnn_3x2.fmnist", "mobilenet_v1_025.fmnist"])
+def test_an_image_folder_is_read_as_the_weights_were_tested(name, fmnist_folder):
+    """The same 60 images from PNG files and from memory score the same, whatever --img-size says: each
+    model reads the folder with its weights' crop (1.0 here: they were tested on whole images)."""
+    fast = dict(latency_batch_sizes=(1,), repeats=1, warmup=0, progress=False)
+    (in_memory,) = evaluate([name], "fashion_mnist", limit=60, **fast)
+    for img_size in (None, 28):
+        (from_files,) = evaluate([name], f"imagefolder:{fmnist_folder}", img_size=img_size, workers=0, **fast)
+        assert from_files["images"] == 60 and from_files["top1"] == in_memory["top1"], img_size
+        assert from_files["loss"] == pytest.approx(in_memory["loss"], abs=1e-4)
+
+
+def test_each_model_reads_an_image_folder_with_its_own_crop_and_filter(tmp_path, monkeypatch):
+    import lightnets.evaluation as engine
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (40, 40), (200, 20, 20)).save(tmp_path / name / "0.png")
+    model = lightnets.create_model("smallcnn_3x2", num_classes=2, in_chans=3, img_size=32)
+    model.pretrained_cfg.update(crop_pct=0.9, interpolation="bicubic")  # as timm's ImageNet MobileNet v1 1.25
+    loads = []
+    monkeypatch.setattr(engine, "load_dataset", lambda *a, **k: loads.append(k) or load_dataset(*a, **k))
+    evaluate([model], f"imagefolder:{tmp_path}", img_size=32, latency_batch_sizes=(1,), repeats=1, warmup=0,
+             workers=0, progress=False)
+    assert [(k["img_size"], k.get("crop_pct"), k.get("interpolation")) for k in loads] == [(32, None, None), (32, 0.9, "bicubic")]
+
+
+def test_a_float_dataset_object_is_not_scaled_twice():
+    class ToTensorStyle(torch.utils.data.Dataset):  # what torchvision's ToTensor() datasets yield: floats in [0, 1]
+        classes = load_dataset("fashion_mnist", limit=1).classes
+
+        def __init__(self):
+            self.source = load_dataset("fashion_mnist", limit=100)
+
+        def __len__(self):
+            return len(self.source)
+
+        def __getitem__(self, i):
+            return self.source.images[i].float() / 255, int(self.source.labels[i])
+
+    fast = dict(latency_batch_sizes=(1,), repeats=1, warmup=0, progress=False, workers=0)
+    (uint8,) = evaluate(["smallcnn_3x2.fmnist"], "fashion_mnist", limit=100, **fast)
+    (floats,) = evaluate(["smallcnn_3x2.fmnist"], ToTensorStyle(), **fast)
+    assert floats["top1"] == uint8["top1"] > 80
+
+
+def test_a_weight_evaluated_on_other_classes_is_warned_about():
+    from lightnets.data import InMemoryDataset
+
+    test = load_dataset("fashion_mnist", limit=20)
+    digits = InMemoryDataset(test.images, test.labels, [str(i) for i in range(10)], "digits", "test")
+    with pytest.warns(UserWarning, match=r"trained on the classes T-shirt/top, Trouser, Pullover ... \(10\) but the dataset's are 0, 1, 2"):
+        evaluate(["smallcnn_3x2.fmnist"], digits, latency_batch_sizes=(1,), repeats=1, warmup=0, progress=False)
+
+
+def test_a_tagged_name_without_its_weights_is_the_architecture_they_were_trained_with():
+    (row,) = evaluate(["mobilenet_v1_025.fmnist"], pretrained=False, accuracy=False, latency_batch_sizes=(1,), repeats=1,
+                      warmup=0, progress=False)
+    assert (row["tag"], row["input_size"], round(row["macs"] / 1e6, 2)) == ("random init", "1x28x28", 2.90)
+
+
+def test_globs_name_each_weight_once():
+    from eval.__main__ import model_names
+
+    assert model_names(["mobilenet_v1_025*"], False) == ["mobilenet_v1_025.fmnist"]  # not also the bare name: same weight
+    assert model_names(["mobilenet_v1_025*"], False, pretrained=False) == ["mobilenet_v1_025", "mobilenet_v1_025.fmnist"]
+    names = model_names(["smallcnn_3x2*"], False)
+    assert len(names) == len(set(names)) == len(lightnets.list_pretrained("smallcnn_3x2*"))
+    assert "mobilenet_v1_075" in model_names(["mobilenet_v1*"], False)  # a model without weights stays
+
+
+def test_all_pretrained_on_an_image_folder_takes_the_weights_for_its_classes():
+    from eval.__main__ import pretrained_for
+
+    ten = pretrained_for("imagefolder:x", num_classes=10)
+    assert "mobilenet_v1_100.timm_in1k" not in ten and set(ten) == set(pretrained_for("fashion_mnist"))
+    assert pretrained_for("imagefolder:x", num_classes=1000) == ["mobilenet_v1_100.timm_in1k", "mobilenet_v1_125.timm_in1k"]
+    assert pretrained_for("imagefolder:x", num_classes=2) == []
+
+
+def test_a_failing_plot_keeps_the_table(tmp_path, monkeypatch, capsys):
+    import eval.__main__ as cli
+
+    def broken_plot(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cli, "plot", broken_plot)
+    status, out, err = run(capsys, *PAIR, "--no-pretrained", *FAST, "--format", "csv", "--output", str(tmp_path / "t.csv"),
+                           "--plot", str(tmp_path / "p.png"))
+    assert status == 2 and "disk full" in err
+    assert len((tmp_path / "t.csv").read_text().splitlines()) == 3  # header + two models
+
+
+def test_plot_labels_name_a_weight_once():
+    from eval import _point_label
+
+    assert _point_label({"model": "smallcnn_3x2.fmnist", "tag": "fmnist"}) == "smallcnn_3x2.fmnist"
+    assert _point_label({"model": "smallcnn_3x2", "tag": "fmnist"}) == "smallcnn_3x2.fmnist"
+    assert _point_label({"model": "smallcnn_3x2", "tag": "random init"}) == "smallcnn_3x2"
+
+
+def test_peak_memory_counts_a_temporary_freed_inside_an_op():
+    from lightnets.evaluation import _forward_peak_bytes
+
+    class CrossEntropy(nn.Module):  # cross_entropy's log_softmax output lives and dies inside it
+        def forward(self, x):
+            return F.cross_entropy(x, torch.zeros(len(x), dtype=torch.long))
+
+    x = torch.randn(256, 4096)
+    assert _forward_peak_bytes(CrossEntropy(), x, torch.device("cpu")) >= x.numel() * 4
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs Fashion-MNIST's train split (Debian's dataset-fashion-mnist)")
 def test_a_trained_model_scores_well_above_chance(tmp_path, capsys):
@@ -226,6 +354,8 @@ def bad_files(tmp_path):
      "weights smallcnn_3x2.fmnist were trained with img_size=28; got img_size=16"),
     (["--model", "vgg13", "--pretrained"], "model 'vgg13' has no pretrained weights"),
     (["--model", "smallcnn_3x2", "--plot", "x.png", "--no-accuracy"], "--plot draws top-1 accuracy"),
+    (["--model", "smallcnn_3x2", "--plot", "x.png", "--dataset", "synthetic"], "--plot draws top-1 accuracy"),
+    (["--model", "smallcnn_3x2", "--device", "gpu"], "unknown device 'gpu'; use cpu or cuda[:N]"),
     (["--model", "smallcnn_3x2", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
 ])
 def test_bad_input_gets_a_one_line_error(argv, message, bad_files, capsys):
