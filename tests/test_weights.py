@@ -39,6 +39,10 @@ def test_shipped_weight_records_the_eval_transform_it_was_tested_with(name):
     assert (cfg["crop_pct"], cfg["interpolation"]) == (1.0, "bilinear")
     config = json.loads((hub.WEIGHTS_DIR / INDEX[name]["folder"] / "config.json").read_text())
     assert config["pretrained_cfg"]["crop_pct"] == 1.0
+    import timm
+
+    model = timm.create_model(lightnets.timm_name(name.split(".")[0]) + "." + name.split(".")[1], pretrained=True)
+    assert timm.data.resolve_data_config(model=model)["crop_pct"] == 1.0  # what timm's create_transform will use
 
 
 @pytest.mark.parametrize("name", FMNIST_WEIGHTS)
