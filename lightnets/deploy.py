@@ -7,14 +7,17 @@ maps an NCHW float batch to logits and matches the eager model within 1e-4:
 * ``"torchscript"``: traced, frozen and passed through ``torch.jit.optimize_for_inference``
   (oneDNN weight prepacking, conv + ReLU fusion). TorchScript is deprecated in torch 2.9+ but still works.
 * ``"compile"``: ``torch.compile`` (inductor) with freezing; needs a C++ compiler.
-* ``"onnxruntime"``: exported to ONNX (dynamic batch) and run by ONNX Runtime with every graph
-  optimisation on (which includes its NCHWc layout for x86 convs).
+* ``"onnxruntime"``: exported to ONNX (dynamic batch; dynamic height and width when the model pools
+  globally, see :func:`export_onnx`) and run by ONNX Runtime with every graph optimisation on (which
+  includes its NCHWc layout for x86 convs).
 * ``"openvino"``: the same ONNX file compiled by OpenVINO's CPU plugin (latency hint, fp32), one
   static-shape compilation per batch size, made on first use.
 * ``"onnxruntime-int8"``: the same ONNX graph statically quantised to int8 (QDQ, per-channel
   weights), calibrated on images you pass.
 
 ``"auto"`` takes the first available of :data:`AUTO_ORDER`, the order measured in results/speed.md.
+The ONNX-based backends run on the CPU in float32, whatever the model's device and dtype: they take a
+batch on any device and return float32 logits on that device.
 
 >>> import torch, lightnets
 >>> model = lightnets.create_model("shufflenet_g3", small_input=True, num_classes=10).eval()
@@ -32,6 +35,7 @@ import os
 import shutil
 import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -43,7 +47,8 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 PathLike = Union[str, os.PathLike]
 
 BACKENDS = ("auto", "eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8")
-# Fastest first, as measured by benchmarks/speed.py on a 2-core AVX2 CPU (results/speed.md).
+# Fastest first, as measured by benchmarks/speed.py on a 2-core AVX2 CPU (results/speed.md). OpenVINO,
+# faster at batch 1 there, is opt-in: it compiles once per batch size, on that size's first call.
 AUTO_ORDER = ("onnxruntime", "torchscript", "eager")
 DEFAULT_OPSET = 17  # run by onnxruntime >= 1.11 and most other runtimes
 # The TorchScript-based exporter's range with constant folding (torch.onnx._constants).
@@ -140,14 +145,36 @@ def _require(package: str, extra: str = "onnx") -> None:
 
 def default_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     """A seeded N(0, 1) batch of the model's default input: ``in_chans`` × ``img_size``² (lightnets models),
-    else ``pretrained_cfg['input_size']`` (timm models)."""
+    else ``pretrained_cfg['input_size']`` (timm models), on the device and in the float dtype of the model's
+    parameters."""
     if hasattr(model, "in_chans") and hasattr(model, "img_size"):
         input_size = (model.in_chans, model.img_size, model.img_size)
     else:
         input_size = getattr(model, "pretrained_cfg", {}).get("input_size")
         if input_size is None:
             raise ValueError(f"{type(model).__name__} does not declare its input size; pass example_input")
-    return torch.randn((batch_size, *input_size), generator=torch.Generator().manual_seed(0))
+    batch = torch.randn((batch_size, *input_size), generator=torch.Generator().manual_seed(0))
+    param = next(model.parameters(), None)
+    if param is None:
+        return batch
+    return batch.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
+
+
+def pools_globally(model: nn.Module) -> bool:
+    """Whether ``model`` pools its feature map to 1×1 before the classifier, so it takes any image size.
+
+    Judged from its modules: an adaptive pool to 1×1 and none to a larger grid (VGG's 7×7 head needs the
+    traced size), and no ``fixed_input_size`` (smallcnn flattens its map into an FC layer).
+
+    >>> import lightnets
+    >>> pools_globally(lightnets.create_model("mobilenet_v1_025")), pools_globally(lightnets.create_model("smallcnn_3x2"))
+    (True, False)
+    """
+    if getattr(model, "fixed_input_size", False):
+        return False
+    grids = {tuple(m.output_size) if isinstance(m.output_size, (tuple, list)) else (m.output_size,) * 2
+             for m in model.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))}
+    return grids == {(1, 1)}
 
 
 @contextlib.contextmanager
@@ -165,6 +192,7 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     dynamic_batch: bool = True,
+    dynamic_size: Optional[bool] = None,
     example_input: Optional[torch.Tensor] = None,
     fold_bn: bool = True,
 ) -> Path:
@@ -172,12 +200,15 @@ def export_onnx(
 
     Uses the TorchScript-based exporter: the torch.export-based one needs onnxscript, which lightnets
     does not depend on. Channel shuffle reshapes with ``-1``, so a dynamic batch survives export.
+    The graph is float32, exported from a CPU float32 copy of the model, whatever its device and dtype.
 
     Args:
         model: the model; not modified.
         path: the ``.onnx`` file to write (parent folders are created).
         opset: ONNX opset version, from :data:`MIN_OPSET` to :data:`MAX_OPSET`.
         dynamic_batch: leave the batch dimension symbolic, so one file serves every batch size.
+        dynamic_size: leave height and width symbolic (default: when :func:`pools_globally`); a file
+            with static ones takes only the traced height and width.
         example_input: a batch to trace with (default: the model's input size, batch 1).
         fold_bn: fold BatchNorm first (onnxruntime would fold it too; other runtimes may not).
 
@@ -189,15 +220,17 @@ def export_onnx(
     _require("onnx")
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset!r}")
-    model = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
-    example_input = default_input(model) if example_input is None else example_input
+    model = (fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()).to(device="cpu", dtype=torch.float32)
+    example_input = default_input(model) if example_input is None else example_input.to(device="cpu", dtype=torch.float32)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else {}
+    if pools_globally(model) if dynamic_size is None else dynamic_size:
+        dynamic_axes.setdefault(INPUT_NAME, {}).update({2: "height", 3: "width"})
     with _quiet_deprecations(), torch.no_grad():
         torch.onnx.export(
             model, (example_input.contiguous(),), str(path), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes or None,
         )
     return path
 
@@ -225,6 +258,8 @@ def ort_session_options(num_threads: Optional[int] = None, spin_wait: bool = Tru
 class OnnxRuntimeModule(nn.Module):
     """An ONNX file run by ONNX Runtime's CPU provider, behind an ``nn.Module`` that takes and returns tensors.
 
+    The batch is run on the CPU in float32; the logits come back (float32) on the batch's device.
+
     >>> import tempfile, lightnets
     >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     >>> runner = OnnxRuntimeModule(export_onnx(model, tempfile.mkdtemp() + "/m.onnx"))
@@ -243,7 +278,7 @@ class OnnxRuntimeModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0]).to(x.device)
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}"
@@ -254,7 +289,8 @@ class OpenVinoModule(nn.Module):
 
     Static shapes let OpenVINO pick its fastest kernels, so each batch size gets its own compiled
     model, made the first time that batch size is seen. Inference precision is pinned to fp32:
-    on CPUs with bf16 units OpenVINO would otherwise round activations to bf16.
+    on CPUs with bf16 units OpenVINO would otherwise round activations to bf16. The batch is run on
+    the CPU in float32; the logits come back (float32) on the batch's device.
 
     >>> import tempfile, lightnets
     >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
@@ -285,7 +321,7 @@ class OpenVinoModule(nn.Module):
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         request = self._request(tuple(array.shape))
         request.infer({0: array})
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+        return torch.from_numpy(request.get_output_tensor(0).data.copy()).to(x.device)
 
     def extra_repr(self) -> str:
         return f"path={str(self.path)!r}, compiled shapes={sorted(self.requests)}"
@@ -299,7 +335,7 @@ class _CalibrationReader:
 
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
         batch = next(self.batches, None)
-        return None if batch is None else {INPUT_NAME: batch.to(torch.float32).contiguous().numpy()}
+        return None if batch is None else {INPUT_NAME: batch.to("cpu", torch.float32).contiguous().numpy()}
 
 
 def quantize_onnx(
@@ -406,6 +442,18 @@ def _resolve_backend(backend: str) -> str:
     return backend
 
 
+def _onnx_backend(
+    folded: nn.Module, backend: str, onnx_path: Path, example_input: torch.Tensor,
+    calibration_images: Optional[torch.Tensor], opset: int, num_threads: Optional[int], spin_wait: bool,
+) -> nn.Module:
+    onnx_path = export_onnx(folded, onnx_path, opset=opset, example_input=example_input, fold_bn=False)
+    if backend == "openvino":
+        return OpenVinoModule(onnx_path, num_threads=num_threads)
+    if backend == "onnxruntime-int8":
+        onnx_path = quantize_onnx(onnx_path, onnx_path.with_name(onnx_path.stem + ".int8.onnx"), calibration_images)
+    return OnnxRuntimeModule(onnx_path, num_threads=num_threads, spin_wait=spin_wait)
+
+
 def optimize_for_inference(
     model: nn.Module,
     backend: str = "auto",
@@ -425,11 +473,13 @@ def optimize_for_inference(
         backend: one of :data:`BACKENDS` (see the module docstring); ``"auto"`` picks the first
             available of :data:`AUTO_ORDER`.
         example_input: a batch used to trace / export / compile (default: the model's input size,
-            batch 1). Any batch size works afterwards.
+            batch 1, on the model's device and in its dtype). Any batch size works afterwards, and any
+            image size the model takes, except with the ONNX-based backends when the model does not
+            :func:`pools_globally`: those take only the height and width of ``example_input``.
         channels_last: run the eager, torchscript and compile backends in channels_last memory format.
         num_threads: onnxruntime / openvino threads (default: ``torch.get_num_threads()``).
         calibration_images: normalised images to calibrate int8 ranges on (``"onnxruntime-int8"`` only).
-        onnx_path: where to keep the ONNX file (default: a temporary folder that lives with the process).
+        onnx_path: where to keep the ONNX file (default: a temporary folder, deleted with the returned module).
         opset: ONNX opset for the onnxruntime and openvino backends.
         spin_wait: onnxruntime backends: idle threads busy-wait for the next call (see :func:`ort_session_options`).
 
@@ -448,14 +498,18 @@ def optimize_for_inference(
     folded = fold_batchnorm(model)
     example_input = default_input(folded) if example_input is None else example_input
     if backend.startswith("onnxruntime") or backend == "openvino":
-        if onnx_path is None:
-            onnx_path = Path(tempfile.mkdtemp(prefix="lightnets-onnx-")) / "model.onnx"
-        onnx_path = export_onnx(folded, onnx_path, opset=opset, example_input=example_input, fold_bn=False)
-        if backend == "openvino":
-            return OpenVinoModule(onnx_path, num_threads=num_threads)
-        if backend == "onnxruntime-int8":
-            onnx_path = quantize_onnx(onnx_path, onnx_path.with_name(onnx_path.stem + ".int8.onnx"), calibration_images)
-        return OnnxRuntimeModule(onnx_path, num_threads=num_threads, spin_wait=spin_wait)
+        if onnx_path is not None:
+            return _onnx_backend(folded, backend, Path(onnx_path), example_input, calibration_images, opset, num_threads, spin_wait)
+        folder = Path(tempfile.mkdtemp(prefix="lightnets-onnx-"))
+        try:
+            runner = _onnx_backend(folded, backend, folder / "model.onnx", example_input, calibration_images, opset,
+                                   num_threads, spin_wait)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        # OpenVINO reads the file again for each new batch size: the folder goes when the module does.
+        weakref.finalize(runner, shutil.rmtree, folder, ignore_errors=True)
+        return runner
     if channels_last:
         folded = _ChannelsLast(folded)
     if backend == "eager":

@@ -103,22 +103,35 @@ class DepthwiseSeparableConv(nn.Sequential):
         )
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave channels across ``groups`` (ShuffleNet v1, Fig. 1c): view as (g, C/g), transpose, flatten.
+def _has_native_channel_shuffle(device_type: str) -> bool:
+    # ATen has channel_shuffle kernels for CPU and CUDA only: MPS has none, and no generic fallback.
+    return device_type in ("cpu", "cuda")
 
-    Runs ATen's native ``channel_shuffle`` kernel, 1.1–1.7× faster on CPU than the reshape–transpose–reshape
-    it computes (benchmarks/speed.py). ONNX has no such operator, so under export the same permutation
-    is written as reshapes with ``-1`` for the batch, which keeps a dynamic batch (torchvision PR #3158).
 
-    >>> channel_shuffle(torch.arange(6.0).view(1, 6, 1, 1), 3).flatten().tolist()
-    [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]
-    """
-    if not torch.onnx.is_in_onnx_export():
-        return torch.channel_shuffle(x, groups)
+def _reshape_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     _, channels, height, width = x.shape
     x = x.reshape(-1, groups, channels // groups, height, width)
     x = x.transpose(1, 2)
     return x.reshape(-1, channels, height, width)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave channels across ``groups`` (ShuffleNet v1, Fig. 1c): view as (g, C/g), transpose, flatten.
+
+    Runs ATen's native ``channel_shuffle`` kernel on CPU (1.1–1.7× faster than the reshape–transpose–reshape
+    it computes, benchmarks/speed.py) and CUDA, and the reshapes on devices without that kernel (MPS).
+    ONNX has no such operator, so under export the permutation is written as reshapes too, with ``-1``
+    for the batch, which keeps a dynamic batch (torchvision PR #3158).
+
+    >>> channel_shuffle(torch.arange(6.0).view(1, 6, 1, 1), 3).flatten().tolist()
+    [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]
+    """
+    if torch.onnx.is_in_onnx_export():
+        return _reshape_shuffle(x, groups)
+    # A torch.fx proxy has no device: a traced graph (BatchNorm folding, pruning) records the native op.
+    if isinstance(x, torch.fx.Proxy) or _has_native_channel_shuffle(x.device.type):
+        return torch.channel_shuffle(x, groups)
+    return _reshape_shuffle(x, groups)
 
 
 class ChannelShuffle(nn.Module):

@@ -1,4 +1,7 @@
 """lightnets.deploy: BatchNorm folding, every backend against eager, ONNX dynamic batch, int8, errors."""
+import gc
+import tempfile
+
 import pytest
 import torch
 from torch import nn
@@ -97,6 +100,73 @@ def test_compile_backend_matches_eager():
     x = deploy.default_input(model, batch_size=1)
     with torch.no_grad():
         assert (fast(x) - model(x)).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("backend", ["eager", "torchscript", "onnxruntime", "openvino", "export_onnx"])
+def test_a_float64_model_goes_through_every_backend(backend, tmp_path):
+    """float64 stands in for a CUDA model: the example input must follow the model's parameters."""
+    if backend != "export_onnx" and backend not in deploy.available_backends():
+        pytest.skip(f"{backend} is not installed (pip install 'lightnets[{backend}]')")
+    model = make_model("smallcnn").double()
+    if backend == "export_onnx":
+        fast = deploy.OnnxRuntimeModule(deploy.export_onnx(model, tmp_path / "m.onnx"))
+    else:
+        fast = deploy.optimize_for_inference(model, backend=backend)
+    x = deploy.default_input(model, batch_size=2)
+    assert x.dtype == torch.float64
+    with torch.no_grad():
+        expected, got = model(x), fast(x)
+    # The ONNX-based backends run a CPU float32 copy and return float32 logits on the input's device.
+    assert got.dtype == (torch.float64 if backend in ("eager", "torchscript") else torch.float32)
+    assert got.device == x.device
+    assert (got - expected).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_the_temporary_onnx_folder_goes_with_the_module(backend, tmp_path, monkeypatch):
+    if backend not in deploy.available_backends():
+        pytest.skip(f"{backend} is not installed (pip install 'lightnets[{backend}]')")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp makes its folders
+    model = make_model("smallcnn")
+    fast = deploy.optimize_for_inference(model, backend=backend)
+    [folder] = tmp_path.glob("lightnets-onnx-*")
+    x = deploy.default_input(model, batch_size=3)  # a new batch size: OpenVINO reads the file again
+    with torch.no_grad():
+        assert (fast(x) - model(x)).abs().max() < TOLERANCE
+    del fast
+    gc.collect()
+    assert not folder.exists()
+    kept = tmp_path / "kept" / "m.onnx"  # a path the caller chose is the caller's
+    deploy.optimize_for_inference(model, backend=backend, onnx_path=kept)
+    gc.collect()
+    assert kept.exists()
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnx_backends_take_another_image_size_when_the_model_pools_globally(backend):
+    if backend not in deploy.available_backends():
+        pytest.skip(f"{backend} is not installed (pip install 'lightnets[{backend}]')")
+    model = make_model("shufflenet_v1")  # exported at 32 px
+    fast = deploy.optimize_for_inference(model, backend=backend)
+    for side in (32, 48):
+        x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(side))
+        with torch.no_grad():
+            assert (fast(x) - model(x)).abs().max() < TOLERANCE
+
+
+def test_export_onnx_leaves_height_and_width_symbolic_only_when_the_model_pools_globally(tmp_path):
+    import onnx
+
+    def input_dims(path):
+        return [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+
+    assert input_dims(deploy.export_onnx(make_model("shufflenet_v1"), tmp_path / "a.onnx")) == ["batch", 3, "height", "width"]
+    assert input_dims(deploy.export_onnx(make_model("smallcnn"), tmp_path / "b.onnx")) == ["batch", 1, 28, 28]  # flattens
+    fixed = deploy.export_onnx(make_model("shufflenet_v1"), tmp_path / "c.onnx", dynamic_batch=False, dynamic_size=False)
+    assert input_dims(fixed) == [1, 3, 32, 32]
+    grid = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(4 * 49, 2))  # VGG's head
+    assert not deploy.pools_globally(grid)
+    assert deploy.pools_globally(nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveMaxPool2d((1, 1)), nn.Flatten()))
 
 
 def test_export_onnx_with_dynamic_batch_runs_batch_1_and_5_through_one_file(tmp_path):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lightnets
+from lightnets import layers
 from lightnets.flops import count_macs
 from lightnets.layers import ChannelShuffle, channel_shuffle
 from lightnets.models.shufflenet_v1 import (
@@ -186,6 +187,35 @@ def test_channel_shuffle_hand_example():
     y = torch.randn(2, 12, 3, 3)
     assert torch.equal(channel_shuffle(channel_shuffle(y, 3), 4), y)
     assert torch.equal(channel_shuffle(y, 3), torch.channel_shuffle(y, 3))  # torch's native op agrees
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_shuffle_reshape_form_matches_the_native_op_and_its_gradient(channels_last):
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(3, 24, 5, 4).contiguous(memory_format=memory_format)
+    upstream = torch.randn(3, 24, 5, 4)
+    native_input, reshape_input = x.clone().requires_grad_(), x.clone().requires_grad_()
+    native, reshaped = torch.channel_shuffle(native_input, 8), layers._reshape_shuffle(reshape_input, 8)
+    assert torch.equal(reshaped, native)
+    (native * upstream).sum().backward()
+    (reshaped * upstream).sum().backward()
+    assert torch.equal(reshape_input.grad, native_input.grad)
+
+
+def test_channel_shuffle_takes_the_reshape_form_on_devices_without_the_native_kernel(monkeypatch):
+    assert layers._has_native_channel_shuffle("cpu") and layers._has_native_channel_shuffle("cuda")
+    assert not layers._has_native_channel_shuffle("mps")  # ATen has no MPS kernel and no fallback
+    y = torch.randn(2, 12, 3, 3)
+    expected = torch.channel_shuffle(y, 3)
+
+    def no_kernel(*args, **kwargs):
+        raise NotImplementedError("Could not run 'aten::channel_shuffle' with arguments from the 'MPS' backend")
+
+    # MPS stand-in: CPU tensors dispatched as if their device had no kernel, which then must not be called.
+    monkeypatch.setattr(layers, "_has_native_channel_shuffle", lambda device_type: False)
+    monkeypatch.setattr(torch, "channel_shuffle", no_kernel)
+    assert torch.equal(channel_shuffle(y, 3), expected)
+    assert torch.equal(ChannelShuffle(3)(y), expected)
 
 
 @pytest.mark.parametrize("groups", [3, 8])
