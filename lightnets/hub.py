@@ -437,7 +437,11 @@ def _rebuild(reference: nn.Module, architecture: str, model_args: dict[str, Any]
     """
     from .registry import create_model
 
-    rebuilt = create_model(architecture, **model_args).eval()
+    try:
+        rebuilt = create_model(architecture, **model_args).eval()
+    except ValueError as error:  # e.g. an input size that only another form takes
+        raise ValueError(f"create_model({architecture!r}, **{model_args}) does not rebuild this model ({error}); "
+                         "pass the arguments that built it as save_pretrained(..., model_args={...})") from error
     if restructured:
         from .surgery import restructure
 

@@ -217,6 +217,9 @@ def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
     if accepted is None:
         return
     unknown = sorted(set(kwargs) - accepted)
+    if "features_only" in unknown:
+        raise TypeError(f"{entry.name}: features_only is not supported; use model.forward_features(x) for the last "
+                        "feature map, or num_classes=0 with global_pool='' to make it the model's output")
     if unknown:
         raise TypeError(
             f"{entry.name} got unknown argument(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(accepted))}"
@@ -264,6 +267,7 @@ def create_model(
     in_chans: Optional[int] = None,
     pretrained_path: Optional[str] = None,
     pretrained_cfg: Optional[dict[str, Any]] = None,
+    global_pool: Optional[str] = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally with pretrained weights.
@@ -276,6 +280,8 @@ def create_model(
         num_classes, in_chans: override the classifier / stem; with ``pretrained`` the weights are adapted.
         pretrained_path: load weights from this file or Hub-layout folder instead of the cfg's source.
         pretrained_cfg: entries that override the registered cfg (for example another ``hf_hub_id``).
+        global_pool: as in timm, ``"avg"`` (default) or ``""``: no pooling, with ``num_classes=0`` the model
+            returns its last feature map.
         **kwargs: architecture arguments of the model class (``alpha=``, ``groups=``, ``small_input=`` ...);
             an argument the model does not take is an error, never silently dropped.
 
@@ -338,6 +344,8 @@ def create_model(
         from .hub import load_pretrained  # deferred: hub pulls in huggingface_hub
 
         load_pretrained(model, cfg, pretrained_path=pretrained_path)
+    if global_pool is not None:
+        model.set_global_pool(global_pool)
     return model
 
 

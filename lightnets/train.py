@@ -183,7 +183,7 @@ def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
         try:
             args[key] = json.loads(value)
         except json.JSONDecodeError:
-            args[key] = {"True": True, "False": False}.get(value, value)
+            args[key] = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}.get(value.lower(), value)
     return args
 
 

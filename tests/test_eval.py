@@ -349,7 +349,7 @@ def bad_files(tmp_path):
     (["--model", "smallcnn_3x2", "--latency-batch-sizes", "0,4"], "batch sizes must be integers >= 1"),
     (["--model", "smallcnn_3x2", "--repeats", "0"], "repeats must be an integer >= 1, got 0"),
     (["--model", "mobilenet_v1_025", "--img-size", "16", "--no-pretrained"],
-     "cannot be evaluated at 3x16x16: MobileNetV1 takes images of at least 32x32"),
+     "MobileNetV1 takes images of at least 32x32, got img_size=16; build it with small_input=True"),
     (["--model", "smallcnn_3x2", "--img-size", "16"],  # the shipped .fmnist weight: its FC layer is sized for 28 px
      "weights smallcnn_3x2.fmnist were trained with img_size=28; got img_size=16"),
     (["--model", "vgg13", "--pretrained"], "model 'vgg13' has no pretrained weights"),

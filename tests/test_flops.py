@@ -327,7 +327,7 @@ def test_cli_model_kwargs(capsys):
     (["--model", "resnet*"], "no model matches 'resnet*'"),
     (["--model", "mobilenet_v1_0*", "--by-type"], "--by-type describes one model; 3 match mobilenet_v1_0*"),
     (["--model", "mobilenet_v1_100", "--num-classes", "-1"], "num_classes must be an integer >= 0"),
-    (["--model", "mobilenet_v1_025", "--img-size", "8"], "MobileNetV1 takes images of at least 32x32, got 8x8"),
+    (["--model", "mobilenet_v1_025", "--img-size", "8"], "MobileNetV1 takes images of at least 32x32, got img_size=8"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     code, out, err = _cli(capsys, *argv)

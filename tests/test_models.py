@@ -130,3 +130,60 @@ def test_num_classes_zero_builds_a_feature_extractor(name, kwargs, tmp_path):
         loaded = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder)).eval()
         with torch.no_grad():
             torch.testing.assert_close(loaded(x), features, atol=0, rtol=0)
+
+
+GLOBALLY_POOLED = [name for name in ALL_MODELS if not name.startswith("smallcnn")]
+
+
+@pytest.mark.parametrize("name", GLOBALLY_POOLED)
+def test_global_pool_off_returns_the_feature_map_as_in_timm(name):
+    model = lightnets.create_model(name, small_input=True, img_size=32).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        feature_map = model.forward_features(x)
+        model.reset_classifier(0, "")  # timm's way to a feature-map extractor
+        torch.testing.assert_close(model(x), feature_map)
+        with pytest.raises(ValueError, match="global_pool='' \\(no pooling\\) needs num_classes=0, got 4"):
+            model.reset_classifier(4)
+        model.reset_classifier(4, "avg")
+        assert model(x).shape == (2, 4)
+
+
+def test_global_pool_through_create_model_and_timm():
+    import timm
+
+    mapped = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True, num_classes=0, global_pool="")
+    assert mapped(torch.zeros(1, 1, 28, 28)).shape == (1, 256, 2, 2)  # the weights are loaded before pooling is set
+    assert timm.create_model("shufflenet_g3_050", num_classes=0, global_pool="")(torch.zeros(1, 3, 64, 64)).shape == (1, 480, 2, 2)
+    with pytest.raises(TypeError, match="features_only is not supported; use model.forward_features"):
+        timm.create_model("shufflenet_g3", features_only=True)
+    with pytest.raises(ValueError, match="SmallCNN's head flattens its feature map"):
+        lightnets.create_model("smallcnn_3x2", num_classes=0, global_pool="")
+    with pytest.raises(ValueError, match="global_pool must be 'avg' or '' \\(no pooling\\), got 'max'"):
+        lightnets.create_model("mobilenet_v1_025", global_pool="max")
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("mobilenet_v1", {"rho": 0.1}, "MobileNetV1 takes images of at least 32x32, got img_size=22 \\(rho=0.1 of 224\\); "
+                                   "build it with small_input=True for images down to 16x16"),
+    ("mobilenet_v1", {"img_size": 12, "small_input": True}, "at least 16x16, got img_size=12$"),
+    ("shufflenet_v1", {"img_size": 16}, "ShuffleNetV1 takes images of at least 32x32, got img_size=16; .* down to 8x8"),
+    ("mobilenet_v1", {"small_input": "no"}, "small_input must be True or False, got 'no'"),
+    ("shufflenet_v1", {"small_input": "off"}, "small_input must be True or False, got 'off'"),
+    ("shufflenet_v1", {"shuffle": "no"}, "shuffle must be True or False, got 'no'"),
+    ("shufflenet_v1", {"scale": [1]}, "scale must be one of 0.25, 0.5, 1.0, 1.5, 2.0, got \\[1\\]"),
+    ("vgg", {"depth": 16.0}, "depth must be one of 11, 13, 16, 19 \\(Table 1\\), got 16.0"),
+    ("vgg", {"depth": 11, "batch_norm": "yes"}, "batch_norm must be True or False, got 'yes'"),
+])
+def test_a_model_refuses_arguments_it_would_misread(name, kwargs, message):
+    # Each of these used to build a model: one that refused its own default input, or a string read as True.
+    with pytest.raises(ValueError, match=message):
+        lightnets.create_model(name, **kwargs)
+
+
+def test_every_family_class_is_exported():
+    from lightnets import models
+
+    names = ("shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2", "mobilenet_v1_025")
+    classes = {type(lightnets.create_model(name, small_input=True, img_size=32)).__name__ for name in names}
+    assert len(classes) == 5 and classes <= set(models.__all__)

@@ -88,6 +88,7 @@ def test_lr_schedules():
 def test_parse_model_args():
     assert parse_model_args(["alpha=0.5", "small_input=true", "act_layer=relu6", "x=True"]) == \
         {"alpha": 0.5, "small_input": True, "act_layer": "relu6", "x": True}
+    assert parse_model_args(["a=off", "b=No", "c=yes", "d=ON"]) == {"a": False, "b": False, "c": True, "d": True}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_model_args(["alpha"])
 

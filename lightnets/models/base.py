@@ -6,7 +6,7 @@ calls :meth:`ClassifierNet.init_head`. Everything else — ``forward``, ``forwar
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -17,6 +17,23 @@ def check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is True or False: a string such as "no" would otherwise count as true."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_min_input_size(model_name: str, img_size: int, min_size: int, small_input: bool, small_min_size: int,
+                         given: str = "") -> None:
+    """Refuse a default input side the model's body cannot take (it would refuse its own default input)."""
+    if img_size < min_size:
+        raise ValueError(
+            f"{model_name} takes images of at least {min_size}x{min_size}, got img_size={img_size}{given}"
+            + ("" if small_input else f"; build it with small_input=True for images down to {small_min_size}x{small_min_size}")
+        )
 
 
 def check_num_classes(value: Any) -> int:
@@ -53,6 +70,7 @@ class ClassifierNet(nn.Module):
     img_size: int
     min_input_size: int
     fixed_input_size: bool = False
+    pool_type: str = "avg"  # timm's global_pool: "avg", or "" (none) for a model that returns its feature map
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,7 +93,8 @@ class ClassifierNet(nn.Module):
         raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.global_pool(x).flatten(1)
+        if self.pool_type:
+            x = self.global_pool(x).flatten(1)
         x = self.head_drop(x)
         return x if pre_logits else self.classifier(x)
 
@@ -110,10 +129,39 @@ class ClassifierNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 → identity)."""
-        self.classifier = classifier_layer(self.num_features, num_classes)
-        self.num_classes = num_classes
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 → identity).
+
+        ``global_pool`` (as in timm): ``"avg"``, or ``""`` for no pooling, which needs ``num_classes=0``:
+        the model then returns its last feature map.
+
+        >>> from lightnets import create_model
+        >>> model = create_model("mobilenet_v1_025")
+        >>> model.reset_classifier(0, "")
+        >>> model(torch.zeros(1, 3, 224, 224)).shape
+        torch.Size([1, 256, 7, 7])
+        """
+        classifier = classifier_layer(self.num_features, num_classes)
+        if global_pool is not None or not self.pool_type:
+            self._check_global_pool(self.pool_type if global_pool is None else global_pool, num_classes)
+        self.classifier, self.num_classes = classifier, num_classes
+        if global_pool is not None:
+            self.pool_type = global_pool
+
+    def set_global_pool(self, global_pool: str) -> None:
+        """Choose the head's pooling without touching the classifier (see :meth:`reset_classifier`)."""
+        self._check_global_pool(global_pool, self.num_classes)
+        self.pool_type = global_pool
+
+    def _check_global_pool(self, global_pool: Any, num_classes: int) -> None:
+        if global_pool not in ("avg", ""):
+            raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+        if not hasattr(self, "global_pool"):
+            raise ValueError(f"{type(self).__name__}'s head flattens its feature map (it has no global pooling); "
+                             "use forward_features for the feature map")
+        if global_pool == "" and num_classes:
+            raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got {num_classes}: "
+                             "the classifier takes pooled features")
 
 
 def init_weights(model: nn.Module) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..layers import ActLayer, ConvBNAct, DepthwiseSeparableConv, get_act_layer
 from ..registry import register_model, variant_kwargs
-from .base import ClassifierNet, check_positive_int, init_weights
+from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
 
 # Table 1: the stem is a full 3×3 conv, stride 2, 32 channels ...
 STEM_CHANNELS = 32
@@ -71,6 +71,7 @@ class MobileNetV1(ClassifierNet):
         base_size = 32 if small_input else 224
         if rho is not None and img_size is not None:
             raise ValueError(f"give rho or img_size, not both (got rho={rho!r}, img_size={img_size!r})")
+        self.small_input = check_bool("small_input", small_input)
         if rho is not None:
             if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho <= 1:
                 raise ValueError(f"rho must be in (0, 1], got {rho!r}")
@@ -78,10 +79,11 @@ class MobileNetV1(ClassifierNet):
         self.img_size = check_positive_int("img_size", img_size if img_size is not None else base_size)
         self.in_chans = check_positive_int("in_chans", in_chans)
         self.alpha = float(alpha)
-        self.small_input = small_input
         self.act_layer = get_act_layer(act_layer)
         stride = 1 if small_input else 2
         self.min_input_size = 16 * stride  # total stride of the body: one pixel left at the end
+        check_min_input_size("MobileNetV1", self.img_size, self.min_input_size, small_input, 16,
+                             f" (rho={rho} of {base_size})" if rho is not None else "")
 
         stem_chs = scale_channels(STEM_CHANNELS, alpha)
         self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=stride, act_layer=act_layer)

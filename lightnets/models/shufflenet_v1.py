@@ -32,7 +32,7 @@ from torch import nn
 
 from ..layers import ActLayer, ChannelShuffle, ConvBNAct, get_act_layer, make_activation
 from ..registry import register_model, variant_kwargs
-from .base import ClassifierNet, check_positive_int, init_weights
+from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
 
 # Table 1: output channels of stages 2, 3 and 4 at 1×, for each number of groups g.
 STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
@@ -64,7 +64,7 @@ def shufflenet_widths(groups: int, scale: float) -> tuple[int, int, int, int]:
     """
     if isinstance(groups, bool) or not isinstance(groups, int) or groups not in STAGE_CHANNELS:
         raise ValueError(f"groups must be one of {', '.join(map(str, GROUPS))} (Table 1), got {groups!r}")
-    if isinstance(scale, bool) or scale not in STEM_CHANNELS:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale not in STEM_CHANNELS:
         raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale!r}")
     stem = round_channels(STEM_CHANNELS[scale], groups)
     stages = tuple(round_channels(scale * channels, 4 * groups) for channels in STAGE_CHANNELS[groups])
@@ -161,13 +161,14 @@ class ShuffleNetV1(ClassifierNet):
         self.widths = shufflenet_widths(groups, scale)
         self.groups = groups
         self.scale = float(scale)
-        self.shuffle = shuffle
-        self.small_input = small_input
+        self.shuffle = check_bool("shuffle", shuffle)
+        self.small_input = check_bool("small_input", small_input)
         default_size = 32 if small_input else 224
         self.img_size = check_positive_int("img_size", img_size if img_size is not None else default_size)
         self.in_chans = check_positive_int("in_chans", in_chans)
         get_act_layer(act_layer)  # fail here, naming act_layer, rather than inside the first unit
         self.min_input_size = 8 if small_input else 32  # total stride of the body
+        check_min_input_size("ShuffleNetV1", self.img_size, self.min_input_size, small_input, 8)
 
         stem_chs = self.widths[0]
         self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=1 if small_input else 2, act_layer=act_layer)
