@@ -69,6 +69,7 @@ class ClassifierNet(nn.Module):
     drop_rate: float
     img_size: int
     min_input_size: int
+    small_input_min_size: Optional[int] = None  # the small-image form's min_input_size, for the hint below
     fixed_input_size: bool = False
     pool_type: str = "avg"  # timm's global_pool: "avg", or "" (none) for a model that returns its feature map
 
@@ -121,9 +122,11 @@ class ClassifierNet(nn.Module):
                 f"feature map), got {height}x{width}; create it with img_size={height}"
             )
         if min(height, width) < self.min_input_size:
+            small = self.small_input_min_size
+            hint = not getattr(self, "small_input", True) and small is not None and min(height, width) >= small
             raise ValueError(
                 f"{name} takes images of at least {self.min_input_size}x{self.min_input_size}, got {height}x{width}"
-                + ("" if getattr(self, "small_input", True) else "; build it with small_input=True for small images")
+                + (f"; build it with small_input=True for images down to {small}x{small}" if hint else "")
             )
 
     def get_classifier(self) -> nn.Module:

@@ -82,6 +82,7 @@ class MobileNetV1(ClassifierNet):
         self.act_layer = get_act_layer(act_layer)
         stride = 1 if small_input else 2
         self.min_input_size = 16 * stride  # total stride of the body: one pixel left at the end
+        self.small_input_min_size = 16
         check_min_input_size("MobileNetV1", self.img_size, self.min_input_size, small_input, 16,
                              f" (rho={rho} of {base_size})" if rho is not None else "")
 

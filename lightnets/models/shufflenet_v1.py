@@ -168,6 +168,7 @@ class ShuffleNetV1(ClassifierNet):
         self.in_chans = check_positive_int("in_chans", in_chans)
         get_act_layer(act_layer)  # fail here, naming act_layer, rather than inside the first unit
         self.min_input_size = 8 if small_input else 32  # total stride of the body
+        self.small_input_min_size = 8
         check_min_input_size("ShuffleNetV1", self.img_size, self.min_input_size, small_input, 8)
 
         stem_chs = self.widths[0]

@@ -98,6 +98,7 @@ class VGG(ClassifierNet):
         self.in_chans = check_positive_int("in_chans", in_chans)
         pools = SMALL_INPUT_POOL_AFTER_STAGE if small_input else POOL_AFTER_STAGE
         self.min_input_size = 2 ** sum(pools)  # one pixel left after the floor-mode pools
+        self.small_input_min_size = 2 ** sum(SMALL_INPUT_POOL_AFTER_STAGE)
         if self.img_size < self.min_input_size:
             raise ValueError(f"img_size must be at least {self.min_input_size} for this form, got {self.img_size}"
                              + ("" if small_input else "; use small_input=True for small images"))
