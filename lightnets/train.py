@@ -591,7 +591,8 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
                 for tensor in model.state_dict().values():
                     if tensor.is_floating_point():
                         tensor.copy_(tensor.half().float())
-        test = evaluate(model, test_images, test_labels, prepare, runtime, local_batch * 2, autocast)
+        # The recorded metrics are the float32 model's, as a user runs it (training may have used bf16 autocast).
+        test = evaluate(model, test_images, test_labels, prepare, runtime, local_batch * 2, contextlib.nullcontext)
         record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
         if runtime.is_main:
             metrics = {"top1": test["top1"], "top5": test["top5"], "dataset": args.dataset, "split": "test", "images": test["count"]}
