@@ -106,7 +106,8 @@ def model_names(patterns: Sequence[str], all_pretrained: bool, dataset: str = "f
             tagged = list_pretrained(pattern)
             bare = [n for n in list_models(pattern) if n not in tagged]
             if pretrained is not False:
-                bare = [n for n in bare if not list_pretrained(n) or f"{n}.{get_pretrained_cfg(n)['tag']}" not in tagged]
+                # A bare name's cfg is its default weight's (tag None when it has none).
+                bare = [n for n in bare if f"{n}.{get_pretrained_cfg(n)['tag']}" not in tagged]
             matched = sorted(bare + tagged)
             if not matched:
                 raise ValueError(f"no model matches {pattern!r}; see lightnets.list_models()")
