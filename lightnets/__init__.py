@@ -14,6 +14,7 @@ from . import models  # noqa: F401  (registers every architecture)
 from .registry import (
     UnknownModelError,
     create_model,
+    feature_extractor,
     get_pretrained_cfg,
     is_model,
     list_models,
@@ -51,6 +52,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "UnknownModelError",
     "create_model",
+    "feature_extractor",
     "get_pretrained_cfg",
     "is_model",
     "list_models",

@@ -16,13 +16,15 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
+import torch
 from torch import nn
 
 __all__ = [
     "register_model",
     "create_model",
+    "feature_extractor",
     "list_models",
     "list_pretrained",
     "model_arguments",
@@ -217,9 +219,6 @@ def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
     if accepted is None:
         return
     unknown = sorted(set(kwargs) - accepted)
-    if "features_only" in unknown:
-        raise TypeError(f"{entry.name}: features_only is not supported; use model.forward_features(x) for the last "
-                        "feature map, or num_classes=0 with global_pool='' to make it the model's output")
     if unknown:
         raise TypeError(
             f"{entry.name} got unknown argument(s) {', '.join(unknown)}; it accepts: {', '.join(sorted(accepted))}"
@@ -268,6 +267,9 @@ def create_model(
     pretrained_path: Optional[str] = None,
     pretrained_cfg: Optional[dict[str, Any]] = None,
     global_pool: Optional[str] = None,
+    features_only: bool = False,
+    out_indices: Union[None, int, Sequence[int]] = None,
+    feature_cls: Optional[str] = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally with pretrained weights.
@@ -282,6 +284,11 @@ def create_model(
         pretrained_cfg: entries that override the registered cfg (for example another ``hf_hub_id``).
         global_pool: as in timm, ``"avg"`` (default) or ``""``: no pooling, with ``num_classes=0`` the model
             returns its last feature map.
+        features_only: as in timm, return a backbone whose forward gives the list of feature maps
+            ``out_indices`` picks from the model's ``feature_info`` (one per resolution; all by default),
+            without the head; its ``feature_info.channels()`` / ``.reduction()`` describe them. Built with
+            timm's ``FeatureGetterNet`` (``feature_cls="getter"``, the only one these models take) over
+            the model's ``forward_intermediates``.
         **kwargs: architecture arguments of the model class (``alpha=``, ``groups=``, ``small_input=`` ...);
             an argument the model does not take is an error, never silently dropped.
 
@@ -333,6 +340,12 @@ def create_model(
         kwargs["in_chans"] = in_chans
     elif pretrained or tag:
         kwargs.setdefault("in_chans", cfg["input_size"][0])
+    if not features_only and (out_indices is not None or feature_cls is not None):
+        raise TypeError(f"out_indices and feature_cls only apply with features_only=True (got out_indices={out_indices!r}, "
+                        f"feature_cls={feature_cls!r})")
+    if feature_cls not in (None, "getter"):
+        raise ValueError(f"feature_cls must be 'getter' (lightnets models extract features through "
+                         f"forward_intermediates), got {feature_cls!r}")
     _check_kwargs(entry, kwargs)
     model = entry.fn(**kwargs)
     model.pretrained_cfg = {
@@ -346,7 +359,31 @@ def create_model(
         load_pretrained(model, cfg, pretrained_path=pretrained_path)
     if global_pool is not None:
         model.set_global_pool(global_pool)
-    return model
+    return feature_extractor(model, out_indices) if features_only else model
+
+
+def feature_extractor(model: nn.Module, out_indices: Union[None, int, Sequence[int]] = None) -> nn.Module:
+    """``model`` as timm's ``features_only`` backbone: its forward returns the feature maps ``out_indices``
+    picks (None: all), and the layers after the last of them and the head are removed.
+
+    >>> backbone = create_model("mobilenet_v1_050", features_only=True, out_indices=(2, 3, 4))
+    >>> backbone.feature_info.channels(), backbone.feature_info.reduction()
+    ([128, 256, 512], [8, 16, 32])
+    >>> [tuple(m.shape) for m in backbone(torch.zeros(1, 3, 224, 224))]
+    [(1, 128, 28, 28), (1, 256, 14, 14), (1, 512, 7, 7)]
+    """
+    try:
+        from timm.models._features import FeatureGetterNet
+    except ImportError as error:  # moved or absent in a timm this version does not know
+        raise ImportError(f"features_only needs timm's FeatureGetterNet (timm >= 1.0): {error}") from error
+    indices = model.feature_indices(out_indices)  # our error message for a bad index, before timm's assert
+    backbone = FeatureGetterNet(model, out_indices=tuple(indices))
+    cfg = getattr(model, "pretrained_cfg", {})
+    # As timm's pretrained_cfg_for_features: a backbone has no classifier.
+    backbone.pretrained_cfg = {key: value for key, value in cfg.items() if key not in ("num_classes", "classifier", "global_pool")}
+    backbone.default_cfg = backbone.pretrained_cfg
+    backbone.in_chans = model.in_chans
+    return backbone
 
 
 # ---------------------------------------------------------------------------------------------

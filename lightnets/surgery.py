@@ -769,6 +769,8 @@ def restructure(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, fir
             changed.append(name)
     with _num_features_follow_classifier(model):
         changed += _take_saved_shapes(model, state_dict, first_conv, classifier)
+    if changed:
+        _refresh_feature_info(model, _input_size(model, None))
     return changed
 
 
@@ -798,6 +800,21 @@ def _take_saved_shapes(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
         model.set_submodule(name, new.to(own.device, own.dtype).train(module.training))
         changed.append(name)
     return changed
+
+
+@torch.no_grad()
+def _refresh_feature_info(model: nn.Module, input_size: Sequence[int]) -> None:
+    """Pruning changes channel counts: re-read the ``feature_info`` widths from the maps themselves."""
+    if not hasattr(model, "forward_intermediates") or not getattr(model, "feature_info", None):
+        return
+    weight = next(model.parameters())
+    was_training = model.training
+    try:
+        maps = model.eval().forward_intermediates(torch.zeros(1, *input_size, device=weight.device, dtype=weight.dtype),
+                                                  intermediates_only=True)
+    finally:
+        model.train(was_training)
+    model.feature_info = [{**info, "num_chs": feature_map.shape[1]} for info, feature_map in zip(model.feature_info, maps)]
 
 
 @contextlib.contextmanager
@@ -924,6 +941,7 @@ def prune_l1(
             module = pruned.get_submodule(name)
             if len(keep_in) < len(ids_in) or len(keep_out) < len(ids_out):
                 pruned.set_submodule(name, _rebuild(module, keep_in, keep_out))
+    _refresh_feature_info(pruned, _input_size(model, input_size))
     return pruned
 
 

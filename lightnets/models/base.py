@@ -1,12 +1,13 @@
 """The one model API every lightnets family shares (the same names timm uses).
 
-A family subclasses :class:`ClassifierNet`, builds its body, implements ``forward_features`` and
-calls :meth:`ClassifierNet.init_head`. Everything else — ``forward``, ``forward_head``,
-``get_classifier``, ``reset_classifier``, input checks — is written here once.
+A family subclasses :class:`ClassifierNet`, builds its body, implements ``forward_features``,
+calls :meth:`ClassifierNet.init_head` and lists its body's layers with
+:meth:`ClassifierNet.init_feature_info`. Everything else — ``forward``, ``forward_head``,
+``get_classifier``, ``reset_classifier``, ``forward_intermediates``, input checks — is written here once.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -48,6 +49,20 @@ def classifier_layer(num_features: int, num_classes: int) -> nn.Module:
     return nn.Linear(num_features, num_classes) if check_num_classes(num_classes) else nn.Identity()
 
 
+def stage_feature_info(body: Sequence[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    """timm's ``feature_info`` from the body's layers as (name, output channels, reduction): one entry per
+    resolution, the last layer at that resolution (its richest map before the next downsampling).
+
+    >>> stage_feature_info([("stem", 32, 2), ("blocks.0", 64, 2), ("blocks.1", 128, 4)])
+    [{'num_chs': 64, 'reduction': 2, 'module': 'blocks.0'}, {'num_chs': 128, 'reduction': 4, 'module': 'blocks.1'}]
+    """
+    return [
+        {"num_chs": chs, "reduction": reduction, "module": name}
+        for position, (name, chs, reduction) in enumerate(body)
+        if position + 1 == len(body) or body[position + 1][2] != reduction
+    ]
+
+
 def check_drop_rate(value: Any) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise ValueError(f"drop_rate must be a float in [0, 1), got {value!r}")
@@ -59,8 +74,10 @@ class ClassifierNet(nn.Module):
 
     Attributes every model has: ``num_classes``, ``in_chans``, ``num_features`` (width of the
     pooled features fed to the classifier), ``drop_rate``, ``img_size`` (default input side),
-    ``min_input_size`` (smallest input side the body can take) and, once built through
-    :func:`lightnets.create_model`, ``pretrained_cfg`` / ``default_cfg``.
+    ``min_input_size`` (smallest input side the body can take), ``feature_info`` (timm's list of
+    ``{"num_chs", "reduction", "module"}``, one per resolution of the body, the maps
+    :meth:`forward_intermediates` returns) and, once built through :func:`lightnets.create_model`,
+    ``pretrained_cfg`` / ``default_cfg``.
     """
 
     num_classes: int
@@ -72,6 +89,9 @@ class ClassifierNet(nn.Module):
     small_input_min_size: Optional[int] = None  # the small-image form's min_input_size, for the hint below
     fixed_input_size: bool = False
     pool_type: str = "avg"  # timm's global_pool: "avg", or "" (none) for a model that returns its feature map
+    feature_info: list[dict[str, Any]]
+    body_layers: tuple[str, ...]  # the body's layers in order: running them one after another is forward_features
+    head_pruned: bool = False  # prune_intermediate_layers removed the head: the model returns its last feature map
 
     def __init__(self) -> None:
         super().__init__()
@@ -90,6 +110,11 @@ class ClassifierNet(nn.Module):
         self.head_drop = nn.Dropout(self.drop_rate)
         self.classifier = classifier_layer(num_features, num_classes)
 
+    def init_feature_info(self, body: Sequence[tuple[str, int, int]]) -> None:
+        """Declare the body as (layer name, output channels, reduction) rows in the order they run."""
+        self.body_layers = tuple(name for name, _, _ in body)
+        self.feature_info = stage_feature_info(body)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -102,7 +127,99 @@ class ClassifierNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             self.check_input(x)
-        return self.forward_head(self.forward_features(x))
+        x = self.forward_features(x)
+        return x if self.head_pruned else self.forward_head(x)
+
+    def feature_indices(self, indices: Union[None, int, Sequence[int]]) -> list[int]:
+        """Indices into ``feature_info`` as timm reads them: None → all, an int n → the last n, a
+        sequence → those (negative ones count from the end)."""
+        count = len(self.feature_info)
+        if indices is None:
+            return list(range(count))
+        if isinstance(indices, int) and not isinstance(indices, bool):
+            if not 1 <= indices <= count:
+                raise ValueError(f"{type(self).__name__} has {count} feature maps; an int takes the last n, "
+                                 f"n from 1 to {count}, got {indices}")
+            return list(range(count - indices, count))
+        if isinstance(indices, (str, bytes)) or not isinstance(indices, Sequence) or not indices:
+            raise ValueError(f"indices must be None, an int or a non-empty sequence of ints, got {indices!r}")
+        taken = []
+        for index in indices:
+            if isinstance(index, bool) or not isinstance(index, int) or not -count <= index < count:
+                raise ValueError(f"{type(self).__name__} has {count} feature maps (indices 0 to {count - 1}, or "
+                                 f"-{count} to -1 from the end), got index {index!r}; reductions: "
+                                 f"{[info['reduction'] for info in self.feature_info]}")
+            taken.append(index % count)
+        if sorted(set(taken)) != taken:
+            raise ValueError(f"indices must name distinct feature maps in increasing order, got {list(indices)}")
+        return taken
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Union[None, int, Sequence[int]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[list[torch.Tensor], tuple[torch.Tensor, list[torch.Tensor]]]:
+        """The body's feature maps listed in ``feature_info`` (timm's API, as its convnets implement it).
+
+        Args:
+            x: images (N, C, H, W).
+            indices: which maps (see :meth:`feature_indices`); all by default.
+            norm: accepted for timm's API; these models have no final norm layer to apply.
+            stop_early: stop the body after the last map taken (the returned final map is that one).
+            output_fmt: ``"NCHW"``, the only layout of these convnets.
+            intermediates_only: return only the list of maps.
+
+        Returns:
+            ``(final feature map, [maps])``, or ``[maps]`` with ``intermediates_only``.
+
+        >>> from lightnets import create_model
+        >>> model = create_model("mobilenet_v1_025")
+        >>> maps = model.forward_intermediates(torch.zeros(1, 3, 224, 224), indices=(-2, -1), intermediates_only=True)
+        >>> [tuple(m.shape) for m in maps], model.feature_info[-1]
+        ([(1, 128, 14, 14), (1, 256, 7, 7)], {'num_chs': 256, 'reduction': 32, 'module': 'blocks.12'})
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW' (these models are convnets), got {output_fmt!r}")
+        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            self.check_input(x)
+        taken = self.feature_indices(indices)
+        positions = [self.body_layers.index(self.feature_info[index]["module"]) for index in taken]
+        last = positions[-1] if stop_early or intermediates_only else len(self.body_layers) - 1
+        intermediates = []
+        for position, name in enumerate(self.body_layers[:last + 1]):
+            x = self.get_submodule(name)(x)
+            if position in positions:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: Union[None, int, Sequence[int]] = None, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Replace the body's layers after the last map ``indices`` takes by identities and, with
+        ``prune_head``, the head too (timm's API; timm's ``features_only`` wrapper calls it so that a
+        feature extractor holds no unused parameters). Returns the indices as absolute ones.
+
+        >>> from lightnets import create_model
+        >>> model = create_model("shufflenet_g3_050", small_input=True)
+        >>> model.prune_intermediate_layers((0, 1))
+        [0, 1]
+        >>> model(torch.zeros(1, 3, 32, 32)).shape
+        torch.Size([1, 120, 16, 16])
+        """
+        taken = self.feature_indices(indices)
+        last = self.body_layers.index(self.feature_info[taken[-1]]["module"])
+        for name in self.body_layers[last + 1:]:
+            self.set_submodule(name, nn.Identity())
+        if prune_head:
+            for head_layer in ("global_pool", "head_drop", "pool", "pre_logits", "classifier"):
+                if isinstance(getattr(self, head_layer, None), nn.Module):
+                    setattr(self, head_layer, nn.Identity())
+            self.num_classes, self.head_pruned = 0, True
+        return taken
 
     @torch.jit.unused
     def check_input(self, x: torch.Tensor) -> None:

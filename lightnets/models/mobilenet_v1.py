@@ -89,13 +89,16 @@ class MobileNetV1(ClassifierNet):
         stem_chs = scale_channels(STEM_CHANNELS, alpha)
         self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=stride, act_layer=act_layer)
         blocks = []
-        in_chs = stem_chs
-        for out_chs, block_stride in BLOCKS:
+        in_chs, reduction = stem_chs, stride
+        body = [("stem", stem_chs, reduction)]
+        for index, (out_chs, block_stride) in enumerate(BLOCKS):
             out_chs = scale_channels(out_chs, alpha)
             blocks.append(DepthwiseSeparableConv(in_chs, out_chs, stride=block_stride, act_layer=act_layer))
-            in_chs = out_chs
+            in_chs, reduction = out_chs, reduction * block_stride
+            body.append((f"blocks.{index}", out_chs, reduction))
         self.blocks = nn.Sequential(*blocks)
         self.init_head(in_chs, num_classes, drop_rate)
+        self.init_feature_info(body)  # blocks 0, 2, 4, 10, 12 at reductions 2-32, as timm's mobilenetv1
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,14 +126,19 @@ class SepCNN(ClassifierNet):
 
         self.stem = ConvBNAct(in_chans, SEPCNN_STEM_CHANNELS, kernel_size=3)
         layers: list[nn.Module] = []
-        in_chs = SEPCNN_STEM_CHANNELS
+        in_chs, reduction = SEPCNN_STEM_CHANNELS, 1
+        body = [("stem", in_chs, reduction)]
         for number, (out_chs, pool) in enumerate(SEPCNN_LAYERS, start=1):
             layers.append(conv3x3(in_chs, out_chs, separable=number in self.separable_layers))
+            body.append((f"features.{len(layers) - 1}", out_chs, reduction))
             if pool:
                 layers.append(nn.MaxPool2d(2))
+                reduction *= 2
+                body.append((f"features.{len(layers) - 1}", out_chs, reduction))
             in_chs = out_chs
         self.features = nn.Sequential(*layers)
         self.init_head(in_chs, num_classes, drop_rate)
+        self.init_feature_info(body)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -179,12 +184,15 @@ class SmallCNN(ClassifierNet):
         self.num_features = SMALLCNN_HIDDEN
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
+        body = []
         in_chs = in_chans
         for number, out_chs in enumerate(SMALLCNN_LAYERS, start=1):
             layers[f"conv{number}"] = conv3x3(in_chs, out_chs, separable=number in self.separable_layers)
             layers[f"pool{number}"] = nn.MaxPool2d(2)
+            body += [(f"features.conv{number}", out_chs, 2 ** (number - 1)), (f"features.pool{number}", out_chs, 2 ** number)]
             in_chs = out_chs
         self.features = nn.Sequential(layers)
+        self.init_feature_info(body)
         side = self.img_size // 2 ** len(SMALLCNN_LAYERS)  # three floor-mode 2×2 pools
         self.pre_logits = nn.Sequential(OrderedDict(
             fc=nn.Linear(in_chs * side * side, SMALLCNN_HIDDEN),

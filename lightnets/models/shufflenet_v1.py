@@ -175,6 +175,9 @@ class ShuffleNetV1(ClassifierNet):
         self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=1 if small_input else 2, act_layer=act_layer)
         self.stem_pool = nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1)
         in_chs = stem_chs
+        reduction = 1 if small_input else 2
+        body = [("stem", stem_chs, reduction), ("stem_pool", stem_chs, reduction if small_input else 2 * reduction)]
+        reduction = body[-1][2]
         stages = []
         for stage_index, (out_chs, num_units) in enumerate(zip(self.widths[1:], STAGE_UNITS)):
             units = []
@@ -189,8 +192,11 @@ class ShuffleNetV1(ClassifierNet):
                 ))
                 in_chs = out_chs
             stages.append(nn.Sequential(*units))
+            reduction *= 2
+            body.append((f"stage{stage_index + 2}", out_chs, reduction))
         self.stage2, self.stage3, self.stage4 = stages
         self.init_head(in_chs, num_classes, drop_rate)
+        self.init_feature_info(body)  # stem, pool, stages 2-4: as timm's ResNets (reductions 2-32)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,16 @@ def vgg_features(depth: int, in_chans: int, batch_norm: bool, pool_after_stage: 
     return nn.Sequential(*layers)
 
 
+def _layer_table(prefix: str, layers: nn.Sequential, in_chans: int) -> list[tuple[str, int, int]]:
+    """(name, output channels, reduction) of each layer of a plain conv / pool stack."""
+    table, chs, reduction = [], in_chans, 1
+    for index, layer in layers.named_children():
+        chs = getattr(layer, "out_channels", chs)
+        reduction *= 2 if isinstance(layer, nn.MaxPool2d) else 1
+        table.append((f"{prefix}.{index}", chs, reduction))
+    return table
+
+
 class VGG(ClassifierNet):
     """VGG-``depth`` (Table 1: 11, 13, 16 or 19 weight layers), with or without BatchNorm.
 
@@ -104,6 +114,7 @@ class VGG(ClassifierNet):
                              + ("" if small_input else "; use small_input=True for small images"))
 
         self.features = vgg_features(depth, in_chans, self.batch_norm, pools)
+        self.init_feature_info(_layer_table("features", self.features, in_chans))
         width = STAGE_CHANNELS[-1]
         if small_input:
             self.init_head(width, num_classes, drop_rate)
