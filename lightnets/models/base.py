@@ -124,9 +124,17 @@ class ClassifierNet(nn.Module):
         x = self.head_drop(x)
         return x if pre_logits else self.classifier(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_eager_input(self, x: torch.Tensor) -> None:
+        """:meth:`check_input`, skipped where Python checks cannot run (scripting, tracing, compiling)."""
         if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             self.check_input(x)
+
+    def _body_positions(self, feature_indices: Sequence[int]) -> list[int]:
+        """Positions in ``body_layers`` of the layers that give these ``feature_info`` maps."""
+        return [self.body_layers.index(self.feature_info[index]["module"]) for index in feature_indices]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_eager_input(x)
         x = self.forward_features(x)
         return x if self.head_pruned else self.forward_head(x)
 
@@ -184,15 +192,14 @@ class ClassifierNet(nn.Module):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW' (these models are convnets), got {output_fmt!r}")
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            self.check_input(x)
-        taken = self.feature_indices(indices)
-        positions = [self.body_layers.index(self.feature_info[index]["module"]) for index in taken]
+        self._check_eager_input(x)
+        positions = self._body_positions(self.feature_indices(indices))
         last = positions[-1] if stop_early or intermediates_only else len(self.body_layers) - 1
+        wanted = set(positions)
         intermediates = []
         for position, name in enumerate(self.body_layers[:last + 1]):
             x = self.get_submodule(name)(x)
-            if position in positions:
+            if position in wanted:
                 intermediates.append(x)
         return intermediates if intermediates_only else (x, intermediates)
 
@@ -211,7 +218,7 @@ class ClassifierNet(nn.Module):
         torch.Size([1, 120, 16, 16])
         """
         taken = self.feature_indices(indices)
-        last = self.body_layers.index(self.feature_info[taken[-1]]["module"])
+        last = self._body_positions(taken)[-1]
         for name in self.body_layers[last + 1:]:
             self.set_submodule(name, nn.Identity())
         if prune_head:
