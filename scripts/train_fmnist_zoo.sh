@@ -31,7 +31,7 @@ train() {  # train MODEL EPOCHS LR [extra args...]
 }
 
 train smallcnn_3x2        15 0.05
-train mobilenet_v1_025    25 0.1
+train mobilenet_v1_025    40 0.1
 train sepcnn_separable    15 0.05
 train smallcnn_3x2_dw1    15 0.05
 train smallcnn_3x2_dw2    15 0.05
@@ -47,7 +47,7 @@ train mobilenet_v1_100    20 0.1 --fp16-weights
 train shufflenet_g3       30 0.1 --fp16-weights
 train mobilenet_v1_075    25 0.1 --fp16-weights
 train shufflenet_g1       20 0.1 --fp16-weights
-train shufflenet_g2       20 0.1 --fp16-weights --amp bf16
+train shufflenet_g2       20 0.1 --fp16-weights --amp bf16 --compile
 train shufflenet_g4       20 0.1 --fp16-weights
 train shufflenet_g8       20 0.1 --fp16-weights
 train vgg11_bn            15 0.05 --fp16-weights --amp bf16

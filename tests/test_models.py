@@ -185,3 +185,39 @@ def test_every_family_class_is_exported():
     names = ("shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2", "mobilenet_v1_025")
     classes = {type(lightnets.create_model(name, small_input=True, img_size=32)).__name__ for name in names}
     assert len(classes) == 5 and classes <= set(models.__all__)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_grad_checkpointing_gives_the_same_gradients_from_fewer_saved_activations(name):
+    torch.manual_seed(0)
+    model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10, img_size=28).train()
+    x = torch.randn(4, 1, 28, 28)
+
+    def run() -> tuple[torch.Tensor, list[torch.Tensor], int]:
+        saved = []
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks in both runs
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = model(x)
+        out.logsumexp(1).sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters()], sum(saved)
+
+    plain_out, plain_grads, plain_saved = run()
+    model.set_grad_checkpointing()
+    out, grads, saved = run()
+    torch.testing.assert_close(out, plain_out)
+    for a, b in zip(grads, plain_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert saved < plain_saved / 2, (saved, plain_saved)  # only the segments' inputs and the head's activations
+    model.eval()  # evaluation and no-grad passes run the body as usual
+    assert not model.checkpointing_body()
+    with pytest.raises(ValueError, match="enable must be True or False"):
+        model.set_grad_checkpointing("yes")
+
+
+def test_timm_training_script_can_turn_on_grad_checkpointing():
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("shufflenet_g3_050", small_input=True, num_classes=4)
+    model.set_grad_checkpointing(enable=True)  # what timm's train.py --grad-checkpointing calls
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert model.grad_checkpointing and model.checkpointing_body()

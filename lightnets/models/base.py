@@ -3,7 +3,9 @@
 A family subclasses :class:`ClassifierNet`, builds its body, implements ``forward_features``,
 calls :meth:`ClassifierNet.init_head` and lists its body's layers with
 :meth:`ClassifierNet.init_feature_info`. Everything else — ``forward``, ``forward_head``,
-``get_classifier``, ``reset_classifier``, ``forward_intermediates``, input checks — is written here once.
+``get_classifier``, ``reset_classifier``, ``forward_intermediates``, gradient checkpointing, input
+checks — is written here once. A family's ``forward_features`` starts with
+``if self.checkpointing_body(): return self.forward_body_checkpointed(x)``.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def check_positive_int(name: str, value: Any) -> int:
@@ -92,6 +95,7 @@ class ClassifierNet(nn.Module):
     feature_info: list[dict[str, Any]]
     body_layers: tuple[str, ...]  # the body's layers in order: running them one after another is forward_features
     head_pruned: bool = False  # prune_intermediate_layers removed the head: the model returns its last feature map
+    grad_checkpointing: bool = False  # see set_grad_checkpointing
 
     def __init__(self) -> None:
         super().__init__()
@@ -117,6 +121,33 @@ class ClassifierNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Train with less activation memory (timm's API, which timm's ``train.py --grad-checkpointing`` calls):
+        the body runs as one segment per feature map in ``feature_info`` and keeps only the segments'
+        inputs; each segment's activations are recomputed in the backward pass, about one more forward
+        pass of compute. As in timm, BatchNorm's running statistics also take the recomputed batch.
+
+        >>> from lightnets import create_model
+        >>> model = create_model("mobilenet_v1_025")
+        >>> model.set_grad_checkpointing()
+        >>> model(torch.zeros(2, 3, 224, 224)).sum().backward()
+        """
+        self.grad_checkpointing = check_bool("enable", enable)
+
+    def checkpointing_body(self) -> bool:
+        """Whether this forward pass checkpoints the body: enabled, training, and building a graph."""
+        return self.grad_checkpointing and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting()
+
+    def forward_body_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward_features`` as checkpointed segments, each ending at a ``feature_info`` layer."""
+        start = 0
+        for end in self._body_positions(range(len(self.feature_info))):
+            segment = [self.get_submodule(name) for name in self.body_layers[start:end + 1]]
+            x = checkpoint(_run_in_order, segment, x, use_reentrant=False)
+            start = end + 1
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if self.pool_type:
@@ -289,6 +320,12 @@ class ClassifierNet(nn.Module):
         if global_pool == "" and num_classes:
             raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got {num_classes}: "
                              "the classifier takes pooled features")
+
+
+def _run_in_order(layers: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
 
 
 def init_weights(model: nn.Module) -> None:

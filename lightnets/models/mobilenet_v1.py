@@ -102,6 +102,8 @@ class MobileNetV1(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing_body():
+            return self.forward_body_checkpointed(x)
         return self.blocks(self.stem(x))
 
 

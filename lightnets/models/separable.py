@@ -142,6 +142,8 @@ class SepCNN(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing_body():
+            return self.forward_body_checkpointed(x)
         return self.features(self.stem(x))
 
 
@@ -203,6 +205,8 @@ class SmallCNN(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing_body():
+            return self.forward_body_checkpointed(x)
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -200,6 +200,8 @@ class ShuffleNetV1(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing_body():
+            return self.forward_body_checkpointed(x)
         x = self.stem_pool(self.stem(x))
         return self.stage4(self.stage3(self.stage2(x)))
 

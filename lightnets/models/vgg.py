@@ -135,6 +135,8 @@ class VGG(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing_body():
+            return self.forward_body_checkpointed(x)
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
