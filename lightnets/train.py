@@ -140,10 +140,15 @@ def main_process_first(runtime: Runtime) -> Iterator[None]:
             dist.barrier()
 
 
+def _uses_cuda(device: Optional[str]) -> bool:
+    """Whether ``--device`` (None: CUDA when there is one) trains on a GPU."""
+    return (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+
+
 def setup_runtime(device: Optional[str]) -> Runtime:
     """One process, or the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    use_cuda = _uses_cuda(device)
     if world_size == 1:
         return Runtime(0, 1, torch.device(device or ("cuda" if use_cuda else "cpu")))
     if "LOCAL_RANK" not in os.environ:
@@ -356,7 +361,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--distill-T must be > 0, got {args.distill_T}")
     if not args.model and not args.finetune_from:
         raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
-    if args.compile and not (args.device or "").startswith("cuda") and not torch.cuda.is_available():
+    if args.compile and not _uses_cuda(args.device):
         from .deploy import cpp_compiler
 
         if cpp_compiler() is None:
