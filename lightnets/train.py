@@ -240,13 +240,33 @@ def _finetune_args(name: str, saved: dict[str, Any], given: dict[str, Any], data
     return {**args, **given}
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv and linear weights only; BN parameters and biases are not decayed."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, weight_decay: float, lr: Optional[float] = None,
+                 layer_decay: Optional[float] = None) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: weight decay on conv and linear weights only (BN parameters and biases
+    are not decayed) and, with ``layer_decay``, layer-wise learning rates for fine-tuning (BEiT's
+    recipe, through timm): the layers of ``model.group_matcher()`` in the order they run, the k-th of n
+    at ``lr * layer_decay ** (n - 1 - k)``, so the classifier learns at ``lr`` and the stem slowest.
+
+    >>> from lightnets import create_model
+    >>> groups = param_groups(create_model("smallcnn_3x2"), 5e-4, lr=0.1, layer_decay=0.5)
+    >>> sorted({group["lr"] for group in groups})  # 3 convs, then the hidden FC and classifier together
+    [0.0125, 0.025, 0.05, 0.1]
+    """
+    if layer_decay is None:
+        decay, no_decay = [], []
+        for param in model.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    if lr is None:
+        raise ValueError("layer_decay scales the learning rate: give lr too")
+    from timm.optim import param_groups_layer_decay
+
+    groups = param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay)
+    return [{"params": group["params"], "weight_decay": group["weight_decay"], "lr": lr * group["lr_scale"]}
+            for group in groups]
 
 
 def lr_lambda(schedule: str, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -308,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--layer-decay", type=float, default=None, metavar="FACTOR",
+                   help="layer-wise LR decay for fine-tuning, in (0, 1]: each layer learns at FACTOR times the LR of the "
+                        "layer after it, the classifier at --lr (see ClassifierNet.group_matcher)")
     p.add_argument("--sched", choices=("cosine", "onecycle", "constant"), default="cosine")
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -353,6 +376,8 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("weight_decay", "warmup_epochs", "pad"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.layer_decay is not None and not 0.0 < args.layer_decay <= 1.0:
+        raise ValueError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
     if not 0.0 <= args.label_smoothing < 1.0:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if not 0.0 <= args.distill_alpha <= 1.0:
@@ -430,7 +455,7 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
 
 # Settings that define a run: resuming with another value would silently train something else.
 _RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum", "weight_decay",
-                 "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "seed", "finetune_from", "teacher",
+                 "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "seed", "finetune_from", "teacher",
                  "distill_alpha", "distill_T")
 
 
@@ -523,9 +548,10 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
     if args.compile:  # only the training forward/backward: `model` (saved, evaluated) stays the eager module
         net = torch.compile(net)
     if args.opt == "sgd":
-        optimizer = torch.optim.SGD(param_groups(model, args.weight_decay), lr=args.lr, momentum=args.momentum, nesterov=True)
+        optimizer = torch.optim.SGD(param_groups(model, args.weight_decay, args.lr, args.layer_decay), lr=args.lr,
+                                    momentum=args.momentum, nesterov=True)
     else:
-        optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr)
+        optimizer = torch.optim.AdamW(param_groups(model, args.weight_decay, args.lr, args.layer_decay), lr=args.lr)
     sampler = torch.utils.data.DistributedSampler(range(len(train_labels)), num_replicas=runtime.world_size, rank=runtime.rank,
                                                   shuffle=True, seed=args.seed, drop_last=True)
     local_batch = args.batch_size // runtime.world_size
@@ -597,7 +623,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         seen, correct, loss_sum = runtime.sum(seen, correct, loss_sum)
         runtime.sync_buffers(model)
         test = evaluate(model, test_images, test_labels, prepare, runtime, local_batch * 2, autocast)
-        record = {"epoch": epoch + 1, "lr": round(scheduler.get_last_lr()[0], 6),
+        record = {"epoch": epoch + 1, "lr": round(max(scheduler.get_last_lr()), 6),  # the head's, with --layer-decay
                   "train_loss": round(loss_sum / seen, 4), "train_top1": round(100 * correct / seen, 2),
                   "test_top1": test["top1"], "test_top5": test["top5"], "test_loss": test["loss"],
                   "epoch_s": round(elapsed, 2), "img_per_s": round(seen / elapsed, 1)}

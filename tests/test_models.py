@@ -1,4 +1,6 @@
 """Every registered model: builds, runs, back-propagates, has the shared model API."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -213,6 +215,45 @@ def test_grad_checkpointing_gives_the_same_gradients_from_fewer_saved_activation
     assert not model.checkpointing_body()
     with pytest.raises(ValueError, match="enable must be True or False"):
         model.set_grad_checkpointing("yes")
+
+
+def _ranks(keys: dict[str, tuple]) -> dict[str, int]:
+    """Each name's position among the distinct keys, sorted: the layer ids timm gives parameter groups."""
+    order = sorted(set(keys.values()))
+    return {name: order.index(key) for name, key in keys.items()}
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_group_matcher_lists_the_layers_in_the_order_they_run(name):
+    from timm.models import group_parameters
+
+    model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10, img_size=28)
+    position = {layer: index for index, layer in enumerate(model.body_layers)}
+    stage_ends = [position[info["module"]] for info in model.feature_info]
+    head = (math.inf,)
+    layer_key, stage_key = {}, {}
+    for param_name, _ in model.named_parameters():
+        layer = next((layer for layer in model.body_layers if param_name.startswith(layer + ".")), None)
+        if layer is None:  # classifier, MLP head: after every body layer
+            layer_key[param_name] = stage_key[param_name] = head
+        else:
+            layer_key[param_name] = (position[layer],)
+            # the stem alone, then one group per feature map: the maps that end before this layer
+            stage_key[param_name] = (-1,) if position[layer] == 0 else (sum(end < position[layer] for end in stage_ends),)
+    assert group_parameters(model, model.group_matcher(), reverse=True) == _ranks(layer_key)
+    coarse = group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+    assert coarse == _ranks(stage_key)
+    assert max(coarse.values()) >= 2  # stem, at least one stage, head
+
+
+def test_timm_layer_decay_follows_the_group_matcher():
+    from timm.optim import param_groups_layer_decay
+
+    model = lightnets.create_model("mobilenet_v1_025")  # stem, 13 blocks, classifier
+    scales = {id(p): group["lr_scale"] for group in param_groups_layer_decay(model, layer_decay=0.5) for p in group["params"]}
+    assert scales[id(model.classifier.weight)] == 1.0
+    assert scales[id(model.blocks[12].conv_pw.weight)] == 0.5
+    assert scales[id(model.stem.conv.weight)] == 0.5 ** 14
 
 
 def test_timm_training_script_can_turn_on_grad_checkpointing():

@@ -16,7 +16,7 @@ import lightnets
 import lightnets.deploy
 import lightnets.train
 from lightnets.hub import save_pretrained
-from lightnets.train import augment, build_model, distillation_loss, lr_lambda, parse_model_args, train
+from lightnets.train import augment, build_model, distillation_loss, lr_lambda, param_groups, parse_model_args, train
 
 
 class Shapes:
@@ -209,6 +209,30 @@ def test_grad_checkpointing_trains_the_same_weights(tmp_path):
     assert not torch.equal(plain.stem.bn.running_mean, model.stem.bn.running_mean)
 
 
+def test_layer_decay_fine_tunes_the_early_layers_at_smaller_learning_rates(tmp_path):
+    model = lightnets.create_model("smallcnn_3x2", in_chans=1, img_size=28)
+    lr_of = {id(p): group["lr"] for group in param_groups(model, 5e-4, lr=0.2, layer_decay=0.5) for p in group["params"]}
+    # conv1, conv2, conv3, then the hidden FC and the classifier (the head, outside the body) at the full LR
+    for layer, lr in [(model.features.conv1.conv, 0.025), (model.features.conv3.conv, 0.1), (model.pre_logits.fc, 0.2), (model.classifier, 0.2)]:
+        assert lr_of[id(layer.weight)] == pytest.approx(lr)
+    decay_of = {id(p): group["weight_decay"] for group in param_groups(model, 5e-4, lr=0.2, layer_decay=0.5) for p in group["params"]}
+    assert decay_of[id(model.classifier.weight)] == 5e-4 and decay_of[id(model.classifier.bias)] == 0.0
+
+    common = TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--sched", "constant", "--lr", "0.1"]
+    torch.manual_seed(0)  # the model both runs start from (--seed 0)
+    start = build_model(lightnets.train.build_parser().parse_args(common), 4, 1, 28)[0].state_dict()
+    plain, _ = train(common + ["--work-dir", str(tmp_path / "plain")], Shapes(64, 0), Shapes(32, 1))
+    decayed, record = train(common + ["--layer-decay", "0.1", "--work-dir", str(tmp_path / "decayed")], Shapes(64, 0), Shapes(32, 1))
+    assert record["lr"] == 0.1  # the log shows the head's LR
+
+    def moved(model: torch.nn.Module, name: str) -> float:
+        return (model.state_dict()[name] - start[name]).norm().item()
+
+    # With decay 0.1 the stem (14 layers below the head) learns at 1e-14 of the LR: it barely moves.
+    assert moved(decayed, "stem.conv.weight") < 1e-3 * moved(plain, "stem.conv.weight")
+    assert moved(decayed, "classifier.weight") > 0.1 * moved(plain, "classifier.weight")
+
+
 def test_compile_without_a_cpp_compiler_is_refused_before_any_work(monkeypatch):
     monkeypatch.setattr(lightnets.deploy, "cpp_compiler", lambda: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -280,6 +304,7 @@ def test_a_run_killed_while_writing_its_checkpoint_keeps_the_previous_one(tmp_pa
     (["--distill-alpha", "1.5"], r"--distill-alpha must be in \[0, 1\], got 1.5"),
     (["--label-smoothing", "1"], r"--label-smoothing must be in \[0, 1\), got 1.0"),
     (["--limit", "0"], "--limit must be >= 1, got 0"),
+    (["--layer-decay", "0"], r"--layer-decay must be in \(0, 1\], got 0.0"),
 ])
 def test_impossible_settings_are_refused_before_any_work(argv, message):
     with pytest.raises(ValueError, match=message):

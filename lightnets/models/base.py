@@ -9,6 +9,7 @@ checks — is written here once. A family's ``forward_features`` starts with
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Optional, Sequence, Union
 
 import torch
@@ -64,6 +65,11 @@ def stage_feature_info(body: Sequence[tuple[str, int, int]]) -> list[dict[str, A
         for position, (name, chs, reduction) in enumerate(body)
         if position + 1 == len(body) or body[position + 1][2] != reduction
     ]
+
+
+def _layer_pattern(name: str) -> str:
+    """A regex that matches the parameter names under the module ``name`` ("blocks.1" but not "blocks.10")."""
+    return rf"^{re.escape(name)}\."
 
 
 def check_drop_rate(value: Any) -> float:
@@ -135,6 +141,28 @@ class ClassifierNet(nn.Module):
         >>> model(torch.zeros(2, 3, 224, 224)).sum().backward()
         """
         self.grad_checkpointing = check_bool("enable", enable)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups in the order the layers run (timm's API, which timm's layer-wise LR decay and
+        its distillation task read): the body's first layer is the stem, then one group per body layer
+        or, with ``coarse``, one per feature map of ``feature_info`` (a stage). Parameters outside the
+        body (the classifier, an MLP head) match no pattern, which timm places after every group.
+
+        >>> from timm.models import group_parameters
+        >>> from lightnets import create_model
+        >>> model = create_model("mobilenet_v1_025")
+        >>> groups = group_parameters(model, model.group_matcher(coarse=True))
+        >>> len(groups), [names[0] for names in groups.values()][:3]  # stem, 5 stages, classifier
+        (7, ['stem.conv.weight', 'blocks.0.conv_dw.weight', 'blocks.1.conv_dw.weight'])
+        """
+        stem, *rest = self.body_layers
+        stage_ends = set(self._body_positions(range(len(self.feature_info))))
+        blocks, stage = [], 0
+        for position, name in enumerate(rest, start=1):
+            blocks.append((_layer_pattern(name), (stage if coarse else position - 1,)))
+            stage += position in stage_ends
+        return {"stem": _layer_pattern(stem), "blocks": blocks}
 
     def checkpointing_body(self) -> bool:
         """Whether this forward pass checkpoints the body: enabled, training, and building a graph."""
