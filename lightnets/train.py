@@ -64,11 +64,19 @@ def distillation_loss(
     return alpha * soft + (1.0 - alpha) * hard
 
 
-def augment(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with ``padding`` zero pixels on each side, then a horizontal flip with p = 0.5, per image.
+def augment(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator,
+            erase_prob: float = 0.0) -> torch.Tensor:
+    """Random crop with ``padding`` zero pixels on each side, then a horizontal flip with p = 0.5, then,
+    with probability ``erase_prob``, random erasing (Zhong et al. 2020), per image.
+
+    Erasing fills one rectangle of 2-33% of the image, aspect ratio 0.3-3.3 (log-uniform), with
+    uniform random pixels: the paper's and timm's ``--reprob`` settings (timm's "pixel" mode draws
+    N(0, 1) in normalised space; here the noise is drawn on the uint8 image, so that a distillation
+    teacher sees the same image as the student). All randomness comes from ``generator``, so a resumed
+    run replays its epochs exactly.
 
     >>> g = torch.Generator().manual_seed(0)
-    >>> augment(torch.ones(4, 1, 28, 28, dtype=torch.uint8), 4, True, g).shape
+    >>> augment(torch.ones(4, 1, 28, 28, dtype=torch.uint8), 4, True, g, erase_prob=0.25).shape
     torch.Size([4, 1, 28, 28])
     """
     n, c, h, w = images.shape
@@ -83,7 +91,28 @@ def augment(images: torch.Tensor, padding: int, flip: bool, generator: torch.Gen
     if flip:
         flipped = (torch.rand(n, generator=generator) < 0.5).to(device)[:, None, None, None]
         images = torch.where(flipped, images.flip(-1), images)
+    if erase_prob > 0:
+        images = _random_erase(images, erase_prob, generator)
     return images
+
+
+def _random_erase(images: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+    n, c, h, w = images.shape
+    area = torch.empty(n).uniform_(0.02, 1 / 3, generator=generator) * h * w
+    aspect = torch.empty(n).uniform_(math.log(0.3), math.log(1 / 0.3), generator=generator).exp()
+    # The paper redraws a rectangle that does not fit; clamping to the image keeps this one batched draw.
+    box_h = (area * aspect).sqrt().round().clamp(1, h)
+    box_w = (area / aspect).sqrt().round().clamp(1, w)
+    top = (torch.rand(n, generator=generator) * (h - box_h + 1)).floor()
+    left = (torch.rand(n, generator=generator) * (w - box_w + 1)).floor()
+    erased = torch.rand(n, generator=generator) < prob
+    noise = torch.randint(0, 256, images.shape, generator=generator, dtype=torch.uint8)
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = (((rows[None, :] >= top[:, None]) & (rows[None, :] < (top + box_h)[:, None]))[:, :, None]
+              & ((cols[None, :] >= left[:, None]) & (cols[None, :] < (left + box_w)[:, None]))[:, None, :]
+              & erased[:, None, None])
+    device = images.device
+    return torch.where(inside[:, None].to(device), noise.to(device, images.dtype), images)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--pad", type=int, default=4, help="random-crop padding in pixels (0: no crop)")
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    p.add_argument("--reprob", type=float, default=0.0, metavar="P",
+                   help="random erasing probability per image (timm's name; 0.25 is a common choice)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                    help="auto: bf16 autocast on CUDA (fp16 + loss scaling on GPUs without bf16), float32 on the CPU; "
                         "bf16: bf16 autocast on the CPU too (faster for dense convs on CPUs with AMX / AVX512-BF16, "
@@ -378,6 +409,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.layer_decay is not None and not 0.0 < args.layer_decay <= 1.0:
         raise ValueError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
+    if not 0.0 <= args.reprob <= 1.0:
+        raise ValueError(f"--reprob must be in [0, 1], got {args.reprob}")
     if not 0.0 <= args.label_smoothing < 1.0:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if not 0.0 <= args.distill_alpha <= 1.0:
@@ -455,7 +488,7 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
 
 # Settings that define a run: resuming with another value would silently train something else.
 _RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum", "weight_decay",
-                 "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "seed", "finetune_from", "teacher",
+                 "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "reprob", "seed", "finetune_from", "teacher",
                  "distill_alpha", "distill_T")
 
 
@@ -597,7 +630,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
                    disable=args.no_progress or not runtime.is_main)
         for step in bar:
             index = order[step * local_batch:(step + 1) * local_batch]
-            batch = augment(train_images[index].to(runtime.device), args.pad, not args.no_flip, generator)
+            batch = augment(train_images[index].to(runtime.device), args.pad, not args.no_flip, generator, args.reprob)
             target = train_labels[index].to(runtime.device)
             with autocast():
                 output = net(prepare(batch)).float()

@@ -79,6 +79,37 @@ def test_augment_crops_and_flips_each_image_independently():
     assert torch.equal(augment(images, 0, False, torch.Generator()), images)
 
 
+def test_random_erasing_fills_one_rectangle_per_chosen_image_with_noise():
+    images = torch.zeros(400, 1, 28, 28, dtype=torch.uint8)
+    out = augment(images, 0, False, torch.Generator().manual_seed(0), erase_prob=1.0)
+    for image in out:
+        rows, cols = image[0].nonzero(as_tuple=True)  # noise pixels (1/256 of them happen to draw 0)
+        box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert 10 <= box <= 784 / 3 + 20  # 2-33% of the image (16-261 pixels), up to rounding each side
+        assert len(rows) >= 0.9 * box  # one filled rectangle, not scattered pixels
+    assert len({tuple(image[0].nonzero().min(0).values.tolist()) for image in out}) > 100  # each its own place
+    erased = augment(images, 0, False, torch.Generator().manual_seed(1), erase_prob=0.25).flatten(1).any(1)
+    assert 70 <= erased.sum() <= 130  # 100 expected: a binomial(400, 0.25) lands here but for 1 in 1000 seeds
+    replay = augment(images, 0, False, torch.Generator().manual_seed(1), erase_prob=0.25).flatten(1).any(1)
+    assert torch.equal(erased, replay)  # from the generator alone: a resumed run replays its epochs
+    plain = augment(images[:8], 2, True, torch.Generator().manual_seed(2))
+    assert torch.equal(augment(images[:8], 2, True, torch.Generator().manual_seed(2), erase_prob=0.0), plain)
+
+
+def test_reprob_reaches_the_training_batches(tmp_path, monkeypatch):
+    probs = []
+
+    def recording_augment(*args, **kwargs):
+        probs.append(args[4])
+        return augment(*args, **kwargs)
+
+    monkeypatch.setattr(lightnets.train, "augment", recording_augment)
+    train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--reprob", "0.5", "--work-dir", str(tmp_path)],
+          Shapes(64, 0), Shapes(32, 1))
+    assert probs == [0.5, 0.5]  # both steps of the epoch
+    assert json.loads((tmp_path / "args.json").read_text())["reprob"] == 0.5  # a resume checks it
+
+
 def test_lr_schedules():
     cosine = lr_lambda("cosine", total_steps=100, warmup_steps=10)
     assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
@@ -305,6 +336,7 @@ def test_a_run_killed_while_writing_its_checkpoint_keeps_the_previous_one(tmp_pa
     (["--label-smoothing", "1"], r"--label-smoothing must be in \[0, 1\), got 1.0"),
     (["--limit", "0"], "--limit must be >= 1, got 0"),
     (["--layer-decay", "0"], r"--layer-decay must be in \(0, 1\], got 0.0"),
+    (["--reprob", "1.5"], r"--reprob must be in \[0, 1\], got 1.5"),
 ])
 def test_impossible_settings_are_refused_before_any_work(argv, message):
     with pytest.raises(ValueError, match=message):
