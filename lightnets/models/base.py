@@ -157,7 +157,7 @@ class ClassifierNet(nn.Module):
         (7, ['stem.conv.weight', 'blocks.0.conv_dw.weight', 'blocks.1.conv_dw.weight'])
         """
         stem, *rest = self.body_layers
-        stage_ends = set(self._body_positions(range(len(self.feature_info))))
+        stage_ends = set(self._feature_positions())
         blocks, stage = [], 0
         for position, name in enumerate(rest, start=1):
             blocks.append((_layer_pattern(name), (stage if coarse else position - 1,)))
@@ -171,7 +171,7 @@ class ClassifierNet(nn.Module):
     def forward_body_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
         """``forward_features`` as checkpointed segments, each ending at a ``feature_info`` layer."""
         start = 0
-        for end in self._body_positions(range(len(self.feature_info))):
+        for end in self._feature_positions():
             segment = [self.get_submodule(name) for name in self.body_layers[start:end + 1]]
             x = checkpoint(_run_in_order, segment, x, use_reentrant=False)
             start = end + 1
@@ -187,6 +187,10 @@ class ClassifierNet(nn.Module):
         """:meth:`check_input`, skipped where Python checks cannot run (scripting, tracing, compiling)."""
         if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             self.check_input(x)
+
+    def _feature_positions(self) -> list[int]:
+        """Positions in ``body_layers`` of every ``feature_info`` map: where each stage ends."""
+        return self._body_positions(range(len(self.feature_info)))
 
     def _body_positions(self, feature_indices: Sequence[int]) -> list[int]:
         """Positions in ``body_layers`` of the layers that give these ``feature_info`` maps."""
