@@ -1,0 +1,106 @@
+"""scripts/train_fmnist_zoo.sh: which entries it trains, where, and when a retrain replaces a shipped weight.
+
+The script runs against a copy of itself in a temporary tree with a stand-in for ``python -m
+lightnets.train`` that records its arguments and writes a weight folder with a chosen top-1, so the
+bash logic is exercised without training anything.
+"""
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_fmnist_zoo.sh"
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+# Stand-in for the interpreter: "-m lightnets.train ..." logs its arguments and writes a weight
+# folder at --output with top-1 $FAKE_TOP1; anything else goes to the real Python.
+if [[ "$1" == "-m" && "$2" == "lightnets.train" ]]; then
+    echo "$*" >> "$CALLS"
+    out=""
+    while [[ $# -gt 0 ]]; do
+        if [[ "$1" == "--output" ]]; then out=$2; fi
+        shift
+    done
+    mkdir -p "$out"
+    echo "new weights" > "$out/model.safetensors"
+    printf '{"lightnets": {"metrics": {"top1": %s}}}' "$FAKE_TOP1" > "$out/config.json"
+    exit 0
+fi
+exec "$REAL_PYTHON" "$@"
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "scripts" / SCRIPT.name)
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    shipped = tmp_path / "weights" / "mobilenet_v1_100.fmnist"
+    shipped.mkdir(parents=True)
+    (shipped / "model.safetensors").write_text("shipped weights")
+    (shipped / "config.json").write_text(json.dumps({"lightnets": {"metrics": {"top1": 94.14}}}))
+    return tmp_path
+
+
+def run_script(tree: Path, top1: float, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    calls = tree / "calls.txt"
+    calls.touch()
+    result = subprocess.run(
+        ["bash", str(tree / "scripts" / SCRIPT.name)],
+        env={**os.environ, "PYTHON": str(tree / "fake-python"), "REAL_PYTHON": sys.executable,
+             "CALLS": str(calls), "FAKE_TOP1": str(top1), **env},
+        capture_output=True, text=True)
+    return result, calls.read_text().splitlines()
+
+
+def test_shipped_weights_are_skipped_and_only_picks_one_entry(tree: Path) -> None:
+    result, calls = run_script(tree, 90.0, ONLY="mobilenet_v1_100")
+    assert result.returncode == 0, result.stderr
+    assert "== mobilenet_v1_100: done (weights/mobilenet_v1_100.fmnist)" in result.stdout
+    assert calls == []
+
+    result, calls = run_script(tree, 90.0, ONLY="smallcnn_3x2")
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 1 and "--model smallcnn_3x2 " in calls[0]
+    assert "--work-dir runs/smallcnn_3x2-fmnist " in calls[0]
+    assert "--output weights/smallcnn_3x2.fmnist " in calls[0]
+    assert (tree / "weights" / "smallcnn_3x2.fmnist" / "model.safetensors").is_file()
+
+
+def test_retrain_runs_only_the_trial_recipe_in_its_own_folder_and_replaces_a_worse_weight(tree: Path) -> None:
+    result, calls = run_script(tree, 95.02, RETRAIN="mobilenet_v1_100")
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 1  # no `train` line runs, though none of the other weights exists in this tree
+    call = calls[0]
+    assert "--model mobilenet_v1_100 " in call and "--epochs 40 --lr 0.1 " in call
+    assert call.endswith("--fp16-weights --reprob 0.25")
+    assert "--work-dir runs/mobilenet_v1_100-fmnist-retrain --resume " in call
+    assert "--output runs/mobilenet_v1_100-fmnist-retrain/weight " in call
+    assert "retrained to 95.02% top-1 (shipped: 94.14%), replacing weights/mobilenet_v1_100.fmnist" in result.stdout
+    shipped = tree / "weights" / "mobilenet_v1_100.fmnist"
+    assert json.loads((shipped / "config.json").read_text())["lightnets"]["metrics"]["top1"] == 95.02
+    assert (shipped / "model.safetensors").read_text() == "new weights\n"
+
+
+@pytest.mark.parametrize("top1", [94.14, 93.9])
+def test_retrain_keeps_the_shipped_weight_unless_the_new_one_scores_higher(tree: Path, top1: float) -> None:
+    result, _ = run_script(tree, top1, RETRAIN="mobilenet_v1_100")
+    assert result.returncode == 0, result.stderr
+    assert (f"retrained to {top1}% top-1, not above the shipped 94.14%; weights/mobilenet_v1_100.fmnist stays, "
+            "the new weight is in runs/mobilenet_v1_100-fmnist-retrain/weight") in result.stdout
+    shipped = tree / "weights" / "mobilenet_v1_100.fmnist"
+    assert (shipped / "model.safetensors").read_text() == "shipped weights"
+    assert (tree / "runs" / "mobilenet_v1_100-fmnist-retrain" / "weight" / "model.safetensors").is_file()
+
+
+def test_retrain_of_a_model_without_a_trial_line_is_an_error(tree: Path) -> None:
+    result, calls = run_script(tree, 95.0, RETRAIN="vgg11_bn")
+    assert result.returncode == 2 and calls == []
+    assert "RETRAIN=vgg11_bn: this script has no 'retrain vgg11_bn' line" in result.stderr
