@@ -8,7 +8,7 @@
 #
 # A recipe that might beat a shipped weight is tried with a `retrain` line (at the end) and
 #
-#   RETRAIN=mobilenet_v1_100 nohup bash scripts/train_fmnist_zoo.sh >> runs/train_fmnist_zoo.log 2>&1 &
+#   RETRAIN=shufflenet_g3 nohup bash scripts/train_fmnist_zoo.sh >> runs/train_fmnist_zoo.log 2>&1 &
 #
 # which trains only that model, in runs/<model>-fmnist-retrain/ (resumable like any run), and
 # replaces weights/<model>.fmnist only if the new weight's test top-1 is higher; otherwise the
@@ -26,11 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 ONLY=${ONLY:-}        # e.g. ONLY=smallcnn_3x2 to train a single entry
-RETRAIN=${RETRAIN:-}  # e.g. RETRAIN=mobilenet_v1_100 to run that model's `retrain` line and nothing else
-
-top1() {  # top1 WEIGHT_DIR: the test top-1 recorded in its config.json
-    "$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["lightnets"]["metrics"]["top1"])' "$1/config.json"
-}
+RETRAIN=${RETRAIN:-}  # e.g. RETRAIN=shufflenet_g3 to run that model's `retrain` line and nothing else
 
 train() {  # train MODEL EPOCHS LR [extra args...]
     local model=$1 epochs=$2 lr=$3; shift 3
@@ -46,14 +42,18 @@ retrain() {  # retrain MODEL EPOCHS LR [extra args...]: a trial recipe for a shi
     if [[ "$RETRAIN" != "$model" ]]; then return; fi
     retrained=$model
     fit "$model" "$epochs" "$lr" "$work" "$work/weight" "$@"
-    local old=none new
-    new=$(top1 "$work/weight")
-    if [[ -f $shipped/config.json ]]; then old=$(top1 "$shipped"); fi
-    if [[ $old == none ]] || "$PYTHON" -c 'import sys; sys.exit(float(sys.argv[1]) <= float(sys.argv[2]))' "$new" "$old"; then
-        echo "== $model: retrained to $new% top-1 (shipped: $old%), replacing $shipped"
+    local verdict new old higher
+    # one line "NEW OLD HIGHER": the test top-1 each config.json records (OLD is none when nothing ships)
+    verdict=$("$PYTHON" -c '
+import json, os, sys
+new, old = (json.load(open(p))["lightnets"]["metrics"]["top1"] if os.path.exists(p) else None for p in sys.argv[1:])
+print(new, "none" if old is None else f"{old}%", old is None or new > old)' "$work/weight/config.json" "$shipped/config.json")
+    read -r new old higher <<< "$verdict"
+    if [[ $higher == True ]]; then
+        echo "== $model: retrained to $new% top-1 (shipped: $old), replacing $shipped"
         rm -rf "$shipped" && cp -r "$work/weight" "$shipped"
     else
-        echo "== $model: retrained to $new% top-1, not above the shipped $old%; $shipped stays, the new weight is in $work/weight"
+        echo "== $model: retrained to $new% top-1, not above the shipped $old; $shipped stays, the new weight is in $work/weight"
     fi
 }
 
@@ -79,7 +79,7 @@ train sepcnn_regular      15 0.05 --fp16-weights
 train shufflenet_g3_050    8 0.1
 train sepcnn_both         15 0.05
 train mobilenet_v1_050    20 0.1
-train mobilenet_v1_100    20 0.1 --fp16-weights
+train mobilenet_v1_100    40 0.1 --fp16-weights --reprob 0.25
 train shufflenet_g3       30 0.1 --fp16-weights
 train mobilenet_v1_075    25 0.1 --fp16-weights
 train shufflenet_g1       20 0.1 --fp16-weights
@@ -88,9 +88,8 @@ train shufflenet_g4       20 0.1 --fp16-weights
 train shufflenet_g8       20 0.1 --fp16-weights
 train vgg11_bn            15 0.05 --fp16-weights --amp bf16
 
-# Trials. α = 1.0 ended at 94.14% after 20 epochs with train top-1 still rising (95.6%): under-trained,
-# so twice the epochs, with random erasing against the over-fitting that more epochs bring.
-retrain mobilenet_v1_100  40 0.1 --fp16-weights --reprob 0.25
+# Trials. α = 1.0's recipe above came from one: 40 epochs with random erasing reached 94.67%, against
+# 94.14% with 20 epochs and no erasing (train top-1 was still rising, 95.6%, when those 20 ended).
 # g = 3 ended 0.01 points under its 94.5% target after 30 epochs, test top-1 still rising at the end.
 retrain shufflenet_g3     40 0.1 --fp16-weights --reprob 0.25
 

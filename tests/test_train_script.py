@@ -42,10 +42,10 @@ def tree(tmp_path: Path) -> Path:
     fake = tmp_path / "fake-python"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    shipped = tmp_path / "weights" / "mobilenet_v1_100.fmnist"
+    shipped = tmp_path / "weights" / "shufflenet_g3.fmnist"
     shipped.mkdir(parents=True)
     (shipped / "model.safetensors").write_text("shipped weights")
-    (shipped / "config.json").write_text(json.dumps({"lightnets": {"metrics": {"top1": 94.14}}}))
+    (shipped / "config.json").write_text(json.dumps({"lightnets": {"metrics": {"top1": 94.49}}}))
     return tmp_path
 
 
@@ -61,9 +61,9 @@ def run_script(tree: Path, top1: float, **env: str) -> tuple[subprocess.Complete
 
 
 def test_shipped_weights_are_skipped_and_only_picks_one_entry(tree: Path) -> None:
-    result, calls = run_script(tree, 90.0, ONLY="mobilenet_v1_100")
+    result, calls = run_script(tree, 90.0, ONLY="shufflenet_g3")
     assert result.returncode == 0, result.stderr
-    assert "== mobilenet_v1_100: done (weights/mobilenet_v1_100.fmnist)" in result.stdout
+    assert "== shufflenet_g3: done (weights/shufflenet_g3.fmnist)" in result.stdout
     assert calls == []
 
     result, calls = run_script(tree, 90.0, ONLY="smallcnn_3x2")
@@ -75,29 +75,37 @@ def test_shipped_weights_are_skipped_and_only_picks_one_entry(tree: Path) -> Non
 
 
 def test_retrain_runs_only_the_trial_recipe_in_its_own_folder_and_replaces_a_worse_weight(tree: Path) -> None:
-    result, calls = run_script(tree, 95.02, RETRAIN="mobilenet_v1_100")
+    result, calls = run_script(tree, 94.61, RETRAIN="shufflenet_g3")
     assert result.returncode == 0, result.stderr
     assert len(calls) == 1  # no `train` line runs, though none of the other weights exists in this tree
     call = calls[0]
-    assert "--model mobilenet_v1_100 " in call and "--epochs 40 --lr 0.1 " in call
+    assert "--model shufflenet_g3 " in call and "--epochs 40 --lr 0.1 " in call
     assert call.endswith("--fp16-weights --reprob 0.25")
-    assert "--work-dir runs/mobilenet_v1_100-fmnist-retrain --resume " in call
-    assert "--output runs/mobilenet_v1_100-fmnist-retrain/weight " in call
-    assert "retrained to 95.02% top-1 (shipped: 94.14%), replacing weights/mobilenet_v1_100.fmnist" in result.stdout
-    shipped = tree / "weights" / "mobilenet_v1_100.fmnist"
-    assert json.loads((shipped / "config.json").read_text())["lightnets"]["metrics"]["top1"] == 95.02
+    assert "--work-dir runs/shufflenet_g3-fmnist-retrain --resume " in call
+    assert "--output runs/shufflenet_g3-fmnist-retrain/weight " in call
+    assert "retrained to 94.61% top-1 (shipped: 94.49%), replacing weights/shufflenet_g3.fmnist" in result.stdout
+    shipped = tree / "weights" / "shufflenet_g3.fmnist"
+    assert json.loads((shipped / "config.json").read_text())["lightnets"]["metrics"]["top1"] == 94.61
     assert (shipped / "model.safetensors").read_text() == "new weights\n"
 
 
-@pytest.mark.parametrize("top1", [94.14, 93.9])
-def test_retrain_keeps_the_shipped_weight_unless_the_new_one_scores_higher(tree: Path, top1: float) -> None:
-    result, _ = run_script(tree, top1, RETRAIN="mobilenet_v1_100")
+def test_retrain_with_nothing_shipped_publishes_the_new_weight(tree: Path) -> None:
+    shutil.rmtree(tree / "weights" / "shufflenet_g3.fmnist")
+    result, _ = run_script(tree, 80.5, RETRAIN="shufflenet_g3")
     assert result.returncode == 0, result.stderr
-    assert (f"retrained to {top1}% top-1, not above the shipped 94.14%; weights/mobilenet_v1_100.fmnist stays, "
-            "the new weight is in runs/mobilenet_v1_100-fmnist-retrain/weight") in result.stdout
-    shipped = tree / "weights" / "mobilenet_v1_100.fmnist"
+    assert "retrained to 80.5% top-1 (shipped: none), replacing weights/shufflenet_g3.fmnist" in result.stdout
+    assert (tree / "weights" / "shufflenet_g3.fmnist" / "model.safetensors").read_text() == "new weights\n"
+
+
+@pytest.mark.parametrize("top1", [94.49, 94.4])
+def test_retrain_keeps_the_shipped_weight_unless_the_new_one_scores_higher(tree: Path, top1: float) -> None:
+    result, _ = run_script(tree, top1, RETRAIN="shufflenet_g3")
+    assert result.returncode == 0, result.stderr
+    assert (f"retrained to {top1}% top-1, not above the shipped 94.49%; weights/shufflenet_g3.fmnist stays, "
+            "the new weight is in runs/shufflenet_g3-fmnist-retrain/weight") in result.stdout
+    shipped = tree / "weights" / "shufflenet_g3.fmnist"
     assert (shipped / "model.safetensors").read_text() == "shipped weights"
-    assert (tree / "runs" / "mobilenet_v1_100-fmnist-retrain" / "weight" / "model.safetensors").is_file()
+    assert (tree / "runs" / "shufflenet_g3-fmnist-retrain" / "weight" / "model.safetensors").is_file()
 
 
 def test_retrain_of_a_model_without_a_trial_line_is_an_error(tree: Path) -> None:
