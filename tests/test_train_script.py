@@ -2,7 +2,8 @@
 
 The script runs against a copy of itself in a temporary tree with a stand-in for ``python -m
 lightnets.train`` that records its arguments and writes a weight folder with a chosen top-1, so the
-bash logic is exercised without training anything.
+bash logic is exercised without training anything. The copy's `retrain` lines are replaced by one
+trial recipe of the test's own, so the tests hold whichever trials the real script carries.
 """
 import json
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_fmnist_zoo.sh"
+TRIAL = "retrain shufflenet_g3     50 0.05 --fp16-weights --reprob 0.3\n"
 
 FAKE_PYTHON = """#!/usr/bin/env bash
 # Stand-in for the interpreter: "-m lightnets.train ..." logs its arguments and writes a weight
@@ -38,7 +40,9 @@ exec "$REAL_PYTHON" "$@"
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     (tmp_path / "scripts").mkdir()
-    shutil.copy(SCRIPT, tmp_path / "scripts" / SCRIPT.name)
+    lines = [line for line in SCRIPT.read_text().splitlines(keepends=True) if not line.startswith("retrain ")]
+    end_of_recipes = lines.index('if [[ -n "$RETRAIN" && -z "${retrained:-}" ]]; then\n')
+    (tmp_path / "scripts" / SCRIPT.name).write_text("".join(lines[:end_of_recipes] + [TRIAL] + lines[end_of_recipes:]))
     fake = tmp_path / "fake-python"
     fake.write_text(FAKE_PYTHON)
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
@@ -79,8 +83,8 @@ def test_retrain_runs_only_the_trial_recipe_in_its_own_folder_and_replaces_a_wor
     assert result.returncode == 0, result.stderr
     assert len(calls) == 1  # no `train` line runs, though none of the other weights exists in this tree
     call = calls[0]
-    assert "--model shufflenet_g3 " in call and "--epochs 40 --lr 0.1 " in call
-    assert call.endswith("--fp16-weights --reprob 0.25")
+    assert "--model shufflenet_g3 " in call and "--epochs 50 --lr 0.05 " in call
+    assert call.endswith("--fp16-weights --reprob 0.3")
     assert "--work-dir runs/shufflenet_g3-fmnist-retrain --resume " in call
     assert "--output runs/shufflenet_g3-fmnist-retrain/weight " in call
     assert "retrained to 94.61% top-1 (shipped: 94.49%), replacing weights/shufflenet_g3.fmnist" in result.stdout
