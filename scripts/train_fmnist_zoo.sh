@@ -8,7 +8,7 @@
 #
 # A recipe that might beat a shipped weight is tried with a `retrain` line (at the end) and
 #
-#   RETRAIN=shufflenet_g3 nohup bash scripts/train_fmnist_zoo.sh >> runs/train_fmnist_zoo.log 2>&1 &
+#   RETRAIN=mobilenet_v1_100 nohup bash scripts/train_fmnist_zoo.sh >> runs/train_fmnist_zoo.log 2>&1 &
 #
 # which trains only that model, in runs/<model>-fmnist-retrain/ (resumable like any run), and
 # replaces weights/<model>.fmnist only if the new weight's test top-1 is higher; otherwise the
@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 ONLY=${ONLY:-}        # e.g. ONLY=smallcnn_3x2 to train a single entry
-RETRAIN=${RETRAIN:-}  # e.g. RETRAIN=shufflenet_g3 to run that model's `retrain` line and nothing else
+RETRAIN=${RETRAIN:-}  # e.g. RETRAIN=mobilenet_v1_100 to run that model's `retrain` line and nothing else
 
 train() {  # train MODEL EPOCHS LR [extra args...]
     local model=$1 epochs=$2 lr=$3; shift 3
@@ -88,9 +88,13 @@ train shufflenet_g4       20 0.1 --fp16-weights
 train shufflenet_g8       20 0.1 --fp16-weights
 train vgg11_bn            15 0.05 --fp16-weights --amp bf16
 
-# Trials go here, as `retrain MODEL EPOCHS LR [extra args...]` lines; none is open. The α = 1.0 and
-# g = 3 recipes above each came from one: 40 epochs with random erasing reached 94.67% and 94.71%,
-# against 94.14% with 20 epochs and 94.49% with 30 epochs, both without erasing.
+# Trials go here, as `retrain MODEL EPOCHS LR [extra args...]` lines. The α = 1.0 and g = 3 recipes
+# above each came from one: 40 epochs with random erasing reached 94.67% and 94.71%, against 94.14%
+# with 20 epochs and 94.49% with 30 epochs, both without erasing. α = 1.0 is still under its 95%
+# target, its test top-1 still rising when the 40 epochs ended (94.37, 94.56, 94.59, 94.64, 94.65,
+# 94.66 over the last six), so its trial trains half as long again and erases with the Random
+# Erasing paper's p = 0.5 (Zhong et al. 2020, its Fashion-MNIST setting).
+retrain mobilenet_v1_100  60 0.1 --fp16-weights --reprob 0.5
 
 if [[ -n "$RETRAIN" && -z "${retrained:-}" ]]; then
     echo "RETRAIN=$RETRAIN: this script has no 'retrain $RETRAIN' line" >&2; exit 2
