@@ -4,9 +4,9 @@
         --dataset fashion_mnist --epochs 30 --output weights/mobilenet_v1_050.fmnist --tag fmnist
 
 Datasets are held in memory as uint8 tensors; augmentation (random crop with zero padding,
-horizontal flip) runs batched on the training device. Under torchrun every process trains on
-its DistributedSampler shard (gloo on CPU, nccl on GPU), metrics are summed across processes,
-and only rank 0 writes: ``<work-dir>/last.pth`` (resumable with ``--resume``), ``<work-dir>/log.jsonl``
+horizontal flip, random erasing, mixup / CutMix) runs batched on the training device. Under
+torchrun every process trains on its DistributedSampler shard (gloo on CPU, nccl on GPU),
+metrics are summed across processes, and only rank 0 writes: ``<work-dir>/last.pth`` (resumable with ``--resume``), ``<work-dir>/log.jsonl``
 (one JSON record per epoch) and, with ``--output``, the Hub-layout folder of the final model with
 its measured test metrics (:func:`lightnets.save_pretrained`).
 """
@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shlex
 import sys
 import time
@@ -30,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["distillation_loss", "augment", "autocast_dtype", "train", "main"]
+__all__ = ["distillation_loss", "augment", "mix_batch", "autocast_dtype", "train", "main"]
 
 
 def distillation_loss(
@@ -113,6 +114,54 @@ def _random_erase(images: torch.Tensor, prob: float, generator: torch.Generator)
               & erased[:, None, None])
     device = images.device
     return torch.where(inside[:, None].to(device), noise.to(device, images.dtype), images)
+
+
+def mix_batch(images: torch.Tensor, generator: torch.Generator, mixup_alpha: float = 0.0,
+              cutmix_alpha: float = 0.0, prob: float = 1.0) -> tuple[torch.Tensor, float]:
+    """Mixup (Zhang et al. 2018) or CutMix (Yun et al. 2019) of each image with its mirror in the batch,
+    image i with image n − 1 − i (timm's batch mode). Returns the mixed batch and λ, the share of each
+    image's own label: the loss is λ·L(y) + (1 − λ)·L(y.flip(0)).
+
+    λ ~ Beta(α, α). Mixup blends whole images; CutMix pastes one box covering 1 − λ of the image from
+    the mirror (one box for the batch, clipped at the border, λ then recomputed from the pixels actually
+    pasted). With both alphas > 0 a batch gets CutMix or Mixup with p = 0.5 (timm's switch
+    probability); with ``prob`` < 1 it is left alone (λ = 1) with probability 1 − ``prob``. Both
+    alphas 0: the batch comes back untouched and ``generator`` is not drawn from, so a run without
+    mixing replays as before. Otherwise all randomness comes from ``generator``, as in :func:`augment`.
+    uint8 batches stay uint8 (a blend is rounded to the nearest level), so a distillation teacher
+    sees the student's image.
+
+    >>> images = torch.stack([torch.zeros(1, 4, 4), torch.full((1, 4, 4), 100.0)])
+    >>> mixed, lam = mix_batch(images, torch.Generator().manual_seed(0), mixup_alpha=1.0)
+    >>> torch.allclose(mixed[0], torch.full((1, 4, 4), 100 * (1 - lam)))
+    True
+    """
+    if mixup_alpha < 0 or cutmix_alpha < 0:
+        raise ValueError(f"mixup and cutmix alphas must be >= 0, got {mixup_alpha!r} and {cutmix_alpha!r}")
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"prob must be in [0, 1], got {prob!r}")
+    if mixup_alpha == 0 and cutmix_alpha == 0:
+        return images, 1.0
+    apply, pick_cutmix, cy, cx = torch.rand(4, generator=generator).tolist()
+    # torch draws Beta variates from its global generator only; a seed taken from ours keeps λ replayable.
+    beta = random.Random(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    if apply >= prob:
+        return images, 1.0
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha == 0 or pick_cutmix < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    lam = beta.betavariate(alpha, alpha)
+    mirror = images.flip(0)
+    if not use_cutmix:
+        mixed = lam * images.float() + (1 - lam) * mirror.float()
+        return (mixed if images.is_floating_point() else mixed.round()).to(images.dtype), lam
+    h, w = images.shape[-2:]
+    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    center_y, center_x = int(cy * h), int(cx * w)
+    top, bottom = max(center_y - cut_h // 2, 0), min(center_y + cut_h // 2, h)
+    left, right = max(center_x - cut_w // 2, 0), min(center_x + cut_w // 2, w)
+    mixed = images.clone()
+    mixed[..., top:bottom, left:right] = mirror[..., top:bottom, left:right]
+    return mixed, 1.0 - (bottom - top) * (right - left) / (h * w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
     p.add_argument("--reprob", type=float, default=0.0, metavar="P",
                    help="random erasing probability per image (timm's name; 0.25 is a common choice)")
+    p.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                   help="mixup with λ ~ Beta(ALPHA, ALPHA) (timm's name; 0.2 is a common choice; 0: off)")
+    p.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                   help="CutMix with λ ~ Beta(ALPHA, ALPHA) (1.0 is the paper's); with --mixup too, each batch gets one of the two")
+    p.add_argument("--mix-prob", type=float, default=1.0, metavar="P",
+                   help="share of batches that --mixup / --cutmix mix (timm's --mixup-prob)")
     p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
                    help="auto: bf16 autocast on CUDA (fp16 + loss scaling on GPUs without bf16), float32 on the CPU; "
                         "bf16: bf16 autocast on the CPU too (faster for dense convs on CPUs with AMX / AVX512-BF16, "
@@ -411,6 +466,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
     if not 0.0 <= args.reprob <= 1.0:
         raise ValueError(f"--reprob must be in [0, 1], got {args.reprob}")
+    for name in ("mixup", "cutmix"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0 (0: off), got {getattr(args, name)}")
+    if not 0.0 <= args.mix_prob <= 1.0:
+        raise ValueError(f"--mix-prob must be in [0, 1], got {args.mix_prob}")
     if not 0.0 <= args.label_smoothing < 1.0:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if not 0.0 <= args.distill_alpha <= 1.0:
@@ -489,7 +549,7 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
 # Settings that define a run: resuming with another value would silently train something else.
 _RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum", "weight_decay",
                  "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "reprob", "seed", "finetune_from", "teacher",
-                 "distill_alpha", "distill_T")
+                 "distill_alpha", "distill_T", "mixup", "cutmix", "mix_prob")
 
 
 def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -593,6 +653,11 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         args.sched, args.epochs * steps_per_epoch, int(args.warmup_epochs * steps_per_epoch)))
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
+    def loss_against(output: torch.Tensor, teacher_logits: Optional[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        if teacher_logits is None:
+            return criterion(output, labels)
+        return distillation_loss(output, teacher_logits, labels, args.distill_alpha, args.distill_T, args.label_smoothing)
+
     work_dir = Path(args.work_dir or f"runs/{(args.model or args.finetune_from).replace('/', '_')}-{args.dataset}-s{args.seed}")
     checkpoint_path = work_dir / "last.pth"
     start_epoch = 0
@@ -631,15 +696,17 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         for step in bar:
             index = order[step * local_batch:(step + 1) * local_batch]
             batch = augment(train_images[index].to(runtime.device), args.pad, not args.no_flip, generator, args.reprob)
+            batch, lam = mix_batch(batch, generator, args.mixup, args.cutmix, args.mix_prob)
             target = train_labels[index].to(runtime.device)
             with autocast():
                 output = net(prepare(batch)).float()
+                teacher_logits = None
                 if teacher is not None:
                     with torch.no_grad():
                         teacher_logits = teacher(teacher_prepare(batch)).float()
-                    loss = distillation_loss(output, teacher_logits, target, args.distill_alpha, args.distill_T, args.label_smoothing)
-                else:
-                    loss = criterion(output, target)
+                loss = loss_against(output, teacher_logits, target)
+                if lam < 1.0:  # mixed images: the loss is shared between their two labels
+                    loss = lam * loss + (1 - lam) * loss_against(output, teacher_logits, target.flip(0))
             runtime.check_finite(loss, f"epoch {epoch + 1} step {step}", f"lower --lr (now {args.lr})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -648,7 +715,8 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
             scheduler.step()
             seen += len(index)
             loss_sum += loss.item() * len(index)
-            correct += (output.argmax(1) == target).sum().item()
+            # A mixed image counts as correct when the label with the larger share wins.
+            correct += (output.argmax(1) == (target if lam >= 0.5 else target.flip(0))).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
                             img_s=f"{seen * runtime.world_size / (time.perf_counter() - started):.0f}")
         bar.close()

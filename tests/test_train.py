@@ -13,10 +13,11 @@ import torch
 import torch.multiprocessing as mp
 
 import lightnets
+import lightnets.data
 import lightnets.deploy
 import lightnets.train
 from lightnets.hub import save_pretrained
-from lightnets.train import augment, build_model, distillation_loss, lr_lambda, param_groups, parse_model_args, train
+from lightnets.train import augment, build_model, distillation_loss, lr_lambda, mix_batch, param_groups, parse_model_args, train
 
 
 class Shapes:
@@ -108,6 +109,126 @@ def test_reprob_reaches_the_training_batches(tmp_path, monkeypatch):
           Shapes(64, 0), Shapes(32, 1))
     assert probs == [0.5, 0.5]  # both steps of the epoch
     assert json.loads((tmp_path / "args.json").read_text())["reprob"] == 0.5  # a resume checks it
+
+
+def _numbered(n: int = 8, size: int = 16) -> torch.Tensor:
+    """Image i filled with 10·(i + 1): every pixel tells which image it came from."""
+    return (torch.arange(1, n + 1, dtype=torch.uint8) * 10).view(n, 1, 1, 1).expand(n, 1, size, size).contiguous()
+
+
+def test_mixup_blends_each_image_with_its_mirror_by_a_beta_drawn_share():
+    images = _numbered()
+    lams = []
+    for seed in range(300):
+        mixed, lam = mix_batch(images, torch.Generator().manual_seed(seed), mixup_alpha=1.0)
+        expected = (lam * images.float() + (1 - lam) * images.flip(0).float()).round()
+        assert mixed.dtype == torch.uint8 and torch.equal(mixed.float(), expected)
+        lams.append(lam)
+    # Beta(1, 1) is uniform: mean 1/2, and about a tenth of the draws in each tenth of [0, 1]
+    assert 0.45 < sum(lams) / len(lams) < 0.55 and min(lams) < 0.05 and max(lams) > 0.95
+    # a small alpha puts λ near 0 or 1 (Beta(0.2, 0.2) is U-shaped): images mostly stay themselves
+    small = [mix_batch(images, torch.Generator().manual_seed(seed), mixup_alpha=0.2)[1] for seed in range(300)]
+    assert sum(min(lam, 1 - lam) < 0.1 for lam in small) > 150
+
+
+def test_cutmix_pastes_one_box_from_the_mirror_whose_area_is_one_minus_lambda():
+    images = _numbered()
+    areas = set()
+    for seed in range(100):
+        mixed, lam = mix_batch(images, torch.Generator().manual_seed(seed), cutmix_alpha=1.0)
+        from_mirror = mixed != images  # no image equals its mirror here, so every pasted pixel differs
+        assert torch.equal(mixed[from_mirror], images.flip(0)[from_mirror])
+        assert torch.equal(from_mirror, from_mirror[:1].expand_as(from_mirror))  # the same box in every image
+        rows, cols = from_mirror[0, 0].nonzero(as_tuple=True)
+        pasted = len(rows)
+        if pasted:
+            assert pasted == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # one filled rectangle
+        assert lam == pytest.approx(1 - pasted / 256)
+        areas.add(pasted)
+    assert len(areas) > 20
+
+
+def test_mixing_choice_probability_and_replay():
+    images = _numbered()
+    modes = []
+    for seed in range(200):
+        mixed, lam = mix_batch(images, torch.Generator().manual_seed(seed), mixup_alpha=1.0, cutmix_alpha=1.0, prob=0.5)
+        mirror_or_own = ((mixed == images) | (mixed == images.flip(0))).all()
+        modes.append("none" if lam == 1.0 and torch.equal(mixed, images) else "cutmix" if mirror_or_own else "mixup")
+    # half the batches are left alone, the rest split evenly between the two
+    assert 70 <= modes.count("none") <= 130 and modes.count("cutmix") >= 30 and modes.count("mixup") >= 30
+    replay = mix_batch(images, torch.Generator().manual_seed(7), 0.4, 1.0, 0.5)
+    again = mix_batch(images, torch.Generator().manual_seed(7), 0.4, 1.0, 0.5)
+    assert torch.equal(replay[0], again[0]) and replay[1] == again[1]
+    # off: the same tensor back and the generator untouched, so runs without mixing replay as before
+    generator = torch.Generator().manual_seed(3)
+    state = generator.get_state()
+    assert mix_batch(images, generator)[0] is images and torch.equal(generator.get_state(), state)
+    with pytest.raises(ValueError, match="alphas must be >= 0"):
+        mix_batch(images, generator, mixup_alpha=-1.0)
+
+
+def test_mixup_and_cutmix_reach_the_training_loss(tmp_path, monkeypatch):
+    shares, losses = [], []
+
+    def recording_mix(images, generator, mixup_alpha, cutmix_alpha, prob):
+        mixed, lam = mix_batch(images, generator, mixup_alpha, cutmix_alpha, prob)
+        shares.append((mixup_alpha, cutmix_alpha, prob, lam))
+        return mixed, lam
+
+    real_loss = torch.nn.CrossEntropyLoss.forward
+
+    def recording_loss(self, output, target):
+        loss = real_loss(self, output, target)
+        losses.append((output.detach(), target.clone(), loss.item()))
+        return loss
+
+    monkeypatch.setattr(lightnets.train, "mix_batch", recording_mix)
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", recording_loss)
+    _, record = train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--mixup", "0.4", "--cutmix", "1.0",
+                              "--work-dir", str(tmp_path)], Shapes(64, 0), Shapes(32, 1))
+    assert [share[:3] for share in shares] == [(0.4, 1.0, 1.0)] * 2 and all(0 <= share[3] < 1 for share in shares)
+    # each step scores the output against its labels and against the mirrored labels
+    train_losses = [entry for entry in losses if len(entry[1]) == 32][:4]
+    assert torch.equal(train_losses[1][1], train_losses[0][1].flip(0)) and torch.equal(train_losses[0][0], train_losses[1][0])
+    assert math.isfinite(record["train_loss"])
+    assert json.loads((tmp_path / "args.json").read_text())["mixup"] == 0.4  # a resume checks it
+
+
+def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch):
+    """--teacher NAME.TAG: the shipped weight scores each (mixed) training batch, its logits and the run's
+    --distill-alpha / --distill-T reach distillation_loss, once per label of a mixed batch, and the card
+    names the teacher."""
+    teacher = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
+    fmnist = lightnets.data.load_dataset("fashion_mnist", split="test", limit=64)
+    calls = []
+
+    def recording_distillation(student_logits, teacher_logits, targets, alpha, temperature, label_smoothing):
+        calls.append((teacher_logits.detach().clone(), targets.clone(), alpha, temperature))
+        return distillation_loss(student_logits, teacher_logits, targets, alpha, temperature, label_smoothing)
+
+    real_mix = mix_batch
+    batches = []
+
+    def recording_mix(*args):
+        mixed, lam = real_mix(*args)
+        batches.append(mixed.clone())
+        return mixed, lam
+
+    monkeypatch.setattr(lightnets.train, "distillation_loss", recording_distillation)
+    monkeypatch.setattr(lightnets.train, "mix_batch", recording_mix)
+    train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "fashion_mnist", "--teacher", "smallcnn_3x2.fmnist",
+                  "--distill-alpha", "0.7", "--distill-T", "3", "--mixup", "1.0", "--work-dir", str(tmp_path),
+                  "--output", str(tmp_path / "out")], fmnist, fmnist)
+    assert len(calls) == 4  # 2 steps, each scored against its labels and the mirrored ones
+    assert {(alpha, temperature) for *_, alpha, temperature in calls} == {(0.7, 3.0)}
+    assert torch.equal(calls[1][1], calls[0][1].flip(0)) and torch.equal(calls[1][0], calls[0][0])
+    mean, std = teacher.pretrained_cfg["mean"][0], teacher.pretrained_cfg["std"][0]
+    with torch.no_grad():
+        expected = teacher((batches[0].float() / 255 - mean) / std)
+    assert torch.allclose(calls[0][0], expected, atol=1e-4)  # the teacher saw the student's mixed images
+    card = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert card["lightnets"]["training"]["teacher"] == "smallcnn_3x2.fmnist"
 
 
 def test_lr_schedules():
@@ -337,6 +458,8 @@ def test_a_run_killed_while_writing_its_checkpoint_keeps_the_previous_one(tmp_pa
     (["--limit", "0"], "--limit must be >= 1, got 0"),
     (["--layer-decay", "0"], r"--layer-decay must be in \(0, 1\], got 0.0"),
     (["--reprob", "1.5"], r"--reprob must be in \[0, 1\], got 1.5"),
+    (["--mixup", "-0.2"], r"--mixup must be >= 0 \(0: off\), got -0.2"),
+    (["--mix-prob", "2"], r"--mix-prob must be in \[0, 1\], got 2.0"),
 ])
 def test_impossible_settings_are_refused_before_any_work(argv, message):
     with pytest.raises(ValueError, match=message):
