@@ -528,6 +528,9 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
     args = build_parser().parse_args(list(argv))
     check_args(args)
     runtime = setup_runtime(args.device)
+    # Process-wide switches this run sets, restored when it ends (train() may be called from a larger program).
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         if args.batch_size % runtime.world_size:
             raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({runtime.world_size})")
@@ -542,6 +545,8 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
                                         limit=args.limit_test if args.limit_test is not None else args.limit)
         return _fit(args, list(argv), runtime, train_set, test_set)
     finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.benchmark = cudnn_benchmark
         if runtime.world_size > 1:
             dist.destroy_process_group()
 

@@ -231,6 +231,27 @@ def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch)
     assert card["lightnets"]["training"]["teacher"] == "smallcnn_3x2.fmnist"
 
 
+def test_adamw_deterministic_run_shows_its_progress_and_restores_the_process(tmp_path, monkeypatch, capsys):
+    """--opt adamw builds AdamW over the weight-decay groups, --deterministic holds while the run trains and
+    is undone after it, and the progress bar shows the epoch, loss, accuracy and throughput."""
+    built = []
+    real_adamw = torch.optim.AdamW
+
+    def recording_adamw(groups, lr):
+        built.append((torch.are_deterministic_algorithms_enabled(), [group["weight_decay"] for group in groups], lr))
+        return real_adamw(groups, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "AdamW", recording_adamw)
+    argv = [arg for arg in TINY if arg != "--no-progress"]
+    train(argv + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--opt", "adamw", "--lr", "0.003",
+                  "--weight-decay", "0.05", "--sched", "onecycle", "--deterministic", "--work-dir", str(tmp_path)],
+          Shapes(64, 0), Shapes(32, 1))
+    assert built == [(True, [0.05, 0.0], 0.003)]  # conv/linear weights decay; norms and biases do not
+    assert not torch.are_deterministic_algorithms_enabled()
+    bar = capsys.readouterr().err
+    assert "epoch 1/1" in bar and all(field in bar for field in ("loss=", "acc=", "img_s="))
+
+
 def test_lr_schedules():
     cosine = lr_lambda("cosine", total_steps=100, warmup_steps=10)
     assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
