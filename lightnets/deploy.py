@@ -368,7 +368,10 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory() as workdir:
         prepared = Path(workdir) / "prepared.onnx"
         # Recommended before static quantisation: shape inference and fp32 graph fusions (conv + ReLU, ...).
-        quant_pre_process(str(onnx_path), str(prepared))
+        # auto_merge: with a symbolic height and width, ShuffleNet's channel-shuffle reshapes give symbolic
+        # dims that onnxruntime's shape inference cannot prove equal and it stops ("Incomplete symbolic
+        # shape inference"); merging them is its documented remedy and leaves other graphs as they were.
+        quant_pre_process(str(onnx_path), str(prepared), auto_merge=True)
         quantize_static(
             str(prepared), str(output_path), _CalibrationReader(calibration_images, batch_size),
             quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,

@@ -204,8 +204,9 @@ def test_export_onnx_with_a_fixed_batch_refuses_another(tmp_path):
         runner(deploy.default_input(model, batch_size=5))
 
 
-def test_int8_onnxruntime_agrees_with_fp32_on_fashion_mnist():
-    model = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
+@pytest.mark.parametrize("weight", ["smallcnn_3x2.fmnist", "shufflenet_g3_050.fmnist"])
+def test_int8_onnxruntime_agrees_with_fp32_on_fashion_mnist(weight):
+    model = lightnets.create_model(weight, pretrained=True).eval()
     cfg = model.pretrained_cfg
     images = load_dataset("fashion_mnist", split="test", limit=1024).images
     x = normalize_batch(images, 1, 28, cfg["mean"], cfg["std"])
@@ -214,6 +215,19 @@ def test_int8_onnxruntime_agrees_with_fp32_on_fashion_mnist():
     with torch.no_grad():
         agreement = (int8(held_out).argmax(1) == model(held_out).argmax(1)).float().mean().item()
     assert agreement >= 0.99  # 8-bit weights on an AVX2 CPU (saturating vpmaddubsw) gave 0.96
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_int8_builds_for_every_family_and_keeps_its_input_sizes(family):
+    """A ShuffleNet exported with symbolic height and width once stopped onnxruntime's shape inference."""
+    model = make_model(family)
+    x = deploy.default_input(model, batch_size=8)
+    int8 = deploy.optimize_for_inference(model, backend="onnxruntime-int8", calibration_images=x)
+    with torch.no_grad():
+        assert int8(x[:3]).shape == model(x[:3]).shape
+        if deploy.pools_globally(model):  # the file takes another size too
+            bigger = torch.randn(2, model.in_chans, model.img_size + 8, model.img_size + 8)
+            assert int8(bigger).shape == model(bigger).shape
 
 
 def test_unknown_backend_names_the_choices():
