@@ -6,9 +6,10 @@
 Datasets are held in memory as uint8 tensors; augmentation (random crop with zero padding,
 horizontal flip, random erasing, mixup / CutMix) runs batched on the training device. Under
 torchrun every process trains on its DistributedSampler shard (gloo on CPU, nccl on GPU),
-metrics are summed across processes, and only rank 0 writes: ``<work-dir>/last.pth`` (resumable with ``--resume``), ``<work-dir>/log.jsonl``
-(one JSON record per epoch) and, with ``--output``, the Hub-layout folder of the final model with
-its measured test metrics (:func:`lightnets.save_pretrained`).
+metrics are summed across processes, and only rank 0 writes: ``<work-dir>/last.pth``
+(resumable with ``--resume``), ``<work-dir>/log.jsonl`` (one JSON record per epoch) and, with
+``--output``, the Hub-layout folder of the final model with its measured test metrics
+(:func:`lightnets.save_pretrained`).
 """
 from __future__ import annotations
 

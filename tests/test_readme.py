@@ -1,11 +1,12 @@
 """The README's generated tables are current, and CI runs exactly the README's test command."""
-import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from lightnets.manifest import read_index
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +33,7 @@ def _quoted_top1(text: str, pattern: str) -> list[tuple[str, float]]:
 def test_results_quote_the_shipped_weights_as_they_are_now():
     """Every table that names a shipped weight's top-1 was measured on the weight weights/ holds now: a
     retrained weight makes this fail until the tables that quote it are re-run (README re-rendered)."""
-    index = {name: entry["metrics"]["top1"]
-             for name, entry in json.loads((ROOT / "weights" / "index.json").read_text())["weights"].items()}
+    index = {name: entry["metrics"]["top1"] for name, entry in read_index(ROOT / "weights").items()}
     results = ROOT / "results"
     zoo = _quoted_top1((results / "zoo.md").read_text(), r"^\| (\w+\.fmnist) \| fmnist \| \S+ \| [\d.]+ \| [\d.]+ \| (\d+\.\d+) \|")
     assert sorted(name for name, _ in zoo) == sorted(index)  # the zoo table lists every shipped weight once
