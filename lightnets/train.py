@@ -301,6 +301,18 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
     return model, kwargs
 
 
+def _weight_sha256(source: str) -> str:
+    """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder) resolves to.
+
+    Recorded in the card: a name such as ``mobilenet_v1_100.fmnist`` names whichever weight ships under it
+    today, which may be the very weight this run replaces."""
+    from .hub import _weights_file, resolve_weights, sha256sum
+    from .registry import get_pretrained_cfg
+
+    path = Path(source).expanduser()
+    return sha256sum(_weights_file(path) if path.exists() else resolve_weights(get_pretrained_cfg(source)))
+
+
 def _follows_data_size(name: str) -> bool:
     from .registry import has_fixed_input_size, model_arguments
 
@@ -667,6 +679,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
     work_dir = Path(args.work_dir or f"runs/{(args.model or args.finetune_from).replace('/', '_')}-{args.dataset}-s{args.seed}")
     checkpoint_path = work_dir / "last.pth"
     start_epoch = 0
+    sources: Optional[dict[str, str]] = None  # sha256 of the --finetune-from / --teacher weights when the run first started
     if args.resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=runtime.device, weights_only=True)
         # The checkpoint carries its settings; older ones only have the args.json their run began with.
@@ -678,9 +691,12 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"]
+        sources = state.get("sources")
         if runtime.is_main:
             _reconcile_log(work_dir / "log.jsonl", start_epoch, state.get("record"))
             print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+    if sources is None:
+        sources = {key: _weight_sha256(source) for key, source in (("finetuned_from", args.finetune_from), ("teacher", args.teacher)) if source}
     if runtime.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
@@ -740,7 +756,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
             partial = checkpoint_path.with_name(checkpoint_path.name + ".part")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(), "epoch": epoch + 1, "record": record,
-                        "settings": _run_settings(args)}, partial)
+                        "settings": _run_settings(args), "sources": sources}, partial)
             os.replace(partial, checkpoint_path)
             with open(work_dir / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
@@ -763,8 +779,10 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
                         "device": runtime.device.type,
                         "precision": f"{str(amp_dtype).removeprefix('torch.')} autocast" if use_amp else "float32",
                         "train_images": len(train_labels)}
+            if args.finetune_from:
+                training.update(finetuned_from=args.finetune_from, finetuned_from_sha256=sources["finetuned_from"])
             if args.teacher:
-                training["teacher"] = args.teacher
+                training.update(teacher=args.teacher, teacher_sha256=sources["teacher"])
             folder = save_pretrained(model.cpu(), args.output, metrics=metrics, tag=args.tag, model_args=model_args,
                                      label_names=classes, training=training, fp16=args.fp16_weights)
             print(f"wrote {folder} (test top-1 {test['top1']}%)")

@@ -16,7 +16,8 @@ import lightnets
 import lightnets.data
 import lightnets.deploy
 import lightnets.train
-from lightnets.hub import save_pretrained
+from lightnets.hub import save_pretrained, sha256sum
+from lightnets.manifest import WEIGHTS_DIR, read_index
 from lightnets.train import augment, build_model, distillation_loss, lr_lambda, mix_batch, param_groups, parse_model_args, train
 
 
@@ -229,6 +230,7 @@ def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch)
     assert torch.allclose(calls[0][0], expected, atol=1e-4)  # the teacher saw the student's mixed images
     card = json.loads((tmp_path / "out" / "config.json").read_text())
     assert card["lightnets"]["training"]["teacher"] == "smallcnn_3x2.fmnist"
+    assert card["lightnets"]["training"]["teacher_sha256"] == read_index(WEIGHTS_DIR)["smallcnn_3x2.fmnist"]["sha256"]
 
 
 def test_adamw_deterministic_run_shows_its_progress_and_restores_the_process(tmp_path, monkeypatch, capsys):
@@ -541,6 +543,35 @@ def test_finetune_from_a_hub_folder_gets_a_new_head_and_input_channels(tmp_path)
     assert model_args == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True}
     torch.testing.assert_close(model.stem.conv.weight, source.stem.conv.weight.repeat(1, 3, 1, 1) / 3)
     torch.testing.assert_close(model.blocks[5].conv_pw.weight, source.blocks[5].conv_pw.weight)
+
+
+def test_the_card_records_the_weight_a_run_started_from_as_it_was_when_the_run_began(tmp_path, monkeypatch):
+    """--finetune-from names a folder or name.tag whose content can change (a retrain replaces the very weight
+    it started from): the card keeps the sha256 of the file the run started from, across a resume."""
+    def new_weight() -> str:
+        model = lightnets.create_model("mobilenet_v1_025", num_classes=4, in_chans=1, small_input=True, img_size=28)
+        save_pretrained(model, tmp_path / "src")
+        return sha256sum(tmp_path / "src" / "model.safetensors")
+
+    started_from = new_weight()
+    argv = TINY[2:] + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes", "--finetune-from", str(tmp_path / "src"),
+                       "--work-dir", str(tmp_path / "run"), "--resume", "--output", str(tmp_path / "out")]
+    real_replace = os.replace
+
+    def replace_then_die(*args, **kwargs):  # killed once its first checkpoint is in place
+        real_replace(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(argv, Shapes(64, 0), Shapes(32, 1))
+    monkeypatch.undo()
+    assert new_weight() != started_from  # the source is replaced while the run is stopped
+    _, record = train(argv, Shapes(64, 0), Shapes(32, 1))
+    assert record["epoch"] == 2
+    training = json.loads((tmp_path / "out" / "config.json").read_text())["lightnets"]["training"]
+    assert (training["finetuned_from"], training["finetuned_from_sha256"]) == (str(tmp_path / "src"), started_from)
+    assert f"| finetuned_from_sha256 | {started_from} |" in (tmp_path / "out" / "README.md").read_text()
 
 
 def _loss_turns_nan_at_call(call: int):
