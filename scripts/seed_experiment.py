@@ -388,7 +388,8 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
             by_ratio = ", ".join(f"{ratio:.0%}: {statistics.mean(r[f'speedup_per_mac_reduction_bs{b}'] for r in pruned if r['ratio'] == ratio):.2f}"
                                  for ratio in PRUNE_RATIOS if any(r["ratio"] == ratio for r in pruned))
             lines.append(f"* Batch {b}: speedup ÷ MAC reduction {min(ratios):.2f}–{max(ratios):.2f} (mean by ratio, {by_ratio}): "
-                         + ("time falls about as MACs do." if statistics.median(ratios) >= 0.85 else "time falls less than MACs do."))
+                         + ("time falls less than MACs do." if statistics.median(ratios) < 0.85
+                            else "time falls about as MACs do." if statistics.median(ratios) <= 1.15 else "time falls faster than MACs do."))
     if scan:
         worst = max((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
         safest = min((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
