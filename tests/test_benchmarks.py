@@ -73,7 +73,7 @@ def test_train_cost_times_the_recipe_models(tmp_path):
     for row in rows:  # an epoch is 468 steps of batch 128; the whole training, the recipe's epochs of them
         ms, epoch_min, hours = float(row[3]), float(row[4]), float(row[6])
         assert ms > 0 and epoch_min == pytest.approx(ms / 1000 * 468 / 60, abs=0.06)
-        assert hours == pytest.approx(epoch_min * int(row[5]) / 60, abs=0.07)
+        assert hours == pytest.approx(epoch_min * sum(map(int, row[5].split(" + "))) / 60, abs=0.07)
 
 
 def test_train_cost_recipe_matches_every_shipped_weight():
@@ -81,9 +81,20 @@ def test_train_cost_recipe_matches_every_shipped_weight():
     shipped = read_index(WEIGHTS_DIR)
     assert shipped and all(name.endswith(".fmnist") for name in shipped)
     for name, entry in shipped.items():
-        model = name.removesuffix(".fmnist")
-        assert recipe[model] == entry["training"]["epochs"], name  # the script reproduces what we ship
-        assert f"--epochs {recipe[model]} " in entry["training"]["command"]
+        *first_cycles, epochs = recipe[name.removesuffix(".fmnist")]
+        assert epochs == entry["training"]["epochs"], name  # the script reproduces what we ship
+        assert f"--epochs {epochs} " in entry["training"]["command"]
+        # a warm restart says so: its weight was fine-tuned from the first cycle's
+        assert ("--finetune-from " in entry["training"]["command"]) == bool(first_cycles), name
+
+
+def test_train_cost_counts_every_cycle_of_a_warm_restart(tmp_path):
+    script = tmp_path / "recipe.sh"
+    script.write_text("train a 15 0.05\n"
+                      "first_cycle b 40 0.1 --reprob 0.25\n"
+                      "train b 30 0.05 --finetune-from runs/b-fmnist-cycle1/weight\n"
+                      "retrain a 20 0.1\n")  # a trial is not the recipe
+    assert train_cost.recipe_epochs(script) == {"a": [15], "b": [40, 30]}
 
 
 def test_train_cost_rejects_models_the_recipe_does_not_train(capsys):

@@ -116,3 +116,32 @@ def test_retrain_of_a_model_without_a_trial_line_is_an_error(tree: Path) -> None
     result, calls = run_script(tree, 95.0, RETRAIN="vgg11_bn")
     assert result.returncode == 2 and calls == []
     assert "RETRAIN=vgg11_bn: this script has no 'retrain vgg11_bn' line" in result.stderr
+
+
+def test_a_warm_restart_trains_its_first_cycle_then_restarts_from_it(tree: Path) -> None:
+    """`first_cycle MODEL ...` then `train MODEL ... --finetune-from <its weight>`: for a weight not shipped both
+    run, in order, the first into its own run folder; a finished first cycle is not trained again; a shipped
+    weight skips both."""
+    result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 2
+    first, second = calls
+    assert "--work-dir runs/mobilenet_v1_100-fmnist-cycle1 --resume " in first
+    assert "--output runs/mobilenet_v1_100-fmnist-cycle1/weight " in first and "--finetune-from" not in first
+    assert "--work-dir runs/mobilenet_v1_100-fmnist --resume " in second
+    assert "--output weights/mobilenet_v1_100.fmnist " in second
+    assert "--finetune-from runs/mobilenet_v1_100-fmnist-cycle1/weight" in second
+
+    # stopped during the second cycle: only that one runs again
+    shutil.rmtree(tree / "weights" / "mobilenet_v1_100.fmnist")
+    (tree / "calls.txt").unlink()
+    result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
+    assert result.returncode == 0, result.stderr
+    assert "== mobilenet_v1_100: first cycle done (runs/mobilenet_v1_100-fmnist-cycle1/weight)" in result.stdout
+    assert len(calls) == 1 and "--finetune-from runs/mobilenet_v1_100-fmnist-cycle1/weight" in calls[0]
+
+    # shipped: nothing runs
+    (tree / "calls.txt").unlink()
+    result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
+    assert result.returncode == 0, result.stderr
+    assert calls == [] and "== mobilenet_v1_100: done (weights/mobilenet_v1_100.fmnist)" in result.stdout
