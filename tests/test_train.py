@@ -416,17 +416,22 @@ def test_compile_without_a_cpp_compiler_is_refused_before_any_work(monkeypatch):
 
 
 @pytest.mark.slow
-def test_resume_continues_the_same_run(tmp_path, monkeypatch):
-    common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes"]
-    straight, _ = train(common + ["--work-dir", str(tmp_path / "a")], Shapes(128, 0), Shapes(64, 1))
-
+def _die_after_the_first_checkpoint(monkeypatch) -> None:
+    """The run is killed (KeyboardInterrupt) as soon as its first checkpoint is renamed into place."""
     real_replace = os.replace
 
-    def replace_then_die(*args, **kwargs):  # killed once its first checkpoint is in place, before the log line
+    def replace_then_die(*args, **kwargs):
         real_replace(*args, **kwargs)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", replace_then_die)
+
+
+def test_resume_continues_the_same_run(tmp_path, monkeypatch):
+    common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes"]
+    straight, _ = train(common + ["--work-dir", str(tmp_path / "a")], Shapes(128, 0), Shapes(64, 1))
+
+    _die_after_the_first_checkpoint(monkeypatch)  # before the log line
     with pytest.raises(KeyboardInterrupt):
         train(common + ["--work-dir", str(tmp_path / "b")], Shapes(128, 0), Shapes(64, 1))
     monkeypatch.undo()
@@ -556,13 +561,7 @@ def test_the_card_records_the_weight_a_run_started_from_as_it_was_when_the_run_b
     started_from = new_weight()
     argv = TINY[2:] + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes", "--finetune-from", str(tmp_path / "src"),
                        "--work-dir", str(tmp_path / "run"), "--resume", "--output", str(tmp_path / "out")]
-    real_replace = os.replace
-
-    def replace_then_die(*args, **kwargs):  # killed once its first checkpoint is in place
-        real_replace(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", replace_then_die)
+    _die_after_the_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(argv, Shapes(64, 0), Shapes(32, 1))
     monkeypatch.undo()
