@@ -301,6 +301,21 @@ def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_s
     return model, kwargs
 
 
+def build_teacher(source: str) -> nn.Module:
+    """The ``--teacher``: a registered ``name.tag``, or a Hub-layout folder (or the weight file in one) whose
+    config.json names its architecture, e.g. the ``--output`` of an earlier run that has not shipped."""
+    from .hub import read_config
+    from .registry import create_model
+
+    if not Path(source).expanduser().exists():
+        return create_model(source, pretrained=True)
+    name = read_config(source).get("lightnets", {}).get("architecture")
+    if not name:
+        raise ValueError(f"--teacher {source}: no config.json beside it names the architecture; give a folder "
+                         f"written by save_pretrained / train --output, or a registered name.tag")
+    return create_model(name, pretrained=True, pretrained_path=source)
+
+
 def _weight_sha256(source: str) -> str:
     """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder) resolves to.
 
@@ -450,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     p.add_argument("--finetune-from", metavar="NAME_OR_PATH", help="start from weights (name.tag, file or Hub folder) with a new head / in_chans")
-    p.add_argument("--teacher", metavar="NAME.TAG", help="distil from this pretrained model")
+    p.add_argument("--teacher", metavar="NAME_OR_PATH", help="distil from this pretrained model (name.tag, or a Hub folder that train --output wrote)")
     p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the soft-target term")
     p.add_argument("--distill-T", type=float, default=4.0, help="distillation temperature")
     p.add_argument("--work-dir", default=None, help="checkpoints and log (default: runs/<model>-<dataset>-s<seed>)")
@@ -641,7 +656,7 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
     prepare = prepare_for(model, mean, std)
     teacher = teacher_prepare = None
     if args.teacher:
-        teacher = create_model(args.teacher, pretrained=True).to(runtime.device, memory_format=memory_format).eval()
+        teacher = build_teacher(args.teacher).to(runtime.device, memory_format=memory_format).eval()
         if teacher.num_classes != len(classes):
             raise ValueError(f"--teacher {args.teacher} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
         teacher_prepare = prepare_for(teacher, teacher.pretrained_cfg["mean"], teacher.pretrained_cfg["std"])

@@ -196,11 +196,18 @@ def test_mixup_and_cutmix_reach_the_training_loss(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "args.json").read_text())["mixup"] == 0.4  # a resume checks it
 
 
-def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch):
-    """--teacher NAME.TAG: the shipped weight scores each (mixed) training batch, its logits and the run's
-    --distill-alpha / --distill-T reach distillation_loss, once per label of a mixed batch, and the card
-    names the teacher."""
+@pytest.mark.parametrize("source", ["name.tag", "folder"])
+def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch, source):
+    """--teacher NAME.TAG or a folder an earlier run wrote: that weight scores each (mixed) training batch,
+    its logits and the run's --distill-alpha / --distill-T reach distillation_loss, once per label of a
+    mixed batch, and the card names the teacher and its file's sha256."""
     teacher = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
+    teacher_arg, teacher_sha256 = "smallcnn_3x2.fmnist", read_index(WEIGHTS_DIR)["smallcnn_3x2.fmnist"]["sha256"]
+    if source == "folder":  # not the shipped weight: its own numbers must be the ones that teach
+        with torch.no_grad():
+            teacher.get_classifier().bias.add_(torch.arange(10.0))
+        folder = save_pretrained(teacher, tmp_path / "teacher", tag="fmnist")
+        teacher_arg, teacher_sha256 = str(folder), sha256sum(folder / "model.safetensors")
     fmnist = lightnets.data.load_dataset("fashion_mnist", split="test", limit=64)
     calls = []
 
@@ -218,8 +225,8 @@ def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch)
 
     monkeypatch.setattr(lightnets.train, "distillation_loss", recording_distillation)
     monkeypatch.setattr(lightnets.train, "mix_batch", recording_mix)
-    train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "fashion_mnist", "--teacher", "smallcnn_3x2.fmnist",
-                  "--distill-alpha", "0.7", "--distill-T", "3", "--mixup", "1.0", "--work-dir", str(tmp_path),
+    train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "fashion_mnist", "--teacher", teacher_arg,
+                  "--distill-alpha", "0.7", "--distill-T", "3", "--mixup", "1.0", "--work-dir", str(tmp_path / "run"),
                   "--output", str(tmp_path / "out")], fmnist, fmnist)
     assert len(calls) == 4  # 2 steps, each scored against its labels and the mirrored ones
     assert {(alpha, temperature) for *_, alpha, temperature in calls} == {(0.7, 3.0)}
@@ -229,8 +236,15 @@ def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch)
         expected = teacher((batches[0].float() / 255 - mean) / std)
     assert torch.allclose(calls[0][0], expected, atol=1e-4)  # the teacher saw the student's mixed images
     card = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert card["lightnets"]["training"]["teacher"] == "smallcnn_3x2.fmnist"
-    assert card["lightnets"]["training"]["teacher_sha256"] == read_index(WEIGHTS_DIR)["smallcnn_3x2.fmnist"]["sha256"]
+    assert card["lightnets"]["training"]["teacher"] == teacher_arg
+    assert card["lightnets"]["training"]["teacher_sha256"] == teacher_sha256
+
+
+def test_a_teacher_file_without_a_config_is_refused(tmp_path):
+    folder = save_pretrained(lightnets.create_model("smallcnn_3x2"), tmp_path / "teacher")
+    (folder / "config.json").unlink()
+    with pytest.raises(ValueError, match="no config.json beside it names the architecture"):
+        lightnets.train.build_teacher(str(folder / "model.safetensors"))
 
 
 def test_adamw_deterministic_run_shows_its_progress_and_restores_the_process(tmp_path, monkeypatch, capsys):
