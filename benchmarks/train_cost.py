@@ -5,10 +5,11 @@
 
 For each model the recipe trains, one training step as ``lightnets.train`` runs it on the CPU (small-input
 form at 1x28x28, 10 classes, batch 128, fp32, ``channels_last``, SGD with Nesterov momentum, label
-smoothing, ``lightnets.train.param_groups``' weight decay) is timed ``--steps`` times after two warm-up steps; the median gives the time of an epoch
-(60,000 images = 468 steps) and, with the recipe's epochs (every cycle of a warm-restarted model), of the whole training. Shipped weights are
-marked with their recorded top-1. Run it on an otherwise idle machine: a second busy process on the
-same cores slows a training step several-fold.
+smoothing, ``lightnets.train.param_groups``' weight decay) is timed ``--steps`` times after two warm-up
+steps; the median gives the time of an epoch (60,000 images = 468 steps) and, with the recipe's epochs,
+of the whole training: every cycle of a warm-restarted model, a distilled cycle's steps timed with its
+teacher's forward pass in them. Shipped weights are marked with their recorded top-1. Run it on an
+otherwise idle machine: a second busy process on the same cores slows a training step several-fold.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import shlex
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -28,7 +30,8 @@ import lightnets
 from lightnets.evaluation import environment
 from lightnets.flops import count_macs
 from lightnets.manifest import WEIGHTS_DIR, read_index
-from lightnets.train import param_groups
+from lightnets.registry import split_model_name
+from lightnets.train import distillation_loss, param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "scripts" / "train_fmnist_zoo.sh"
@@ -36,29 +39,53 @@ TRAIN_IMAGES = 60_000
 BATCH = 128
 
 
-def recipe_epochs(path: Path = RECIPE) -> dict[str, list[int]]:
-    """model -> epochs of each cosine cycle it trains, from the training script's ``train MODEL EPOCHS LR ...``
-    lines and the ``first_cycle MODEL EPOCHS LR ...`` lines that a warm-restarted ``train`` line starts from,
-    in the script's order."""
-    entries = re.findall(r"^(first_cycle|train)\s+(\S+)\s+(\d+)\s", path.read_text(), flags=re.M)
-    if not any(kind == "train" for kind, _, _ in entries):
+@dataclass(frozen=True)
+class Cycle:
+    """One cosine cycle of a model's recipe: its epochs, and the architecture of its ``--teacher`` if it distils."""
+
+    epochs: int
+    teacher: Optional[str] = None
+
+
+def teacher_architecture(source: str) -> str:
+    """The architecture a recipe's ``--teacher`` names: a registered ``name.tag``, or the weight folder of one of
+    the script's own runs (``runs/<model>-fmnist-cycle2/weight``), which holds that model."""
+    own_run = re.fullmatch(r"runs/(\w+?)-fmnist(-\w+)?/weight", source)
+    return own_run.group(1) if own_run else split_model_name(source)[0]
+
+
+def recipe_cycles(path: Path = RECIPE) -> dict[str, list[Cycle]]:
+    """model -> the cosine cycles it trains, in the script's order: the ``cycle MODEL EPOCHS LR ...`` lines of a
+    warm-restart recipe, then its ``train MODEL EPOCHS LR ...`` line (trials, ``retrain`` lines, are not the recipe)."""
+    text = path.read_text().replace("\\\n", " ")  # a line continued with a backslash is one command
+    entries = re.findall(r"^(cycle|train)\s+(\S+)\s+(\d+)\s(.*)$", text, flags=re.M)
+    if not any(kind == "train" for kind, *_ in entries):
         raise ValueError(f"{path} has no 'train MODEL EPOCHS LR' lines")
-    cycles: dict[str, list[int]] = {}
-    for _, model, epochs in entries:
-        cycles.setdefault(model, []).append(int(epochs))
+    cycles: dict[str, list[Cycle]] = {}
+    for _, model, epochs, rest in entries:
+        teacher = re.search(r"--teacher\s+(\S+)", rest)
+        cycles.setdefault(model, []).append(Cycle(int(epochs), teacher_architecture(teacher.group(1)) if teacher else None))
     return cycles
 
 
-def step_seconds(model: torch.nn.Module, steps: int, warmup: int = 2) -> list[float]:
-    """Wall time of ``steps`` training steps of ``model`` (1x28x28 input, batch 128), after ``warmup``."""
+def step_seconds(model: torch.nn.Module, steps: int, warmup: int = 2, teacher: Optional[torch.nn.Module] = None) -> list[float]:
+    """Wall time of ``steps`` training steps of ``model`` (1x28x28 input, batch 128), after ``warmup``; with a
+    ``teacher``, a distillation step: the teacher's forward pass and the soft-target loss are in it."""
     model = model.to(memory_format=torch.channels_last).train()
+    if teacher is not None:
+        teacher = teacher.to(memory_format=torch.channels_last).eval()
     optimizer = torch.optim.SGD(param_groups(model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
     images = torch.randn(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (BATCH,))
     times = []
     for step in range(warmup + steps):
         started = time.perf_counter()
-        loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
+        if teacher is None:
+            loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
+        else:
+            with torch.no_grad():
+                teacher_logits = teacher(images)
+            loss = distillation_loss(model(images), teacher_logits, labels, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -67,22 +94,32 @@ def step_seconds(model: torch.nn.Module, steps: int, warmup: int = 2) -> list[fl
     return times
 
 
-def table(models: dict[str, list[int]], steps: int) -> list[str]:
+def _small(name: str) -> torch.nn.Module:
+    return lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10)
+
+
+def table(models: dict[str, list[Cycle]], steps: int) -> list[str]:
     shipped = read_index(WEIGHTS_DIR)
     lines = ["| model | MMACs | params | ms / step | min / epoch | recipe epochs | CPU hours | shipped top-1 % |",
              "|:---|---:|---:|---:|---:|---:|---:|---:|"]
     steps_per_epoch = TRAIN_IMAGES // BATCH
     for name, cycles in models.items():
         torch.manual_seed(0)
-        model = lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10)
+        model = _small(name)
         macs = count_macs(model, (1, 28, 28))
         params = sum(p.numel() for p in model.parameters())
-        step = statistics.median(step_seconds(model, steps))
-        epoch_min = step * steps_per_epoch / 60
+        step = {None: statistics.median(step_seconds(model, steps))}  # teacher -> seconds a step
+        for teacher in sorted({cycle.teacher for cycle in cycles if cycle.teacher}):
+            step[teacher] = statistics.median(step_seconds(model, steps, teacher=_small(teacher)))
+        epoch_min = {teacher: seconds * steps_per_epoch / 60 for teacher, seconds in step.items()}
+        hours = sum(cycle.epochs * epoch_min[cycle.teacher] for cycle in cycles) / 60
+        distilled = [teacher for teacher in step if teacher]
+        step_ms = f"{1000 * step[None]:.0f}" + "".join(f" (KD {1000 * step[t]:.0f})" for t in distilled)
+        minutes = f"{epoch_min[None]:.1f}" + "".join(f" (KD {epoch_min[t]:.1f})" for t in distilled)
+        epochs = " + ".join(f"{cycle.epochs}" + (" KD" if cycle.teacher else "") for cycle in cycles)
         weight = shipped.get(f"{name}.fmnist")
         top1 = f"{weight['metrics']['top1']:.2f}" if weight else "–"
-        lines.append(f"| {name} | {macs / 1e6:.2f} | {params:,} | {1000 * step:.0f} | {epoch_min:.1f} | {' + '.join(map(str, cycles))} "
-                     f"| {epoch_min * sum(cycles) / 60:.1f} | {top1} |")
+        lines.append(f"| {name} | {macs / 1e6:.2f} | {params:,} | {step_ms} | {minutes} | {epochs} | {hours:.1f} | {top1} |")
         print(lines[-1], flush=True)
     return lines
 
@@ -96,7 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-    recipe = recipe_epochs()
+    recipe = recipe_cycles()
     unknown = [m for m in args.models or () if m not in recipe]
     if unknown:
         parser.error(f"not in {RECIPE.relative_to(ROOT)}: {', '.join(unknown)}; it trains {', '.join(recipe)}")
@@ -109,7 +146,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"<sub>CPU: {env['cpu']}; threads: {args.threads}; torch {env['torch']}; one training step of the recipe "
             f"(batch {BATCH}, fp32, channels_last, SGD + Nesterov), median of {args.steps} after 2 warm-up steps; "
             f"an epoch = {TRAIN_IMAGES // BATCH} steps, data loading and the test pass not included; recipe epochs "
-            f"from `{RECIPE.relative_to(ROOT)}` (a + b: a second cosine cycle, warm-restarted from the first)</sub>", ""]
+            f"from `{RECIPE.relative_to(ROOT)}` (a + b: a second cosine cycle, warm-restarted from the first; KD: a "
+            f"distilled cycle, whose steps also run the teacher's forward pass, timed with it)</sub>", ""]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(text))
     return 0

@@ -3,6 +3,8 @@ tables they promise.
 
 Not a timed test: only the code path and the table layout are checked, never a latency.
 """
+import re
+
 import pytest
 import torch
 
@@ -77,24 +79,53 @@ def test_train_cost_times_the_recipe_models(tmp_path):
 
 
 def test_train_cost_recipe_matches_every_shipped_weight():
-    recipe = train_cost.recipe_epochs()
+    recipe = train_cost.recipe_cycles()
     shipped = read_index(WEIGHTS_DIR)
     assert shipped and all(name.endswith(".fmnist") for name in shipped)
     for name, entry in shipped.items():
-        *first_cycles, epochs = recipe[name.removesuffix(".fmnist")]
-        assert epochs == entry["training"]["epochs"], name  # the script reproduces what we ship
-        assert f"--epochs {epochs} " in entry["training"]["command"]
-        # a warm restart says so: its weight was fine-tuned from the first cycle's
-        assert ("--finetune-from " in entry["training"]["command"]) == bool(first_cycles), name
+        *earlier_cycles, last = recipe[name.removesuffix(".fmnist")]
+        command = entry["training"]["command"]
+        assert last.epochs == entry["training"]["epochs"], name  # the script reproduces what we ship
+        assert f"--epochs {last.epochs} " in command
+        # a warm restart says so: its weight was fine-tuned from the cycle before; a distilled one names its teacher
+        assert ("--finetune-from " in command) == bool(earlier_cycles), name
+        assert ("--teacher " in command) == (last.teacher is not None) == ("teacher_sha256" in entry["training"]), name
 
 
 def test_train_cost_counts_every_cycle_of_a_warm_restart(tmp_path):
     script = tmp_path / "recipe.sh"
     script.write_text("train a 15 0.05\n"
-                      "first_cycle b 40 0.1 --reprob 0.25\n"
-                      "train b 30 0.05 --finetune-from runs/b-fmnist-cycle1/weight\n"
+                      "cycle b 40 0.1 --reprob 0.25\n"
+                      "cycle b 30 0.05 --finetune-from runs/b-fmnist-cycle1/weight\n"
+                      "train b 25 0.05 --finetune-from runs/b-fmnist-cycle2/weight \\\n"
+                      "                --teacher runs/b-fmnist-cycle2/weight\n"
+                      "train c 10 0.1 --teacher vgg11_bn.fmnist\n"
                       "retrain a 20 0.1\n")  # a trial is not the recipe
-    assert train_cost.recipe_epochs(script) == {"a": [15], "b": [40, 30]}
+    Cycle = train_cost.Cycle
+    assert train_cost.recipe_cycles(script) == {"a": [Cycle(15)], "b": [Cycle(40), Cycle(30), Cycle(25, "b")],
+                                                "c": [Cycle(10, "vgg11_bn")]}
+
+
+def test_train_cost_times_a_distilled_cycle_with_its_teachers_forward_pass(monkeypatch):
+    teacher_batches = []
+    real_small = train_cost._small
+
+    def small(name):
+        model = real_small(name)
+        if name == "smallcnn_3x2_dw1":  # the teacher
+            model.register_forward_hook(lambda module, inputs, output: teacher_batches.append(inputs[0].shape[0]))
+        return model
+
+    monkeypatch.setattr(train_cost, "_small", small)
+    [row] = [line for line in train_cost.table({"smallcnn_3x2": [train_cost.Cycle(2), train_cost.Cycle(3, "smallcnn_3x2_dw1")]},
+                                               steps=2) if line.startswith("| smallcnn_3x2 ")]
+    assert teacher_batches == [train_cost.BATCH] * 4  # 2 warm-up + 2 timed steps, each scoring the whole batch
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    ms, kd_ms = map(float, re.fullmatch(r"(\d+) \(KD (\d+)\)", cells[3]).groups())
+    plain_min, kd_min = map(float, re.fullmatch(r"(\d+\.\d) \(KD (\d+\.\d)\)", cells[4]).groups())
+    assert cells[5] == "2 + 3 KD"
+    assert plain_min == pytest.approx(ms / 1000 * 468 / 60, abs=0.06) and kd_min == pytest.approx(kd_ms / 1000 * 468 / 60, abs=0.06)
+    assert float(cells[6]) == pytest.approx((2 * plain_min + 3 * kd_min) / 60, abs=0.07)
 
 
 def test_train_cost_rejects_models_the_recipe_does_not_train(capsys):

@@ -118,27 +118,33 @@ def test_retrain_of_a_model_without_a_trial_line_is_an_error(tree: Path) -> None
     assert "RETRAIN=vgg11_bn: this script has no 'retrain vgg11_bn' line" in result.stderr
 
 
-def test_a_warm_restart_trains_its_first_cycle_then_restarts_from_it(tree: Path) -> None:
-    """`first_cycle MODEL ...` then `train MODEL ... --finetune-from <its weight>`: for a weight not shipped both
-    run, in order, the first into its own run folder; a finished first cycle is not trained again; a shipped
-    weight skips both."""
+def test_a_warm_restart_trains_its_cycles_in_order_each_from_the_last(tree: Path) -> None:
+    """`cycle MODEL ...` lines, then `train MODEL ... --finetune-from <the last cycle's weight>`: for a weight not
+    shipped all run, in order, the Nth cycle in runs/<model>-fmnist-cycleN; a finished cycle is not trained
+    again; a shipped weight skips them all."""
     result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
     assert result.returncode == 0, result.stderr
-    assert len(calls) == 2
-    first, second = calls
+    assert len(calls) == 3
+    first, second, last = calls
     assert "--work-dir runs/mobilenet_v1_100-fmnist-cycle1 --resume " in first
     assert "--output runs/mobilenet_v1_100-fmnist-cycle1/weight " in first and "--finetune-from" not in first
-    assert "--work-dir runs/mobilenet_v1_100-fmnist --resume " in second
-    assert "--output weights/mobilenet_v1_100.fmnist " in second
+    assert "--work-dir runs/mobilenet_v1_100-fmnist-cycle2 --resume " in second
+    assert "--output runs/mobilenet_v1_100-fmnist-cycle2/weight " in second
     assert "--finetune-from runs/mobilenet_v1_100-fmnist-cycle1/weight" in second
+    assert "--work-dir runs/mobilenet_v1_100-fmnist --resume " in last
+    assert "--output weights/mobilenet_v1_100.fmnist " in last
+    assert "--finetune-from runs/mobilenet_v1_100-fmnist-cycle2/weight" in last
+    assert "--teacher runs/mobilenet_v1_100-fmnist-cycle2/weight" in last  # the continued line is one command
 
-    # stopped during the second cycle: only that one runs again
+    # stopped during the second cycle: it and the last run again, the first does not
     shutil.rmtree(tree / "weights" / "mobilenet_v1_100.fmnist")
+    shutil.rmtree(tree / "runs" / "mobilenet_v1_100-fmnist-cycle2")
     (tree / "calls.txt").unlink()
     result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
     assert result.returncode == 0, result.stderr
-    assert "== mobilenet_v1_100: first cycle done (runs/mobilenet_v1_100-fmnist-cycle1/weight)" in result.stdout
-    assert len(calls) == 1 and "--finetune-from runs/mobilenet_v1_100-fmnist-cycle1/weight" in calls[0]
+    assert "== mobilenet_v1_100: cycle 1 done (runs/mobilenet_v1_100-fmnist-cycle1/weight)" in result.stdout
+    assert len(calls) == 2 and "--output runs/mobilenet_v1_100-fmnist-cycle2/weight " in calls[0]
+    assert "--output weights/mobilenet_v1_100.fmnist " in calls[1]
 
     # shipped: nothing runs
     (tree / "calls.txt").unlink()
