@@ -31,7 +31,7 @@ from lightnets.evaluation import environment
 from lightnets.flops import count_macs
 from lightnets.manifest import WEIGHTS_DIR, read_index
 from lightnets.registry import split_model_name
-from lightnets.train import distillation_loss, param_groups
+from lightnets.train import distillation_loss, ensemble_logits, param_groups, teacher_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "scripts" / "train_fmnist_zoo.sh"
@@ -41,7 +41,8 @@ BATCH = 128
 
 @dataclass(frozen=True)
 class Cycle:
-    """One cosine cycle of a model's recipe: its epochs, and the architecture of its ``--teacher`` if it distils."""
+    """One cosine cycle of a model's recipe: its epochs, and the architecture of its ``--teacher`` if it distils
+    (an ensemble's architectures joined by ``+``)."""
 
     epochs: int
     teacher: Optional[str] = None
@@ -64,27 +65,28 @@ def recipe_cycles(path: Path = RECIPE) -> dict[str, list[Cycle]]:
     cycles: dict[str, list[Cycle]] = {}
     for _, model, epochs, rest in entries:
         teacher = re.search(r"--teacher\s+(\S+)", rest)
-        cycles.setdefault(model, []).append(Cycle(int(epochs), teacher_architecture(teacher.group(1)) if teacher else None))
+        architectures = "+".join(map(teacher_architecture, teacher_sources(teacher.group(1)))) if teacher else None
+        cycles.setdefault(model, []).append(Cycle(int(epochs), architectures))
     return cycles
 
 
-def step_seconds(model: torch.nn.Module, steps: int, warmup: int = 2, teacher: Optional[torch.nn.Module] = None) -> list[float]:
-    """Wall time of ``steps`` training steps of ``model`` (1x28x28 input, batch 128), after ``warmup``; with a
-    ``teacher``, a distillation step: the teacher's forward pass and the soft-target loss are in it."""
+def step_seconds(model: torch.nn.Module, steps: int, warmup: int = 2, teachers: Sequence[torch.nn.Module] = ()) -> list[float]:
+    """Wall time of ``steps`` training steps of ``model`` (1x28x28 input, batch 128), after ``warmup``; with
+    ``teachers``, a distillation step: every teacher's forward pass, their ensemble and the soft-target loss
+    are in it."""
     model = model.to(memory_format=torch.channels_last).train()
-    if teacher is not None:
-        teacher = teacher.to(memory_format=torch.channels_last).eval()
+    teachers = [teacher.to(memory_format=torch.channels_last).eval() for teacher in teachers]
     optimizer = torch.optim.SGD(param_groups(model, 5e-4), lr=0.01, momentum=0.9, nesterov=True)
     images = torch.randn(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (BATCH,))
     times = []
     for step in range(warmup + steps):
         started = time.perf_counter()
-        if teacher is None:
+        if not teachers:
             loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)
         else:
             with torch.no_grad():
-                teacher_logits = teacher(images)
+                teacher_logits = ensemble_logits([teacher(images) for teacher in teachers])
             loss = distillation_loss(model(images), teacher_logits, labels, label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,6 +98,12 @@ def step_seconds(model: torch.nn.Module, steps: int, warmup: int = 2, teacher: O
 
 def _small(name: str) -> torch.nn.Module:
     return lightnets.create_model(name, small_input=True, in_chans=1, num_classes=10)
+
+
+def kd_label(teacher: str) -> str:
+    """How the table marks a distilled cycle: "KD" for one teacher, "KD×3" for an ensemble of three."""
+    members = len(teacher.split("+"))
+    return "KD" if members == 1 else f"KD×{members}"
 
 
 def table(models: dict[str, list[Cycle]], steps: int) -> list[str]:
@@ -110,13 +118,14 @@ def table(models: dict[str, list[Cycle]], steps: int) -> list[str]:
         params = sum(p.numel() for p in model.parameters())
         step = {None: statistics.median(step_seconds(model, steps))}  # teacher -> seconds a step
         for teacher in sorted({cycle.teacher for cycle in cycles if cycle.teacher}):
-            step[teacher] = statistics.median(step_seconds(model, steps, teacher=_small(teacher)))
+            teachers = [_small(architecture) for architecture in teacher.split("+")]
+            step[teacher] = statistics.median(step_seconds(model, steps, teachers=teachers))
         epoch_min = {teacher: seconds * steps_per_epoch / 60 for teacher, seconds in step.items()}
         hours = sum(cycle.epochs * epoch_min[cycle.teacher] for cycle in cycles) / 60
         distilled = [teacher for teacher in step if teacher]
-        step_ms = f"{1000 * step[None]:.0f}" + "".join(f" (KD {1000 * step[t]:.0f})" for t in distilled)
-        minutes = f"{epoch_min[None]:.1f}" + "".join(f" (KD {epoch_min[t]:.1f})" for t in distilled)
-        epochs = " + ".join(f"{cycle.epochs}" + (" KD" if cycle.teacher else "") for cycle in cycles)
+        step_ms = f"{1000 * step[None]:.0f}" + "".join(f" ({kd_label(t)} {1000 * step[t]:.0f})" for t in distilled)
+        minutes = f"{epoch_min[None]:.1f}" + "".join(f" ({kd_label(t)} {epoch_min[t]:.1f})" for t in distilled)
+        epochs = " + ".join(f"{cycle.epochs}" + (f" {kd_label(cycle.teacher)}" if cycle.teacher else "") for cycle in cycles)
         weight = shipped.get(f"{name}.fmnist")
         top1 = f"{weight['metrics']['top1']:.2f}" if weight else "–"
         lines.append(f"| {name} | {macs / 1e6:.2f} | {params:,} | {step_ms} | {minutes} | {epochs} | {hours:.1f} | {top1} |")
@@ -147,7 +156,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"(batch {BATCH}, fp32, channels_last, SGD + Nesterov), median of {args.steps} after 2 warm-up steps; "
             f"an epoch = {TRAIN_IMAGES // BATCH} steps, data loading and the test pass not included; recipe epochs "
             f"from `{RECIPE.relative_to(ROOT)}` (a + b: a second cosine cycle, warm-restarted from the first; KD: a "
-            f"distilled cycle, whose steps also run the teacher's forward pass, timed with it)</sub>", ""]
+            f"distilled cycle, whose steps also run the teacher's forward pass, timed with it; KD×n: distilled from an "
+            f"ensemble of n teachers, each one's forward pass run)</sub>", ""]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(text))
     return 0

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["distillation_loss", "augment", "mix_batch", "autocast_dtype", "train", "main"]
+__all__ = ["distillation_loss", "ensemble_logits", "augment", "mix_batch", "autocast_dtype", "train", "main"]
 
 
 def distillation_loss(
@@ -64,6 +64,24 @@ def distillation_loss(
     ) * temperature**2
     hard = F.cross_entropy(student_logits, targets, label_smoothing=label_smoothing)
     return alpha * soft + (1.0 - alpha) * hard
+
+
+def ensemble_logits(member_logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Logits of an ensemble that averages its members' probabilities: log(mean_i softmax(z_i)).
+
+    Their softmax is the ensemble's averaged prediction, so a distillation teacher made of several models
+    teaches that average (at temperature T, softened as one model's logits are). One member's logits are
+    returned as they are: the soft targets are the same either way.
+
+    >>> ensemble_logits([torch.tensor([[0.0, 50.0]]), torch.tensor([[50.0, 0.0]])]).softmax(-1)
+    tensor([[0.5000, 0.5000]])
+    """
+    if not member_logits:
+        raise ValueError("an ensemble needs at least one member's logits")
+    if len(member_logits) == 1:
+        return member_logits[0]
+    log_probs = torch.stack([F.log_softmax(logits.float(), dim=-1) for logits in member_logits])
+    return torch.logsumexp(log_probs, dim=0) - math.log(len(member_logits))
 
 
 def augment(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator,
@@ -316,6 +334,14 @@ def build_teacher(source: str) -> nn.Module:
     return create_model(name, pretrained=True, pretrained_path=source)
 
 
+def teacher_sources(teacher: str) -> list[str]:
+    """The models a ``--teacher`` names: one source, or several separated by commas (an ensemble)."""
+    sources = [source.strip() for source in teacher.split(",")]
+    if not all(sources):
+        raise ValueError(f"--teacher {teacher!r}: an empty name between commas; give NAME_OR_PATH[,NAME_OR_PATH...]")
+    return sources
+
+
 def _weight_sha256(source: str) -> str:
     """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder) resolves to.
 
@@ -465,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available)")
     p.add_argument("--finetune-from", metavar="NAME_OR_PATH", help="start from weights (name.tag, file or Hub folder) with a new head / in_chans")
-    p.add_argument("--teacher", metavar="NAME_OR_PATH", help="distil from this pretrained model (name.tag, or a Hub folder that train --output wrote)")
+    p.add_argument("--teacher", metavar="NAME_OR_PATH[,...]",
+                   help="distil from this pretrained model (name.tag, or a Hub folder that train --output wrote); several, "
+                        "separated by commas, teach as an ensemble: their softmax outputs averaged")
     p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the soft-target term")
     p.add_argument("--distill-T", type=float, default=4.0, help="distillation temperature")
     p.add_argument("--work-dir", default=None, help="checkpoints and log (default: runs/<model>-<dataset>-s<seed>)")
@@ -654,12 +682,12 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         return prepare
 
     prepare = prepare_for(model, mean, std)
-    teacher = teacher_prepare = None
-    if args.teacher:
-        teacher = build_teacher(args.teacher).to(runtime.device, memory_format=memory_format).eval()
+    teachers: list[tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = []  # each with its own normalisation
+    for source in teacher_sources(args.teacher) if args.teacher else []:
+        teacher = build_teacher(source).to(runtime.device, memory_format=memory_format).eval()
         if teacher.num_classes != len(classes):
-            raise ValueError(f"--teacher {args.teacher} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
-        teacher_prepare = prepare_for(teacher, teacher.pretrained_cfg["mean"], teacher.pretrained_cfg["std"])
+            raise ValueError(f"--teacher {source} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
+        teachers.append((teacher, prepare_for(teacher, teacher.pretrained_cfg["mean"], teacher.pretrained_cfg["std"])))
 
     amp_dtype = autocast_dtype(runtime.device, args.amp)
     use_amp = amp_dtype is not None
@@ -711,7 +739,9 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
             _reconcile_log(work_dir / "log.jsonl", start_epoch, state.get("record"))
             print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
     if sources is None:
-        sources = {key: _weight_sha256(source) for key, source in (("finetuned_from", args.finetune_from), ("teacher", args.teacher)) if source}
+        sources = {"finetuned_from": _weight_sha256(args.finetune_from)} if args.finetune_from else {}
+        if args.teacher:  # one sha256 per teacher, comma-separated in --teacher's order
+            sources["teacher"] = ",".join(_weight_sha256(source) for source in teacher_sources(args.teacher))
     if runtime.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
@@ -738,9 +768,10 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
             with autocast():
                 output = net(prepare(batch)).float()
                 teacher_logits = None
-                if teacher is not None:
+                if teachers:
                     with torch.no_grad():
-                        teacher_logits = teacher(teacher_prepare(batch)).float()
+                        teacher_logits = ensemble_logits([teacher(prepare_teacher(batch)).float()
+                                                          for teacher, prepare_teacher in teachers])
                 loss = loss_against(output, teacher_logits, target)
                 if lam < 1.0:  # mixed images: the loss is shared between their two labels
                     loss = lam * loss + (1 - lam) * loss_against(output, teacher_logits, target.flip(0))

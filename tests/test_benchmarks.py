@@ -100,30 +100,34 @@ def test_train_cost_counts_every_cycle_of_a_warm_restart(tmp_path):
                       "train b 25 0.05 --finetune-from runs/b-fmnist-cycle2/weight \\\n"
                       "                --teacher runs/b-fmnist-cycle2/weight\n"
                       "train c 10 0.1 --teacher vgg11_bn.fmnist\n"
+                      "train d 5 0.02 --finetune-from d.fmnist --teacher runs/b-fmnist-cycle2/weight,vgg11_bn.fmnist\n"
                       "retrain a 20 0.1\n")  # a trial is not the recipe
     Cycle = train_cost.Cycle
     assert train_cost.recipe_cycles(script) == {"a": [Cycle(15)], "b": [Cycle(40), Cycle(30), Cycle(25, "b")],
-                                                "c": [Cycle(10, "vgg11_bn")]}
+                                                "c": [Cycle(10, "vgg11_bn")], "d": [Cycle(5, "b+vgg11_bn")]}
 
 
-def test_train_cost_times_a_distilled_cycle_with_its_teachers_forward_pass(monkeypatch):
-    teacher_batches = []
+@pytest.mark.parametrize("teacher", ["smallcnn_3x2_dw1", "smallcnn_3x2_dw1+smallcnn_3x2_dw2"])
+def test_train_cost_times_a_distilled_cycle_with_its_teachers_forward_pass(monkeypatch, teacher):
+    teacher_batches = {}
     real_small = train_cost._small
 
     def small(name):
         model = real_small(name)
-        if name == "smallcnn_3x2_dw1":  # the teacher
-            model.register_forward_hook(lambda module, inputs, output: teacher_batches.append(inputs[0].shape[0]))
+        if name in teacher.split("+"):
+            model.register_forward_hook(lambda module, inputs, output: teacher_batches.setdefault(name, []).append(inputs[0].shape[0]))
         return model
 
     monkeypatch.setattr(train_cost, "_small", small)
-    [row] = [line for line in train_cost.table({"smallcnn_3x2": [train_cost.Cycle(2), train_cost.Cycle(3, "smallcnn_3x2_dw1")]},
+    [row] = [line for line in train_cost.table({"smallcnn_3x2": [train_cost.Cycle(2), train_cost.Cycle(3, teacher)]},
                                                steps=2) if line.startswith("| smallcnn_3x2 ")]
-    assert teacher_batches == [train_cost.BATCH] * 4  # 2 warm-up + 2 timed steps, each scoring the whole batch
+    # every teacher of an ensemble: 2 warm-up + 2 timed steps, each scoring the whole batch
+    assert teacher_batches == {name: [train_cost.BATCH] * 4 for name in teacher.split("+")}
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    ms, kd_ms = map(float, re.fullmatch(r"(\d+) \(KD (\d+)\)", cells[3]).groups())
-    plain_min, kd_min = map(float, re.fullmatch(r"(\d+\.\d) \(KD (\d+\.\d)\)", cells[4]).groups())
-    assert cells[5] == "2 + 3 KD"
+    kd = "KD" if "+" not in teacher else "KD×2"  # an ensemble's cycle says how many teachers it runs
+    ms, kd_ms = map(float, re.fullmatch(rf"(\d+) \({kd} (\d+)\)", cells[3]).groups())
+    plain_min, kd_min = map(float, re.fullmatch(rf"(\d+\.\d) \({kd} (\d+\.\d)\)", cells[4]).groups())
+    assert cells[5] == f"2 + 3 {kd}"
     assert plain_min == pytest.approx(ms / 1000 * 468 / 60, abs=0.06) and kd_min == pytest.approx(kd_ms / 1000 * 468 / 60, abs=0.06)
     assert float(cells[6]) == pytest.approx((2 * plain_min + 3 * kd_min) / 60, abs=0.07)
 

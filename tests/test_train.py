@@ -18,7 +18,7 @@ import lightnets.deploy
 import lightnets.train
 from lightnets.hub import save_pretrained, sha256sum
 from lightnets.manifest import WEIGHTS_DIR, read_index
-from lightnets.train import augment, build_model, distillation_loss, lr_lambda, mix_batch, param_groups, parse_model_args, train
+from lightnets.train import augment, build_model, distillation_loss, ensemble_logits, lr_lambda, mix_batch, param_groups, parse_model_args, train
 
 
 class Shapes:
@@ -196,18 +196,24 @@ def test_mixup_and_cutmix_reach_the_training_loss(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "args.json").read_text())["mixup"] == 0.4  # a resume checks it
 
 
-@pytest.mark.parametrize("source", ["name.tag", "folder"])
+@pytest.mark.parametrize("source", ["name.tag", "folder", "ensemble"])
 def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch, source):
-    """--teacher NAME.TAG or a folder an earlier run wrote: that weight scores each (mixed) training batch,
-    its logits and the run's --distill-alpha / --distill-T reach distillation_loss, once per label of a
-    mixed batch, and the card names the teacher and its file's sha256."""
-    teacher = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
-    teacher_arg, teacher_sha256 = "smallcnn_3x2.fmnist", read_index(WEIGHTS_DIR)["smallcnn_3x2.fmnist"]["sha256"]
-    if source == "folder":  # not the shipped weight: its own numbers must be the ones that teach
+    """--teacher NAME.TAG, a folder an earlier run wrote, or both comma-separated (an ensemble): those weights
+    score each (mixed) training batch, their (ensembled) logits and the run's --distill-alpha / --distill-T
+    reach distillation_loss, once per label of a mixed batch, and the card names the teachers and their
+    files' sha256."""
+    shipped = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
+    shipped_sha256 = read_index(WEIGHTS_DIR)["smallcnn_3x2.fmnist"]["sha256"]
+    teachers, teacher_arg, teacher_sha256 = [shipped], "smallcnn_3x2.fmnist", shipped_sha256
+    if source in ("folder", "ensemble"):  # not the shipped weight: its own numbers must be the ones that teach
+        other = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
         with torch.no_grad():
-            teacher.get_classifier().bias.add_(torch.arange(10.0))
-        folder = save_pretrained(teacher, tmp_path / "teacher", tag="fmnist")
-        teacher_arg, teacher_sha256 = str(folder), sha256sum(folder / "model.safetensors")
+            other.get_classifier().bias.add_(torch.arange(10.0))
+        folder = save_pretrained(other, tmp_path / "teacher", tag="fmnist")
+        teachers, teacher_arg, teacher_sha256 = [other], str(folder), sha256sum(folder / "model.safetensors")
+        if source == "ensemble":
+            teachers = [shipped, other]
+            teacher_arg, teacher_sha256 = f"smallcnn_3x2.fmnist,{folder}", f"{shipped_sha256},{teacher_sha256}"
     fmnist = lightnets.data.load_dataset("fashion_mnist", split="test", limit=64)
     calls = []
 
@@ -231,13 +237,32 @@ def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch,
     assert len(calls) == 4  # 2 steps, each scored against its labels and the mirrored ones
     assert {(alpha, temperature) for *_, alpha, temperature in calls} == {(0.7, 3.0)}
     assert torch.equal(calls[1][1], calls[0][1].flip(0)) and torch.equal(calls[1][0], calls[0][0])
-    mean, std = teacher.pretrained_cfg["mean"][0], teacher.pretrained_cfg["std"][0]
+    mean, std = shipped.pretrained_cfg["mean"][0], shipped.pretrained_cfg["std"][0]
     with torch.no_grad():
-        expected = teacher((batches[0].float() / 255 - mean) / std)
-    assert torch.allclose(calls[0][0], expected, atol=1e-4)  # the teacher saw the student's mixed images
+        logits = [teacher((batches[0].float() / 255 - mean) / std) for teacher in teachers]
+    assert torch.allclose(calls[0][0], ensemble_logits(logits), atol=1e-4)  # the teachers saw the student's mixed images
+    if source == "ensemble":  # taught by the average of the two softmax outputs, which differ
+        assert not torch.allclose(logits[0].softmax(-1), logits[1].softmax(-1), atol=1e-2)
+        assert torch.allclose(calls[0][0].softmax(-1), (logits[0].softmax(-1) + logits[1].softmax(-1)) / 2, atol=1e-5)
     card = json.loads((tmp_path / "out" / "config.json").read_text())
     assert card["lightnets"]["training"]["teacher"] == teacher_arg
     assert card["lightnets"]["training"]["teacher_sha256"] == teacher_sha256
+
+
+def test_ensemble_logits_average_the_members_probabilities():
+    first, second = torch.randn(4, 10), torch.randn(4, 10) * 3
+    ensembled = ensemble_logits([first, second])
+    assert torch.allclose(ensembled.softmax(-1), (first.softmax(-1) + second.softmax(-1)) / 2, atol=1e-6)
+    assert torch.allclose(ensembled.exp().sum(-1), torch.ones(4), atol=1e-5)  # log-probabilities already
+    assert ensemble_logits([first]) is first  # one teacher teaches with its own logits
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_logits([])
+
+
+@pytest.mark.parametrize("teacher", ["smallcnn_3x2.fmnist,", ",smallcnn_3x2.fmnist", "smallcnn_3x2.fmnist,,vgg11_bn.fmnist"])
+def test_a_teacher_list_with_an_empty_name_is_refused(teacher):
+    with pytest.raises(ValueError, match="an empty name between commas"):
+        lightnets.train.teacher_sources(teacher)
 
 
 def test_a_teacher_file_without_a_config_is_refused(tmp_path):

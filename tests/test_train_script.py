@@ -124,27 +124,30 @@ def test_a_warm_restart_trains_its_cycles_in_order_each_from_the_last(tree: Path
     again; a shipped weight skips them all."""
     result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
     assert result.returncode == 0, result.stderr
-    assert len(calls) == 3
-    first, second, last = calls
-    assert "--work-dir runs/mobilenet_v1_100-fmnist-cycle1 --resume " in first
-    assert "--output runs/mobilenet_v1_100-fmnist-cycle1/weight " in first and "--finetune-from" not in first
-    assert "--work-dir runs/mobilenet_v1_100-fmnist-cycle2 --resume " in second
-    assert "--output runs/mobilenet_v1_100-fmnist-cycle2/weight " in second
-    assert "--finetune-from runs/mobilenet_v1_100-fmnist-cycle1/weight" in second
+    assert len(calls) == 4
+    *cycles, last = calls
+    for n, call in enumerate(cycles, start=1):
+        assert f"--work-dir runs/mobilenet_v1_100-fmnist-cycle{n} --resume " in call
+        assert f"--output runs/mobilenet_v1_100-fmnist-cycle{n}/weight " in call
+        assert (f"--finetune-from runs/mobilenet_v1_100-fmnist-cycle{n - 1}/weight" in call) == (n > 1)
+    assert "--finetune-from" not in cycles[0]
+    assert "--teacher runs/mobilenet_v1_100-fmnist-cycle2/weight" in cycles[2]  # a continued line is one command
     assert "--work-dir runs/mobilenet_v1_100-fmnist --resume " in last
     assert "--output weights/mobilenet_v1_100.fmnist " in last
-    assert "--finetune-from runs/mobilenet_v1_100-fmnist-cycle2/weight" in last
-    assert "--teacher runs/mobilenet_v1_100-fmnist-cycle2/weight" in last  # the continued line is one command
+    assert "--finetune-from runs/mobilenet_v1_100-fmnist-cycle3/weight" in last
+    assert "--teacher runs/mobilenet_v1_100-fmnist-cycle3/weight,shufflenet_g3.fmnist,sepcnn_regular.fmnist" in last
 
     # stopped during the second cycle: it and the last run again, the first does not
     shutil.rmtree(tree / "weights" / "mobilenet_v1_100.fmnist")
-    shutil.rmtree(tree / "runs" / "mobilenet_v1_100-fmnist-cycle2")
+    for later_cycle in (2, 3):  # stopped in cycle 2, so cycle 3 never began
+        shutil.rmtree(tree / "runs" / f"mobilenet_v1_100-fmnist-cycle{later_cycle}")
     (tree / "calls.txt").unlink()
     result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
     assert result.returncode == 0, result.stderr
     assert "== mobilenet_v1_100: cycle 1 done (runs/mobilenet_v1_100-fmnist-cycle1/weight)" in result.stdout
-    assert len(calls) == 2 and "--output runs/mobilenet_v1_100-fmnist-cycle2/weight " in calls[0]
-    assert "--output weights/mobilenet_v1_100.fmnist " in calls[1]
+    assert len(calls) == 3 and "--output runs/mobilenet_v1_100-fmnist-cycle2/weight " in calls[0]
+    assert "--output runs/mobilenet_v1_100-fmnist-cycle3/weight " in calls[1]
+    assert "--output weights/mobilenet_v1_100.fmnist " in calls[2]
 
     # shipped: nothing runs
     (tree / "calls.txt").unlink()
