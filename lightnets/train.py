@@ -682,8 +682,9 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
         return prepare
 
     prepare = prepare_for(model, mean, std)
+    teacher_names = teacher_sources(args.teacher) if args.teacher else []
     teachers: list[tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = []  # each with its own normalisation
-    for source in teacher_sources(args.teacher) if args.teacher else []:
+    for source in teacher_names:
         teacher = build_teacher(source).to(runtime.device, memory_format=memory_format).eval()
         if teacher.num_classes != len(classes):
             raise ValueError(f"--teacher {source} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
@@ -740,8 +741,8 @@ def _fit(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set:
             print(f"resumed from {checkpoint_path} after epoch {start_epoch}")
     if sources is None:
         sources = {"finetuned_from": _weight_sha256(args.finetune_from)} if args.finetune_from else {}
-        if args.teacher:  # one sha256 per teacher, comma-separated in --teacher's order
-            sources["teacher"] = ",".join(_weight_sha256(source) for source in teacher_sources(args.teacher))
+        if teacher_names:  # one sha256 per teacher, comma-separated in --teacher's order
+            sources["teacher"] = ",".join(map(_weight_sha256, teacher_names))
     if runtime.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         (work_dir / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
