@@ -16,7 +16,7 @@ Sections of the Markdown it writes (``--output``, default results/speed.md):
 4. **int8 accuracy** (``--accuracy``, on by default): Fashion-MNIST top-1 of shipped weights in fp32
    vs onnxruntime int8, calibrated on 512 training images.
 
-Timing: lightnets.evaluation.measure_latency — warm-up, then repeats that each time a block of
+Timing: lightnets.measure.measure_latency — warm-up, then repeats that each time a block of
 back-to-back passes lasting >= 20 ms; paths take turns repeat by repeat so drift hits all alike.
 int8 latency uses ranges calibrated on random inputs: speed does not depend on them. onnxruntime
 sessions run without spin-waiting: idle spinning threads took the cores from the path timed next
@@ -38,7 +38,9 @@ from torch import nn
 
 import lightnets
 from lightnets import deploy
-from lightnets.evaluation import Candidate, environment, measure_latency
+from eval.__main__ import batch_size_list
+from lightnets.evaluation import environment
+from lightnets.measure import Candidate, measure_latency
 from lightnets.layers import ConvBNAct, DepthwiseSeparableConv
 
 DEFAULT_MODELS = ("mobilenet_v1_100", "shufflenet_g3")
@@ -105,7 +107,7 @@ def build_paths(model: nn.Module, name: str, input_size: tuple[int, int, int], b
     if with_timm and name in TIMM_TWINS:
         import timm
 
-        from lightnets.convert import convert_timm_mobilenetv1
+        from lightnets.pretrained.convert import convert_timm_mobilenetv1
 
         twin = timm.create_model(TIMM_TWINS[name][0], num_classes=model.num_classes).eval()
         if model.small_input:
@@ -394,7 +396,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated lightnets models for section 1")
     parser.add_argument("--pairs", default=",".join(DEFAULT_PAIRS), help="comma-separated regular:separable pairs ('' to skip)")
     parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(deploy.BACKENDS[1:])}")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--latency-batch-sizes", type=batch_size_list, default=[1, 32], metavar="B,B",
+                        help="batch sizes to time, comma-separated (default 1,32)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and onnxruntime intra-op threads")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -406,9 +409,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     for option in ("threads", "repeats", "warmup", "gemm_size"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
-    if any(b < 1 for b in args.batch_sizes):
-        parser.error(f"--batch-sizes must all be >= 1, got {args.batch_sizes}")
-    args.batch_sizes = list(dict.fromkeys(args.batch_sizes))  # a repeat would repeat columns and count samples twice
+    args.batch_sizes = args.latency_batch_sizes  # distinct and >= 1 (batch_size_list): a repeat would count samples twice
     args.backends = tuple(b for b in args.backends.split(",") if b)
     unknown = [b for b in args.backends if b not in deploy.BACKENDS[1:]]
     if unknown:

@@ -5,7 +5,7 @@
 
 For each model the recipe trains, one training step as ``lightnets.train`` runs it on the CPU (small-input
 form at 1x28x28, 10 classes, batch 128, fp32, ``channels_last``, SGD with Nesterov momentum, label
-smoothing, ``lightnets.train.param_groups``' weight decay) is timed ``--steps`` times after two warm-up
+smoothing, ``lightnets.training.param_groups``' weight decay) is timed ``--steps`` times after two warm-up
 steps; the median gives the time of an epoch (60,000 images = 468 steps) and, with the recipe's epochs,
 of the whole training: every cycle of a warm-restarted model, a distilled cycle's steps timed with its
 teacher's forward pass in them. Shipped weights are marked with their recorded top-1. Run it on an
@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 
 import lightnets
+from lightnets.cli.train import teacher_sources
 from lightnets.evaluation import environment
-from lightnets.flops import count_macs
-from lightnets.manifest import WEIGHTS_DIR, read_index
+from lightnets.pretrained.manifest import WEIGHTS_DIR, read_index
+from lightnets.profiler import count_macs
 from lightnets.registry import split_model_name
-from lightnets.train import distillation_loss, ensemble_logits, param_groups, teacher_sources
+from lightnets.training import distillation_loss, ensemble_logits, param_groups
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "scripts" / "train_fmnist_zoo.sh"
@@ -135,7 +136,8 @@ def table(models: dict[str, list[Cycle]], steps: int) -> list[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", help="models of the recipe to time (default: all of them)")
+    parser.add_argument("--models", type=lambda text: [m for m in text.split(",") if m], metavar="A,B",
+                        help="comma-separated models of the recipe to time (default: all of them)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per model (median taken)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", type=Path, default=ROOT / "results" / "train_cost.md")

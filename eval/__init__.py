@@ -50,7 +50,8 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
         if b > 1:  # at batch 1, ms per image is ms per batch
             cols.append((f"ms_per_img_bs{b}", f"bs{b} ms/img", _ms))
         cols += [(f"img_per_s_bs{b}", f"bs{b} img/s", _fixed(0)), (f"gmacs_per_s_bs{b}", f"bs{b} GMAC/s", _fixed(2))]
-    cols.append(("peak_mem_mb", "peak MB", _fixed(1)))
+    if rows and "peak_mem_mb" in rows[0]:
+        cols.append(("peak_mem_mb", "peak MB", _fixed(1)))
     if rows and "mac_ratio" in rows[0]:
         cols.append(("mac_ratio", "MAC ratio", _fixed(3)))
         for b in sizes:
@@ -67,10 +68,17 @@ def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
         f"latency: ms per batch, median and p90 over {settings['repeats']} repeats (each a block of back-to-back "
         f"passes lasting >= 20 ms) after {settings['warmup']} warm-up passes, torch.inference_mode(), models "
         "interleaved, the same seeded N(0,1) input for models of the same input size",
-        "MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s; "
-        f"peak MB: weights + input + the forward pass's peak allocation at bs{settings['peak_batch_size']} "
-        "(CPU: replayed from torch.profiler memory events)",
     ]
+    load = environment.get("load")
+    if load:
+        busy = " (BUSY: the latency figures above are not to be trusted)" if load["busy"] else ""
+        lines.append(f"machine load before the run: {load['load_1min']:.2f} (1-minute average) on {load['cores']} "
+                     f"logical cores{busy}")
+    memory = (f"; peak MB: weights + input + the forward pass's peak allocation at bs{settings['peak_batch_size']} "
+              "(CPU: replayed from torch.profiler memory events)") if settings.get("peak_batch_size") else ""
+    lines.append(f"MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s{memory}")
+    if settings.get("accuracy_backend") not in (None, "eager") and settings.get("images"):
+        lines.append(f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: the eager model")
     if settings.get("dataset"):
         lines.append(f"data: {settings['dataset']} / {settings['split']}, {settings['images']} images"
                      if settings.get("images") else f"data: {settings['dataset']} (no accuracy measured)")

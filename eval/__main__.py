@@ -3,7 +3,12 @@
     python -m eval --model smallcnn_3x2 --model smallcnn_3x2_dw123 --baseline smallcnn_3x2
     python -m eval --model 'mobilenet_v1_0*' --small-input --latency-batch-sizes 1,100 --plot zoo.png
     python -m eval --all-pretrained --format md --output zoo.md
+    python -m eval --all-pretrained --accuracy-backend eager --latency-batch-sizes 1,100 --memory   # results/zoo.md
     python -m eval --model mobilenet_v1_100 --dataset synthetic --latency-batch-sizes 1,32
+
+By default the accuracy pass runs on the fastest installed backend (OpenVINO, then ONNX Runtime: the
+model's BatchNorm-folded float32 export), latency is timed on the eager model at batch 1, and peak
+memory is measured only with --memory: all 21 Fashion-MNIST weights take about a minute on 2 cores.
 
 Input size: a model is evaluated at its own input size (``--img-size`` to choose another), the
 dataset's images converted to its channels and resized to it — so a 224-px ImageNet model sees
@@ -14,12 +19,15 @@ Without weights a model is measured at random init, with the dataset's number of
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from . import FORMATS, plot, render
 
 PROG = "python -m eval"
+_ACCURACY_BACKENDS = ("openvino", "onnxruntime", "eager")  # lightnets.measure.ACCURACY_BACKENDS, without importing torch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _batch_sizes(text: str) -> list[int]:
+def batch_size_list(text: str) -> list[int]:
+    """``"1,100"`` → ``[1, 100]``: the one spelling of a list of batch sizes in every lightnets command line."""
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -56,12 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
     data.add_argument("--split", default="test", help="train, test (imagefolder: train, val, test); default test")
     data.add_argument("--limit", type=int, metavar="N", help="evaluate on the first N images only")
-    data.add_argument("--batch-size", type=int, default=256, help="batch size of the accuracy pass (default 256)")
+    data.add_argument("--batch-size", type=int, default=100,
+                      help="batch size of the accuracy pass (default 100: the fastest for OpenVINO on 2 cores)")
     data.add_argument("--workers", type=int, default=4, help="data loader workers for imagefolder (default 4)")
     timing = p.add_argument_group("measurement")
     timing.add_argument("--no-accuracy", action="store_true", help="MACs, latency and memory only")
-    timing.add_argument("--latency-batch-sizes", type=_batch_sizes, default=[1, 100], metavar="B,B",
-                        help="batch sizes to time (default 1,100)")
+    timing.add_argument("--accuracy-backend", choices=("auto", *_ACCURACY_BACKENDS), default="auto",
+                        help="what the accuracy pass runs on: the fastest installed (auto, default), openvino, "
+                             "onnxruntime (BatchNorm-folded float32 exports) or eager (the model itself)")
+    timing.add_argument("--latency-batch-sizes", type=batch_size_list, default=[1], metavar="B,B",
+                        help="batch sizes to time, comma-separated (default 1)")
+    timing.add_argument("--memory", action="store_true",
+                        help="also measure peak memory of a forward pass at the largest latency batch size")
     timing.add_argument("--repeats", type=int, default=10, help="timed repeats per model and batch size (default 10)")
     timing.add_argument("--warmup", type=int, default=5, help="warm-up passes per model and batch size (default 5)")
     timing.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, e.g. OMP_NUM_THREADS)")
@@ -119,14 +134,42 @@ def model_names(patterns: Sequence[str], all_pretrained: bool, dataset: str = "f
     return names
 
 
+def _check_writable(option: str, path: Optional[str]) -> None:
+    """A file the run will write: not a folder; its folder is made now (``runs/`` on a fresh clone)."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name, e.g. {Path(path) / ('zoo.png' if option == '--plot' else 'zoo.md')}")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write into a temporary sibling and rename it into place: an interrupted run leaves the old file whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _backend(choice: str, device: str) -> str:
+    """The accuracy pass's backend: eager on a GPU (the exports run on the CPU), else the choice resolved."""
+    from lightnets.measure import accuracy_backend
+
+    if not device.startswith("cpu"):
+        return "eager" if choice == "auto" else accuracy_backend(choice)
+    return accuracy_backend(choice)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the harness; returns the exit status (2 for bad input, with a one-line error on stderr)."""
+    args = build_parser().parse_args(argv)  # before importing torch: --help and usage errors answer at once
     import torch
 
-    from lightnets.evaluation import environment, evaluate
+    from lightnets.evaluation import environment, evaluate, machine_load
 
-    args = build_parser().parse_args(argv)
+    load = machine_load()  # before this run adds its own load
     try:
+        for option, path in (("--output", args.output), ("--plot", args.plot)):
+            _check_writable(option, path)  # before minutes of measuring, not after
         if args.plot and (args.no_accuracy or args.dataset == "synthetic"):
             raise ValueError("--plot draws top-1 accuracy; it needs a dataset with labels and no --no-accuracy")
         if args.threads is not None:
@@ -139,10 +182,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             num_classes = len(load_dataset(args.dataset, args.split, limit=1).classes)
         names = model_names(args.model, args.all_pretrained, args.dataset, num_classes, args.pretrained)
+        backend = _backend(args.accuracy_backend, args.device)
         rows = evaluate(
             names, args.dataset, split=args.split, data_dir=args.data_dir, download=args.download, limit=args.limit,
             batch_size=args.batch_size, img_size=args.img_size, small_input=args.small_input, pretrained=args.pretrained,
-            checkpoint=args.checkpoint, accuracy=not args.no_accuracy, latency_batch_sizes=args.latency_batch_sizes,
+            checkpoint=args.checkpoint, accuracy=not args.no_accuracy, memory=args.memory,
+            accuracy_backend=backend, latency_batch_sizes=args.latency_batch_sizes,
             repeats=args.repeats, warmup=args.warmup, channels_last=args.channels_last,
             device=args.device, baseline=args.baseline, workers=args.workers, progress=not args.no_progress, seed=args.seed,
         )
@@ -150,18 +195,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "command": " ".join([PROG, *(argv if argv is not None else sys.argv[1:])]),
             "dataset": args.dataset, "split": args.split, "images": rows[0]["images"],
             "repeats": args.repeats, "warmup": args.warmup, "latency_batch_sizes": args.latency_batch_sizes,
-            "peak_batch_size": max(args.latency_batch_sizes), "baseline": args.baseline,
+            "peak_batch_size": max(args.latency_batch_sizes) if args.memory else None, "baseline": args.baseline,
+            "accuracy_backend": None if args.no_accuracy else backend,
         }
-        text = render(rows, args.format, environment(args.device, args.channels_last), settings)
+        text = render(rows, args.format, environment(args.device, args.channels_last, load), settings)
         # The table first: a plot that fails does not lose the measurements.
         if args.output:
-            with open(args.output, "w") as f:
-                f.write(text + "\n")
+            _write_atomically(Path(args.output), text + "\n")
             print(f"wrote {args.output}", file=sys.stderr)
         else:
             print(text, flush=True)
         if args.plot:
             plot(rows, args.plot, title=f"{args.dataset} / {args.split}")
+        if load and load["busy"]:
+            print(f"{PROG}: warning: the machine was busy (load {load['load_1min']:.2f} on {load['cores']} cores) when "
+                  "this run began: its latency figures are not to be trusted; measure on an idle machine", file=sys.stderr)
     except (ValueError, KeyError, TypeError, OSError) as err:  # bad input: one line, no traceback
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{PROG}: error: {message}", file=sys.stderr)

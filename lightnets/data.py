@@ -38,15 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = [
-    "DATASET_NAMES",
-    "CorruptDataError",
-    "InMemoryDataset",
-    "ImageFolderDataset",
-    "load_dataset",
-    "normalize_batch",
-    "download_file",
-]
+__all__ = ["DATASET_NAMES", "CorruptDataError", "InMemoryDataset", "ImageFolderDataset", "load_dataset",
+           "normalize_batch", "download_file"]
 
 DATASET_NAMES = ("fashion_mnist", "cifar10", "imagefolder:PATH", "synthetic")
 PathLike = Union[str, Path]

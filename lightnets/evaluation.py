@@ -4,21 +4,19 @@
 Row keys, raw numbers (``B`` = each latency batch size):
 
 * ``model, tag, input_size, params, macs`` — ``macs``: conv + FC multiply-adds of one image at the
-  evaluated input size (:func:`lightnets.flops.count_macs`, the papers' count);
+  evaluated input size (:func:`lightnets.profiler.count_macs`, the papers' count);
 * ``top1, top5`` (%), ``loss`` (mean cross-entropy), ``images`` — None without accuracy;
 * ``ms_bsB, p90_ms_bsB`` — milliseconds per batch of B, median and 90th percentile over repeats;
   ``ms_per_img_bsB, img_per_s_bsB, gmacs_per_s_bsB`` — derived from the median;
-* ``peak_mem_mb`` — weights + input + the most memory torch's allocator held during one forward at
-  the largest B (CUDA: its allocator's peak; CPU: replayed from ``torch.profiler`` memory events);
+* ``peak_mem_mb`` (with ``memory=True``) — weights + input + the most memory torch's allocator held
+  during one forward at the largest B (CUDA: its allocator's peak; CPU: replayed from ``torch.profiler``
+  memory events);
 * with a baseline: ``mac_ratio`` (MACs ÷ the baseline's), ``speedup_bsB`` (baseline time ÷ time) and
   ``speedup_per_mac_reduction_bsB`` = speedup × MAC ratio: 1.0 when time falls exactly as MACs do,
   below 1 when it falls less — the gap between MACs and speed as a number.
 
-How latency is measured: every model in ``torch.inference_mode()`` and eval mode, on in-memory
-random input (the same N(0, 1) tensor for every model of the same input size), at a fixed thread
-count. After ``warmup`` forward passes, each repeat times a block of k back-to-back passes (k chosen
-so a block lasts at least ~20 ms) and records the time per pass; models take turns repeat by
-repeat, in an order rotated each repeat, so drift on a noisy machine is shared by all of them.
+How each number is measured (latency interleaved across models, the accuracy pass's backend) is
+:mod:`lightnets.measure`'s docstring.
 
 >>> rows = evaluate(["smallcnn_3x2"], limit=64, latency_batch_sizes=(1,), repeats=2, warmup=1, progress=False)
 >>> rows[0]["model"], rows[0]["input_size"], rows[0]["images"]
@@ -27,44 +25,35 @@ repeat, in an order rotated each repeat, so drift on a noisy machine is shared b
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import platform
-import sys
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from .data import load_dataset, normalize_batch
+from .data import load_dataset
+from .measure import (
+    Candidate,
+    measure_accuracy,
+    measure_latency,
+    measure_peak_memory,
+    percentile,
+)
+from .measure import accuracy_backend as _accuracy_backend
 from .models.base import check_positive_int
 
-__all__ = ["evaluate", "environment", "ModelSpec"]
+__all__ = ["evaluate", "environment", "machine_load", "ModelSpec", "Candidate", "build_candidate",
+           "measure_accuracy", "measure_latency"]
 
 ModelSpec = Union[str, nn.Module]
-MIN_BLOCK_SECONDS = 0.02  # a timed block of forward passes lasts at least this long
 RANDOM_INIT = "random init"
-
-
-@dataclass
-class Candidate:
-    """A model ready to be measured, with what it needs to be fed."""
-
-    label: str
-    tag: str
-    model: nn.Module
-    input_size: tuple[int, int, int]  # (C, H, W) the model is evaluated at
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float  # the eval transform of its weights (timm's): resize to side / crop_pct, center-crop the side
-    interpolation: str = "bilinear"
+# Timings taken on a machine busier than this are flagged (1-minute load average per logical core: half
+# the cores busy): on a loaded 2-core machine they came out 100-600x off and looked plausible.
+BUSY_LOAD_PER_CORE = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +90,7 @@ def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], c
     classes = len(dataset.classes) if dataset is not None else None
 
     if checkpoint:
-        from .hub import load_checkpoint, read_config
+        from .pretrained import load_checkpoint, read_config
 
         config = read_config(checkpoint)  # a Hub-layout folder says how to rebuild its model
         kwargs.update(config.get("model_args", {}))
@@ -184,144 +173,6 @@ def _check_feedable(candidate: Candidate, data_chans: Optional[int], classes: Op
 # ---------------------------------------------------------------------------------------------
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    # Shown only for passes that last more than a second; on stderr so stdout stays parseable.
-    return tqdm(total=total, desc=desc, disable=not enabled, delay=1.0, leave=False, file=sys.stderr, dynamic_ncols=True)
-
-
-def _batches(dataset: Dataset, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    images = getattr(dataset, "images", None)
-    if images is not None:  # in memory: slices, no copy
-        for start in range(0, len(images), batch_size):
-            yield images[start:start + batch_size], dataset.labels[start:start + batch_size]
-        return
-    yield from DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
-
-
-def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, device: torch.device,
-                     memory_format: torch.memory_format, workers: int = 4, progress: bool = True) -> dict[str, Any]:
-    """top-1 / top-5 (%) and mean cross-entropy of ``candidate`` over ``dataset``."""
-    in_chans, side, _ = candidate.input_size
-    k = min(5, len(dataset.classes))
-    correct1 = correct5 = 0
-    loss_sum = 0.0
-    with torch.inference_mode(), _progress(len(dataset), f"accuracy {candidate.label}", progress) as bar:
-        for images, labels in _batches(dataset, batch_size, workers):
-            x = normalize_batch(images.to(device), in_chans, side, candidate.mean, candidate.std)
-            logits = candidate.model(x.contiguous(memory_format=memory_format)).float()
-            labels = labels.to(device)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-            hits = logits.topk(k, dim=1).indices == labels[:, None]
-            correct1 += int(hits[:, 0].sum())
-            correct5 += int(hits.any(dim=1).sum())
-            bar.update(len(labels))
-    n = len(dataset)
-    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "loss": loss_sum / n, "images": n}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time_block(model: nn.Module, x: torch.Tensor, passes: int, device: torch.device) -> float:
-    """Seconds per forward pass over ``passes`` back-to-back passes."""
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(passes):
-        model(x)
-    _sync(device)
-    return (time.perf_counter() - start) / passes
-
-
-def random_input(batch_size: int, input_size: Sequence[int], seed: int = 0) -> torch.Tensor:
-    """The seeded N(0, 1) batch every model of this input size is timed on."""
-    return torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(seed))
-
-
-def measure_latency(candidates: Sequence[Candidate], batch_sizes: Sequence[int], repeats: int, warmup: int,
-                    device: torch.device, memory_format: torch.memory_format, progress: bool = True,
-                    seed: int = 0) -> dict[tuple[int, int], list[float]]:
-    """Seconds per batch, one value per repeat, keyed by (candidate index, batch size); models interleaved."""
-    inputs = {(c.input_size, b): random_input(b, c.input_size, seed).to(device).contiguous(memory_format=memory_format)
-              for c in candidates for b in batch_sizes}
-    passes: dict[tuple[int, int], int] = {}
-    with torch.inference_mode():
-        for i, c in enumerate(candidates):
-            for b in batch_sizes:
-                x = inputs[c.input_size, b]
-                for _ in range(warmup):
-                    c.model(x)
-                passes[i, b] = max(1, math.ceil(MIN_BLOCK_SECONDS / max(_time_block(c.model, x, 1, device), 1e-9)))
-        times: dict[tuple[int, int], list[float]] = {key: [] for key in passes}
-        with _progress(repeats * len(passes), "latency", progress) as bar:
-            for repeat in range(repeats):
-                shift = repeat % len(candidates)
-                for i in list(range(shift, len(candidates))) + list(range(shift)):
-                    c = candidates[i]
-                    for b in batch_sizes:
-                        x = inputs[c.input_size, b]
-                        if passes[i, b] > 1:
-                            c.model(x)  # back in cache after the other models' turns; untimed
-                        times[i, b].append(_time_block(c.model, x, passes[i, b], device))
-                        bar.update()
-    return times
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Silence C++ writes to fd 2 (the profiler's kineto logs its start and stop there)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _forward_peak_bytes(model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
-    """Most bytes torch's allocator held at once during one forward pass, beyond what was allocated before."""
-    with torch.inference_mode():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            before = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            model(x)
-            torch.cuda.synchronize(device)
-            return torch.cuda.max_memory_allocated(device) - before
-        from torch.profiler import ProfilerActivity, profile
-
-        with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            model(x)
-    # Allocations are charged to the op that made them, frees (outside any op) to "[memory]" events:
-    # replaying both in time order gives the live bytes after each step. An op's negative self usage is a
-    # temporary of one of its children freed inside it: it happens at the op's end, after the child allocated.
-    def when(e) -> float:
-        return e.time_range.end if e.name != "[memory]" and e.self_cpu_memory_usage < 0 else e.time_range.start
-
-    steps = sorted((when(e), e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage)
-                   for e in prof.events() if e.name == "[memory]" or e.self_cpu_memory_usage)
-    live = peak = 0
-    for _, change in steps:
-        live += change
-        peak = max(peak, live)
-    return peak
-
-
-def measure_peak_memory(candidate: Candidate, batch_size: int, device: torch.device,
-                        memory_format: torch.memory_format, seed: int = 0) -> float:
-    """MiB: weights and buffers + the input batch + the forward pass's peak allocation."""
-    model = candidate.model
-    x = random_input(batch_size, candidate.input_size, seed).to(device).contiguous(memory_format=memory_format)
-    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
-    return (weights + x.numel() * x.element_size() + _forward_peak_bytes(model, x, device)) / 2**20
-
-
 # ---------------------------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------------------------
@@ -335,12 +186,30 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: Union[str, torch.device] = "cpu", channels_last: bool = False) -> dict[str, Any]:
-    """What the numbers were measured on: torch version, threads, CPU / GPU, memory format."""
+def machine_load() -> Optional[dict[str, Any]]:
+    """The 1-minute load average, the logical cores and whether that is too busy for timings (None where
+    the OS has no load average).
+
+    >>> sorted(machine_load())
+    ['busy', 'cores', 'load_1min']
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        return None
+    cores = os.cpu_count() or 1
+    return {"load_1min": round(load, 2), "cores": cores, "busy": load / cores > BUSY_LOAD_PER_CORE}
+
+
+def environment(device: Union[str, torch.device] = "cpu", channels_last: bool = False,
+                load: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """What the numbers were measured on: torch version, threads, CPU / GPU, memory format, and the
+    machine's load (``load``: as :func:`machine_load` read it before the run; default: now)."""
     from . import __version__
 
     device = torch.device(device)
     return {
+        "load": load if load is not None else machine_load(),
         "torch": torch.__version__,
         "lightnets": __version__,
         "threads": torch.get_num_threads(),
@@ -349,10 +218,6 @@ def environment(device: Union[str, torch.device] = "cpu", channels_last: bool = 
         "memory_format": "channels_last" if channels_last else "contiguous (NCHW)",
         "python": platform.python_version(),
     }
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def evaluate(
@@ -369,6 +234,8 @@ def evaluate(
     pretrained: Optional[bool] = None,
     checkpoint: Optional[str] = None,
     accuracy: bool = True,
+    accuracy_backend: str = "eager",
+    memory: bool = True,
     latency_batch_sizes: Sequence[int] = (1, 100),
     repeats: int = 10,
     warmup: int = 5,
@@ -393,6 +260,11 @@ def evaluate(
         pretrained: load pretrained weights; None: when the model has any. ``checkpoint``: a weight file
             or Hub-layout folder to load instead (one model only).
         accuracy: False measures MACs, latency and memory only.
+        accuracy_backend: what the accuracy pass runs on: ``"eager"`` (the model itself), ``"openvino"`` or
+            ``"onnxruntime"`` (its BatchNorm-folded float32 export, several times faster on a CPU), or
+            ``"auto"`` (the fastest installed; see :data:`lightnets.measure.ACCURACY_BACKENDS`). Latency
+            and memory are always the eager model's.
+        memory: measure the peak memory of a forward pass at the largest latency batch size.
         latency_batch_sizes, repeats, warmup: how latency is timed (see the module docstring).
         threads: torch's intra-op thread count during the run (default: as it is); restored afterwards.
         channels_last: run models and inputs in channels-last memory format.
@@ -417,6 +289,7 @@ def evaluate(
     if checkpoint and len(models) > 1:
         raise ValueError(f"a checkpoint belongs to one model; got {len(models)} models")
     device = _device(device)
+    backend = accuracy_backend if accuracy_backend == "eager" else _accuracy_backend(accuracy_backend)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     previous_threads = torch.get_num_threads()
     if threads is not None:
@@ -450,15 +323,16 @@ def evaluate(
                         eval_sets[transform] = load_dataset(dataset, split, limit=limit, img_size=transform[0],
                                                             crop_pct=transform[1], interpolation=transform[2])
                     eval_set = eval_sets[transform]
-                row.update(measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress))
+                row.update(measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend))
         times = measure_latency(candidates, batch_sizes, repeats, warmup, device, memory_format, progress, seed)
         for i, (c, row) in enumerate(zip(candidates, rows)):
             for b in batch_sizes:
-                median = _percentile(times[i, b], 50)
-                row.update({f"ms_bs{b}": 1e3 * median, f"p90_ms_bs{b}": 1e3 * _percentile(times[i, b], 90),
+                median = percentile(times[i, b], 50)
+                row.update({f"ms_bs{b}": 1e3 * median, f"p90_ms_bs{b}": 1e3 * percentile(times[i, b], 90),
                             f"ms_per_img_bs{b}": 1e3 * median / b, f"img_per_s_bs{b}": b / median,
                             f"gmacs_per_s_bs{b}": row["macs"] * b / median / 1e9})
-            row["peak_mem_mb"] = measure_peak_memory(c, max(batch_sizes), device, memory_format, seed)
+            if memory:
+                row["peak_mem_mb"] = measure_peak_memory(c, max(batch_sizes), device, memory_format, seed)
         if baseline is not None:
             _add_ratios(rows, rows[next(i for i, m in enumerate(models) if m is baseline or m == baseline)], batch_sizes)
         return rows
@@ -480,7 +354,7 @@ def _device(device: Union[str, torch.device]) -> torch.device:
 
 
 def _count_macs(candidate: Candidate) -> int:
-    from .flops import count_macs
+    from .profiler import count_macs
 
     return count_macs(candidate.model, candidate.input_size)
 

@@ -1,27 +1,38 @@
-"""Model registry: register, list and create models by name, with pretrained tags (``name.tag``).
+"""Model registry: list and create models by name, with pretrained tags (``name.tag``).
 
-Family files decorate their entry points with :func:`register_model` and declare their
-pretrained cfgs as data in a module-level ``default_cfgs`` dict keyed by ``"name"`` or
-``"name.tag"`` (the timm convention). Every entry point is also registered into timm's registry,
-so ``timm.create_model("shufflenet_g3")`` works once lightnets is imported. Names that timm
-already owns (``vgg16``, ...) are registered there as ``lightnets_<name>``.
+Family files decorate their entry points with :func:`lightnets.models.catalog.register_model` and
+declare their pretrained cfgs as data in a module-level ``default_cfgs`` dict keyed by ``"name"`` or
+``"name.tag"`` (the timm convention). This layer completes each entry with the bundled weights' cfgs
+(weights/index.json), builds models from it and loads their weights through :mod:`lightnets.pretrained`.
+Every entry point is also registered into timm's registry, so ``timm.create_model("shufflenet_g3")``
+works once lightnets is imported. Names that timm already owns (``vgg16``, ...) are registered there
+as ``lightnets_<name>``.
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
-import inspect
-import sys
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-import torch
+import torch  # noqa: F401  (the doctests use it)
 from torch import nn
 
+from .models import catalog
+from .models.catalog import (
+    DEFAULT_CFG,
+    WEIGHT_SOURCE_KEYS,
+    ModelEntry,
+    UnknownModelError,
+    has_weights,
+    register_model,
+    split_model_name,
+    variant_kwargs,
+)
+
 __all__ = [
+    "DEFAULT_CFG",
+    "WEIGHT_SOURCE_KEYS",
     "register_model",
     "create_model",
     "feature_extractor",
@@ -30,6 +41,7 @@ __all__ = [
     "model_arguments",
     "is_model",
     "get_pretrained_cfg",
+    "has_weights",
     "split_model_name",
     "variant_kwargs",
     "timm_name",
@@ -37,135 +49,39 @@ __all__ = [
     "UnknownModelError",
 ]
 
-# Keys of a pretrained cfg that describe where weights come from; a cfg with any of them has weights.
-WEIGHT_SOURCE_KEYS = ("hf_hub_id", "file", "url")
-
-# Defaults for every cfg: the ImageNet layout, as in timm's _cfg().
-DEFAULT_CFG: dict[str, Any] = {
-    "num_classes": 1000,
-    "input_size": (3, 224, 224),
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bilinear",
-    "first_conv": "stem.conv",
-    "classifier": "classifier",
-    "license": "mit",
-}
-
 # Arguments timm's create_model passes to every entry point; absorbed by the timm bridge.
 _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_model_args")
-
-
-class UnknownModelError(KeyError, ValueError):
-    """Raised for a model name or tag that is not registered; the message lists close matches."""
-
-    def __str__(self) -> str:  # KeyError would print the message quoted
-        return str(self.args[0]) if self.args else ""
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    fn: Callable[..., nn.Module]
-    model_cls: Optional[type]
-    cfgs: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag ("" = untagged) -> cfg
-
-    @property
-    def pretrained_tags(self) -> list[str]:
-        return [tag for tag, cfg in self.cfgs.items() if tag and has_weights(cfg)]
-
-    def accepted_kwargs(self) -> Optional[set[str]]:
-        """Keyword arguments the model class takes, or None when they cannot be read."""
-        if self.model_cls is None:
-            return None
-        params = inspect.signature(self.model_cls.__init__).parameters.values()
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            return None
-        return {p.name for p in params if p.name != "self"}
-
-
-_entries: dict[str, ModelEntry] = {}
 
 # timm reads this dict (by module) when our bridge functions are registered into its registry.
 default_cfgs: dict[str, Any] = {}
 
 
-def has_weights(cfg: dict[str, Any]) -> bool:
-    return any(cfg.get(key) for key in WEIGHT_SOURCE_KEYS)
-
-
-def split_model_name(model_name: str) -> tuple[str, str]:
-    """``"mobilenet_v1_050.fmnist"`` → ``("mobilenet_v1_050", "fmnist")``; no tag → ``""``."""
-    name, _, tag = model_name.partition(".")
-    return name, tag
-
-
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model entry point under its function name (also into timm's registry).
-
-    The entry point's module may define ``default_cfgs = {"name": {...}, "name.tag": {...}}``;
-    each cfg is completed with :data:`DEFAULT_CFG`.
-    """
-    name = fn.__name__
-    if name in _entries:
-        raise ValueError(f"model {name!r} is already registered (by {_entries[name].fn.__module__})")
-    module_cfgs = getattr(sys.modules[fn.__module__], "default_cfgs", {})
-    bundled = _bundled_cfgs()
-    cfgs = {"": {**DEFAULT_CFG, **module_cfgs.get(name, {})}}
-    for key in [*module_cfgs, *(key for key in bundled if key not in module_cfgs)]:
-        base, tag = split_model_name(key)
-        if base == name and tag:
-            # A tag inherits the model's own cfg (first_conv, classifier ...); weights/index.json has the last word.
-            cfgs[tag] = {**cfgs[""], **module_cfgs.get(key, {}), **bundled.get(key, {})}
-    try:
-        model_cls = typing.get_type_hints(fn).get("return")
-    except Exception:  # unresolvable annotation: skip kwarg checking, never fail registration
-        model_cls = None
-    _entries[name] = ModelEntry(name, fn, model_cls if isinstance(model_cls, type) else None, cfgs)
-    _register_with_timm(name)
-    return fn
-
-
 @functools.lru_cache(maxsize=None)
 def _bundled_cfgs() -> dict[str, dict[str, Any]]:
     """Cfgs of the weights listed in weights/index.json, read once."""
-    from .manifest import bundled_cfgs
+    from .pretrained.manifest import bundled_cfgs
 
     return bundled_cfgs()
 
 
-def variant_kwargs(generic_name: str, user_kwargs: dict[str, Any], **fixed: Any) -> dict[str, Any]:
-    """Merge a named variant's fixed arguments with the user's, refusing to silently override them.
-
-    >>> variant_kwargs("mobilenet_v1", {"num_classes": 10}, alpha=0.5)
-    {'num_classes': 10, 'alpha': 0.5}
-    """
-    for key, value in fixed.items():
-        if key in user_kwargs and user_kwargs[key] != value:
-            raise ValueError(
-                f"this variant fixes {key}={value!r}; to choose {key}={user_kwargs[key]!r} use "
-                f"create_model({generic_name!r}, {key}={user_kwargs[key]!r})"
-            )
-    return {**user_kwargs, **fixed}
-
-
-def _unknown_model_error(name: str) -> UnknownModelError:
-    close = difflib.get_close_matches(name, list(_entries), n=5, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see lightnets.list_models()"
-    return UnknownModelError(f"unknown model {name!r}{hint}")
+def _complete_entry(entry: ModelEntry) -> None:
+    """Give a newly registered entry the cfgs of its bundled weights (weights/index.json has the last word
+    over the family's ``default_cfgs``) and register it into timm."""
+    for key, cfg in _bundled_cfgs().items():
+        base, tag = split_model_name(key)
+        if base == entry.name and tag:
+            entry.cfgs[tag] = {**entry.cfgs.get(tag, entry.cfgs[""]), **cfg}
+    _register_with_timm(entry.name)
 
 
 def _entry(name: str) -> ModelEntry:
-    if name not in _entries:
-        raise _unknown_model_error(name)
-    return _entries[name]
+    return catalog.entry(name)
 
 
 def is_model(model_name: str) -> bool:
     """True if ``model_name`` (optionally ``name.tag``) is registered."""
     name, tag = split_model_name(model_name)
-    return name in _entries and (not tag or tag in _entries[name].cfgs)
+    return name in catalog.entries() and (not tag or tag in catalog.entries()[name].cfgs)
 
 
 def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
@@ -200,9 +116,9 @@ def list_models(pattern: str = "*", pretrained: bool = False, exclude: Optional[
     True
     """
     if pretrained:
-        names = [f"{e.name}.{tag}" for e in _entries.values() for tag in e.pretrained_tags]
+        names = [f"{e.name}.{tag}" for e in catalog.entries().values() for tag in e.pretrained_tags]
     else:
-        names = list(_entries)
+        names = list(catalog.entries())
     names = [n for n in names if fnmatch.fnmatch(n, pattern) or fnmatch.fnmatch(split_model_name(n)[0], pattern)]
     if exclude:
         names = [n for n in names if not fnmatch.fnmatch(n, exclude)]
@@ -316,11 +232,11 @@ def create_model(
     if local_source is None and own_source and pretrained_cfg.get("file") and Path(pretrained_cfg["file"]).expanduser().exists():
         local_source = pretrained_cfg["file"]
     if pretrained and local_source is not None:
-        from .hub import folder_cfg
+        from .pretrained import folder_cfg
 
         cfg.update(folder_cfg(local_source))
     elif pretrained and own_source and pretrained_cfg.get("hf_hub_id"):
-        from .hub import hub_repo_cfg
+        from .pretrained import hub_repo_cfg
 
         cfg.update(hub_repo_cfg(pretrained_cfg["hf_hub_id"], pretrained_cfg.get("revision")))
     if pretrained_cfg:
@@ -354,7 +270,7 @@ def create_model(
         "num_classes": model.num_classes,
     }
     if pretrained:
-        from .hub import load_pretrained  # deferred: hub pulls in huggingface_hub
+        from .pretrained import load_pretrained
 
         load_pretrained(model, cfg, pretrained_path=pretrained_path)
     if global_pool is not None:
@@ -442,9 +358,13 @@ def _register_with_timm(name: str) -> None:
     entry_point.__doc__ = f"lightnets model {name!r} (see lightnets.create_model)."
     tagged = {
         (f"{bridged_name}.{tag}" if tag else bridged_name): _timm_cfg(cfg)
-        for tag, cfg in sorted(_entries[name].cfgs.items(), key=lambda item: item[0] != "")
+        for tag, cfg in sorted(catalog.entries()[name].cfgs.items(), key=lambda item: item[0] != "")
     }
     # The first tag of a timm DefaultCfg is the default one: put pretrained tags first.
     ordered = dict(sorted(tagged.items(), key=lambda item: not has_weights(item[1])))
     default_cfgs.update(generate_default_cfgs(ordered))
     timm_register_model(entry_point)
+
+
+# Every entry point registered so far, and every later one, gets its bundled cfgs and its timm name.
+catalog.on_register(_complete_entry)

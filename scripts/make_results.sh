@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates every measured table the README includes (results/*.md), then the README itself.
+# Regenerates every measured table the README and docs include (results/*.md), then renders them into the pages.
 # Latency columns depend on the machine: run it on an otherwise idle one.
 #
 #   bash scripts/make_results.sh
@@ -14,10 +14,11 @@ run_md() {  # run_md OUTPUT COMMAND... : the command's Markdown, then the comman
 }
 
 run_md results/flops_mobilenet_v1_100.md -m lightnets.flops --model mobilenet_v1_100 --by-type --format md
-"$PYTHON" -m eval --all-pretrained --format md --output results/zoo.md --plot results/zoo.png --no-progress
+"$PYTHON" -m eval --all-pretrained --accuracy-backend eager --latency-batch-sizes 1,100 --memory \
+    --format md --output results/zoo.md --plot results/zoo.png --no-progress
 "$PYTHON" -m benchmarks.speed --output results/speed.md > /dev/null
 "$PYTHON" -m benchmarks.train_cost > /dev/null
 "$PYTHON" scripts/seed_experiment.py --part conversion   # fine-tunes are cached in runs/seed_experiment/
 "$PYTHON" scripts/seed_experiment.py --part sepcnn --epochs 1
 "$PYTHON" scripts/seed_experiment.py --part pruning --epochs 1
-"$PYTHON" scripts/render_readme.py
+"$PYTHON" scripts/render_docs.py   # the README and docs/ pages

@@ -3,12 +3,12 @@
 Three parts, each runnable alone; a part whose weights are not trained yet is skipped with a message.
 
 * ``conversion``: the 3+2 CNN trained on Fashion-MNIST (``smallcnn_3x2.fmnist``) with conv layer 1, 2, 3,
-  1+2 or 2+3 made depthwise-separable (low-rank init, :func:`lightnets.surgery.to_separable`), then
+  1+2 or 2+3 made depthwise-separable (low-rank init, :func:`lightnets.compress.to_separable`), then
   fine-tuned (a) training only the new layers and (b) training everything. The same layers trained
   separable from scratch (``smallcnn_3x2_dw*.fmnist``) are listed where their weights exist.
 * ``sepcnn``: ``sepcnn_regular.fmnist`` converted to the Both (layers 4–6) and Separable (all six) forms,
   against those forms trained from scratch.
-* ``pruning``: L1 filter pruning (:func:`lightnets.surgery.prune_l1`) of every conv at several ratios,
+* ``pruning``: L1 filter pruning (:func:`lightnets.compress.prune_l1`) of every conv at several ratios,
   fine-tuned with and without distillation from the unpruned model, plus a one-layer-at-a-time
   sensitivity scan and the pruning it guides (50% of every conv that loses at most GUIDED_MAX_DROP
   points alone, the rest whole), for the 3+2 CNN, MobileNet v1 0.25 / 0.5 and ShuffleNet g=3 (0.5x and 1x).
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import lightnets  # noqa: E402
-from lightnets import surgery  # noqa: E402
+from lightnets import compress  # noqa: E402
 from lightnets.data import load_dataset  # noqa: E402
 from lightnets.evaluation import environment, evaluate  # noqa: E402
 
@@ -140,12 +140,12 @@ def conversion_variants(args: argparse.Namespace, data: Data, base: nn.Module, f
     for form, layers in forms.items():
         for mode, freeze in (("new layers", "untouched"), ("everything", "none")):
             def build(layers=layers, freeze=freeze) -> nn.Module:
-                return surgery.to_separable(base, layers, init="lowrank", freeze=freeze, calibration=data.calibration(base))
+                return compress.to_separable(base, layers, init="lowrank", freeze=freeze, calibration=data.calibration(base))
 
             def train(model: nn.Module) -> dict[str, Any]:
-                record = {"top1_converted": surgery.top1_accuracy(model, data.test)}
-                record.update(surgery.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr, seed=0))
-                record["top1"] = surgery.top1_accuracy(model.cpu(), data.test)
+                record = {"top1_converted": compress.top1_accuracy(model, data.test)}
+                record.update(compress.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr, seed=0))
+                record["top1"] = compress.top1_accuracy(model.cpu(), data.test)
                 return record
 
             result = cached(f"{family}/{form.replace('+', '_')}-{mode.replace(' ', '_')}", build, train,
@@ -266,7 +266,7 @@ def run_conversion(args: argparse.Namespace, data: Data, part: str) -> Optional[
     title = (f"{name}.fmnist ({base_top1:.2f}% top-1): conv layers → depthwise-separable" if part == "conversion"
              else f"{name}.fmnist ({base_top1:.2f}% top-1) → Both (layers 4-6 separable) / Separable (1-6) forms")
     return [f"## {title}", "",
-            f"Converted with `lightnets.surgery.to_separable(init='lowrank')` (rank-1 depthwise factors, pointwise "
+            f"Converted with `lightnets.compress.to_separable(init='lowrank')` (rank-1 depthwise factors, pointwise "
             f"refit by least squares on {CALIBRATION_IMAGES} training images), then fine-tuned {args.epochs:g} "
             f"epoch(s) on the 60,000 training images (SGD, lr {args.lr:g}, cosine, crop + flip, label smoothing 0.1): "
             "(a) only the new layers (`freeze='untouched'`), (b) everything. Top-1 on the 10,000 test images; "
@@ -286,10 +286,10 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
 
         def partial_train(distill: bool) -> Callable[[nn.Module], dict[str, Any]]:
             def train(model: nn.Module) -> dict[str, Any]:
-                record = {"top1_pruned": surgery.top1_accuracy(model, data.test)}
-                record.update(surgery.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr,
+                record = {"top1_pruned": compress.top1_accuracy(model, data.test)}
+                record.update(compress.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr,
                                                teacher=teacher if distill else None))
-                record["top1"] = surgery.top1_accuracy(model.cpu(), data.test)
+                record["top1"] = compress.top1_accuracy(model.cpu(), data.test)
                 return record
             return train
 
@@ -297,14 +297,14 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    pruned = surgery.prune_l1(base, ratio)
+                    pruned = compress.prune_l1(base, ratio)
             except ValueError as error:  # e.g. narrow ShuffleNet groups left empty at 75%
                 print(f"skip {name} at {ratio:.0%}: {error}")
                 notes[ratio] = f"not possible here ({error})."
                 continue
             left_whole = sum("prune_l1: skipped" in str(w.message) for w in caught)
             if left_whole:
-                notes[ratio] = (f"{left_whole} of {len(surgery.prunable_layers(base))} prunable convs left unpruned: a "
+                notes[ratio] = (f"{left_whole} of {len(compress.prunable_layers(base))} prunable convs left unpruned: a "
                                 "grouped conv each feeds would keep unequal channels per group (`prune_l1` warns and "
                                 "keeps them whole).")
             for recipe in ("fine-tune", "fine-tune + distillation"):
@@ -316,7 +316,7 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
         sensitivity = CACHE / name / "sensitivity.json"
         if args.stage != "measure" and (args.retrain or not sensitivity.is_file()):
             subset = load_dataset("fashion_mnist", "test", limit=SENSITIVITY_IMAGES)
-            scan = surgery.sensitivity_scan(base, subset, ratios=PRUNE_RATIOS, verbose=False,
+            scan = compress.sensitivity_scan(base, subset, ratios=PRUNE_RATIOS, verbose=False,
                                             plot=str(RESULTS / f"seed_sensitivity_{name}.png"))
             sensitivity.parent.mkdir(parents=True, exist_ok=True)
             sensitivity.write_text(json.dumps(scan, indent=1) + "\n")
@@ -324,7 +324,7 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
             scan = json.loads(sensitivity.read_text())
             chosen = {r["layer"]: 0.5 for r in scan if r["ratio"] == 0.5 and r["drop"] is not None and r["drop"] <= GUIDED_MAX_DROP}
             try:
-                guided = surgery.prune_l1(base, chosen)
+                guided = compress.prune_l1(base, chosen)
             except ValueError as error:  # each conv could lose 50% alone, but not all of them together
                 print(f"skip {name} sensitivity-guided: {error}")
                 chosen = {}
@@ -348,7 +348,7 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
 def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], scan: list[dict[str, Any]],
                     args: argparse.Namespace, notes: dict[Any, str]) -> list[str]:
     lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1)", "",
-             f"`lightnets.surgery.prune_l1(model, ratio)` on every prunable conv, then {args.epochs:g} epoch(s) of "
+             f"`lightnets.compress.prune_l1(model, ratio)` on every prunable conv, then {args.epochs:g} epoch(s) of "
              f"fine-tuning on the 60,000 training images (SGD, lr {args.lr:g}, cosine), with or without distillation "
              "from the unpruned model (α 0.5, T 4). Top-1 on the 10,000 test images.", "",
              "| filters removed | recipe | top-1 pruned | top-1 | Δ top-1 " + COST_HEADER,

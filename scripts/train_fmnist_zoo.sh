@@ -4,7 +4,7 @@
 # runs resume from runs/<model>-fmnist/last.pth, so the script can be re-run until all are done:
 #
 #   nohup bash scripts/train_fmnist_zoo.sh > runs/train_fmnist_zoo.log 2>&1 &
-#   python -m lightnets.hub index        # afterwards: rewrite weights/index.json
+#   python -m lightnets.cli.weights index   # afterwards: rewrite weights/index.json
 #
 # A recipe that might beat a shipped weight is tried with a `retrain` line (at the end) and
 #
@@ -23,7 +23,7 @@
 # 0.1, weight decay 5e-4, batch 128, random crop (pad 2) + horizontal flip, seed 0, small-input
 # form of each architecture at 28x28 grayscale. Only the epochs and peak LR differ per model, and
 # bf16 autocast (--amp bf16) where it trains faster on a CPU with AMX (VGG, ShuffleNet g=2; not
-# depthwise-heavy MobileNets, see lightnets.train.autocast_dtype); float32 everywhere else. Weights
+# depthwise-heavy MobileNets, see lightnets.training.autocast_dtype); float32 everywhere else. Weights
 # trained before 2026-11-24 used the old --amp auto, which meant bf16 autocast on a CPU with native
 # bf16: to reproduce one of those there, add --amp bf16.
 set -euo pipefail
@@ -37,7 +37,8 @@ train() {  # train MODEL EPOCHS LR [extra args...]
     local out=weights/${model}.fmnist
     if [[ -n "$RETRAIN" || ( -n "$ONLY" && "$ONLY" != "$model" ) ]]; then return; fi
     if [[ -f $out/model.safetensors ]]; then echo "== $model: done ($out)"; return; fi
-    fit "$model" "$epochs" "$lr" "runs/${model}-fmnist" "$out" "$@"
+    # --overwrite: save_pretrained writes into the bundled weights/ folder only when told to
+    fit "$model" "$epochs" "$lr" "runs/${model}-fmnist" "$out" --overwrite "$@"
 }
 
 declare -A cycles_seen  # model -> how many of its `cycle` lines the script has passed

@@ -6,7 +6,7 @@ It speaks the part of the protocol ``huggingface_hub.hf_hub_download`` uses: HEA
 ``EntryNotFound``) for what does not exist; and, with ``fail_with=500``, a server error for everything.
 Every request is logged in ``requests`` so tests can check that a cache hit sent no GET.
 
-Uploads (``HfApi.create_repo`` + ``upload_folder``, what ``lightnets.hub.push_to_hub`` calls) go through
+Uploads (``HfApi.create_repo`` + ``upload_folder``, what ``lightnets.publish.push_to_hub`` calls) go through
 ``POST /api/repos/create`` (409 if the repo exists), ``POST /api/models/{repo}/preupload/{revision}``
 and ``POST /api/models/{repo}/commit/{revision}`` (an NDJSON body: a header line, then one base64 ``file``
 line per file), after ``POST /api/validate-yaml`` has checked the model card's YAML metadata. The stand-in answers ``uploadMode: regular`` for every file, so the contents arrive

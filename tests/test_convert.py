@@ -4,7 +4,7 @@ import timm
 import torch
 
 import lightnets
-from lightnets.convert import convert_state_dict, convert_timm_mobilenetv1
+from lightnets.pretrained.convert import convert_state_dict, convert_timm_mobilenetv1
 
 
 @pytest.mark.parametrize("timm_name, our_name", [("mobilenetv1_100", "mobilenet_v1_100"),

@@ -21,7 +21,7 @@ from eval.__main__ import main
 from lightnets.data import load_dataset, normalize_batch
 from lightnets.evaluation import evaluate
 
-FAST = ["--limit", "200", "--repeats", "2", "--warmup", "1", "--latency-batch-sizes", "1,8", "--threads", "1", "--no-progress"]
+FAST = ["--limit", "200", "--repeats", "2", "--warmup", "1", "--latency-batch-sizes", "1,8", "--threads", "1", "--no-progress", "--memory"]
 PAIR = ["--model", "smallcnn_3x2", "--model", "smallcnn_3x2_dw123"]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -263,7 +263,7 @@ def test_plot_labels_name_a_weight_once():
 
 
 def test_peak_memory_counts_a_temporary_freed_inside_an_op():
-    from lightnets.evaluation import _forward_peak_bytes
+    from lightnets.measure import _forward_peak_bytes
 
     class CrossEntropy(nn.Module):  # cross_entropy's log_softmax output lives and dies inside it
         def forward(self, x):

@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 import lightnets
-from lightnets.surgery import prune_l1, restructure
+from lightnets.compress import prune_l1
+from lightnets.models.restructure import restructure
 
 ALL_MODELS = lightnets.list_models()
 

@@ -13,7 +13,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import lightnets
-from lightnets.flops import count_macs, layer_type, main, profile
+from lightnets.cli.flops import main
+from lightnets.profiler import count_macs, layer_type, profile
 
 # ---------------------------------------------------------------------------------------------
 # MobileNet v1, Table 2: resource per layer type, 1.0 MobileNet-224 (% of mult-adds, % of params)

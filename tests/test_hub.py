@@ -13,8 +13,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import lightnets
-from lightnets import hub
-from lightnets.hub import ChecksumError, WeightsUnavailableError, load_checkpoint, save_pretrained
+from lightnets import pretrained, publish
+from lightnets.cli import weights as weights_cli
+from lightnets.pretrained import ChecksumError, WeightsUnavailableError, load_checkpoint, manifest
+from lightnets.publish import save_pretrained
 
 from hub_server import FakeHub
 
@@ -67,7 +69,7 @@ def fake_hub(tmp_path, monkeypatch, saved):
         monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
         # huggingface_hub retries 5xx five times with 1-8 s waits; one quick retry keeps the 500 test fast.
         monkeypatch.setattr(hf_http, "http_backoff", functools.partial(hf_http.http_backoff, max_retries=1, base_wait_time=0.01))
-        monkeypatch.setattr(hub, "WEIGHTS_DIR", tmp_path / "no_bundled_weights")
+        monkeypatch.setattr(manifest, "WEIGHTS_DIR", tmp_path / "no_bundled_weights")
         yield server
 
 
@@ -154,7 +156,7 @@ def test_offline_without_cache_is_a_clear_error(fake_hub):
 
 def test_checksum_mismatch_names_file_and_both_checksums(fake_hub, saved):
     _, folder = saved
-    actual = hub.sha256sum(folder / "model.safetensors")
+    actual = pretrained.sha256sum(folder / "model.safetensors")
     with pytest.raises(ChecksumError, match=rf"sha256 mismatch for .*model\.safetensors: expected {'0' * 64}, got {actual}"):
         from_hub(sha256="0" * 64)
     from_hub(sha256=actual)  # the right checksum loads
@@ -178,7 +180,7 @@ def test_server_error_is_a_clear_error(fake_hub):
 
 def test_push_uploads_the_folder_and_it_loads_back_from_the_hub(fake_hub, saved, capsys):
     model, folder = saved
-    url = hub.push_to_hub(folder, "lightnets-test/pushed", token="hf_test_token")
+    url = publish.push_to_hub(folder, "lightnets-test/pushed", token="hf_test_token")
     commit = fake_hub.commits["lightnets-test/pushed"][-1]
     assert url == f"{fake_hub.endpoint}/lightnets-test/pushed/commit/{commit}"
     uploaded = fake_hub.repos["lightnets-test/pushed"]
@@ -188,11 +190,11 @@ def test_push_uploads_the_folder_and_it_loads_back_from_the_hub(fake_hub, saved,
     assert set(fake_hub.tokens) == {"Bearer hf_test_token"}
     assert fake_hub.cards == [(folder / "README.md").read_text()]  # its metadata block parsed as YAML
     # what was pushed is what pretrained=True then downloads, checksum included
-    loaded = from_hub(hf_hub_id="lightnets-test/pushed", sha256=hub.sha256sum(folder / "model.safetensors"))
+    loaded = from_hub(hf_hub_id="lightnets-test/pushed", sha256=pretrained.sha256sum(folder / "model.safetensors"))
     torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
 
     # again, through the command line: the repo exists (create_repo's 409 is fine), a second commit lands
-    assert hub.main(["push", str(folder), "lightnets-test/pushed"]) == 0
+    assert weights_cli.main(["push", str(folder), "lightnets-test/pushed"]) == 0
     assert len(fake_hub.commits["lightnets-test/pushed"]) == 2
     assert capsys.readouterr().out.strip() == f"{fake_hub.endpoint}/lightnets-test/pushed/commit/{fake_hub.commits['lightnets-test/pushed'][-1]}"
 
@@ -202,15 +204,15 @@ def test_push_refuses_a_folder_that_is_not_in_hub_layout_before_any_request(fake
     folder.mkdir()
     save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))
     with pytest.raises(ValueError, match=r"is not a Hub-layout folder: config\.json is missing \(write it with save_pretrained\)"):
-        hub.push_to_hub(folder, "lightnets-test/loose", token="hf_test_token")
+        publish.push_to_hub(folder, "lightnets-test/loose", token="hf_test_token")
     assert fake_hub.requests == []
 
 
 def test_hub_cli_errors_are_one_line(fake_hub, tmp_path, capsys):
     (tmp_path / "loose").mkdir()
-    assert hub.main(["push", str(tmp_path / "loose"), "lightnets-test/loose"]) == 2
+    assert weights_cli.main(["push", str(tmp_path / "loose"), "lightnets-test/loose"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m lightnets.hub: error: ") and "is not a Hub-layout folder" in err
+    assert err.startswith("lightnets-weights: error: ") and "is not a Hub-layout folder" in err
     assert err.count("\n") == 1 and fake_hub.requests == []
 
 
@@ -218,7 +220,7 @@ def test_push_to_a_failing_server_is_an_error(fake_hub, saved):
     _, folder = saved
     fake_hub.fail_with = 500
     with pytest.raises(Exception, match="500"):
-        hub.push_to_hub(folder, "lightnets-test/pushed", token="hf_test_token")
+        publish.push_to_hub(folder, "lightnets-test/pushed", token="hf_test_token")
     assert "lightnets-test/pushed" not in fake_hub.commits
 
 
@@ -256,16 +258,16 @@ def test_bundled_weights_resolve_through_the_index_and_are_verified(tmp_path, mo
     model, folder = saved
     weights_dir = tmp_path / "weights"
     bundled = save_pretrained(model, weights_dir / "mobilenet_v1_025.fmnist", tag="fmnist", metrics={"top1": 12.5})
-    assert hub.main(["index", "--weights-dir", str(weights_dir)]) == 0  # python -m lightnets.hub index
+    assert weights_cli.main(["index", "--weights-dir", str(weights_dir)]) == 0  # lightnets-weights index
     entries = json.loads((weights_dir / "index.json").read_text())["weights"]
     assert list(entries) == ["mobilenet_v1_025.fmnist"]
-    assert entries["mobilenet_v1_025.fmnist"]["sha256"] == hub.sha256sum(bundled / "model.safetensors")
-    cfg = hub.bundled_cfgs(weights_dir)["mobilenet_v1_025.fmnist"]
+    assert entries["mobilenet_v1_025.fmnist"]["sha256"] == pretrained.sha256sum(bundled / "model.safetensors")
+    cfg = manifest.bundled_cfgs(weights_dir)["mobilenet_v1_025.fmnist"]
     assert cfg["file"] == "mobilenet_v1_025.fmnist" and cfg["input_size"] == (1, 28, 28)
     assert cfg["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True}
     assert cfg["metrics"] == {"top1": 12.5}
 
-    monkeypatch.setattr(hub, "WEIGHTS_DIR", weights_dir)
+    monkeypatch.setattr(manifest, "WEIGHTS_DIR", weights_dir)
     loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg=cfg, num_classes=10, in_chans=1)
     torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
 
@@ -292,9 +294,9 @@ def test_new_head_and_input_channels_adapt_the_weights(saved):
 
     summed = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder), **ARGS)
     three = lightnets.create_model("mobilenet_v1_025", **{**ARGS, "in_chans": 3})
-    hub.load_pretrained(three, {"first_conv": "stem.conv"}, pretrained_path=str(folder))
+    pretrained.load_pretrained(three, {"first_conv": "stem.conv"}, pretrained_path=str(folder))
     back = save_pretrained(three, folder.parent / "three")
-    hub.load_pretrained(summed, {}, pretrained_path=str(back))  # 3 → 1 channel: the filters are summed
+    pretrained.load_pretrained(summed, {}, pretrained_path=str(back))  # 3 → 1 channel: the filters are summed
     torch.testing.assert_close(summed.stem.conv.weight, three.stem.conv.weight.sum(1, keepdim=True))
 
 
@@ -366,7 +368,7 @@ def test_first_conv_adaptation_is_timms(base, target):
     from timm.models import adapt_input_conv as timm_adapt_input_conv
 
     weight = torch.randn(8, base, 3, 3)
-    ours = hub.adapt_input_conv(weight, target)
+    ours = pretrained.adapt_input_conv(weight, target)
     assert ours.shape == (8, target, 3, 3)
     torch.testing.assert_close(ours, timm_adapt_input_conv(target, weight.clone(), base_chans=base))
 
@@ -402,16 +404,16 @@ def test_a_repo_of_weights_only_loads_with_the_callers_arguments(fake_hub, saved
 def test_restructured_weights_keep_their_flag_through_the_index(tmp_path):
     import warnings
 
-    from lightnets import surgery
+    from lightnets import compress
 
     model = tiny_model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pruned = surgery.prune_l1(model, 0.5).eval()
+        pruned = compress.prune_l1(model, 0.5).eval()
     weights_dir = tmp_path / "weights"
     save_pretrained(pruned, weights_dir / "mobilenet_v1_025.pruned", tag="pruned")
-    assert hub.build_index(weights_dir)["mobilenet_v1_025.pruned"]["restructured"] is True
-    cfg = hub.bundled_cfgs(weights_dir)["mobilenet_v1_025.pruned"]
+    assert publish.build_index(weights_dir)["mobilenet_v1_025.pruned"]["restructured"] is True
+    cfg = manifest.bundled_cfgs(weights_dir)["mobilenet_v1_025.pruned"]
     assert cfg["restructured"] is True
     cfg["file"] = str(weights_dir / cfg["file"])
     loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg=cfg)

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import lightnets
-from lightnets.flops import count_macs
+from lightnets.profiler import count_macs
 from lightnets.models.mobilenet_v1 import BLOCKS, MobileNetV1, scale_channels
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import lightnets
-from lightnets.flops import count_macs
+from lightnets.profiler import count_macs
 
 ALL_MODELS = lightnets.list_models()
 # Models whose default-size (224 px) forward + backward takes more than a few seconds here.

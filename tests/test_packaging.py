@@ -53,7 +53,7 @@ def run_installed(wheel: Path, site: Path, script: str) -> str:
 def test_an_installed_wheel_finds_and_loads_its_bundled_weights(wheel, tmp_path):
     site = tmp_path / "site"
     script = (
-        "import lightnets, lightnets.manifest as m, lightnets.hub as h;"
+        "import lightnets, lightnets.pretrained.manifest as m, lightnets.pretrained, lightnets.publish;"
         "print(m.WEIGHTS_DIR);"
         "model = lightnets.create_model('smallcnn_3x2.fmnist', pretrained=True);"
         "print(len(lightnets.list_pretrained('*.fmnist')), model.pretrained_cfg['metrics']['top1'])"

@@ -1,4 +1,6 @@
-"""The README's generated tables are current, and CI runs exactly the README's test command."""
+"""The README is a short front door whose commands CI runs; its and the docs' generated tables are current;
+the docs site builds strictly. (Every code block runs in tests/test_doc_examples.py.)"""
+import os
 import re
 import subprocess
 import sys
@@ -6,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lightnets.manifest import read_index
+from lightnets.pretrained.manifest import read_index
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,11 +21,48 @@ def test_ci_runs_the_readme_test_command():
     assert test_command.strip() in ci.splitlines() or f"{test_command.strip()}\n" in ci
 
 
+def test_readme_is_a_short_front_door():
+    """Issue #28: at most 250 lines, the two commands, the install for CPU-only machines, where the rest is."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for needed in ("python -m eval --all-pretrained", "python -m pytest -q", 'python -m pytest -q -m "not slow"',
+                   "--index-url https://download.pytorch.org/whl/cpu", "dataset-fashion-mnist", "163 MiB",
+                   "mkdocs serve", "mkdocs build --strict"):
+        assert needed in readme, f"README.md does not say {needed!r}"
+    zoo = re.search(r"<!-- BEGIN zoo_compact -->\n(\|.*?\|)\n", readme)
+    assert zoo and zoo.group(1).count("|") - 1 <= 7, "the README's zoo table has at most 7 columns"
+
+
 @pytest.mark.slow
-def test_readme_tables_are_up_to_date():
-    result = subprocess.run([sys.executable, "scripts/render_readme.py", "--check"], cwd=ROOT,
+def test_readme_and_docs_tables_are_up_to_date():
+    result = subprocess.run([sys.executable, "scripts/render_docs.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_docs_page_is_in_the_navigation():
+    import yaml
+
+    def pages(nav):
+        for item in nav:
+            if isinstance(item, str):
+                yield item
+            else:
+                for value in item.values():
+                    yield from pages(value) if isinstance(value, list) else [value]
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+    in_nav = set(pages(config["nav"]))
+    on_disk = {str(path.relative_to(ROOT / "docs")) for path in (ROOT / "docs").rglob("*.md")}
+    assert on_disk == in_nav
+
+
+@pytest.mark.slow
+def test_docs_build_strictly(tmp_path):
+    """What CI runs: a broken link, a missing page or an API page whose module is gone fails the build."""
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def _quoted_top1(text: str, pattern: str) -> list[tuple[str, float]]:

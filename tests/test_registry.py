@@ -95,7 +95,7 @@ def test_a_bare_name_without_weights_is_the_papers_architecture_with_its_own_cfg
 
 
 def test_a_tag_without_weights_builds_the_architecture_its_weights_were_trained_with():
-    from lightnets.flops import count_macs
+    from lightnets.profiler import count_macs
 
     shipped = lightnets.get_pretrained_cfg("mobilenet_v1_050.fmnist")
     model = lightnets.create_model("mobilenet_v1_050.fmnist")  # as timm does: the tag's classes, channels, arguments

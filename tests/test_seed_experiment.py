@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import lightnets
-from lightnets import surgery
+from lightnets import compress
 from lightnets.data import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_pruning_part_rows_match_their_models_and_cache_is_reused(seed, tmp_path
     for ratio in seed.PRUNE_RATIOS:
         rows = table_rows(text, f"{ratio:.0%} |")
         assert [row[1] for row in rows] == ["fine-tune", "fine-tune + distillation"]
-        pruned = surgery.prune_l1(base, ratio)
+        pruned = compress.prune_l1(base, ratio)
         profile = lightnets.profile(pruned)
         for row, kind in zip(rows, ("ft", "kd")):
             record = cached_record(cache, f"prune{int(100 * ratio)}-{kind}")
@@ -91,8 +91,8 @@ def test_pruning_part_rows_match_their_models_and_cache_is_reused(seed, tmp_path
             assert number(row[5]) == profile.params
             assert number(row[9]) == pytest.approx(base_profile.total_macs / profile.total_macs, abs=0.005)
             # the cached weights are the fine-tuned model whose accuracy the row reports
-            model = cached_model(cache, f"prune{int(100 * ratio)}-{kind}", lambda: surgery.prune_l1(base, ratio))
-            assert surgery.top1_accuracy(model.eval(), seed.Data().test) == pytest.approx(record["top1"], abs=0.01)
+            model = cached_model(cache, f"prune{int(100 * ratio)}-{kind}", lambda: compress.prune_l1(base, ratio))
+            assert compress.top1_accuracy(model.eval(), seed.Data().test) == pytest.approx(record["top1"], abs=0.01)
         plain, distilled = (cached_record(cache, f"prune{int(100 * ratio)}-{kind}") for kind in ("ft", "kd"))
         best = max(plain["top1"], distilled["top1"])
         assert (f"* {ratio:.0%} of filters removed: {base_profile.total_macs / profile.total_macs:.2f}× fewer MACs, "
@@ -100,7 +100,7 @@ def test_pruning_part_rows_match_their_models_and_cache_is_reused(seed, tmp_path
                 f"fine-tune; distillation {distilled['top1'] - plain['top1']:+.2f} points") in text
 
     scan = json.loads((cache / "sensitivity.json").read_text())
-    assert {r["layer"] for r in scan} == set(surgery.prunable_layers(base))
+    assert {r["layer"] for r in scan} == set(compress.prunable_layers(base))
     assert (tmp_path / "results" / "seed_sensitivity_smallcnn_3x2.png").stat().st_size > 0
     worst = max((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
     assert f"at 50% the most sensitive layer is `{worst['layer']}` ({worst['drop']:.2f} points lost)" in text
@@ -109,7 +109,7 @@ def test_pruning_part_rows_match_their_models_and_cache_is_reused(seed, tmp_path
     guided_rows = table_rows(text, "50% of ")
     if chosen:
         assert len(guided_rows) == 1 and guided_rows[0][0] == f"50% of {len(chosen)} insensitive convs"
-        guided = lightnets.profile(surgery.prune_l1(base, {layer: 0.5 for layer in chosen}))
+        guided = lightnets.profile(compress.prune_l1(base, {layer: 0.5 for layer in chosen}))
         assert number(guided_rows[0][5]) == guided.params
     else:
         assert not guided_rows and "there is nothing to prune by sensitivity" in text
@@ -118,7 +118,7 @@ def test_pruning_part_rows_match_their_models_and_cache_is_reused(seed, tmp_path
     def no_training(*args, **kwargs):
         raise AssertionError("the measure stage must not fine-tune")
 
-    monkeypatch.setattr(surgery, "finetune", no_training)
+    monkeypatch.setattr(compress, "finetune", no_training)
     assert seed.main(argv + ["--stage", "measure"]) == 0
     again = (tmp_path / "results" / "seed_pruning.md").read_text()
     accuracy_columns = [row[:6] for row in table_rows(text, "")]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import lightnets
-from lightnets.flops import count_macs
+from lightnets.profiler import count_macs
 from lightnets.layers import ConvBNAct, DepthwiseSeparableConv
 from lightnets.models.separable import SEPCNN_FORMS, SEPCNN_LAYERS, SMALLCNN_LAYERS, SepCNN, SmallCNN
 

@@ -11,7 +11,7 @@ from torch import nn
 
 import lightnets
 from lightnets import layers
-from lightnets.flops import count_macs
+from lightnets.profiler import count_macs
 from lightnets.layers import ChannelShuffle, channel_shuffle
 from lightnets.models.shufflenet_v1 import (
     GROUPS,

@@ -1,4 +1,4 @@
-"""Model surgery: conversion to depthwise-separable convs, L1-norm filter pruning, fine-tuning and distillation.
+"""Model compression (lightnets.compress): conversion to depthwise-separable convs, L1-norm filter pruning, fine-tuning and distillation.
 
 The distillation loss itself is checked by hand in test_train.py; here a short run must move a
 student toward its teacher.
@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import copy
 import math
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import lightnets
-from lightnets import surgery
+from lightnets import compress
+from lightnets.compress.separable import _select_convs
 from lightnets.data import load_dataset, normalize_batch
-from lightnets.flops import count_macs
+from lightnets.models.restructure import model_input_size
+from lightnets.profiler import count_macs
 
 SMALLCNN = "smallcnn_3x2.fmnist"  # shipped, trained: 92.35% top-1 on the Fashion-MNIST test split
 
@@ -53,7 +58,7 @@ SMALLCNN_CONVS = {"features.conv1.conv": (1, 32, 28), "features.conv2.conv": (32
                                     ["features.conv1.conv", "features.conv2.conv"], ["features.conv2.conv", "features.conv3.conv"]])
 def test_conversion_costs_follow_mobilenet_eq5(layers):
     model = lightnets.create_model("smallcnn_3x2", in_chans=1)
-    converted = surgery.to_separable(model, layers)
+    converted = compress.to_separable(model, layers)
     saved_macs = saved_params = 0
     for name in layers:
         m, n, side = SMALLCNN_CONVS[name]
@@ -61,7 +66,7 @@ def test_conversion_costs_follow_mobilenet_eq5(layers):
         saved_params += 9 * m * n - (9 * m + 2 * m + m * n)  # the new BN has γ, β per channel
     assert count_macs(model, (1, 28, 28)) - count_macs(converted, (1, 28, 28)) == saved_macs
     assert params(model) - params(converted) == saved_params
-    change = surgery.compare_cost(model, converted)
+    change = compress.compare_cost(model, converted)
     assert (change.macs_before - change.macs_after, change.params_before - change.params_after) == (saved_macs, saved_params)
     assert converted(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
@@ -70,7 +75,7 @@ def test_conversion_costs_follow_mobilenet_eq5(layers):
 def test_converting_sepcnn_regular_builds_the_registered_form(form, layers):
     """features = layers 1, 2, pool, 3, 4, pool, 5, 6, pool: Both = layers 4–6, Separable = all six."""
     regular = lightnets.create_model("sepcnn_regular", in_chans=1, img_size=28)
-    converted = surgery.to_separable(regular, [f"features.{i}" for i in layers])
+    converted = compress.to_separable(regular, [f"features.{i}" for i in layers])
     target = lightnets.create_model(f"sepcnn_{form}", in_chans=1, img_size=28)
     assert count_macs(converted, (1, 28, 28)) == count_macs(target, (1, 28, 28))
     assert params(converted) == params(target)
@@ -79,7 +84,7 @@ def test_converting_sepcnn_regular_builds_the_registered_form(form, layers):
 def test_conversion_keeps_every_other_weight_bit_identical():
     model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    converted = surgery.to_separable(model, ["features.conv2"])  # a block holding one conv names that conv
+    converted = compress.to_separable(model, ["features.conv2"])  # a block holding one conv names that conv
     assert isinstance(converted.features.conv2.conv.conv_dw, nn.Conv2d) and converted.features.conv2.conv.conv_dw.groups == 32
     new = converted.state_dict()
     for key, value in before.items():
@@ -91,21 +96,21 @@ def test_conversion_keeps_every_other_weight_bit_identical():
 
 def test_layer_rules_pick_deepest_and_costliest():
     model = lightnets.create_model("sepcnn_regular")
-    assert surgery._select_convs(model, "deepest:2", None) == ["features.6.conv", "features.7.conv"]
+    assert _select_convs(model, "deepest:2", None) == ["features.6.conv", "features.7.conv"]
     # Per layer at 32 px: 64→64 @32² costs 37.7 M, 128→128 @16² 37.7 M, 256→256 @8² 37.7 M; 64→128 @16² 18.9 M.
-    costliest = surgery._select_convs(model, "costliest:1", None)
+    costliest = _select_convs(model, "costliest:1", None)
     assert costliest == ["features.1.conv"]
 
 
 def test_freeze_untouched_trains_only_the_new_layers(fmnist_test):
     model = lightnets.create_model("smallcnn_3x2", in_chans=1, small_input=True)
     model.pretrained_cfg.update(mean=(0.286,), std=(0.353,))
-    converted = surgery.to_separable(model, ["features.conv3"], freeze="untouched")
+    converted = compress.to_separable(model, ["features.conv3"], freeze="untouched")
     trainable = {name for name, p in converted.named_parameters() if p.requires_grad}
     assert trainable == {f"features.conv3.conv.{name}" for name in ("conv_dw.weight", "bn_dw.weight", "bn_dw.bias", "conv_pw.weight")}
     frozen = {k: v.clone() for k, v in converted.state_dict().items() if not k.startswith("features.conv3.conv.")}
     new_before = converted.features.conv3.conv.conv_pw.weight.clone()
-    surgery.finetune(converted, load_dataset("fashion_mnist", limit=256), epochs=1, batch_size=64, lr=0.05)
+    compress.finetune(converted, load_dataset("fashion_mnist", limit=256), epochs=1, batch_size=64, lr=0.05)
     after = converted.state_dict()
     assert all(torch.equal(after[k], v) for k, v in frozen.items())  # BN running statistics included
     assert not torch.equal(converted.features.conv3.conv.conv_pw.weight, new_before)
@@ -117,7 +122,7 @@ def test_rank1_kernel_is_converted_exactly():
         conv.weight.copy_(torch.einsum("ni,ik->nik", torch.randn(16, 8), torch.randn(8, 9)).reshape(16, 8, 3, 3))
     model = nn.Sequential(conv, nn.ReLU())
     x = torch.randn(16, 8, 10, 10)
-    converted = surgery.to_separable(model, ["0"], init="lowrank", calibration=x).eval()
+    converted = compress.to_separable(model, ["0"], init="lowrank", calibration=x).eval()
     torch.testing.assert_close(converted(x), model(x), atol=1e-4, rtol=1e-4)
 
 
@@ -128,7 +133,7 @@ def test_lowrank_init_keeps_logits_close_on_real_images(trained, fmnist_test):
     with torch.no_grad():
         reference = trained(x)
         for layer, init in (("features.conv2", "random"), ("features.conv2", "lowrank"), ("features.conv3", "lowrank")):
-            logits = surgery.to_separable(trained, [layer], init=init, calibration=calibration).eval()(x)
+            logits = compress.to_separable(trained, [layer], init=init, calibration=calibration).eval()(x)
             error = ((logits - reference).norm() / reference.norm()).item()
             agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
             # Measured on these images, relative logit error and top-1 agreement with the original:
@@ -142,25 +147,25 @@ def test_lowrank_init_keeps_logits_close_on_real_images(trained, fmnist_test):
 def test_conversion_errors_name_the_problem():
     model = lightnets.create_model("mobilenet_v1_025", small_input=True)
     with pytest.raises(ValueError, match=r"no layer named 'stem.cnv'.*'stem.conv'"):
-        surgery.to_separable(model, ["stem.cnv"])
+        compress.to_separable(model, ["stem.cnv"])
     with pytest.raises(ValueError, match="depthwise conv, not a standard"):
-        surgery.to_separable(model, ["blocks.0.conv_dw"])
+        compress.to_separable(model, ["blocks.0.conv_dw"])
     with pytest.raises(ValueError, match="1x1 conv, not a standard"):
-        surgery.to_separable(model, ["blocks.0.conv_pw"])
+        compress.to_separable(model, ["blocks.0.conv_pw"])
     with pytest.raises(ValueError, match="grouped conv"):
-        surgery.to_separable(lightnets.create_model("shufflenet_g3"), ["stage2.1.conv1"])
+        compress.to_separable(lightnets.create_model("shufflenet_g3"), ["stage2.1.conv1"])
     with pytest.raises(ValueError, match="BatchNorm2d, not a standard"):
-        surgery.to_separable(model, ["stem.bn"])
+        compress.to_separable(model, ["stem.bn"])
     with pytest.raises(ValueError, match=r"'deepest:N' or 'costliest:N' with N from 1 to 1"):
-        surgery.to_separable(model, "deepest:2")
+        compress.to_separable(model, "deepest:2")
     with pytest.raises(ValueError, match="init must be"):
-        surgery.to_separable(model, ["stem.conv"], init="svd")
+        compress.to_separable(model, ["stem.conv"], init="svd")
     with pytest.raises(ValueError, match="freeze must be"):
-        surgery.to_separable(model, ["stem.conv"], freeze="all")
+        compress.to_separable(model, ["stem.conv"], freeze="all")
     with pytest.raises(ValueError, match="needs calibration"):
-        surgery.to_separable(model, ["stem.conv"], init="lowrank")
+        compress.to_separable(model, ["stem.conv"], init="lowrank")
     with pytest.raises(ValueError, match="names a conv twice"):
-        surgery.to_separable(lightnets.create_model("smallcnn_3x2"), ["features.conv1", "features.conv1.conv"])
+        compress.to_separable(lightnets.create_model("smallcnn_3x2"), ["features.conv1", "features.conv1.conv"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,11 +218,11 @@ def masked(model, graph, removed):
 @pytest.mark.parametrize("name,kwargs", FAMILIES, ids=[name for name, _ in FAMILIES])
 def test_every_family_prunes_to_a_smaller_model_that_computes_the_masked_one(name, kwargs):
     model = randomized(name, kwargs)
-    size = surgery._input_size(model, None)
+    size = model_input_size(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ShuffleNet g8 0.5x: some bottlenecks cannot lose a channel evenly
-        pruned = surgery.prune_l1(model, 0.5)
-    change = surgery.compare_cost(model, pruned)
+        pruned = compress.prune_l1(model, 0.5)
+    change = compress.compare_cost(model, pruned)
     assert change.params_after < 0.7 * change.params_before and change.macs_after < 0.9 * change.macs_before
     assert change.params_after == params(pruned)
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
@@ -225,7 +230,7 @@ def test_every_family_prunes_to_a_smaller_model_that_computes_the_masked_one(nam
     assert len(smaller) >= 2
     assert all(m.weight.shape[0] == m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d))
     # Exactness: the pruned model computes what the original computes with those channels silenced.
-    graph = surgery.ChannelGraph(model, size)
+    graph = compress.ChannelGraph(model, size)
     removed = set()
     for members in _components(graph).values():
         try:
@@ -249,7 +254,7 @@ def test_removed_filters_are_those_of_smallest_l1_norm():
     conv = model.features.conv2.conv
     with torch.no_grad():
         conv.weight.mul_(torch.linspace(2.0, 0.1, 64).view(64, 1, 1, 1) / conv.weight.abs().sum((1, 2, 3), keepdim=True))
-    pruned = surgery.prune_l1(model, {"features.conv2.conv": 0.25})
+    pruned = compress.prune_l1(model, {"features.conv2.conv": 0.25})
     assert pruned.features.conv2.conv.weight.shape == (48, 32, 3, 3)
     torch.testing.assert_close(pruned.features.conv2.conv.weight, conv.weight[:48], rtol=0, atol=0)
     torch.testing.assert_close(pruned.features.conv2.bn.running_var, model.features.conv2.bn.running_var[:48])
@@ -259,7 +264,7 @@ def test_removed_filters_are_those_of_smallest_l1_norm():
 
 def test_classifier_and_depthwise_layers_follow_the_pruned_conv():
     model = lightnets.create_model("mobilenet_v1_025", small_input=True, num_classes=10)
-    pruned = surgery.prune_l1(model, {"blocks.11.conv_pw": 0.5, "blocks.12.conv_pw": 0.25})
+    pruned = compress.prune_l1(model, {"blocks.11.conv_pw": 0.5, "blocks.12.conv_pw": 0.25})
     # α = 0.25: blocks 11 and 12 have 256 filters each.
     assert pruned.blocks[12].conv_dw.weight.shape == (128, 1, 3, 3) and pruned.blocks[12].conv_dw.groups == 128
     assert pruned.blocks[12].bn_dw.num_features == 128 and pruned.blocks[12].conv_pw.weight.shape == (192, 128, 1, 1)
@@ -270,7 +275,7 @@ def test_classifier_and_depthwise_layers_follow_the_pruned_conv():
 
 def test_shufflenet_joined_and_grouped_layers_stay_consistent():
     model = lightnets.create_model("shufflenet_g3", small_input=True, num_classes=10)
-    pruned = surgery.prune_l1(model, 0.5)
+    pruned = compress.prune_l1(model, 0.5)
     unit = pruned.stage3[1]
     # Stage 3 at g = 3: 480 channels, bottleneck 120 = a 3 × 40 shuffle grid. conv2's groups read 40 shuffled
     # channels each, so grid columns 13 and 26 straddle two groups and stay; the other 38 columns form three
@@ -279,31 +284,31 @@ def test_shufflenet_joined_and_grouped_layers_stay_consistent():
     assert (unit.conv_dw.groups, unit.conv2.in_channels, unit.conv2.out_channels) == (66, 66, 240)
     assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="joined by an add and must be pruned with one ratio"):
-        surgery.prune_l1(model, {"stage2.1.conv2": 0.5, "stage2.2.conv2": 0.25})
+        compress.prune_l1(model, {"stage2.1.conv2": 0.5, "stage2.2.conv2": 0.25})
 
 
 def test_plain_sequential_prunes_and_its_output_layer_is_refused():
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
-    pruned = surgery.prune_l1(model, {"0": 0.5}, input_size=(3, 8, 8))
+    pruned = compress.prune_l1(model, {"0": 0.5}, input_size=(3, 8, 8))
     assert pruned[0].out_channels == 8 and pruned[3].in_channels == 8
     assert pruned(torch.randn(2, 3, 8, 8)).shape == (2, 4)
     with pytest.raises(ValueError, match="reach the model's input or output"):
-        surgery.prune_l1(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), {"0": 0.5}, input_size=(3, 8, 8))
+        compress.prune_l1(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()), {"0": 0.5}, input_size=(3, 8, 8))
 
 
 def test_pruning_errors_name_the_problem():
     model = lightnets.create_model("mobilenet_v1_025", small_input=True)
     with pytest.raises(ValueError, match=r"no prunable conv named 'blocks.0.conv_pww'.*'blocks.0.conv_pw'"):
-        surgery.prune_l1(model, {"blocks.0.conv_pww": 0.5})
+        compress.prune_l1(model, {"blocks.0.conv_pww": 0.5})
     with pytest.raises(ValueError, match="'blocks.0.conv_dw' .*depthwise.* produces no filters"):
-        surgery.prune_l1(model, {"blocks.0.conv_dw": 0.5})
+        compress.prune_l1(model, {"blocks.0.conv_dw": 0.5})
     for ratio in (1.0, -0.1, 1.5, True, "0.5"):
         with pytest.raises(ValueError, match=r"ratio must be a fraction of filters to remove in \[0, 1\)"):
-            surgery.prune_l1(model, ratio)
+            compress.prune_l1(model, ratio)
     with pytest.raises(ValueError, match=r"ratio\['stem.conv'\] must be"):
-        surgery.prune_l1(model, {"stem.conv": 1})
+        compress.prune_l1(model, {"stem.conv": 1})
     with pytest.raises(ValueError, match="would leave zero channels .*8 prunable per group, 8 removed"):
-        surgery.prune_l1(model, {"stem.conv": 0.97})
+        compress.prune_l1(model, {"stem.conv": 0.97})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,11 +322,11 @@ def test_pruned_model_recovers_accuracy_after_a_short_finetune(trained, fmnist_t
     tune_set = load_dataset("fashion_mnist", "test", limit=5000)
     held_out = copy.copy(fmnist_test)
     held_out.images, held_out.labels = fmnist_test.images[8000:], fmnist_test.labels[8000:]
-    before = surgery.top1_accuracy(trained, held_out)
-    pruned = surgery.prune_l1(trained, 0.5)
-    pruned_top1 = surgery.top1_accuracy(pruned, held_out)
-    surgery.finetune(pruned, tune_set, epochs=150 * 64 / 5000, batch_size=64, lr=0.01)
-    after = surgery.top1_accuracy(pruned, held_out)
+    before = compress.top1_accuracy(trained, held_out)
+    pruned = compress.prune_l1(trained, 0.5)
+    pruned_top1 = compress.top1_accuracy(pruned, held_out)
+    compress.finetune(pruned, tune_set, epochs=150 * 64 / 5000, batch_size=64, lr=0.01)
+    after = compress.top1_accuracy(pruned, held_out)
     # Measured: 92.95% → 22.3% pruned → 89.15% after the 150 steps (bounds leave ~1 point for other CPUs' numerics).
     assert pruned_top1 < before - 50
     assert after > before - 5, (before, pruned_top1, after)
@@ -339,7 +344,7 @@ def test_distillation_moves_the_student_toward_the_teacher(trained, fmnist_test)
             return F.kl_div(F.log_softmax(student.eval()(x), 1), teacher_p, log_target=True, reduction="batchmean").item()
 
     before = kl_to_teacher()
-    surgery.finetune(student, load_dataset("fashion_mnist", limit=1280), epochs=2, batch_size=64, lr=0.05,
+    compress.finetune(student, load_dataset("fashion_mnist", limit=1280), epochs=2, batch_size=64, lr=0.05,
                      teacher=trained, distill_alpha=1.0, temperature=2.0)
     after = kl_to_teacher()
     assert after < 0.6 * before, (before, after)  # measured: 1.68 → 0.56 nats in these 40 steps
@@ -348,12 +353,12 @@ def test_distillation_moves_the_student_toward_the_teacher(trained, fmnist_test)
 @pytest.mark.slow
 def test_sensitivity_scan_rows_table_and_plot(trained, tmp_path, capsys):
     data = load_dataset("fashion_mnist", "test", limit=300)
-    rows = surgery.sensitivity_scan(trained, data, ratios=(0.25, 0.75), plot=str(tmp_path / "scan.png"))
+    rows = compress.sensitivity_scan(trained, data, ratios=(0.25, 0.75), plot=str(tmp_path / "scan.png"))
     assert [(r["layer"], r["ratio"]) for r in rows] == [(f"features.conv{k}.conv", ratio) for k in (1, 2, 3) for ratio in (0.25, 0.75)]
-    base = surgery.top1_accuracy(trained, data)
+    base = compress.top1_accuracy(trained, data)
     for row in rows:
         assert row["drop"] == pytest.approx(base - row["top1"])
-        assert row["top1"] == pytest.approx(surgery.top1_accuracy(surgery.prune_l1(trained, {row["layer"]: row["ratio"]}), data))
+        assert row["top1"] == pytest.approx(compress.top1_accuracy(compress.prune_l1(trained, {row["layer"]: row["ratio"]}), data))
     # Li et al. Fig. 2b: removing more filters of a layer costs more accuracy.
     assert all(rows[i]["top1"] >= rows[i + 1]["top1"] for i in (0, 2, 4))
     assert (tmp_path / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -366,7 +371,7 @@ def test_sensitivity_scan_reports_a_ratio_a_layer_cannot_take_alone(capsys):
     # and none can go. A later bottleneck can lose filters.
     model = lightnets.create_model("shufflenet_g8_050", small_input=True, in_chans=1, num_classes=10).eval()
     data = load_dataset("fashion_mnist", "test", limit=20)
-    rows = surgery.sensitivity_scan(model, data, ratios=(0.5,), layers=["stage2.0.conv1", "stage3.1.conv1"])
+    rows = compress.sensitivity_scan(model, data, ratios=(0.5,), layers=["stage2.0.conv1", "stage3.1.conv1"])
     assert [(r["layer"], r["top1"] is None, r["drop"] is None) for r in rows] == [
         ("stage2.0.conv1", True, True), ("stage3.1.conv1", False, False)]
     assert "without leaving the groups of a grouped conv uneven" in rows[0]["error"]
@@ -377,15 +382,15 @@ def test_sensitivity_scan_covers_each_joined_set_once():
     # ShuffleNet's trunk: the stem and each unit's conv2 write channels that residual adds join (4 + 8 + 4 units,
     # plus the stem), so pruning one prunes all 17; the scan lists the set once, under its first conv.
     model = lightnets.create_model("shufflenet_g3_050", small_input=True, in_chans=1, num_classes=10).eval()
-    sets = surgery.joined_layers(model)
+    sets = compress.joined_layers(model)
     trunk = ["stem.conv"] + [f"stage{s}.{u}.conv2" for s, units in ((2, 4), (3, 8), (4, 4)) for u in range(units)]
     assert sets["stem.conv"] == trunk
     assert all(members == [first] for first, members in sets.items() if first != "stem.conv") and len(sets) == 17
     data = load_dataset("fashion_mnist", "test", limit=20)
-    rows = surgery.sensitivity_scan(model, data, ratios=(0.25,), verbose=False)
+    rows = compress.sensitivity_scan(model, data, ratios=(0.25,), verbose=False)
     assert [r["layer"] for r in rows] == list(sets)
     assert rows[0]["joined"] == trunk[1:] and rows[1]["joined"] == []
-    pruned = surgery.prune_l1(model, {"stage3.4.conv2": 0.25})  # any member prunes the set: the 12-filter stem loses 3
+    pruned = compress.prune_l1(model, {"stage3.4.conv2": 0.25})  # any member prunes the set: the 12-filter stem loses 3
     assert pruned.stem.conv.out_channels == 9 and pruned.stage4[3].conv2.out_channels < model.stage4[3].conv2.out_channels
 
 
@@ -399,13 +404,13 @@ def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly(
         0.75: 12,  # round(2.25), round(1.5), round(2.25) = 2, 2, 2 columns: 18 of 30 filters go
     }
     for ratio, filters in expected.items():
-        unit = surgery.prune_l1(model, {"stage2.0.conv1": ratio}).stage2[0]
+        unit = compress.prune_l1(model, {"stage2.0.conv1": ratio}).stage2[0]
         assert unit.conv1.out_channels == unit.conv_dw.groups == unit.conv2.in_channels == filters
         assert unit.conv2.groups == 3 and unit.conv2.weight.shape == (108, filters // 3, 1, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every conv of the 0.5x g3 model prunes at these ratios, none is skipped
         for ratio in (0.25, 0.5, 0.75):
-            assert surgery.prune_l1(model, ratio)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+            assert compress.prune_l1(model, ratio)(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
 @pytest.mark.slow
@@ -419,7 +424,7 @@ def test_overlapping_group_layouts_prune_evenly_through_the_integer_program(name
     for ratio in (0.25, 0.5, 0.75):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # nothing skipped
-            pruned = surgery.prune_l1(model, ratio)
+            pruned = compress.prune_l1(model, ratio)
         assert pruned.stem.conv.out_channels < model.stem.conv.out_channels
         if name == "shufflenet_g4" and ratio == 0.25:
             assert (pruned.stem.conv.out_channels, pruned.stage2[0].conv2.out_channels,
@@ -438,7 +443,7 @@ def test_without_scipy_overlapping_groups_are_skipped_with_a_warning(monkeypatch
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # import fails as if scipy were not installed
     model = lightnets.create_model("shufflenet_g4", small_input=True, num_classes=10).eval()
     with pytest.warns(UserWarning) as caught:
-        pruned = surgery.prune_l1(model, 0.25)
+        pruned = compress.prune_l1(model, 0.25)
     messages = [str(w.message) for w in caught]
     assert any("install scipy" in m for m in messages)
     assert any(m.startswith("prune_l1: skipped stem.conv, stage2.0.conv2") for m in messages)
@@ -450,7 +455,7 @@ def test_without_scipy_overlapping_groups_are_skipped_with_a_warning(monkeypatch
 def test_finetune_trains_on_the_device_the_model_is_on(trained):
     student = copy.deepcopy(trained).cuda()
     before = [p.detach().clone() for p in student.parameters()]
-    record = surgery.finetune(student, load_dataset("fashion_mnist", limit=256), epochs=1, batch_size=64,
+    record = compress.finetune(student, load_dataset("fashion_mnist", limit=256), epochs=1, batch_size=64,
                               teacher=copy.deepcopy(trained).cuda())
     assert record["steps"] == 4 and math.isfinite(record["loss"])
     assert all(p.device.type == "cuda" for p in student.parameters())
@@ -460,7 +465,7 @@ def test_finetune_trains_on_the_device_the_model_is_on(trained):
 def test_iterative_prune_applies_each_step_to_the_last_model():
     model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     tuned = []
-    models = surgery.iterative_prune(model, (0.25, {"features.conv3.conv": 0.5}), tuned.append)
+    models = compress.iterative_prune(model, (0.25, {"features.conv3.conv": 0.5}), tuned.append)
     assert tuned == models
     assert [m.features.conv3.conv.out_channels for m in models] == [96, 48]
     assert [m.features.conv1.conv.out_channels for m in models] == [24, 24]
@@ -482,10 +487,10 @@ def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert,
             if isinstance(module, nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
-    derived = surgery.to_separable(model, convert) if convert else model
+    derived = compress.to_separable(model, convert) if convert else model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # layers that cannot be pruned are skipped with a warning
-        derived = surgery.prune_l1(derived, 0.5).eval()
+        derived = compress.prune_l1(derived, 0.5).eval()
     folder = lightnets.save_pretrained(derived, tmp_path / "derived", metrics={"top1": 1.0})
     info = json.loads((folder / "config.json").read_text())["lightnets"]
     assert info["restructured"] is True
@@ -513,11 +518,31 @@ def test_a_changed_model_no_longer_claims_the_weights_it_came_from():
     assert model.pretrained_cfg["metrics"]["top1"] == 92.35 and model.pretrained_cfg["sha256"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        changed = [surgery.to_separable(model, ["features.conv2"]), surgery.prune_l1(model, 0.25),
-                   surgery.prune_l1(surgery.to_separable(model, ["features.conv2"]), 0.25)]
+        changed = [compress.to_separable(model, ["features.conv2"]), compress.prune_l1(model, 0.25),
+                   compress.prune_l1(compress.to_separable(model, ["features.conv2"]), 0.25)]
     for derived in changed:
         cfg = derived.pretrained_cfg
         assert cfg["derived_from"] == SMALLCNN and cfg["tag"] is None
         assert not {"sha256", "metrics", "file", "params", "macs"} & set(cfg)
         assert cfg["mean"] == model.pretrained_cfg["mean"] and cfg["architecture"] == "smallcnn_3x2"  # still how to feed it
     assert model.pretrained_cfg["metrics"]["top1"] == 92.35  # the original is untouched
+
+
+def test_the_old_surgery_module_warns_and_still_works():
+    import importlib
+
+    sys.modules.pop("lightnets.surgery", None)
+    with pytest.warns(DeprecationWarning, match="lightnets.surgery is deprecated; import from lightnets.compress"):
+        surgery = importlib.import_module("lightnets.surgery")
+    assert surgery.prune_l1 is compress.prune_l1 and surgery.finetune is compress.finetune
+    assert surgery.restructure is lightnets.restructure
+    old_names = {"CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
+                 "prune_l1", "restructure", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy"}
+    assert old_names <= set(surgery.__all__) and all(hasattr(surgery, name) for name in surgery.__all__)
+    model = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    assert surgery.prune_l1(model, 0.5).features.conv1.conv.out_channels == 16
+    # -W error turns this warning (and only it) into the import's error: it fires at import, every time
+    result = subprocess.run([sys.executable, "-W", "error:lightnets.surgery is deprecated:DeprecationWarning", "-c",
+                             "import lightnets.surgery"], check=False, capture_output=True, text=True,
+                             cwd=Path(__file__).parents[1])
+    assert result.returncode != 0 and "DeprecationWarning: lightnets.surgery is deprecated" in result.stderr

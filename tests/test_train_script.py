@@ -154,3 +154,18 @@ def test_a_warm_restart_trains_its_cycles_in_order_each_from_the_last(tree: Path
     result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
     assert result.returncode == 0, result.stderr
     assert calls == [] and "== mobilenet_v1_100: done (weights/mobilenet_v1_100.fmnist)" in result.stdout
+
+
+def test_only_the_runs_that_write_into_weights_pass_overwrite(tree: Path) -> None:
+    """save_pretrained refuses to write into weights/ without overwrite=True: a `train` line's run writes its
+    weight there and says --overwrite; a cycle or a trial writes into runs/ and does not (a trial's winner is
+    copied over by the script itself)."""
+    result, calls = run_script(tree, 94.0, ONLY="mobilenet_v1_100")
+    assert result.returncode == 0, result.stderr
+    *cycles, last = calls
+    assert "--output weights/mobilenet_v1_100.fmnist " in last and "--overwrite" in last.split()
+    assert cycles and all("--overwrite" not in call.split() for call in cycles)
+    (tree / "calls.txt").unlink()
+    result, calls = run_script(tree, 94.61, RETRAIN="shufflenet_g3")
+    assert result.returncode == 0, result.stderr
+    assert len(calls) == 1 and "--overwrite" not in calls[0].split()

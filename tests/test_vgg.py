@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import lightnets
-from lightnets.flops import count_macs
+from lightnets.profiler import count_macs
 from lightnets.models.vgg import CONVS_PER_STAGE, STAGE_CHANNELS, VGG
 
 NAMES = ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"]

@@ -7,19 +7,20 @@ import pytest
 import torch
 
 import lightnets
-from lightnets import hub
+from lightnets.pretrained import sha256sum
+from lightnets.pretrained.manifest import WEIGHTS_DIR
 from lightnets.evaluation import evaluate
 
-INDEX = json.loads((hub.WEIGHTS_DIR / "index.json").read_text())["weights"]
+INDEX = json.loads((WEIGHTS_DIR / "index.json").read_text())["weights"]
 FMNIST_WEIGHTS = sorted(name for name, entry in INDEX.items() if entry["training"].get("dataset") == "fashion_mnist")
 
 
 def test_the_manifest_matches_the_folders():
-    """index.json is what `python -m lightnets.hub index` writes from the folders: no stale checksum, no orphan."""
-    folders = sorted(path.parent.name for path in hub.WEIGHTS_DIR.glob("*/config.json"))
+    """index.json is what `lightnets-weights index` writes from the folders: no stale checksum, no orphan."""
+    folders = sorted(path.parent.name for path in WEIGHTS_DIR.glob("*/config.json"))
     assert sorted(entry["folder"] for entry in INDEX.values()) == folders
     for name, entry in INDEX.items():
-        assert hub.sha256sum(hub.WEIGHTS_DIR / entry["folder"] / "model.safetensors") == entry["sha256"], name
+        assert sha256sum(WEIGHTS_DIR / entry["folder"] / "model.safetensors") == entry["sha256"], name
         assert name in lightnets.list_pretrained(), f"{name} is in index.json but not registered"
 
 
@@ -37,7 +38,7 @@ def test_shipped_weight_records_the_eval_transform_it_was_tested_with(name):
     # Tested on whole 28x28 images: timm's create_transform (and our image-folder reader) must not crop them.
     cfg = lightnets.get_pretrained_cfg(name)
     assert (cfg["crop_pct"], cfg["interpolation"]) == (1.0, "bilinear")
-    config = json.loads((hub.WEIGHTS_DIR / INDEX[name]["folder"] / "config.json").read_text())
+    config = json.loads((WEIGHTS_DIR / INDEX[name]["folder"] / "config.json").read_text())
     assert config["pretrained_cfg"]["crop_pct"] == 1.0
     import timm
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..layers import ActLayer, ConvBNAct, DepthwiseSeparableConv, get_act_layer
-from ..registry import register_model, variant_kwargs
+from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
 
 # Table 1: the stem is a full 3×3 conv, stride 2, 32 channels ...
@@ -112,7 +112,7 @@ def _timm_imagenet_cfg(hf_hub_id: str, crop_pct: float) -> dict[str, Any]:
     return {
         "hf_hub_id": hf_hub_id,
         "dataset": "imagenet-1k",
-        "source_format": "timm_mobilenetv1",  # timm's layout; lightnets.convert maps it on load
+        "source_format": "timm_mobilenetv1",  # timm's layout; lightnets.pretrained.convert maps it on load
         "model_args": {"act_layer": "relu6"},  # timm's MobileNet v1 uses ReLU6
         "mean": (0.5, 0.5, 0.5),
         "std": (0.5, 0.5, 0.5),

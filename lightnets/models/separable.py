@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct, DepthwiseSeparableConv
-from ..registry import register_model, variant_kwargs
+from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
 
 # sepcnn: a standard 3×3 stem conv, then three VGG-style stages of two 3×3 conv layers each, as

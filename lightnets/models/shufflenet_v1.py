@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..layers import ActLayer, ChannelShuffle, ConvBNAct, get_act_layer, make_activation
-from ..registry import register_model, variant_kwargs
+from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
 
 # Table 1: output channels of stages 2, 3 and 4 at 1×, for each number of groups g.

@@ -29,7 +29,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..registry import register_model, variant_kwargs
+from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_bool, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
 
 # Table 1: output channels of the five stages, and 3×3 conv layers per stage for configurations

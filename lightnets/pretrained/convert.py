@@ -1,6 +1,6 @@
 """Convert state dicts published by other libraries into lightnets' layout.
 
-A pretrained cfg names its converter with ``"source_format"``; :func:`lightnets.hub.load_pretrained`
+A pretrained cfg names its converter with ``"source_format"``; :func:`lightnets.pretrained.load_pretrained`
 runs it on the downloaded state dict before loading, so the Hub file stays byte-identical to
 what its publisher uploaded (and its sha256 stays checkable).
 
@@ -69,7 +69,13 @@ CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {
 
 
 def convert_state_dict(state_dict: StateDict, source_format: str) -> StateDict:
-    """Run the converter registered for ``source_format`` (see :data:`CONVERTERS`)."""
+    """Run the converter registered for ``source_format`` (see :data:`CONVERTERS`).
+
+    >>> convert_state_dict({}, "keras")
+    Traceback (most recent call last):
+    ...
+    ValueError: source_format must be one of ['timm_mobilenetv1'], got 'keras'
+    """
     if source_format not in CONVERTERS:
         raise ValueError(f"source_format must be one of {sorted(CONVERTERS)}, got {source_format!r}")
     return CONVERTERS[source_format](state_dict)

@@ -1,18 +1,32 @@
-"""The manifest of the bundled weights (weights/index.json), read without the Hub machinery.
+"""Where the bundled weights live and what their manifest (``weights/index.json``) says.
 
-The registry reads it at import to give every bundled weight its pretrained cfg; writing it and
-loading the weights is :mod:`lightnets.hub`'s job (``python -m lightnets.hub index``).
+A weight folder is in Hub layout: :data:`WEIGHTS_NAME`, :data:`CONFIG_NAME` and :data:`CARD_NAME`.
+The registry reads the manifest at import to give every bundled weight its pretrained cfg; writing
+it is :func:`lightnets.publish.build_index`'s job (``lightnets-weights index``).
+
+>>> WEIGHTS_DIR.name, INDEX_NAME
+('weights', 'index.json')
+>>> "smallcnn_3x2.fmnist" in read_index(WEIGHTS_DIR)
+True
 """
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
-__all__ = ["INDEX_NAME", "WEIGHTS_DIR", "bundled_cfgs", "read_index"]
+__all__ = ["INDEX_NAME", "WEIGHTS_DIR", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "bundled_cfgs", "read_index"]
 
 INDEX_NAME = "index.json"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+
+# lightnets/ (this file is lightnets/pretrained/manifest.py)
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+CHECKOUT_WEIGHTS_DIR = PACKAGE_DIR.parent / "weights"  # weights/ beside the package in a source checkout
+INSTALLED_WEIGHTS_DIR = PACKAGE_DIR / "weights"  # pyproject.toml installs weights/ as lightnets/weights
 
 
 def _weights_dir() -> Path:
@@ -20,11 +34,10 @@ def _weights_dir() -> Path:
     LIGHTNETS_WEIGHTS_DIR points elsewhere."""
     if os.environ.get("LIGHTNETS_WEIGHTS_DIR"):
         return Path(os.environ["LIGHTNETS_WEIGHTS_DIR"])
-    package = Path(__file__).resolve().parent
-    checkout, installed = package.parent / "weights", package / "weights"
-    return installed if (installed / INDEX_NAME).is_file() else checkout
+    return INSTALLED_WEIGHTS_DIR if (INSTALLED_WEIGHTS_DIR / INDEX_NAME).is_file() else CHECKOUT_WEIGHTS_DIR
 
 
+# Read at call time (``manifest.WEIGHTS_DIR``) by the loaders and by save_pretrained, so tests can point it elsewhere.
 WEIGHTS_DIR = _weights_dir()
 
 
@@ -34,14 +47,17 @@ def read_index(weights_dir: Union[str, os.PathLike]) -> dict[str, dict[str, Any]
     return json.loads(index.read_text())["weights"] if index.is_file() else {}
 
 
-def bundled_cfgs(weights_dir: Union[str, os.PathLike] = WEIGHTS_DIR) -> dict[str, dict[str, Any]]:
+def bundled_cfgs(weights_dir: Optional[Union[str, os.PathLike]] = None) -> dict[str, dict[str, Any]]:
     """Pretrained cfgs of the bundled weights, keyed ``"name.tag"`` (what a family's ``default_cfgs`` holds).
 
-    >>> isinstance(bundled_cfgs(), dict)
-    True
+    ``weights_dir`` defaults to :data:`WEIGHTS_DIR`.
+
+    >>> cfg = bundled_cfgs()["smallcnn_3x2.fmnist"]
+    >>> cfg["file"], cfg["input_size"], cfg["num_classes"]
+    ('smallcnn_3x2.fmnist', (1, 28, 28), 10)
     """
     cfgs = {}
-    for name, entry in read_index(weights_dir).items():
+    for name, entry in read_index(WEIGHTS_DIR if weights_dir is None else weights_dir).items():
         cfg = {
             "file": entry["folder"],
             "sha256": entry["sha256"],

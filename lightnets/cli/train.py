@@ -1,0 +1,363 @@
+"""Train, fine-tune or distil a lightnets model; runs unchanged under ``torchrun --nproc_per_node K``.
+
+    python -m lightnets.train --model mobilenet_v1_050 --model-arg small_input=true \\
+        --dataset fashion_mnist --epochs 30 --output runs/mobilenet_v1_050.fmnist --tag fmnist
+    torchrun --nproc_per_node 4 -m lightnets.train --model shufflenet_g3 ...          # DDP, unchanged
+    python -m lightnets.train --finetune-from mobilenet_v1_050.fmnist --dataset cifar10 ...
+    python -m lightnets.train --model smallcnn_3x2_dw123 --teacher smallcnn_3x2.fmnist ...
+
+Datasets are held in memory as uint8 tensors; augmentation (random crop with zero padding,
+horizontal flip, random erasing, mixup / CutMix) runs batched on the training device
+(:func:`lightnets.training.fit`, once per epoch). Under torchrun every process trains on its
+DistributedSampler shard (gloo on CPU, nccl on GPU), metrics are summed across processes, and only
+rank 0 writes: ``<work-dir>/last.pth`` (resumable with ``--resume``), ``<work-dir>/log.jsonl`` (one
+JSON record per epoch) and, with ``--output``, the Hub-layout folder of the final model with its
+measured test metrics (:func:`lightnets.save_pretrained`; ``--overwrite`` to replace a weight in
+``weights/``). The arguments are parsed before torch is imported, so ``--help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
+
+if TYPE_CHECKING:  # only for the annotations: torch is imported once the arguments are parsed
+    from torch import nn
+
+__all__ = ["build_parser", "check_args", "parse_model_args", "build_model", "build_teacher", "teacher_sources",
+           "train", "main"]
+
+PROG = "lightnets-train"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default once: appended unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] or action.default == argparse.SUPPRESS
+        if "default" in text or unset:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+def _usage_text() -> tuple[str, str]:
+    """The help's description and its epilog of examples: the module docstring without its reST markup."""
+    first, examples = (part.replace("``", "") for part in __doc__.split("\n\n")[:2])
+    return first.replace("\n", " "), "examples:\n" + examples
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lightnets-train`` (no torch import: ``--help`` is instant).
+
+    >>> build_parser().parse_args(["--model", "smallcnn_3x2"]).epochs
+    30
+    """
+    description, epilog = _usage_text()
+    p = _Parser(prog=PROG, description=description, epilog=epilog, formatter_class=_HelpFormatter)
+    model = p.add_argument_group("model")
+    model.add_argument("--model", metavar="NAME", help="registered model name, e.g. mobilenet_v1_050")
+    model.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="architecture argument, repeatable: --model-arg small_input=true --model-arg alpha=0.5")
+    model.add_argument("--finetune-from", metavar="NAME_OR_PATH",
+                       help="start from weights (name.tag, file or Hub folder) with a new head / in_chans")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="fashion_mnist", metavar="NAME", help="fashion_mnist, cifar10, imagefolder:PATH or synthetic")
+    data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files (default: the cache)")
+    data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
+    data.add_argument("--limit", type=int, metavar="N", help="use only the first N training images (tiny runs)")
+    data.add_argument("--limit-test", type=int, metavar="N", help="use only the first N test images (default: --limit)")
+    optim = p.add_argument_group("optimisation")
+    optim.add_argument("--batch-size", type=int, default=128, metavar="N", help="global batch, split across processes")
+    optim.add_argument("--opt", choices=("sgd", "adamw"), default="sgd", help="SGD (Nesterov momentum) or AdamW")
+    optim.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
+    optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum")
+    optim.add_argument("--weight-decay", type=float, default=5e-4, metavar="WD", help="on conv and linear weights (not BN, biases)")
+    optim.add_argument("--layer-decay", type=float, metavar="FACTOR",
+                       help="layer-wise LR decay for fine-tuning, in (0, 1]: each layer learns at FACTOR times the LR of "
+                            "the layer after it, the classifier at --lr (see ClassifierNet.group_matcher)")
+    optim.add_argument("--label-smoothing", type=float, default=0.1, metavar="EPS", help="cross-entropy label smoothing")
+    schedule = p.add_argument_group("schedule")
+    schedule.add_argument("--epochs", type=int, default=30, metavar="N", help="passes over the training images")
+    schedule.add_argument("--sched", choices=("cosine", "onecycle", "constant"), default="cosine",
+                          help="per-step LR schedule (onecycle: Smith 2018)")
+    schedule.add_argument("--warmup-epochs", type=float, default=1.0, metavar="E", help="linear LR warm-up of the cosine schedule")
+    aug = p.add_argument_group("augmentation")
+    aug.add_argument("--pad", type=int, default=4, metavar="PX", help="random-crop padding in pixels (0: no crop)")
+    aug.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
+    aug.add_argument("--reprob", type=float, default=0.0, metavar="P",
+                     help="random erasing probability per image (timm's name; 0.25 is a common choice)")
+    aug.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                     help="mixup with λ ~ Beta(ALPHA, ALPHA) (timm's name; 0.2 is a common choice; 0: off)")
+    aug.add_argument("--cutmix", type=float, default=0.0, metavar="ALPHA",
+                     help="CutMix with λ ~ Beta(ALPHA, ALPHA) (1.0 is the paper's); with --mixup too, each batch gets "
+                          "one of the two")
+    aug.add_argument("--mix-prob", type=float, default=1.0, metavar="P",
+                     help="share of batches that --mixup / --cutmix mix (timm's --mixup-prob)")
+    distil = p.add_argument_group("distillation")
+    distil.add_argument("--teacher", metavar="NAME_OR_PATH[,...]",
+                        help="distil from this pretrained model (name.tag, or a Hub folder that train --output wrote); "
+                             "several, separated by commas, teach as an ensemble: their softmax outputs averaged")
+    distil.add_argument("--distill-alpha", type=float, default=0.5, metavar="A", help="weight of the soft-target term")
+    distil.add_argument("--distill-T", type=float, default=4.0, metavar="T", help="distillation temperature")
+    run = p.add_argument_group("runtime")
+    run.add_argument("--device", metavar="DEVICE", help="cpu, cuda (default: cuda if available)")
+    run.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                     help="auto: bf16 autocast on CUDA (fp16 + loss scaling on GPUs without bf16), float32 on the CPU; "
+                          "bf16: bf16 autocast on the CPU too (faster for dense convs on CPUs with AMX / AVX512-BF16, "
+                          "slower for depthwise ones; emulated and far slower elsewhere)")
+    run.add_argument("--no-channels-last", action="store_true", help="keep the model and inputs in NCHW memory format")
+    run.add_argument("--grad-checkpointing", action="store_true",
+                     help="recompute the body's activations in the backward pass instead of keeping them (less memory, "
+                          "about a third more compute per step); see ClassifierNet.set_grad_checkpointing")
+    run.add_argument("--compile", action="store_true",
+                     help="train through torch.compile (inductor; on the CPU it needs a C++ compiler). Checkpoints and "
+                          "--output are the same as without it; the first steps are slow while it compiles")
+    run.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the model's init, the data order and augmentation")
+    run.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
+    out = p.add_argument_group("output")
+    out.add_argument("--work-dir", metavar="DIR", help="checkpoints and log (default: runs/<model>-<dataset>-s<seed>)")
+    out.add_argument("--resume", action="store_true", help="continue from <work-dir>/last.pth if it exists")
+    out.add_argument("--output", metavar="DIR", help="write the final model here as a Hub-layout folder")
+    out.add_argument("--tag", metavar="TAG", help="pretrained tag recorded in --output (e.g. fmnist)")
+    out.add_argument("--fp16-weights", action="store_true", help="store --output weights in float16 (metrics measured on them)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="let --output replace a weight in the bundled weights/ folder, or a folder holding another model")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse impossible settings before any data is read or process group is joined.
+
+    >>> check_args(build_parser().parse_args(["--model", "smallcnn_3x2", "--lr", "0"]))
+    Traceback (most recent call last):
+    ValueError: --lr must be > 0, got 0.0
+    """
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("limit", "limit_test"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be > 0, got {args.lr}")
+    for name in ("weight_decay", "warmup_epochs", "pad"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.layer_decay is not None and not 0.0 < args.layer_decay <= 1.0:
+        raise ValueError(f"--layer-decay must be in (0, 1], got {args.layer_decay}")
+    if not 0.0 <= args.reprob <= 1.0:
+        raise ValueError(f"--reprob must be in [0, 1], got {args.reprob}")
+    for name in ("mixup", "cutmix"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0 (0: off), got {getattr(args, name)}")
+    if not 0.0 <= args.mix_prob <= 1.0:
+        raise ValueError(f"--mix-prob must be in [0, 1], got {args.mix_prob}")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
+    if not 0.0 <= args.distill_alpha <= 1.0:
+        raise ValueError(f"--distill-alpha must be in [0, 1], got {args.distill_alpha}")
+    if args.distill_T <= 0:
+        raise ValueError(f"--distill-T must be > 0, got {args.distill_T}")
+    if not args.model and not args.finetune_from:
+        raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
+    if args.compile:
+        from .. import deploy
+        from ..training.runtime import uses_cuda
+
+        if not uses_cuda(args.device) and deploy.cpp_compiler() is None:
+            raise ValueError("--compile on the CPU needs a C++ compiler for inductor's kernels "
+                             "(install g++ or clang++, or set CXX); drop --compile to train eagerly")
+
+
+# ---------------------------------------------------------------------------------------------
+# The model, its teachers and the weights they start from
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
+    """``--model-arg`` values as architecture arguments, each value read as JSON or a yes/no word.
+
+    >>> parse_model_args(["alpha=0.5", "small_input=true", "act_layer=relu6"])
+    {'alpha': 0.5, 'small_input': True, 'act_layer': 'relu6'}
+    """
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg must be KEY=VALUE, got {pair!r}")
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}.get(value.lower(), value)
+    return args
+
+
+def build_model(args: argparse.Namespace, num_classes: int, in_chans: int, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """The model to train (``--model``, or ``--finetune-from`` weights with a new head / in_chans) and the
+    architecture arguments that rebuild it.
+
+    >>> model, model_args = build_model(argparse.Namespace(model="smallcnn_3x2", model_arg=[], finetune_from=None),
+    ...                                 num_classes=10, in_chans=3, img_size=32)
+    >>> model.img_size, model_args
+    (32, {'img_size': 32})
+    """
+    from ..pretrained import read_config
+    from ..registry import create_model, get_pretrained_cfg, model_arguments, split_model_name
+
+    kwargs = parse_model_args(args.model_arg)
+    source = args.finetune_from
+    if source and Path(source).exists():  # a weight file or Hub-layout folder
+        saved = read_config(source)
+        name = args.model or saved.get("lightnets", {}).get("architecture")
+        if not name:
+            raise ValueError(f"--finetune-from {source}: give --model (the file does not say which architecture it holds)")
+        kwargs = _finetune_args(name, saved.get("model_args", {}), kwargs, img_size)
+        model = create_model(name, pretrained=True, pretrained_path=source, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    elif source:  # a registered name.tag
+        name = split_model_name(source)[0]
+        if args.model and args.model != name:
+            raise ValueError(f"--model {args.model} is not the architecture of --finetune-from {source} ({name}); drop --model")
+        kwargs = _finetune_args(name, get_pretrained_cfg(source).get("model_args", {}), kwargs, img_size)
+        model = create_model(source, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    else:
+        name = args.model
+        if "img_size" in model_arguments(name) and "img_size" not in kwargs and "rho" not in kwargs:
+            kwargs["img_size"] = img_size  # train at the data's native size (a fixed-size model too): the cfg records it
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return model, kwargs
+
+
+def _finetune_args(name: str, saved: dict[str, Any], given: dict[str, Any], data_img_size: int) -> dict[str, Any]:
+    """The weight's architecture arguments overridden by the user's. A model that pools globally is
+    fine-tuned at the data's own size (the weights fit any size); one with a fixed size keeps its own."""
+    from ..registry import has_fixed_input_size, model_arguments
+
+    args = {key: value for key, value in saved.items() if key not in ("num_classes", "in_chans")}
+    if "img_size" in model_arguments(name) and not has_fixed_input_size(name):
+        args.pop("img_size", None)
+        args.pop("rho", None)
+        if "img_size" not in given and "rho" not in given:
+            args["img_size"] = data_img_size
+    return {**args, **given}
+
+
+def build_teacher(source: str) -> nn.Module:
+    """The ``--teacher``: a registered ``name.tag``, or a Hub-layout folder (or the weight file in one) whose
+    config.json names its architecture, e.g. the ``--output`` of an earlier run that has not shipped.
+
+    >>> build_teacher("smallcnn_3x2.fmnist").num_classes
+    10
+    """
+    from ..pretrained import read_config
+    from ..registry import create_model
+
+    if not Path(source).expanduser().exists():
+        return create_model(source, pretrained=True)
+    name = read_config(source).get("lightnets", {}).get("architecture")
+    if not name:
+        raise ValueError(f"--teacher {source}: no config.json beside it names the architecture; give a folder "
+                         f"written by save_pretrained / train --output, or a registered name.tag")
+    return create_model(name, pretrained=True, pretrained_path=source)
+
+
+def teacher_sources(teacher: str) -> list[str]:
+    """The models a ``--teacher`` names: one source, or several separated by commas (an ensemble).
+
+    >>> teacher_sources("smallcnn_3x2.fmnist, runs/a/weight")
+    ['smallcnn_3x2.fmnist', 'runs/a/weight']
+    """
+    sources = [source.strip() for source in teacher.split(",")]
+    if not all(sources):
+        raise ValueError(f"--teacher {teacher!r}: an empty name between commas; give NAME_OR_PATH[,NAME_OR_PATH...]")
+    return sources
+
+
+def _weight_sha256(source: str) -> str:
+    """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder) resolves to.
+
+    Recorded in the card: a name such as ``mobilenet_v1_100.fmnist`` names whichever weight ships under it
+    today, which may be the very weight this run replaces."""
+    from ..pretrained import resolve_weights, sha256sum
+    from ..registry import get_pretrained_cfg
+
+    path = Path(source).expanduser()
+    if path.exists():
+        return sha256sum(resolve_weights({}, pretrained_path=path))
+    return sha256sum(resolve_weights(get_pretrained_cfg(source)))
+
+
+def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Run a training from command-line arguments; returns the model and the last epoch's record (test metrics included).
+
+    ``train_set`` / ``test_set`` replace ``--dataset`` with datasets in lightnets.data's in-memory form
+    (``.images`` uint8 N×C×H×W, ``.labels``, ``.classes``). Each epoch prints its record as a JSON line.
+
+    >>> import tempfile
+    >>> from lightnets.data import load_dataset
+    >>> data = load_dataset("fashion_mnist", limit=64)
+    >>> with tempfile.TemporaryDirectory() as work_dir:  # doctest: +ELLIPSIS
+    ...     model, record = train(["--model", "smallcnn_3x2", "--model-arg", "small_input=true", "--epochs", "1",
+    ...                            "--batch-size", "32", "--no-progress", "--work-dir", work_dir], data, data)
+    {"epoch": 1, "lr": ...}
+    >>> record["epoch"], model.num_classes
+    (1, 10)
+    """
+    args = build_parser().parse_args(list(argv))
+    check_args(args)
+    import torch
+    import torch.distributed as dist
+
+    from ..data import load_dataset
+    from ..training import main_process_first, setup_runtime
+    from ._train_run import fit_run
+
+    runtime = setup_runtime(args.device)
+    # Process-wide switches this run sets, restored when it ends (train() may be called from a larger program).
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn_benchmark = torch.backends.cudnn.benchmark
+    try:
+        if args.batch_size % runtime.world_size:
+            raise ValueError(f"--batch-size {args.batch_size} must be divisible by the number of processes ({runtime.world_size})")
+        torch.manual_seed(args.seed)
+        if args.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not args.deterministic
+        if train_set is None:
+            with main_process_first(runtime):  # one process downloads; the others then read its files
+                train_set = load_dataset(args.dataset, split="train", data_dir=args.data_dir, download=args.download, limit=args.limit)
+                test_set = load_dataset(args.dataset, split="test", data_dir=args.data_dir, download=args.download,
+                                        limit=args.limit_test if args.limit_test is not None else args.limit)
+        return fit_run(args, list(argv), runtime, train_set, test_set)
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        if runtime.world_size > 1:
+            dist.destroy_process_group()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``python -m lightnets.train`` / ``lightnets-train``; returns the exit status: 2, with one
+    line ``lightnets-train: error: ...`` on stderr, for a user's mistake (a bad value, an unknown model, a missing file).
+
+    >>> main(["--model", "smallcnn_3x2", "--epochs", "0"])
+    2
+    """
+    try:
+        train(sys.argv[1:] if argv is None else argv)
+    except (ValueError, TypeError, OSError) as error:  # bad arguments, unknown model or weights, missing files
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

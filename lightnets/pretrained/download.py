@@ -1,0 +1,236 @@
+"""Find the file of a pretrained weight, downloading it if it must, and verify its sha256.
+
+:func:`resolve_weights` looks in this order: an explicit ``pretrained_path`` (file or Hub-layout
+folder); the bundled ``weights/`` folder (the cfg's ``file``, or the ``name.tag`` entry of
+``weights/index.json``); the Hugging Face Hub repo of the cfg (``hf_hub_id``, through
+:func:`huggingface_hub.hf_hub_download`, so HF_ENDPOINT, HF_HUB_OFFLINE, the standard cache and
+``revision`` pinning all apply); a ``url`` to a ``.safetensors``. Only safetensors files are taken from
+a download, so nothing downloaded is ever unpickled.
+
+>>> path = resolve_weights({"architecture": "smallcnn_3x2", "tag": "fmnist"})
+>>> path.parent.name, path.name
+('smallcnn_3x2.fmnist', 'model.safetensors')
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Union
+
+from . import manifest
+from .manifest import INDEX_NAME, WEIGHTS_NAME, read_index
+
+__all__ = ["ChecksumError", "WeightsUnavailableError", "resolve_weights", "sha256sum"]
+
+PathLike = Union[str, Path]
+
+
+class ChecksumError(ValueError):
+    """A weight file's sha256 is not the one its cfg or the manifest records."""
+
+
+class WeightsUnavailableError(OSError):
+    """No source of a pretrained weight could deliver it; the message says what was tried."""
+
+
+def sha256sum(path: PathLike) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(delete=False) as f:
+    ...     _ = f.write(b"lightnets")
+    >>> sha256sum(f.name)[:16]
+    '79c4868ab4d4460c'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: Optional[str], advice: str) -> None:
+    """Raise :class:`ChecksumError` naming the file and both checksums, then what to do about it."""
+    if not expected:
+        return
+    actual = sha256sum(path)
+    if actual != expected:
+        raise ChecksumError(f"sha256 mismatch for {path}: expected {expected}, got {actual}. {advice}")
+
+
+def _bundled_folder(path: Path) -> Optional[str]:
+    """The folder of ``weights/`` (:data:`manifest.WEIGHTS_DIR`) that ``path`` lies in; None outside it."""
+    try:
+        parts = path.resolve().relative_to(manifest.WEIGHTS_DIR.resolve()).parts
+    except ValueError:
+        return None
+    return parts[0] if parts else None
+
+
+def _restore_advice(folder: str) -> str:
+    """What to do about a bundled weight that fails its checksum: restore it, never delete it (it ships)."""
+    weights_dir = manifest.WEIGHTS_DIR.resolve()
+    git = f"`git checkout -- weights/{folder}`"
+    reinstall = "reinstall lightnets (`pip install --force-reinstall --no-deps lightnets`)"
+    if weights_dir == manifest.INSTALLED_WEIGHTS_DIR:
+        how = reinstall
+    elif weights_dir == manifest.CHECKOUT_WEIGHTS_DIR:
+        how = f"{git} in the source checkout"
+    else:
+        how = f"{git} in a source checkout, or {reinstall}"
+    return (f"It is a bundled weight, changed since lightnets shipped it (e.g. a training run wrote over it): "
+            f"do not delete it, restore it with {how}. If it was retrained on purpose, rebuild the manifest "
+            f"with `lightnets-weights index`")
+
+
+def _local_advice() -> str:
+    return ("The file was replaced or is corrupt: write it again (lightnets.save_pretrained), or give the "
+            "sha256 of the file you mean in the pretrained cfg")
+
+
+def _hub_advice() -> str:
+    from huggingface_hub import constants
+
+    return (f"The download is corrupt or the repo's file was replaced: delete its snapshot in the huggingface_hub "
+            f"cache ({constants.HF_HUB_CACHE}) and load again. If the Hub repo was updated since the checksum was "
+            f"recorded, pin the revision it belongs to (revision= in the pretrained cfg, or 'org/repo@rev')")
+
+
+def _weights_file(path: Path) -> Path:
+    """A weight file, or the ``model.safetensors`` of a Hub-layout folder."""
+    if path.is_dir():
+        path = path / WEIGHTS_NAME
+    if not path.is_file():
+        raise WeightsUnavailableError(f"no weight file at {path} (expected a .safetensors file or a folder holding {WEIGHTS_NAME})")
+    return path
+
+
+def _weight_name(cfg: dict[str, Any]) -> str:
+    return f"{cfg.get('architecture')}.{cfg['tag']}" if cfg.get("tag") else str(cfg.get("architecture"))
+
+
+def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = None) -> Path:
+    """The local, verified weight file of a pretrained cfg (downloading it if it must).
+
+    >>> resolve_weights({"architecture": "mobilenet_v1_100"})
+    Traceback (most recent call last):
+    ...
+    lightnets.pretrained.download.WeightsUnavailableError: mobilenet_v1_100 has no weight source: its pretrained cfg names no file, hf_hub_id or url, and weights/index.json has no entry for it
+    """
+    if pretrained_path is not None:
+        return _weights_file(Path(pretrained_path).expanduser())
+    name = _weight_name(cfg)
+    weights_dir = manifest.WEIGHTS_DIR
+    indexed = read_index(weights_dir).get(name, {})
+    expected_sha = cfg.get("sha256") or indexed.get("sha256")
+    bundled = cfg.get("file") or indexed.get("folder")
+    if bundled:
+        path = Path(bundled) if Path(bundled).is_absolute() else weights_dir / bundled
+        if path.exists():
+            path = _weights_file(path)
+            folder = _bundled_folder(path)
+            _verify(path, expected_sha, _restore_advice(folder) if folder else _local_advice())
+            return path
+    hf_hub_id = cfg.get("hf_hub_id") or indexed.get("hf_hub_id")
+    if hf_hub_id:
+        filename = cfg.get("hf_hub_filename") or WEIGHTS_NAME
+        if not filename.endswith(".safetensors"):
+            raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
+        repo_id, revision = _split_revision(hf_hub_id, cfg.get("revision"))
+        path = _download_from_hub(repo_id, filename, revision, name)
+        _verify(path, expected_sha, _hub_advice())
+        return path
+    if cfg.get("url"):
+        path = _download_url(cfg["url"], name)
+        _verify(path, expected_sha, f"The download is corrupt or the file at the URL changed: delete {path} and load "
+                                    f"again, or use the URL of the version the checksum was recorded for")
+        return path
+    if bundled:
+        raise WeightsUnavailableError(f"{name}: bundled weights not found at {weights_dir / bundled} and no hf_hub_id or url to fetch them from")
+    raise WeightsUnavailableError(
+        f"{name} has no weight source: its pretrained cfg names no file, hf_hub_id or url, "
+        f"and weights/{INDEX_NAME} has no entry for it"
+    )
+
+
+def _split_revision(hf_hub_id: str, revision: Optional[str]) -> tuple[str, Optional[str]]:
+    """``"org/name@v1"`` → ``("org/name", "v1")`` (timm's way of pinning a revision); an explicit revision wins.
+
+    >>> _split_revision("org/name@v1", None), _split_revision("org/name@v1", "v2")
+    (('org/name', 'v1'), ('org/name', 'v2'))
+    """
+    repo_id, _, pinned = hf_hub_id.partition("@")
+    return repo_id, revision or pinned or None
+
+
+class _HubErrors(NamedTuple):
+    revision_missing: type
+    entry_missing: type
+    repo_missing: type
+    not_cached: type
+    http_error: type
+
+
+def _hub_errors() -> _HubErrors:
+    """huggingface_hub's errors for a missing revision / file / repo, local miss, HTTP error (0.x and 1.x names).
+
+    Before 1.0 there is one EntryNotFoundError, of which LocalEntryNotFoundError is a subclass; since 1.0
+    the remote miss is RemoteEntryNotFoundError. Both are caught as EntryNotFoundError, after the local miss.
+    """
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    return _HubErrors(RevisionNotFoundError, EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError)
+
+
+def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str) -> Path:
+    """``hf_hub_download`` with huggingface_hub's errors turned into one :class:`WeightsUnavailableError` each."""
+    from huggingface_hub import constants, hf_hub_download
+
+    errors = _hub_errors()
+    where = f"{constants.ENDPOINT}/{repo_id}" + (f" at revision {revision}" if revision else "")
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except errors.not_cached as error:  # before entry_missing: in huggingface_hub 0.x it is a subclass of it
+        if constants.HF_HUB_OFFLINE:
+            raise WeightsUnavailableError(
+                f"{name}: HF_HUB_OFFLINE is set and {filename} of {repo_id} is not in the cache "
+                f"({constants.HF_HUB_CACHE}); download it once online, or pass pretrained_path="
+            ) from error
+        cause = error.__cause__ or error
+        raise WeightsUnavailableError(
+            f"{name}: could not download {filename} from {where}, and it is not cached: {cause}"
+        ) from error
+    except errors.revision_missing as error:
+        raise WeightsUnavailableError(f"{name}: revision {revision!r} not found in Hub repo {where}") from error
+    except errors.entry_missing as error:
+        raise WeightsUnavailableError(f"{name}: Hub repo {where} has no file {filename!r}") from error
+    except errors.repo_missing as error:  # also a private or gated repo without a token
+        raise WeightsUnavailableError(
+            f"{name}: Hub repo {where} not found (or private: log in with `hf auth login`)"
+        ) from error
+    except errors.http_error as error:
+        raise WeightsUnavailableError(f"{name}: the Hub at {where} answered with an error: {error}") from error
+
+
+def _download_url(url: str, name: str) -> Path:
+    """A ``.safetensors`` URL, downloaded once into torch.hub's checkpoints folder (keyed by the whole URL)."""
+    import torch
+
+    if not url.split("?")[0].endswith(".safetensors"):
+        raise ValueError(f"{name}: only .safetensors URLs are loaded (a .pth would be unpickled), got url={url!r}")
+    # Keyed by the whole URL: every Hub-style URL ends in model.safetensors, so the name alone would collide.
+    url_key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = Path(torch.hub.get_dir()) / "checkpoints" / f"{url_key}-{url.split('?')[0].rsplit('/', 1)[-1]}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(target), progress=False)
+        except OSError as error:
+            raise WeightsUnavailableError(f"{name}: could not download {url}: {error}") from error
+    return target

@@ -1,0 +1,185 @@
+"""Load a weight into a model: a pretrained cfg's (resolved, converted, adapted) or a local checkpoint.
+
+A Hub-layout folder (``model.safetensors``, ``config.json`` in timm's schema, a ``README.md`` card)
+describes its model: :func:`folder_cfg` and :func:`hub_repo_cfg` read what ``create_model`` must apply
+to build it, so a folder written by :func:`lightnets.publish.save_pretrained` loads without repeating
+its arguments.
+
+>>> import lightnets
+>>> from lightnets.pretrained.manifest import WEIGHTS_DIR
+>>> model = lightnets.create_model("smallcnn_3x2.fmnist")
+>>> model = load_pretrained(model)  # what create_model("smallcnn_3x2.fmnist", pretrained=True) does
+>>> folder_cfg(WEIGHTS_DIR / "smallcnn_3x2.fmnist")["input_size"]
+(1, 28, 28)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from .adapt import adapt_state_dict
+from .download import WeightsUnavailableError, _download_from_hub, _hub_errors, _split_revision, _weights_file, resolve_weights
+from .manifest import CONFIG_NAME
+
+__all__ = ["folder_cfg", "hub_repo_cfg", "load_checkpoint", "load_pretrained", "read_config"]
+
+PathLike = Union[str, Path]
+StateDict = dict[str, torch.Tensor]
+
+
+def read_config(path: PathLike) -> dict[str, Any]:
+    """The config.json of a Hub-layout folder, or the one beside a weight file; {} when there is none.
+
+    >>> from lightnets.pretrained.manifest import WEIGHTS_DIR
+    >>> read_config(WEIGHTS_DIR / "smallcnn_3x2.fmnist")["lightnets"]["architecture"]
+    'smallcnn_3x2'
+    """
+    path = Path(path).expanduser()
+    config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
+    return json.loads(config_path.read_text()) if config_path.is_file() else {}
+
+
+def folder_cfg(path: PathLike) -> dict[str, Any]:
+    """What a Hub-layout folder's config.json (or the one beside a weight file) says about building its model; {} without one.
+
+    ``create_model(name, pretrained=True, pretrained_path=folder)`` applies it, so a folder written by
+    :func:`lightnets.publish.save_pretrained` rebuilds its model (``small_input``, ``alpha`` ...) without
+    repeating the arguments.
+    """
+    config = read_config(path)
+    if not config:  # a bare weight file: the registered cfg (a tag's arguments) still describes it
+        return {}
+    pretrained_cfg = config.get("pretrained_cfg", {})
+    cfg = {k: pretrained_cfg[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation", "label_names", "first_conv",
+                                          "classifier") if pretrained_cfg.get(k)}
+    if "model_args" in config:
+        cfg["model_args"] = {k: v for k, v in config["model_args"].items() if k not in ("num_classes", "in_chans")}
+    if "num_classes" in config:
+        cfg["num_classes"] = config["num_classes"]
+    if "input_size" in cfg:
+        cfg["input_size"] = tuple(cfg["input_size"])
+    if config.get("lightnets", {}).get("restructured"):
+        cfg["restructured"] = True
+    return cfg
+
+
+def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, Any]:
+    """What a Hub repo's config.json says about building its model (as :func:`folder_cfg`); empty without one.
+
+    ``create_model(name, pretrained=True, pretrained_cfg={"hf_hub_id": ...})`` applies it, so a repo written by
+    :func:`lightnets.publish.save_pretrained` and :func:`lightnets.publish.push_to_hub` rebuilds its model
+    without repeating its arguments. A repo without config.json gives {}; a config that cannot be had (offline
+    and not cached, a failing Hub) is an error, since a model built without its arguments would load the
+    weights silently wrong.
+    """
+    repo_id, revision = _split_revision(hf_hub_id, revision)
+    try:
+        path = _download_from_hub(repo_id, CONFIG_NAME, revision, repo_id)
+    except WeightsUnavailableError as error:
+        errors = _hub_errors()
+        if isinstance(error.__cause__, errors.entry_missing) and not isinstance(error.__cause__, errors.not_cached):
+            return {}  # a repo of weights only: the registered cfg and the caller's arguments describe it
+        raise  # offline without it, or the Hub failing: building without the repo's arguments would be silently wrong
+    try:
+        return folder_cfg(path.parent)
+    except (ValueError, KeyError, TypeError):  # not a lightnets/timm config.json: nothing to apply
+        return {}
+
+
+def _read_state_dict(path: Path) -> StateDict:
+    """Tensors of a .safetensors file, or of a .pth/.pt/.bin read with ``weights_only=True`` (never unpickled code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
+            if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+        # DDP and torch.compile prefix every key; a checkpoint of the bare model must not.
+        return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in checkpoint.items()}
+    raise ValueError(f"checkpoint must be a .safetensors, .pth, .pt or .bin file, got {path}")
+
+
+def _load_checked(model: nn.Module, state_dict: StateDict, source: Path, strict: bool, left_to_init: set[str] = frozenset()) -> None:
+    """load_state_dict with an error that says which keys and shapes do not fit, and what to do."""
+    own = model.state_dict()
+    missing = [key for key in own if key not in state_dict and key not in left_to_init]
+    unexpected = [key for key in state_dict if key not in own]
+    mismatched = [key for key in own if key in state_dict and state_dict[key].shape != own[key].shape]
+    if strict and (missing or unexpected or mismatched):
+        problems = []
+        if mismatched:
+            problems.append("shape mismatch: " + "; ".join(
+                f"{key} is {tuple(state_dict[key].shape)} in the file, {tuple(own[key].shape)} in the model" for key in mismatched[:5]))
+        if missing:
+            problems.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:5]}")
+        architecture = getattr(model, "pretrained_cfg", {}).get("architecture") or type(model).__name__
+        raise ValueError(
+            f"{source} does not fit {architecture}: " + "; ".join(problems)
+            + ". Build the model with the arguments the weights were saved with (see the folder's config.json: "
+            "model_args, num_classes, in_chans), or load with strict=False"
+        )
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in mismatched}, strict=False)
+
+
+def _take_saved_layers(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any]) -> None:
+    """For weights saved from a pruned or converted model (``restructured`` in their cfg), give the built model
+    their layers first. The stem's input and the classifier's classes stay the model's: adapting those, or
+    refusing a model built for others, is the loader's job."""
+    if cfg.get("restructured"):
+        from ..models.restructure import restructure
+
+        restructure(model, state_dict, first_conv=cfg.get("first_conv") or "stem.conv",
+                    classifier=cfg.get("classifier") or "classifier")
+
+
+def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pretrained_path: Optional[PathLike] = None) -> nn.Module:
+    """Load the weight a pretrained cfg names (resolution order: :mod:`lightnets.pretrained.download`).
+
+    ``cfg`` defaults to ``model.pretrained_cfg``. A cfg with ``"source_format"`` (e.g. ``"timm_mobilenetv1"``)
+    has its state dict converted first (:mod:`lightnets.pretrained.convert`). Classifier and first conv are
+    adapted when the model's ``num_classes`` / ``in_chans`` differ from the weight's.
+    """
+    cfg = dict(cfg if cfg is not None else getattr(model, "pretrained_cfg", {}))
+    path = resolve_weights(cfg, pretrained_path)
+    state_dict = _read_state_dict(path)
+    first_conv = f"{cfg.get('first_conv') or 'stem.conv'}.weight"
+    if cfg.get("source_format") and first_conv not in state_dict:  # the file is in its publisher's layout
+        from .convert import convert_state_dict
+
+        state_dict = convert_state_dict(state_dict, cfg["source_format"])
+    _take_saved_layers(model, state_dict, cfg)
+    state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
+    _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)
+    return model
+
+
+def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn.Module:
+    """Load a local checkpoint (``.safetensors``, a Hub-layout folder, or a ``.pth`` read with ``weights_only=True``).
+
+    Unlike :func:`load_pretrained` nothing is adapted: a checkpoint must fit the model, and when it
+    does not the error lists the keys and shapes that differ. A folder that save_pretrained wrote for a
+    pruned or converted model first gives the model its layers (:func:`lightnets.models.restructure.restructure`).
+
+    >>> import tempfile, lightnets
+    >>> model = lightnets.create_model("mobilenet_v1_025", num_classes=10, small_input=True)
+    >>> folder = lightnets.save_pretrained(model, tempfile.mkdtemp())
+    >>> load_checkpoint(lightnets.create_model("mobilenet_v1_025", small_input=True), folder)
+    Traceback (most recent call last):
+    ...
+    ValueError: .../model.safetensors does not fit mobilenet_v1_025: shape mismatch: classifier.weight is (10, 256) in the file, (1000, 256) in the model; ...
+    """
+    path = _weights_file(Path(path).expanduser())
+    state_dict = _read_state_dict(path)
+    _take_saved_layers(model, state_dict, folder_cfg(path.parent))
+    _load_checked(model, state_dict, path, strict=strict)
+    return model

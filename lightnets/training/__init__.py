@@ -1,0 +1,39 @@
+"""Training: the one loop (:func:`fit`) over in-memory uint8 images, augmentation, losses, schedules and the
+process runtime (one process or torchrun's DDP group).
+
+``python -m lightnets.train`` (:mod:`lightnets.cli.train`) runs it per epoch with checkpoints and logs;
+:func:`lightnets.compress.finetune` runs it to fine-tune a pruned or converted model.
+
+>>> from lightnets.training import FitConfig, fit, evaluate
+>>> FitConfig().batch_size
+128
+"""
+from .augment import augment, mix_batch, random_erase
+from .loop import FitConfig, FitStats, channel_stats, evaluate, fit, in_memory, prepare_for, set_train_mode
+from .losses import distillation_loss, ensemble_logits
+from .runtime import Runtime, autocast_dtype, main_process_first, setup_runtime, uses_cuda
+from .schedules import SCHEDULES, lr_lambda, param_groups
+
+__all__ = [
+    "FitConfig",
+    "FitStats",
+    "fit",
+    "evaluate",
+    "prepare_for",
+    "set_train_mode",
+    "in_memory",
+    "channel_stats",
+    "augment",
+    "random_erase",
+    "mix_batch",
+    "distillation_loss",
+    "ensemble_logits",
+    "lr_lambda",
+    "param_groups",
+    "SCHEDULES",
+    "Runtime",
+    "setup_runtime",
+    "main_process_first",
+    "uses_cuda",
+    "autocast_dtype",
+]

@@ -1,0 +1,109 @@
+"""The package's shape holds: layered imports (import-linter), short files, a fast `import lightnets`,
+command lines that answer --help before importing torch, and the deprecated import paths still working."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON_DIRS = ("lightnets", "eval", "benchmarks", "scripts")
+MAX_LINES = 500
+
+# Each console script (pyproject.toml) and the module `python -m` runs for it.
+COMMAND_LINES = {
+    "lightnets-eval": "eval.__main__",
+    "lightnets-flops": "lightnets.cli.flops",
+    "lightnets-train": "lightnets.cli.train",
+    "lightnets-weights": "lightnets.cli.weights",
+}
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_layers_contract_is_kept():
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
+    result = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_the_contract_names_every_module_of_the_package():
+    """A new top-level module must be placed in a layer, or import-linter would not check it."""
+    import tomllib
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    named = {part.strip() for layer in layers for part in layer.replace("|", ":").split(":")}
+    package = ROOT / "lightnets"
+    found = {f"lightnets.{path.stem}" for path in package.glob("*.py") if path.stem != "__init__"}
+    found |= {f"lightnets.{path.parent.name}" for path in package.glob("*/__init__.py")
+              if path.parent.name != "datasets"}
+    assert found - named == set(), f"modules in no layer of pyproject.toml's contract: {sorted(found - named)}"
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for d in PYTHON_DIRS for p in (ROOT / d).rglob("*.py")))
+def test_no_file_is_over_500_lines(path):
+    lines = len((ROOT / path).read_text().splitlines())
+    assert lines <= MAX_LINES, f"{path} has {lines} lines; split it by concept (../shared/STYLE.md)"
+
+
+def test_import_lightnets_does_not_import_torch():
+    result = _run("import sys, lightnets; print('torch' in sys.modules, len(lightnets.__all__) > 10)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("first", ["lightnets", "timm"])
+def test_models_reach_timms_registry_whichever_is_imported_first(first):
+    second = "timm" if first == "lightnets" else "lightnets"
+    result = _run(f"import {first}, {second}, timm; print(timm.is_model('shufflenet_g3'), "
+                  "timm.create_model('smallcnn_3x2').num_classes)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "10"]
+
+
+@pytest.mark.parametrize("script", sorted(COMMAND_LINES))
+def test_help_answers_before_torch_is_imported(script):
+    module = COMMAND_LINES[script]
+    result = _run(f"import sys, {module} as cli\n"
+                  "try:\n    cli.main(['--help'])\nexcept SystemExit as stop:\n    assert stop.code == 0, stop.code\n"
+                  "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "NO-TORCH", f"{script} --help imported torch"
+    assert "usage:" in result.stdout
+
+
+def test_console_scripts_are_the_modules_tested_here():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {name: target.split(":")[0] for name, target in scripts.items()} == COMMAND_LINES
+
+
+@pytest.mark.parametrize("old, new, name", [
+    ("lightnets.hub", "lightnets.publish", "save_pretrained"),
+    ("lightnets.hub", "lightnets.pretrained", "load_checkpoint"),
+    ("lightnets.surgery", "lightnets.compress", "prune_l1"),
+    ("lightnets.surgery", "lightnets.models.restructure", "restructure"),
+])
+def test_deprecated_modules_warn_and_still_work(old, new, name):
+    result = _run(f"import warnings, importlib\nwarnings.simplefilter('error', DeprecationWarning)\n"
+                  f"try:\n    importlib.import_module({old!r})\nexcept DeprecationWarning as warning:\n    print('WARNED', warning)\n"
+                  f"warnings.simplefilter('ignore', DeprecationWarning)\n"
+                  f"old = importlib.import_module({old!r}); new = importlib.import_module({new!r})\n"
+                  f"print(getattr(old, {name!r}) is getattr(new, {name!r}))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("WARNED") and new.split(".")[1] in result.stdout.splitlines()[0]
+    assert result.stdout.splitlines()[-1] == "True"
+
+
+def test_counting_from_the_old_flops_module_warns():
+    from lightnets import profiler
+
+    with pytest.warns(DeprecationWarning, match="lightnets.profiler"):
+        from lightnets.flops import count_macs
+    assert count_macs is profiler.count_macs
