@@ -8,7 +8,7 @@
 
 By default the accuracy pass runs on the fastest installed backend (OpenVINO, then ONNX Runtime: the
 model's BatchNorm-folded float32 export), latency is timed on the eager model at batch 1, and peak
-memory is measured only with --memory: all 21 Fashion-MNIST weights take about a minute on 2 cores.
+memory is measured only with --memory: all 21 Fashion-MNIST weights take about 70 s on 2 cores.
 
 Input size: a model is evaluated at its own input size (``--img-size`` to choose another), the
 dataset's images converted to its channels and resized to it — so a 224-px ImageNet model sees

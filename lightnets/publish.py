@@ -128,11 +128,16 @@ def _rebuilt_model(model: nn.Module, architecture: str, input_size: Sequence[int
 # ---------------------------------------------------------------------------------------------
 
 
-def _weight_name(architecture: Optional[str], tag: Optional[str]) -> str:
+def weight_name(architecture: Optional[str], tag: Optional[str]) -> str:
+    """``"name.tag"``, or the bare name for an untagged weight.
+
+    >>> weight_name("mobilenet_v1_050", "fmnist"), weight_name("smallcnn_3x2", None)
+    ('mobilenet_v1_050.fmnist', 'smallcnn_3x2')
+    """
     return f"{architecture}.{tag}" if tag else str(architecture)
 
 
-def _check_target(directory: Path, name: str, overwrite: bool) -> None:
+def check_output_folder(directory: Path, name: str, overwrite: bool) -> None:
     """Refuse to replace a shipped weight, or a folder that holds another model, unless ``overwrite``."""
     if overwrite:
         return
@@ -151,7 +156,7 @@ def _check_target(directory: Path, name: str, overwrite: bool) -> None:
     try:
         config = json.loads(config_path.read_text())
         info = config.get("lightnets") or {}
-        existing = _weight_name(info.get("architecture") or config.get("architecture"), info.get("tag"))
+        existing = weight_name(info.get("architecture") or config.get("architecture"), info.get("tag"))
     except (ValueError, AttributeError):  # unreadable, or not a JSON object: not ours to replace silently
         existing = "a config.json that save_pretrained did not write"
     if existing != name:
@@ -207,7 +212,7 @@ def save_pretrained(
     if not architecture:
         raise ValueError("save_pretrained needs a model built by lightnets.create_model (its pretrained_cfg names the architecture)")
     directory = Path(directory)
-    _check_target(directory, _weight_name(architecture, tag), overwrite)
+    check_output_folder(directory, weight_name(architecture, tag), overwrite)
     input_size = tuple(cfg.get("input_size") or (model.in_chans, model.img_size, model.img_size))
     rebuilt, args, restructured = _rebuilt_model(model, architecture, input_size, model_args)
     params = sum(p.numel() for p in model.parameters())
@@ -267,7 +272,7 @@ def save_pretrained(
 def _model_card(config: dict[str, Any]) -> str:
     """The README.md of a folder: Hub metadata, the numbers recorded in config.json, and how to load it."""
     info = config["lightnets"]
-    name = _weight_name(info["architecture"], info["tag"])
+    name = weight_name(info["architecture"], info["tag"])
     training = info["training"]
     metrics = info["metrics"]
     pretrained_cfg = config["pretrained_cfg"]

@@ -64,7 +64,7 @@ def _reconcile_log(log_path: Path, epoch: int, record: Optional[dict[str, Any]])
 
 def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_set: Any, test_set: Any) -> tuple[nn.Module, dict[str, Any]]:
     """Build the model, optimizer and schedule, resume, then train epoch by epoch; write --output."""
-    from ..publish import _check_target, _weight_name
+    from ..publish import check_output_folder, weight_name
 
     train_images, train_labels = in_memory(train_set)
     test_images, test_labels = in_memory(test_set)
@@ -73,7 +73,7 @@ def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_s
     model, model_args = cli.build_model(args, len(classes), in_chans, img_size)
     cfg = model.pretrained_cfg
     if args.output:  # refused now rather than after the whole run (save_pretrained checks again)
-        _check_target(Path(args.output), _weight_name(cfg.get("architecture"), args.tag), args.overwrite)
+        check_output_folder(Path(args.output), weight_name(cfg.get("architecture"), args.tag), args.overwrite)
     if args.finetune_from and len(cfg.get("mean", ())) == model.in_chans:
         mean, std = tuple(cfg["mean"]), tuple(cfg["std"])  # the features were learnt on this normalisation
     else:

@@ -53,6 +53,7 @@ class OnnxRuntimeModule(nn.Module):
     The batch is run on the CPU in float32; the logits come back (float32) on the batch's device.
 
     >>> import tempfile, lightnets
+    >>> from lightnets.deploy import export_onnx
     >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     >>> runner = OnnxRuntimeModule(export_onnx(model, tempfile.mkdtemp() + "/m.onnx"))
     >>> runner(torch.zeros(5, 1, 28, 28)).shape
@@ -85,6 +86,7 @@ class OpenVinoModule(nn.Module):
     the CPU in float32; the logits come back (float32) on the batch's device.
 
     >>> import tempfile, lightnets
+    >>> from lightnets.deploy import export_onnx
     >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     >>> runner = OpenVinoModule(export_onnx(model, tempfile.mkdtemp() + "/m.onnx"))
     >>> runner(torch.zeros(5, 1, 28, 28)).shape
