@@ -14,3 +14,13 @@ if "OMP_NUM_THREADS" not in os.environ:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Batches of tiny (28-pixel) images: a second thread only adds sync overhead (10x slower, or stalls, on a
+    busy 2-core box). A test module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

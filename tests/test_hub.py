@@ -25,13 +25,7 @@ ARGS = dict(num_classes=10, in_chans=1, small_input=True, img_size=28)
 REPO = "lightnets-test/mobilenet_v1_025.fmnist"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """28-pixel models: a second thread only adds sync overhead (and stalls on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model():

@@ -15,12 +15,7 @@ ARGS = dict(num_classes=10, in_chans=1, small_input=True, img_size=28)
 ROOT = manifest.CHECKOUT_WEIGHTS_DIR.parent
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(name="mobilenet_v1_025"):

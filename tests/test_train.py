@@ -45,13 +45,7 @@ class Shapes:
         return len(self.labels)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Batches of 32 tiny images: a second thread only adds sync overhead (10x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["--model", "mobilenet_v1_025", "--model-arg", "small_input=true", "--no-progress", "--warmup-epochs", "0"]

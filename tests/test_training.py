@@ -13,13 +13,7 @@ from lightnets.training import (FitConfig, augment, distillation_loss, ensemble_
                                 prepare_for)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Batches of tiny images: a second thread only adds sync overhead (10x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_distillation_loss_hand_example():

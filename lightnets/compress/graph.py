@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..layers import ChannelShuffle
+from ..models.base import UncheckedLogits
 from ..models.restructure import is_depthwise
 
 __all__ = ["ChannelGraph"]
@@ -37,16 +38,6 @@ _JOIN_FUNCTIONS = {operator.add, operator.iadd, operator.mul, operator.imul, ope
 _JOIN_METHODS = {"add", "add_", "mul", "mul_", "sub"}
 _FLATTEN = {torch.flatten, "flatten", "view", "reshape"}
 
-
-class _Logits(nn.Module):
-    """``forward_head(forward_features(x))``: a lightnets model without its Python input checks, for torch.fx."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x))
 
 
 class _Tracer(fx.Tracer):
@@ -69,7 +60,7 @@ class ChannelGraph:
         from torch.fx.passes.shape_prop import ShapeProp
 
         wrapped = hasattr(model, "forward_features") and hasattr(model, "forward_head")
-        root = _Logits(model) if wrapped else model
+        root = UncheckedLogits(model) if wrapped else model
         was_training = model.training
         self.prefix = "model." if wrapped else ""
         try:

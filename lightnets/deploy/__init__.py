@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..models.base import UncheckedLogits
 from .runtimes import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -76,16 +77,6 @@ MIN_OPSET, MAX_OPSET = 9, 20
 # --------------------------------------------------------------------------------------------------
 
 
-class _Logits(nn.Module):
-    """``forward_head(forward_features(x))``: a lightnets model without its Python input checks, so torch.fx can trace it."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x))
-
 
 def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """Names of ``(Conv2d, BatchNorm2d)`` pairs where the BatchNorm reads only that conv's output.
@@ -97,7 +88,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     >>> conv_bn_pairs(nn.Sequential(ConvBNAct(3, 8), ConvBNAct(8, 8)))
     [('0.conv', '0.bn'), ('1.conv', '1.bn')]
     """
-    traced_root = _Logits(model) if hasattr(model, "forward_features") and hasattr(model, "forward_head") else model
+    traced_root = UncheckedLogits(model) if hasattr(model, "forward_features") and hasattr(model, "forward_head") else model
     prefix = "model." if traced_root is not model else ""
     try:
         graph = torch.fx.symbolic_trace(traced_root).graph

@@ -354,6 +354,18 @@ class ClassifierNet(nn.Module):
                              "the classifier takes pooled features")
 
 
+class UncheckedLogits(nn.Module):
+    """``forward_head(forward_features(x))``: a lightnets model without its Python input checks, so that
+    torch.fx and the ONNX exporter can trace it (the checks read shapes as Python values)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x))
+
+
 def _run_in_order(layers: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for layer in layers:
         x = layer(x)
