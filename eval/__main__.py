@@ -116,13 +116,16 @@ def model_names(patterns: Sequence[str], all_pretrained: bool, dataset: str = "f
         classes = f" that predict {num_classes} classes" if num_classes is not None else ""
         raise ValueError(f"no weights trained on {dataset}{classes} yet (see lightnets.list_pretrained()); "
                          "name models with --model")
+    usable = set(pretrained_for(dataset, num_classes))
     for pattern in patterns:
         if any(char in pattern for char in "*?["):
-            tagged = list_pretrained(pattern)
-            bare = [n for n in list_models(pattern) if n not in tagged]
+            # The weights a glob names are those for this dataset (the ImageNet ones for an image folder).
+            tagged = [name for name in list_pretrained(pattern) if name in usable]
+            bare = list_models(pattern)
             if pretrained is not False:
-                # A bare name's cfg is its default weight's (tag None when it has none).
-                bare = [n for n in bare if f"{n}.{get_pretrained_cfg(n)['tag']}" not in tagged]
+                # A bare name would load one of its weights again (the one for this dataset, or its default).
+                bare = [n for n in bare if not any(t.partition(".")[0] == n for t in tagged)
+                        and f"{n}.{get_pretrained_cfg(n)['tag']}" not in tagged]
             matched = sorted(bare + tagged)
             if not matched:
                 raise ValueError(f"no model matches {pattern!r}; see lightnets.list_models()")

@@ -100,8 +100,14 @@ def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], c
         model.pretrained_cfg.update({key: tuple(saved_cfg[key]) for key in ("mean", "std") if saved_cfg.get(key)})
         model.pretrained_cfg.update({key: saved_cfg[key] for key in ("crop_pct", "interpolation") if saved_cfg.get(key)})
         return model, f"ckpt:{Path(checkpoint).name}", not saved_cfg.get("mean")
-    if pretrained is None:  # auto: the weights when there are any
-        pretrained = bool(weight_tag) or bool(list_pretrained(name))
+    if pretrained is None:  # auto: the weights when there are any, those trained on this dataset first
+        tags = [tag for tag in list_pretrained(name) if split_model_name(tag)[0] == name]
+        pretrained = bool(weight_tag) or bool(tags)
+        if not weight_tag and dataset is not None:
+            from .registry import get_pretrained_cfg
+
+            own = [tag for tag in tags if get_pretrained_cfg(tag).get("dataset") == dataset.name]
+            spec = own[0] if own else spec
     if pretrained:
         model = create_model(spec, pretrained=True, **kwargs)
         return model, model.pretrained_cfg.get("tag") or "", False

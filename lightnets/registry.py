@@ -58,15 +58,17 @@ default_cfgs: dict[str, Any] = {}
 
 @functools.lru_cache(maxsize=None)
 def _bundled_cfgs() -> dict[str, dict[str, Any]]:
-    """Cfgs of the weights listed in weights/index.json, read once."""
+    """Cfgs of the published ImageNet weights, then of those listed in weights/index.json, read once."""
     from .pretrained.manifest import bundled_cfgs
+    from .pretrained.published import published_cfgs
 
-    return bundled_cfgs()
+    return {**published_cfgs(), **bundled_cfgs()}
 
 
 def _complete_entry(entry: ModelEntry) -> None:
-    """Give a newly registered entry the cfgs of its bundled weights (weights/index.json has the last word
-    over the family's ``default_cfgs``) and register it into timm."""
+    """Give a newly registered entry the cfgs of its published ImageNet weights and of its bundled weights
+    (these have the last word over the family's ``default_cfgs``) and register it into timm. The
+    published weights come first, so a name's default tag is an ImageNet one where there is one."""
     for key, cfg in _bundled_cfgs().items():
         base, tag = split_model_name(key)
         if base == entry.name and tag:
@@ -242,7 +244,7 @@ def create_model(
     if pretrained_cfg:
         if own_source:
             # Another weight source: the registered file, checksum and metrics describe a different file.
-            for key in (*WEIGHT_SOURCE_KEYS, "sha256", "metrics"):
+            for key in (*WEIGHT_SOURCE_KEYS, "sha256", "sha1", "metrics"):
                 cfg.pop(key, None)
             cfg["tag"] = None
         cfg.update(pretrained_cfg)
@@ -346,7 +348,11 @@ def _register_with_timm(name: str) -> None:
         elif timm_cfg is not None:  # a PretrainedCfg or dict, e.g. read from a Hub config.json
             cfg_dict = timm_cfg if isinstance(timm_cfg, dict) else timm_cfg.to_dict()
             tag = cfg_dict.get("tag") or ""
-            cfg_override = {k: v for k, v in cfg_dict.items() if k in WEIGHT_SOURCE_KEYS and v}
+            # timm passes the registered tag's own cfg back: only a source that differs from it overrides it
+            # (so a tag's checksum, converter and cache still apply through timm.create_model).
+            registered = catalog.entries()[name].cfgs.get(tag, {})
+            cfg_override = {k: v for k, v in cfg_dict.items()
+                            if k in WEIGHT_SOURCE_KEYS and v and str(v) != str(registered.get(k))}
         else:
             tag, cfg_override = "", {}
         cfg_override.update(overlay)

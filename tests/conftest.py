@@ -2,6 +2,8 @@ import os
 
 # No test may reach a remote host: huggingface_hub stays offline unless a test points it at its local server.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# The sources' own code checks the ImageNet weights' conversions: Keras 3 runs on torch (no TensorFlow here).
+os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

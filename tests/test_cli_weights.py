@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("argv, message", [
     (["pull"], "invalid choice: 'pull'"),
     (["push", "folder-only"], "the following arguments are required: repo_id"),
-    ([], "the following arguments are required: {index,push}"),
+    ([], "the following arguments are required: {index,convert,push}"),
 ])
 def test_usage_mistakes_are_one_line_and_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exit:
@@ -65,5 +65,5 @@ def test_python_m_lightnets_hub_runs_the_cli_and_help_imports_nothing_heavy():
         "print('imported', [m for m in ('torch', 'huggingface_hub', 'lightnets.publish') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert out.startswith("usage: python -m lightnets.hub [-h] {index,push} ...")
+    assert out.startswith("usage: python -m lightnets.hub [-h] {index,convert,push} ...")
     assert out.splitlines()[-2:] == ["exit 0", "imported []"]

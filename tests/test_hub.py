@@ -78,7 +78,8 @@ def test_save_pretrained_writes_the_hub_layout(saved):
     assert config["architecture"] == lightnets.timm_name("mobilenet_v1_025")
     assert config["num_classes"] == 10 and config["num_features"] == 256
     assert config["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu",
-                                    "small_input": True, "num_classes": 10, "in_chans": 1}
+                                    "small_input": True, "padding": "symmetric", "bn_eps": 1e-5, "num_classes": 10,
+                                    "in_chans": 1}
     assert config["pretrained_cfg"]["input_size"] == [1, 28, 28]
     assert config["pretrained_cfg"]["label_names"][3] == "class3"
     assert config["lightnets"]["metrics"] == {"top1": 12.5}
@@ -258,7 +259,8 @@ def test_bundled_weights_resolve_through_the_index_and_are_verified(tmp_path, mo
     assert entries["mobilenet_v1_025.fmnist"]["sha256"] == pretrained.sha256sum(bundled / "model.safetensors")
     cfg = manifest.bundled_cfgs(weights_dir)["mobilenet_v1_025.fmnist"]
     assert cfg["file"] == "mobilenet_v1_025.fmnist" and cfg["input_size"] == (1, 28, 28)
-    assert cfg["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True}
+    assert cfg["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True,
+                                 "padding": "symmetric", "bn_eps": 1e-5}
     assert cfg["metrics"] == {"top1": 12.5}
 
     monkeypatch.setattr(manifest, "WEIGHTS_DIR", weights_dir)

@@ -171,7 +171,7 @@ def test_global_pool_through_create_model_and_timm():
     ("mobilenet_v1", {"small_input": "no"}, "small_input must be True or False, got 'no'"),
     ("shufflenet_v1", {"small_input": "off"}, "small_input must be True or False, got 'off'"),
     ("shufflenet_v1", {"shuffle": "no"}, "shuffle must be True or False, got 'no'"),
-    ("shufflenet_v1", {"scale": [1]}, "scale must be one of 0.25, 0.5, 1.0, 1.5, 2.0, got \\[1\\]"),
+    ("shufflenet_v1", {"scale": [1]}, "scale must be one of 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, got \\[1\\]"),
     ("vgg", {"depth": 16.0}, "depth must be one of 11, 13, 16, 19 \\(Table 1\\), got 16.0"),
     ("vgg", {"depth": 11, "batch_norm": "yes"}, "batch_norm must be True or False, got 'yes'"),
 ])

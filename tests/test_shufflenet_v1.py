@@ -166,10 +166,11 @@ def test_rounding_rule():
 
 
 def test_named_variants_equal_generic():
-    expected = {f"shufflenet_g{g}": (g, 1.0) for g in GROUPS}
-    expected.update({"shufflenet_v1": (3, 1.0), "shufflenet_g3_025": (3, 0.25), "shufflenet_g8_025": (8, 0.25),
-                     "shufflenet_g3_050": (3, 0.5), "shufflenet_g8_050": (8, 0.5), "shufflenet_g3_150": (3, 1.5),
-                     "shufflenet_g8_150": (8, 1.5), "shufflenet_g3_200": (3, 2.0), "shufflenet_g8_200": (8, 2.0)})
+    # Every g × s is a name: shufflenet_g3 (1×), shufflenet_g3_050 (0.5×), ...
+    expected = {f"shufflenet_g{g}" + ("" if s == 1.0 else f"_{round(s * 100):03d}"): (g, s)
+                for g in GROUPS for s in (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)}
+    expected["shufflenet_v1"] = (3, 1.0)
+    assert len(expected) == 31
     assert set(lightnets.list_models("shufflenet*")) == set(expected)
     for name, (groups, scale) in expected.items():
         model = lightnets.create_model(name, num_classes=10)
@@ -286,7 +287,7 @@ def test_unit_checks_its_widths():
     ({"groups": 5}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got 5"),
     ({"groups": "3"}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got '3'"),
     ({"groups": 3.0}, "groups must be one of 1, 2, 3, 4, 8 (Table 1), got 3.0"),
-    ({"scale": 0.7}, "scale must be one of 0.25, 0.5, 1.0, 1.5, 2.0, got 0.7"),
+    ({"scale": 0.7}, "scale must be one of 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, got 0.7"),
     ({"num_classes": -1}, "num_classes must be an integer >= 0 (0: no classifier, the model returns features), got -1"),
     ({"in_chans": 0}, "in_chans must be an integer >= 1, got 0"),
     ({"act_layer": "swish2"}, "act_layer must be one of"),

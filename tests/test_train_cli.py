@@ -154,6 +154,7 @@ def test_finetune_from_a_hub_folder_gets_a_new_head_and_input_channels(tmp_path)
     args = Namespace(model=None, model_arg=[], finetune_from=str(tmp_path / "src"))
     model, model_args = build_model(args, num_classes=4, in_chans=3, img_size=28)
     assert (model.num_classes, model.in_chans, model.small_input) == (4, 3, True)
-    assert model_args == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True}
+    assert model_args == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True,
+                          "padding": "symmetric", "bn_eps": 1e-5}
     torch.testing.assert_close(model.stem.conv.weight, source.stem.conv.weight.repeat(1, 3, 1, 1) / 3)
     torch.testing.assert_close(model.blocks[5].conv_pw.weight, source.blocks[5].conv_pw.weight)

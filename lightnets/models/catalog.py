@@ -37,8 +37,9 @@ __all__ = [
     "variant_kwargs",
 ]
 
-# Keys of a pretrained cfg that describe where weights come from; a cfg with any of them has weights.
-WEIGHT_SOURCE_KEYS = ("hf_hub_id", "file", "url")
+# Keys of a pretrained cfg that describe where weights come from; a cfg with any of them has weights
+# ("download_page": a weight its publisher only gives by hand, loaded with pretrained_path=).
+WEIGHT_SOURCE_KEYS = ("hf_hub_id", "file", "url", "download_page")
 
 # Defaults for every cfg: the ImageNet layout, as in timm's _cfg().
 DEFAULT_CFG: dict[str, Any] = {

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..layers import ActLayer, ConvBNAct, DepthwiseSeparableConv, get_act_layer
+from ..layers import ActLayer, ConvBNAct, DepthwiseSeparableConv, check_padding, get_act_layer
 from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
 
@@ -52,6 +52,9 @@ class MobileNetV1(ClassifierNet):
         act_layer: ``"relu"`` (default, as the paper says) or ``"relu6"`` (TF-slim, Keras, timm, and
             therefore every weight ported from them).
         small_input: stem stride 1 instead of 2, for 28–32 px images (total stride 16: 28 px → 2×2).
+        padding: ``"symmetric"`` (default: k // 2 on every side, as the paper's PyTorch ports) or ``"tf"``
+            (Keras Applications: a stride-2 layer pads its extra row/column at the bottom/right only).
+        bn_eps: BatchNorm epsilon (1e-5 as PyTorch; Keras's weights were trained with 1e-3).
     """
 
     def __init__(
@@ -64,8 +67,14 @@ class MobileNetV1(ClassifierNet):
         drop_rate: float = 0.0,
         act_layer: ActLayer = "relu",
         small_input: bool = False,
+        padding: str = "symmetric",
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
+        self.padding = check_padding(padding)
+        if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not 0 < bn_eps < 1:
+            raise ValueError(f"bn_eps must be a number in (0, 1), got {bn_eps!r}")
+        self.bn_eps = float(bn_eps)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
             raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
         base_size = 32 if small_input else 224
@@ -87,13 +96,15 @@ class MobileNetV1(ClassifierNet):
                              f" (rho={rho} of {base_size})" if rho is not None else "")
 
         stem_chs = scale_channels(STEM_CHANNELS, alpha)
-        self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=stride, act_layer=act_layer)
+        self.stem = ConvBNAct(in_chans, stem_chs, kernel_size=3, stride=stride, act_layer=act_layer,
+                              padding=padding, bn_eps=bn_eps)
         blocks = []
         in_chs, reduction = stem_chs, stride
         body = [("stem", stem_chs, reduction)]
         for index, (out_chs, block_stride) in enumerate(BLOCKS):
             out_chs = scale_channels(out_chs, alpha)
-            blocks.append(DepthwiseSeparableConv(in_chs, out_chs, stride=block_stride, act_layer=act_layer))
+            blocks.append(DepthwiseSeparableConv(in_chs, out_chs, stride=block_stride, act_layer=act_layer,
+                                                 padding=padding, bn_eps=bn_eps))
             in_chs, reduction = out_chs, reduction * block_stride
             body.append((f"blocks.{index}", out_chs, reduction))
         self.blocks = nn.Sequential(*blocks)
@@ -107,26 +118,9 @@ class MobileNetV1(ClassifierNet):
         return self.blocks(self.stem(x))
 
 
-def _timm_imagenet_cfg(hf_hub_id: str, crop_pct: float) -> dict[str, Any]:
-    """ImageNet-1k weights that timm publishes for MobileNet v1 (recipe ra4, 3600 epochs), converted on load."""
-    return {
-        "hf_hub_id": hf_hub_id,
-        "dataset": "imagenet-1k",
-        "source_format": "timm_mobilenetv1",  # timm's layout; lightnets.pretrained.convert maps it on load
-        "model_args": {"act_layer": "relu6"},  # timm's MobileNet v1 uses ReLU6
-        "mean": (0.5, 0.5, 0.5),
-        "std": (0.5, 0.5, 0.5),
-        "crop_pct": crop_pct,
-        "interpolation": "bicubic",
-        "license": "apache-2.0",
-    }
-
-
-# Pretrained cfgs, as data; the Fashion-MNIST weights bundled in weights/ are added from weights/index.json.
-default_cfgs: dict[str, dict[str, Any]] = {
-    "mobilenet_v1_100.timm_in1k": _timm_imagenet_cfg("timm/mobilenetv1_100.ra4_e3600_r224_in1k", 0.875),
-    "mobilenet_v1_125.timm_in1k": _timm_imagenet_cfg("timm/mobilenetv1_125.ra4_e3600_r224_in1k", 0.9),
-}
+# Pretrained cfgs: the ImageNet weights are in lightnets.pretrained.published, the bundled Fashion-MNIST
+# weights in weights/index.json; the registry adds both.
+default_cfgs: dict[str, dict[str, Any]] = {}
 
 
 @register_model

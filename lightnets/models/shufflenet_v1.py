@@ -10,9 +10,10 @@ Widths under ``scale`` (the paper only says "scale the number of filters by s"):
 
 * stage widths: s × Table 1, rounded to the nearest multiple of 4g (ties up), so that the
   bottleneck (a quarter of the width) splits into g groups;
-* stem: 12, 12, 24, 24, 48 channels at s = 0.25, 0.5, 1, 1.5, 2 — the stems of megvii's released
-  models (ShuffleNet-Series/ShuffleNetV1: 1.5× keeps 24), held at 12 below 0.5× — rounded to the
-  nearest multiple of g (ties up), so that a stride-2 unit's main branch (out − in) splits into g groups.
+* stem: 12, 12, 18, 24, 24, 48 channels at s = 0.25, 0.5, 0.75, 1, 1.5, 2 — the stems of megvii's
+  released models (ShuffleNet-Series/ShuffleNetV1: 1.5× keeps 24) and pytorchcv's 0.75× (int(24 × 0.75)),
+  held at 12 below 0.5× — rounded to the nearest multiple of g (ties up), so that a stride-2 unit's main
+  branch (out − in) splits into g groups. ``stem_channels`` overrides it (pytorchcv's 0.25× uses 6).
 
 This reproduces every width megvii publishes weights for (g = 3 and 8 at 0.5×–2×: 0.5× g=8 is
 [16, 192, 384, 768]) and keeps 0.5× and 0.25× within 4% of the paper's 38 and 13 M mult-adds for g ≤ 4.
@@ -45,9 +46,12 @@ STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
 STAGE_UNITS = (4, 8, 4)  # Table 1: units in stages 2, 3, 4; the first unit of each has stride 2
 GROUPS = tuple(STAGE_CHANNELS)
 
-# Stem channels per scale: megvii's released models at 0.5×–2.0×; 0.25× keeps 0.5×'s 12 (a 6-channel
-# stem would put 0.25× g=3 at 11.0 MMACs, not the paper's 13 — Table 2).
-STEM_CHANNELS: dict[float, int] = {0.25: 12, 0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
+# Stem channels per scale: megvii's released models at 0.5×–2.0×, pytorchcv's at 0.75×; 0.25× keeps
+# 0.5×'s 12 (a 6-channel stem would put 0.25× g=3 at 11.0 MMACs, not the paper's 13 — Table 2).
+STEM_CHANNELS: dict[float, int] = {0.25: 12, 0.5: 12, 0.75: 18, 1.0: 24, 1.5: 24, 2.0: 48}
+# Where a unit shuffles: "paper" (Fig. 2: after the first 1×1 conv's ReLU, viewing (g, C/g)) or
+# "megvii" (the authors' released code: after the depthwise conv's BN, viewing (C/g, g) — the inverse).
+SHUFFLE_LAYOUTS = ("paper", "megvii")
 SCALES = tuple(STEM_CHANNELS)
 
 
@@ -56,17 +60,22 @@ def round_channels(channels: float, divisor: int) -> int:
     return int(channels / divisor + 0.5) * divisor
 
 
-def shufflenet_widths(groups: int, scale: float) -> tuple[int, int, int, int]:
+def shufflenet_widths(groups: int, scale: float, stem_channels: Optional[int] = None) -> tuple[int, int, int, int]:
     """Channels of (stem, stage 2, stage 3, stage 4) for ``groups`` and ``scale`` (rule in the module docstring).
 
     >>> shufflenet_widths(3, 1.0)
     (24, 240, 480, 960)
+    >>> shufflenet_widths(1, 0.25, stem_channels=6)
+    (6, 36, 72, 144)
     """
     if isinstance(groups, bool) or not isinstance(groups, int) or groups not in STAGE_CHANNELS:
         raise ValueError(f"groups must be one of {', '.join(map(str, GROUPS))} (Table 1), got {groups!r}")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale not in STEM_CHANNELS:
         raise ValueError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale!r}")
-    stem = round_channels(STEM_CHANNELS[scale], groups)
+    if stem_channels is None:
+        stem = round_channels(STEM_CHANNELS[scale], groups)
+    else:
+        stem = check_positive_int("stem_channels", stem_channels)
     stages = tuple(round_channels(scale * channels, 4 * groups) for channels in STAGE_CHANNELS[groups])
     return (stem, *stages)
 
@@ -77,6 +86,8 @@ class ShuffleUnit(nn.Module):
     Stride 1 adds the identity; stride 2 concatenates a 3×3 average-pooled shortcut, so the main
     branch outputs ``out_chs − in_chs`` channels. No activation follows the depthwise conv (Sec. 3.2).
     ``grouped_first_conv=False`` leaves the first 1×1 conv dense (stage 2's first unit, Sec. 3.3).
+    ``shortcut_first=False`` concatenates (main branch, shortcut) instead, as pytorchcv's port;
+    ``shuffle_layout="megvii"`` shuffles as the authors' released code (see :data:`SHUFFLE_LAYOUTS`).
 
     >>> ShuffleUnit(240, 480, groups=3, stride=2)(torch.zeros(1, 240, 28, 28)).shape
     torch.Size([1, 480, 14, 14])
@@ -91,8 +102,12 @@ class ShuffleUnit(nn.Module):
         grouped_first_conv: bool = True,
         shuffle: bool = True,
         act_layer: ActLayer = "relu",
+        shortcut_first: bool = True,
+        shuffle_layout: str = "paper",
     ) -> None:
         super().__init__()
+        if shuffle_layout not in SHUFFLE_LAYOUTS:
+            raise ValueError(f"shuffle_layout must be one of {', '.join(map(repr, SHUFFLE_LAYOUTS))}, got {shuffle_layout!r}")
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride!r}")
         if stride == 1 and in_chs != out_chs:
@@ -109,11 +124,15 @@ class ShuffleUnit(nn.Module):
                 f"{', '.join(uneven)} must be a positive multiple of {groups}"
             )
         self.concat = stride == 2
+        self.shortcut_first = shortcut_first
+        self.shuffle_after_dw = shuffle_layout == "megvii"
         self.conv1 = nn.Conv2d(in_chs, mid_chs, 1, groups=groups if grouped_first_conv else 1, bias=False)
         self.bn1 = nn.BatchNorm2d(mid_chs)
         self.act1 = make_activation(act_layer)
         # With one group there is nothing to interleave; `shuffle=False` is Table 3's ablation.
-        self.shuffle = ChannelShuffle(groups) if shuffle and groups > 1 else nn.Identity()
+        # megvii's reshape to (C/g, g) and transpose is a shuffle with C/g "groups".
+        shuffle_groups = mid_chs // groups if self.shuffle_after_dw else groups
+        self.shuffle = ChannelShuffle(shuffle_groups) if shuffle and groups > 1 else nn.Identity()
         self.conv_dw = nn.Conv2d(mid_chs, mid_chs, 3, stride, padding=1, groups=mid_chs, bias=False)
         self.bn_dw = nn.BatchNorm2d(mid_chs)
         self.conv2 = nn.Conv2d(mid_chs, main_chs, 1, groups=groups, bias=False)
@@ -123,10 +142,17 @@ class ShuffleUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
-        x = self.shuffle(self.act1(self.bn1(self.conv1(x))))
+        x = self.act1(self.bn1(self.conv1(x)))
+        if not self.shuffle_after_dw:
+            x = self.shuffle(x)
         x = self.bn_dw(self.conv_dw(x))
+        if self.shuffle_after_dw:
+            x = self.shuffle(x)
         x = self.bn2(self.conv2(x))
-        x = torch.cat((shortcut, x), dim=1) if self.concat else x + shortcut
+        if self.concat:
+            x = torch.cat((shortcut, x) if self.shortcut_first else (x, shortcut), dim=1)
+        else:
+            x = x + shortcut
         return self.act(x)
 
 
@@ -136,13 +162,19 @@ class ShuffleNetV1(ClassifierNet):
     Args:
         groups: groups of the 1×1 convs, one of 1, 2, 3, 4, 8 (Table 1). The first 1×1 conv of
             stage 2 is never grouped: its input has only the stem's few channels (Sec. 3.3).
-        scale: width multiplier s, one of 0.25, 0.5, 1.0, 1.5, 2.0 (widths: see the module docstring).
+        scale: width multiplier s, one of 0.25, 0.5, 0.75, 1.0, 1.5, 2.0 (widths: see the module docstring).
         shuffle: channel shuffle in every unit; ``False`` builds Table 3's no-shuffle ablation
             (same parameters and MACs).
         num_classes, in_chans, drop_rate: classifier classes, input channels, dropout before the FC.
         img_size: default input side (224, or 32 with ``small_input``).
         small_input: stem stride 1 and no max pool, for 28–32 px images (total stride 8: 28 px → 4×4).
         act_layer: activation after the first 1×1 conv and after each join (``"relu"``, as the paper).
+        stem_channels: the stem's width instead of the module docstring's rule (pytorchcv's 0.25×: 6).
+        shortcut_first: a stride-2 unit concatenates (shortcut, main branch), as megvii's code; ``False``
+            puts the main branch first, as pytorchcv's port (the paper gives no order).
+        shuffle_layout: ``"paper"`` or ``"megvii"`` (see :data:`SHUFFLE_LAYOUTS`): where the shuffle sits
+            and which permutation it is. Same parameters and MACs; only weights trained with a layout
+            fit it.
     """
 
     def __init__(
@@ -156,9 +188,17 @@ class ShuffleNetV1(ClassifierNet):
         img_size: Optional[int] = None,
         small_input: bool = False,
         act_layer: ActLayer = "relu",
+        stem_channels: Optional[int] = None,
+        shortcut_first: bool = True,
+        shuffle_layout: str = "paper",
     ) -> None:
         super().__init__()
-        self.widths = shufflenet_widths(groups, scale)
+        self.widths = shufflenet_widths(groups, scale, stem_channels)
+        self.stem_channels = stem_channels
+        self.shortcut_first = check_bool("shortcut_first", shortcut_first)
+        if shuffle_layout not in SHUFFLE_LAYOUTS:
+            raise ValueError(f"shuffle_layout must be one of {', '.join(map(repr, SHUFFLE_LAYOUTS))}, got {shuffle_layout!r}")
+        self.shuffle_layout = shuffle_layout
         self.groups = groups
         self.scale = float(scale)
         self.shuffle = check_bool("shuffle", shuffle)
@@ -189,6 +229,8 @@ class ShuffleNetV1(ClassifierNet):
                     grouped_first_conv=not (stage_index == 0 and first_unit),
                     shuffle=shuffle,
                     act_layer=act_layer,
+                    shortcut_first=shortcut_first,
+                    shuffle_layout=shuffle_layout,
                 ))
                 in_chs = out_chs
             stages.append(nn.Sequential(*units))
@@ -216,79 +258,44 @@ def shufflenet_v1(**kwargs: Any) -> ShuffleNetV1:
     return ShuffleNetV1(**kwargs)
 
 
-@register_model
-def shufflenet_g1(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1× (g = 1): 143 M mult-adds (Table 1), 33.6% top-1 error (Table 2)."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=1, scale=1.0))
+# Every g × s is a registered name: ``shufflenet_g3`` (1×), ``shufflenet_g3_050`` (0.5×), ... The paper's
+# numbers for the variants it reports; mult-adds are the paper's "FLOPs" (Table 1, 2, 5).
+_VARIANT_NOTES: dict[tuple[int, float], str] = {
+    (1, 1.0): "143 M mult-adds (Table 1), 33.6% top-1 error (Table 2)",
+    (2, 1.0): "140 M mult-adds (Table 1), 32.7% top-1 error (Table 2)",
+    (3, 1.0): "137 M mult-adds (Table 1); top-1 error 32.6%, 34.5% without shuffle (Tables 2, 3)",
+    (4, 1.0): "133 M mult-adds (Table 1), 32.8% top-1 error (Table 2)",
+    (8, 1.0): "137 M mult-adds (Table 1); top-1 error 32.4%, 37.6% without shuffle (Tables 2, 3)",
+    (3, 0.25): "13 M mult-adds, 55.0% top-1 error (Table 2)",
+    (8, 0.25): "13 M mult-adds printed (this build: 15.7), 52.7% top-1 error (Table 2)",
+    (3, 0.5): "38 M mult-adds, 43.2% top-1 error (Table 2); megvii's release: 42.7%",
+    (8, 0.5): "38 M mult-adds, 42.3% top-1 error (Table 2); megvii's release: 40 M, 41.2%",
+    (3, 1.5): "292 M mult-adds, 28.5% top-1 error (Table 5); megvii's release: 28.4%",
+    (8, 1.5): "not in the paper; megvii's release: 290 M mult-adds, 29.0% top-1 error",
+    (3, 2.0): "524 M mult-adds, 26.3% top-1 error (Table 5); megvii's release: 25.9%",
+    (8, 2.0): "not in the paper; megvii's release: 522 M mult-adds, 27.1% top-1 error",
+}
 
 
-@register_model
-def shufflenet_g2(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1× (g = 2): 140 M mult-adds (Table 1), 32.7% top-1 error (Table 2)."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=2, scale=1.0))
+def variant_name(groups: int, scale: float) -> str:
+    """The registered name of ShuffleNet s× with g groups.
+
+    >>> variant_name(3, 1.0), variant_name(1, 0.75)
+    ('shufflenet_g3', 'shufflenet_g1_075')
+    """
+    return f"shufflenet_g{groups}" + ("" if scale == 1.0 else f"_{round(scale * 100):03d}")
 
 
-@register_model
-def shufflenet_g3(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1× (g = 3): 137 M mult-adds (Table 1); top-1 error 32.6%, 34.5% without shuffle (Tables 2, 3)."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=1.0))
+def _register_variant(groups: int, scale: float) -> None:
+    def entry_point(**kwargs: Any) -> ShuffleNetV1:
+        return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=groups, scale=scale))
+
+    entry_point.__name__ = entry_point.__qualname__ = variant_name(groups, scale)
+    note = _VARIANT_NOTES.get((groups, scale), "not among the models the paper reports")
+    entry_point.__doc__ = f"ShuffleNet {scale:g}× (g = {groups}): {note}."
+    globals()[entry_point.__name__] = register_model(entry_point)
 
 
-@register_model
-def shufflenet_g4(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1× (g = 4): 133 M mult-adds (Table 1), 32.8% top-1 error (Table 2)."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=4, scale=1.0))
-
-
-@register_model
-def shufflenet_g8(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1× (g = 8): 137 M mult-adds (Table 1); top-1 error 32.4%, 37.6% without shuffle (Tables 2, 3)."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=1.0))
-
-
-@register_model
-def shufflenet_g3_025(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 0.25× (g = 3): 13 M mult-adds, 55.0% top-1 error (Table 2)."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=0.25))
-
-
-@register_model
-def shufflenet_g8_025(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 0.25× (g = 8): 13 M mult-adds printed (this build: 15.7), 52.7% top-1 error (Table 2)."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=0.25))
-
-
-@register_model
-def shufflenet_g3_050(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 0.5× (g = 3): 38 M mult-adds, 43.2% top-1 error (Table 2); megvii's release: 42.7%."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=0.5))
-
-
-@register_model
-def shufflenet_g8_050(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 0.5× (g = 8): 38 M mult-adds, 42.3% top-1 error (Table 2); megvii's release: 40 M, 41.2%."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=0.5))
-
-
-@register_model
-def shufflenet_g3_150(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1.5× (g = 3): 292 M mult-adds, 28.5% top-1 error (Table 5); megvii's release: 28.4%."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=1.5))
-
-
-@register_model
-def shufflenet_g8_150(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 1.5× (g = 8): not in the paper; megvii's release: 290 M mult-adds, 29.0% top-1 error."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=1.5))
-
-
-@register_model
-def shufflenet_g3_200(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 2× (g = 3): 524 M mult-adds, 26.3% top-1 error (Table 5); megvii's release: 25.9%."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=3, scale=2.0))
-
-
-@register_model
-def shufflenet_g8_200(**kwargs: Any) -> ShuffleNetV1:
-    """ShuffleNet 2× (g = 8): not in the paper; megvii's release: 522 M mult-adds, 27.1% top-1 error."""
-    return ShuffleNetV1(**variant_kwargs("shufflenet_v1", kwargs, groups=8, scale=2.0))
+for _scale in (1.0, *(s for s in SCALES if s != 1.0)):
+    for _groups in GROUPS:
+        _register_variant(_groups, _scale)

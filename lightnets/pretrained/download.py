@@ -147,6 +147,12 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
         return path
     if bundled:
         raise WeightsUnavailableError(f"{name}: bundled weights not found at {weights_dir / bundled} and no hf_hub_id or url to fetch them from")
+    if cfg.get("download_page"):
+        raise WeightsUnavailableError(
+            f"{name}: its publisher ({cfg.get('source', 'the source')}) gives this weight only as a manual download: get "
+            f"{cfg.get('download_file', 'the checkpoint')} from {cfg['download_page']}, then pass it: "
+            f"create_model({name!r}, pretrained=True, pretrained_path='path/to/the/file')"
+        )
     raise WeightsUnavailableError(
         f"{name} has no weight source: its pretrained cfg names no file, hf_hub_id or url, "
         f"and weights/{INDEX_NAME} has no entry for it"

@@ -22,8 +22,18 @@ import torch
 from torch import nn
 
 from .adapt import adapt_state_dict
-from .download import WeightsUnavailableError, _download_from_hub, _hub_errors, _split_revision, _weights_file, resolve_weights
+from .converted import converted_from_file, converted_from_url
+from .download import (
+    WeightsUnavailableError,
+    _download_from_hub,
+    _hub_errors,
+    _split_revision,
+    _weight_name,
+    _weights_file,
+    resolve_weights,
+)
 from .manifest import CONFIG_NAME
+from .native import is_native, read_weights
 
 __all__ = ["folder_cfg", "hub_repo_cfg", "load_checkpoint", "load_pretrained", "read_config"]
 
@@ -91,20 +101,35 @@ def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, An
 
 
 def _read_state_dict(path: Path) -> StateDict:
-    """Tensors of a .safetensors file, or of a .pth/.pt/.bin read with ``weights_only=True`` (never unpickled code)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Tensors of a weight file (:func:`lightnets.pretrained.native.read_weights`: nothing but tensors is unpickled)."""
+    return read_weights(path)
 
-        return load_file(str(path), device="cpu")
-    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "model_state"):  # training checkpoints wrap the weights
-            if isinstance(checkpoint, dict) and isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-        # DDP and torch.compile prefix every key; a checkpoint of the bare model must not.
-        return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in checkpoint.items()}
-    raise ValueError(f"checkpoint must be a .safetensors, .pth, .pt or .bin file, got {path}")
+
+def _source_state_dict(cfg: dict[str, Any], pretrained_path: Optional[PathLike]) -> tuple[StateDict, Path]:
+    """The state dict a cfg (or ``pretrained_path``) names, in lightnets' layout, and the file it was read from.
+
+    A file in its publisher's format (``.pth.zip``, ``.h5``, ``.pth.tar`` ...) of a cfg with a
+    ``source_format`` is converted once and cached as safetensors (:mod:`lightnets.pretrained.converted`).
+    """
+    name = _weight_name(cfg)
+    source_format = cfg.get("source_format")
+    first_conv = f"{cfg.get('first_conv') or 'stem.conv'}.weight"
+    if pretrained_path is not None:
+        path = Path(pretrained_path).expanduser()
+        if source_format and path.is_file() and is_native(path):
+            return converted_from_file(path, cfg, name, first_conv)
+        path = _weights_file(path)
+        state_dict = read_weights(path)
+    elif source_format and cfg.get("url") and is_native(cfg["url"]) and not (cfg.get("file") or cfg.get("hf_hub_id")):
+        return converted_from_url(cfg, name)
+    else:
+        path = resolve_weights(cfg)
+        state_dict = read_weights(path)
+    if source_format and first_conv not in state_dict:  # the file is in its publisher's layout
+        from .convert import convert_state_dict
+
+        state_dict = convert_state_dict(state_dict, source_format)
+    return state_dict, path
 
 
 def _load_checked(model: nn.Module, state_dict: StateDict, source: Path, strict: bool, left_to_init: set[str] = frozenset()) -> None:
@@ -146,17 +171,12 @@ def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pret
     """Load the weight a pretrained cfg names (resolution order: :mod:`lightnets.pretrained.download`).
 
     ``cfg`` defaults to ``model.pretrained_cfg``. A cfg with ``"source_format"`` (e.g. ``"timm_mobilenetv1"``)
-    has its state dict converted first (:mod:`lightnets.pretrained.convert`). Classifier and first conv are
+    has its state dict converted first (:mod:`lightnets.pretrained.convert`); a file in its publisher's
+    format is converted once and cached (:mod:`lightnets.pretrained.converted`). Classifier and first conv are
     adapted when the model's ``num_classes`` / ``in_chans`` differ from the weight's.
     """
     cfg = dict(cfg if cfg is not None else getattr(model, "pretrained_cfg", {}))
-    path = resolve_weights(cfg, pretrained_path)
-    state_dict = _read_state_dict(path)
-    first_conv = f"{cfg.get('first_conv') or 'stem.conv'}.weight"
-    if cfg.get("source_format") and first_conv not in state_dict:  # the file is in its publisher's layout
-        from .convert import convert_state_dict
-
-        state_dict = convert_state_dict(state_dict, cfg["source_format"])
+    state_dict, path = _source_state_dict(cfg, pretrained_path)
     _take_saved_layers(model, state_dict, cfg)
     state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
     _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)

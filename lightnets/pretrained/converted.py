@@ -1,0 +1,160 @@
+"""Weights published in another library's format: download, verify, convert once, cache as safetensors.
+
+A pytorchcv ``.pth.zip``, a Keras ``.h5`` or a megvii ``.pth.tar`` is converted to lightnets' layout
+(:mod:`lightnets.pretrained.convert`) the first time it is loaded, and the result is cached as
+safetensors under :func:`cache_dir` (``$LIGHTNETS_CACHE``, else ``$XDG_CACHE_HOME/lightnets``, else
+``~/.cache/lightnets``), keyed by the source URL, or by the sha256 of a file the user passed. A second
+load reads the cache: no download, no unpickling. Every write goes to a temporary sibling first and is
+renamed into place when complete, so an interrupted download or conversion never leaves a file behind
+that a later load would trust.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .download import ChecksumError, WeightsUnavailableError, sha256sum
+from .native import WeightsFileError, read_weights, zip_member_sha1
+
+__all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "save_state_dict"]
+
+StateDict = dict[str, torch.Tensor]
+DOWNLOAD_TIMEOUT_S = 60  # per network operation: a stalled server fails instead of hanging the load
+
+
+def cache_dir() -> Path:
+    """Where converted weights are cached: ``$LIGHTNETS_CACHE``, ``$XDG_CACHE_HOME/lightnets`` or ``~/.cache/lightnets``."""
+    if os.environ.get("LIGHTNETS_CACHE"):
+        return Path(os.environ["LIGHTNETS_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightnets"
+
+
+def save_state_dict(state_dict: StateDict, path: Path, metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write a safetensors file atomically: a temporary sibling, renamed into place when complete."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, temporary, metadata=dict(sorted((metadata or {}).items())))
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def download_file(url: str, target: Path, name: str) -> Path:
+    """Stream ``url`` into ``target`` through a temporary sibling, checking the length the server announced.
+
+    urllib rather than torch.hub's downloader: it gives a timeout for a stalled server and lets the
+    length be checked before the file gets its name. Every transport failure is one
+    :class:`WeightsUnavailableError` naming the URL.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            request = urllib.request.Request(url, headers={"User-Agent": "lightnets"})
+            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                expected = response.headers.get("Content-Length")
+                shutil.copyfileobj(response, out, 1 << 20)
+        received = os.path.getsize(temporary)
+        if expected is not None and expected.isdigit() and received != int(expected):
+            raise WeightsUnavailableError(f"{name}: the download of {url} stopped after {received} of {expected} bytes; load again")
+        os.replace(temporary, target)
+    except urllib.error.HTTPError as error:
+        raise WeightsUnavailableError(f"{name}: {url} answered HTTP {error.code} ({error.reason}); check the URL, or download "
+                                      f"the file yourself and pass it as pretrained_path=") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise WeightsUnavailableError(f"{name}: could not download {url}: {reason}. Check the network (or a proxy), or "
+                                      f"download the file yourself and pass it as pretrained_path=") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return target
+
+
+def _convert(state_dict: StateDict, cfg: dict[str, Any], source: str) -> StateDict:
+    from .convert import ConversionError, convert_state_dict
+
+    try:
+        return convert_state_dict(state_dict, cfg["source_format"])
+    except ConversionError as error:
+        raise WeightsFileError(f"{source} is not the {cfg['source_format']} weight this tag expects: {error}") from None
+
+
+def _read_cached(path: Path) -> Optional[StateDict]:
+    """A cached conversion, or None (and the file removed) when it is missing or does not parse."""
+    if not path.is_file():
+        return None
+    try:
+        return read_weights(path)
+    except WeightsFileError:
+        path.unlink(missing_ok=True)  # a corrupt cache entry is converted again, once
+        return None
+
+
+def _cache_path(name: str, key: str) -> Path:
+    return cache_dir() / "converted" / name / f"{key}.safetensors"
+
+
+def converted_from_file(path: Path, cfg: dict[str, Any], name: str, first_conv: str) -> tuple[StateDict, Path]:
+    """A source's own file (``pretrained_path=``) in lightnets' layout, converted once per file content.
+
+    A file already in lightnets' layout (its ``first_conv`` key present) is returned as read.
+    """
+    cached = _cache_path(name, sha256sum(path)[:32])
+    state_dict = _read_cached(cached)
+    if state_dict is not None:
+        return state_dict, cached
+    state_dict = read_weights(path)
+    if first_conv in state_dict:
+        return state_dict, path
+    state_dict = _convert(state_dict, cfg, str(path))
+    save_state_dict(state_dict, cached, {"source": str(path), "source_format": cfg["source_format"]})
+    return state_dict, cached
+
+
+def _verify_source(path: Path, cfg: dict[str, Any], url: str, name: str) -> None:
+    """Check the sha1 a source publishes (pytorchcv: of the .pth inside its zip)."""
+    expected = cfg.get("sha1")
+    if not expected:
+        return
+    actual = zip_member_sha1(path) if path.suffix == ".zip" else hashlib.sha1(path.read_bytes()).hexdigest()
+    if actual != expected:
+        raise ChecksumError(f"{name}: sha1 mismatch for the file downloaded from {url}: expected {expected}, got {actual}. "
+                            f"The download is corrupt or the file at the URL changed; load again, or report it")
+
+
+def converted_from_url(cfg: dict[str, Any], name: str) -> tuple[StateDict, Path]:
+    """The weight at ``cfg["url"]`` in lightnets' layout: from the cache, or downloaded, verified and converted."""
+    url = cfg["url"]
+    cached = _cache_path(name, hashlib.sha256(url.encode()).hexdigest()[:32])
+    state_dict = _read_cached(cached)
+    if state_dict is not None:
+        return state_dict, cached
+    downloads = cache_dir() / "downloads"
+    file_name = url.split("?")[0].rsplit("/", 1)[-1]
+    with tempfile.TemporaryDirectory(dir=_made(downloads)) as scratch:
+        source = download_file(url, Path(scratch) / file_name, name)
+        _verify_source(source, cfg, url, name)
+        state_dict = _convert(read_weights(source), cfg, url)
+    save_state_dict(state_dict, cached, {"source": url, "source_format": cfg["source_format"]})
+    return state_dict, cached
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
