@@ -133,7 +133,7 @@ class ImageFolderDataset(Dataset):
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB")
-        except OSError as err:
+        except (OSError, Image.DecompressionBombError) as err:  # unreadable, truncated, or a decompression bomb
             raise CorruptDataError(f"cannot decode image {path}: {err}") from err
         image = TF.resize(image, round(self.img_size / self.crop_pct), interpolation=InterpolationMode(self.interpolation))
         return TF.pil_to_tensor(TF.center_crop(image, self.img_size)), label

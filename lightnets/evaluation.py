@@ -101,13 +101,15 @@ def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], c
         model.pretrained_cfg.update({key: saved_cfg[key] for key in ("crop_pct", "interpolation") if saved_cfg.get(key)})
         return model, f"ckpt:{Path(checkpoint).name}", not saved_cfg.get("mean")
     if pretrained is None:  # auto: the weights when there are any, those trained on this dataset first
-        tags = [tag for tag in list_pretrained(name) if split_model_name(tag)[0] == name]
-        pretrained = bool(weight_tag) or bool(tags)
-        if not weight_tag and dataset is not None:
-            from .registry import get_pretrained_cfg
+        from .registry import get_pretrained_cfg
 
-            own = [tag for tag in tags if get_pretrained_cfg(tag).get("dataset") == dataset.name]
-            spec = own[0] if own else spec
+        tags = [tag for tag in list_pretrained(name) if split_model_name(tag)[0] == name]
+        data_name = getattr(dataset, "name", None)
+        own = [tag for tag in tags if data_name and get_pretrained_cfg(tag).get("dataset") == data_name]
+        # A bare name without a weight for this data loads its default weight, if it has one.
+        pretrained = bool(weight_tag) or bool(own) or (bool(tags) and get_pretrained_cfg(name)["tag"] is not None)
+        if not weight_tag and own:
+            spec = own[0]
     if pretrained:
         model = create_model(spec, pretrained=True, **kwargs)
         return model, model.pretrained_cfg.get("tag") or "", False

@@ -97,7 +97,30 @@ def _batches(dataset: Dataset, batch_size: int, workers: int) -> Iterator[tuple[
         for start in range(0, len(images), batch_size):
             yield images[start:start + batch_size], dataset.labels[start:start + batch_size]
         return
-    yield from DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    workers = min(workers, os.cpu_count() or 1)  # torch warns, and slows down, with more workers than cores
+    try:
+        yield from DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    except Exception as error:  # noqa: BLE001 (re-raised: only the worker's wrapping is removed)
+        raise _unwrapped_worker_error(error) from None
+
+
+def _unwrapped_worker_error(error: Exception) -> Exception:
+    """A DataLoader worker's exception without torch's wrapping ("Caught X in DataLoader worker process 0"
+    and the worker's traceback): the underlying message, e.g. which image could not be decoded.
+
+    >>> str(_unwrapped_worker_error(ValueError("Caught ValueError in DataLoader worker process 0.\\n"
+    ...     "Original Traceback (most recent call last):\\n  ...\\nValueError: cannot decode image x.jpg")))
+    'cannot decode image x.jpg'
+    """
+    text = str(error)
+    if "in DataLoader worker" not in text:
+        return error
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    message = last.split(": ", 1)[1] if ": " in last else last
+    try:
+        return type(error)(message)
+    except Exception:  # noqa: BLE001 (an exception class that takes other arguments)
+        return RuntimeError(message)
 
 
 def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, device: torch.device,

@@ -17,9 +17,16 @@ uploads a folder. Loading them back is :mod:`lightnets.pretrained`'s job. The co
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import inspect
 import json
+import math
+import os
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -27,6 +34,7 @@ import torch
 from torch import nn
 
 from .pretrained import manifest
+from .pretrained.converted import safetensors_bytes
 from .pretrained.download import sha256sum
 from .pretrained.manifest import CARD_NAME, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, read_index
 from .registry import create_model, timm_name
@@ -137,6 +145,86 @@ def weight_name(architecture: Optional[str], tag: Optional[str]) -> str:
     return f"{architecture}.{tag}" if tag else str(architecture)
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h: renameat2 swaps the two paths in one step
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), _RENAME_EXCHANGE) == 0
+
+
+@contextlib.contextmanager
+def _staged_folder(directory: Path):
+    """Yield an empty temporary sibling of ``directory``; when the block completes, it becomes ``directory``.
+
+    Files of an existing ``directory`` that the block did not write are carried over (hard links, or
+    copies). The old folder is replaced in one atomic step (a rename, or a swap where the folder exists),
+    so a crash or a kill at any point leaves either the old complete folder or the new complete one;
+    the temporary sibling (``.name.*.tmp``) is removed, or left hidden if the process is killed.
+    """
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        yield staging
+        for path in (os.scandir(directory) if directory.is_dir() else ()):
+            target = staging / path.name
+            if target.exists() or path.name.startswith("."):
+                continue
+            if path.is_dir(follow_symlinks=False):
+                shutil.copytree(path.path, target, symlinks=True)
+            else:
+                try:
+                    os.link(path.path, target)
+                except OSError:
+                    shutil.copy2(path.path, target)
+        for file in staging.iterdir():  # on disk before the rename makes them the folder's
+            if file.is_file():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+        if not directory.exists():
+            os.rename(staging, directory)
+        elif not _exchange(staging, directory):  # no atomic swap: two renames, the old folder kept till the end
+            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old"))
+            os.rename(directory, old / "folder")
+            os.rename(staging, directory)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # after a swap it holds the old folder
+
+
+def _checked_json(value: Any, what: str) -> Any:
+    """``value`` if it is JSON with finite numbers only; a ValueError naming ``what`` and the bad entry otherwise."""
+    def check(item: Any, path: str) -> None:
+        if isinstance(item, bool) or item is None or isinstance(item, str):
+            return
+        if isinstance(item, (int, float)):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"{what}{path} is {item}: only finite numbers can be saved")
+            return
+        if isinstance(item, dict):
+            for key, sub_item in item.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"{what}{path} has a key {key!r}: keys must be strings")
+                check(sub_item, f"{path}[{key!r}]")
+            return
+        if isinstance(item, (list, tuple)):
+            for index, sub_item in enumerate(item):
+                check(sub_item, f"{path}[{index}]")
+            return
+        raise ValueError(f"{what}{path} is a {type(item).__name__} ({item!r}): save numbers, strings, lists or dicts")
+
+    check(value, "")
+    return value
+
+
 def check_output_folder(directory: Path, name: str, overwrite: bool) -> None:
     """Refuse to replace a shipped weight, or a folder that holds another model, unless ``overwrite``."""
     if overwrite:
@@ -202,7 +290,6 @@ def save_pretrained(
     ...
     ValueError: .../smallcnn_3x2.fmnist is inside the bundled weights folder ...: writing there replaces a weight that lightnets ships ...
     """
-    from safetensors.torch import save_file
 
     from . import __version__
     from .profiler import count_macs
@@ -213,24 +300,31 @@ def save_pretrained(
         raise ValueError("save_pretrained needs a model built by lightnets.create_model (its pretrained_cfg names the architecture)")
     directory = Path(directory)
     check_output_folder(directory, weight_name(architecture, tag), overwrite)
+    # Everything is checked before the first byte is written.
+    metrics = _checked_json(dict(metrics or {}), "metrics")
+    training = _checked_json(dict(training or {}), "training")
+    if label_names is not None:
+        label_names = [str(label) for label in label_names]
+        if len(label_names) != model.num_classes:
+            raise ValueError(f"label_names has {len(label_names)} names for a model with {model.num_classes} classes: "
+                             f"give one name per class, in label order")
     input_size = tuple(cfg.get("input_size") or (model.in_chans, model.img_size, model.img_size))
     rebuilt, args, restructured = _rebuilt_model(model, architecture, input_size, model_args)
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(rebuilt, input_size)
 
-    directory.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {
         key: (value.to(dtype) if value.is_floating_point() else value).detach().cpu().contiguous().clone()
         for key, value in model.state_dict().items()
     }
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={
-        "format": "pt",
+    metadata = {  # sorted: saving the same weights twice gives the same bytes
         "architecture": architecture,
-        "tag": tag or "",
-        "lightnets_version": __version__,
         "dtype": str(dtype).removeprefix("torch."),
-    })
+        "format": "pt",
+        "lightnets_version": __version__,
+        "tag": tag or "",
+    }
 
     pretrained_cfg = {
         "input_size": list(input_size),
@@ -264,8 +358,12 @@ def save_pretrained(
     }
     if restructured:
         config["lightnets"]["restructured"] = True
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    (directory / CARD_NAME).write_text(_model_card(config))
+    config_text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+    card = _model_card(config)
+    with _staged_folder(directory) as staging:
+        (staging / WEIGHTS_NAME).write_bytes(safetensors_bytes(tensors, metadata))
+        (staging / CONFIG_NAME).write_text(config_text)
+        (staging / CARD_NAME).write_text(card)
     return directory
 
 
@@ -296,7 +394,9 @@ def _model_card(config: dict[str, Any]) -> str:
         "",
     ]
     if metrics:
-        lines += ["| measured | |", "|---|---|", *[f"| {key} | {value} |" for key, value in metrics.items()], ""]
+        # A published weight's numbers are its source's (metrics["reported_by"] names where), not lightnets' own.
+        heading = "reported by its source, not measured by lightnets" if "reported_by" in metrics else "measured"
+        lines += [f"| {heading} | |", "|---|---|", *[f"| {key} | {value} |" for key, value in metrics.items()], ""]
     if training:
         lines += ["| training | |", "|---|---|",
                   *[f"| {key} | `{value}` |" if key == "command" else f"| {key} | {value} |" for key, value in training.items()], ""]

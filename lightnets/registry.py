@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -56,13 +57,24 @@ _TIMM_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "p
 default_cfgs: dict[str, Any] = {}
 
 
+# Why weights/index.json could not be read, if it could not: importing lightnets still works, and a name
+# whose bundled weight is missing says why.
+_manifest_error: list[str] = []
+
+
 @functools.lru_cache(maxsize=None)
 def _bundled_cfgs() -> dict[str, dict[str, Any]]:
     """Cfgs of the published ImageNet weights, then of those listed in weights/index.json, read once."""
-    from .pretrained.manifest import bundled_cfgs
+    from .pretrained.manifest import ManifestError, bundled_cfgs
     from .pretrained.published import published_cfgs
 
-    return {**published_cfgs(), **bundled_cfgs()}
+    try:
+        bundled = bundled_cfgs()
+    except ManifestError as error:  # a broken manifest fails the loads that need it, not `import lightnets`
+        _manifest_error.append(str(error))
+        warnings.warn(f"lightnets: the bundled weights are unavailable: {error}", RuntimeWarning, stacklevel=2)
+        bundled = {}
+    return {**published_cfgs(), **bundled}
 
 
 def _complete_entry(entry: ModelEntry) -> None:
@@ -95,10 +107,11 @@ def get_pretrained_cfg(model_name: str) -> dict[str, Any]:
     name, tag = split_model_name(model_name)
     entry = _entry(name)
     if not tag:
-        tag = entry.pretrained_tags[0] if entry.pretrained_tags else ""
+        tag = entry.default_tag or ""
     if tag not in entry.cfgs:
         tags = ", ".join(f"{name}.{t}" for t in entry.cfgs if t) or "none"
-        raise UnknownModelError(f"model {name!r} has no tag {tag!r}; registered tags: {tags}")
+        broken = f" (the bundled weights are unavailable: {_manifest_error[0]})" if _manifest_error else ""
+        raise UnknownModelError(f"model {name!r} has no tag {tag!r}; registered tags: {tags}{broken}")
     return {**entry.cfgs[tag], "architecture": name, "tag": tag or None}
 
 
@@ -177,6 +190,22 @@ def _apply_weight_args(entry: ModelEntry, cfg: dict[str, Any], kwargs: dict[str,
         kwargs.setdefault(key, value)
 
 
+def _check_saved_architecture(entry: ModelEntry, saved: Optional[str], source: Optional[str]) -> None:
+    """Refuse weights a folder says belong to another architecture (a name of another model class)."""
+    if not saved:
+        return
+    saved_name = next((n for n, bridged in _timm_names.items() if bridged == saved), saved)
+    if saved_name == entry.name:
+        return
+    other = catalog.entries().get(saved_name)
+    if other is not None and other.model_cls is not None and other.model_cls is entry.model_cls:
+        return  # the same network under another name (mobilenet_v1 with alpha=0.25 and mobilenet_v1_025)
+    raise ValueError(
+        f"{source} holds weights of {saved_name}, not {entry.name}: load it with "
+        f"create_model({saved_name!r}, pretrained=True, pretrained_path=...)"
+    )
+
+
 def create_model(
     model_name: str,
     pretrained: bool = False,
@@ -214,10 +243,24 @@ def create_model(
     >>> model.num_classes, model.pretrained_cfg["architecture"]
     (10, 'mobilenet_v1')
     """
+    if not isinstance(model_name, str):
+        raise TypeError(f"model_name must be a string such as 'shufflenet_g3', got {type(model_name).__name__}")
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    if pretrained_path is not None and not pretrained:
+        raise ValueError(f"pretrained_path={str(pretrained_path)!r} is only read with pretrained=True: pass "
+                         f"pretrained=True to load it (or drop pretrained_path)")
     name, tag = split_model_name(model_name)
     entry = _entry(name)
     own_source = bool(pretrained_cfg and has_weights(pretrained_cfg))  # weights from the caller's hf_hub_id / url / file
     if pretrained and not tag and not pretrained_path and not own_source:
+        if entry.pretrained_tags and not entry.default_tag:
+            base = entry.cfgs[""]
+            layout = "×".join(map(str, base["input_size"]))
+            raise ValueError(
+                f"model {name!r} has no pretrained weight for its own layout ({layout}, {base['num_classes']} classes); "
+                f"name one of its weights: {', '.join(f'{name}.{t}' for t in entry.pretrained_tags)}"
+            )
         if not entry.pretrained_tags:
             available = ", ".join(list_models(pretrained=True)) or "none yet"
             raise ValueError(f"model {name!r} has no pretrained weights; models with weights: {available}")
@@ -241,6 +284,7 @@ def create_model(
         from .pretrained import hub_repo_cfg
 
         cfg.update(hub_repo_cfg(pretrained_cfg["hf_hub_id"], pretrained_cfg.get("revision")))
+    _check_saved_architecture(entry, cfg.pop("saved_architecture", None), cfg.get("saved_from"))
     if pretrained_cfg:
         if own_source:
             # Another weight source: the registered file, checksum and metrics describe a different file.
@@ -362,12 +406,16 @@ def _register_with_timm(name: str) -> None:
     entry_point.__name__ = entry_point.__qualname__ = bridged_name
     entry_point.__module__ = __name__
     entry_point.__doc__ = f"lightnets model {name!r} (see lightnets.create_model)."
-    tagged = {
+    entry = catalog.entries()[name]
+    default = entry.default_tag
+
+    def rank(tag: str) -> int:  # the first tag of a timm DefaultCfg is the default one: the bare name's
+        return 0 if tag == default else 1 if tag == "" else 2
+
+    ordered = {
         (f"{bridged_name}.{tag}" if tag else bridged_name): _timm_cfg(cfg)
-        for tag, cfg in sorted(catalog.entries()[name].cfgs.items(), key=lambda item: item[0] != "")
+        for tag, cfg in sorted(entry.cfgs.items(), key=lambda item: rank(item[0]))
     }
-    # The first tag of a timm DefaultCfg is the default one: put pretrained tags first.
-    ordered = dict(sorted(tagged.items(), key=lambda item: not has_weights(item[1])))
     default_cfgs.update(generate_default_cfgs(ordered))
     timm_register_model(entry_point)
 

@@ -87,8 +87,8 @@ def test_activation_is_a_parameter():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"alpha": 0}, "alpha must be a number > 0, got 0"),
-    ({"alpha": -1}, "alpha must be a number > 0, got -1"),
+    ({"alpha": 0}, "alpha must be a finite number > 0, got 0"),
+    ({"alpha": -1}, "alpha must be a finite number > 0, got -1"),
     ({"rho": 0}, "rho must be in (0, 1], got 0"),
     ({"rho": 1.5}, "rho must be in (0, 1], got 1.5"),
     ({"rho": 0.5, "img_size": 112}, "give rho or img_size, not both"),

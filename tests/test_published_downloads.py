@@ -209,6 +209,7 @@ def test_convert_command_writes_a_hub_folder_that_loads(cache, tmp_path, pytorch
     with torch.no_grad():
         assert (ours(x) - theirs(x)).abs().max() <= 1e-4
     assert "reported_by" in (tmp_path / "out" / "config.json").read_text()
+    assert "| reported by its source, not measured by lightnets | |" in (tmp_path / "out" / "README.md").read_text()
 
 
 def test_convert_command_mistakes_are_one_line(cache, tmp_path, capsys):

@@ -360,7 +360,10 @@ def test_output_into_another_models_folder_needs_overwrite(tmp_path):
 def test_the_card_records_the_weight_a_run_started_from_as_it_was_when_the_run_began(tmp_path, monkeypatch):
     """--finetune-from names a folder or name.tag whose content can change (a retrain replaces the very weight
     it started from): the card keeps the sha256 of the file the run started from, across a resume."""
-    def new_weight() -> str:
+    seeds = iter(range(100, 200))
+
+    def new_weight() -> str:  # another random init each time (saving is deterministic: the same init, the same bytes)
+        torch.manual_seed(next(seeds))
         model = lightnets.create_model("mobilenet_v1_025", num_classes=4, in_chans=1, small_input=True, img_size=28)
         save_pretrained(model, tmp_path / "src")
         return sha256sum(tmp_path / "src" / "model.safetensors")

@@ -169,6 +169,9 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--distill-T must be > 0, got {args.distill_T}")
     if not args.model and not args.finetune_from:
         raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
+    from ..training.runtime import check_device
+
+    check_device(args.device)
     if args.compile:
         from .. import deploy
         from ..training.runtime import uses_cuda

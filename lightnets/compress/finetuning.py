@@ -13,6 +13,17 @@ from ..training import FitConfig, fit, in_memory, lr_lambda, param_groups
 __all__ = ["finetune"]
 
 
+def _check_number(name: str, value: Any, low: float, high: float = math.inf, low_inclusive: bool = False,
+                  high_inclusive: bool = False) -> float:
+    """``value`` as a float if it is a finite number in the range, else a ValueError naming ``name`` and the range."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= low if low_inclusive else value > low) and (value <= high if high_inclusive else value < high)
+    if not ok:
+        bounds = f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+        raise ValueError(f"{name} must be a finite number in {bounds}, got {value!r}")
+    return float(value)
+
+
 def finetune(
     model: nn.Module,
     train_set: Any,
@@ -38,7 +49,10 @@ def finetune(
     model's ``pretrained_cfg`` mean / std. ``epochs`` may be a fraction (a short run). Training runs on the
     device of the model's parameters (``model.cuda()`` first to fine-tune on a GPU; the teacher must be there
     too); the images stay on the CPU until each batch is drawn. ``progress`` shows a tqdm bar on stderr.
-    A non-finite loss stops the run with FloatingPointError (lower ``lr``).
+    A non-finite loss stops the run with FloatingPointError (lower ``lr``) and restores the weights the model
+    started from. Arguments are checked first: ``epochs``, ``lr``, ``temperature`` finite and > 0 (``epochs``
+    may be a fraction), ``weight_decay`` >= 0, ``label_smoothing`` in [0, 1), ``distill_alpha`` in [0, 1],
+    ``batch_size`` an integer >= 1, and the dataset not empty.
     Returns ``{"steps", "loss"}`` (mean training loss of the last 10% of steps).
 
     >>> import lightnets
@@ -48,7 +62,17 @@ def finetune(
     >>> record["steps"], model.training  # left in eval mode
     (2, False)
     """
+    _check_number("epochs", epochs, 0)
+    _check_number("lr", lr, 0)
+    _check_number("weight_decay", weight_decay, 0, low_inclusive=True)
+    _check_number("label_smoothing", label_smoothing, 0, 1, low_inclusive=True)
+    _check_number("distill_alpha", distill_alpha, 0, 1, low_inclusive=True, high_inclusive=True)
+    _check_number("temperature", temperature, 0)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     images, labels = in_memory(train_set)
+    if len(labels) == 0:
+        raise ValueError("finetune got an empty dataset: give it at least one image")
     steps = max(1, int(epochs * len(labels) / batch_size))
     optimizer = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("cosine", steps, 0))
@@ -59,8 +83,14 @@ def finetune(
     config = FitConfig(batch_size=batch_size, pad=pad, flip=flip, label_smoothing=label_smoothing,
                        distill_alpha=distill_alpha, temperature=temperature, frozen_bn_eval=True,
                        progress=progress, hint=f"lower lr (now {lr})")
-    stats = fit(model, images, labels, optimizer, config, order=order, steps=steps, generator=generator,
-                scheduler=scheduler, teachers=[teacher] if teacher is not None else [], desc="finetune")
+    start = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    try:
+        stats = fit(model, images, labels, optimizer, config, order=order, steps=steps, generator=generator,
+                    scheduler=scheduler, teachers=[teacher] if teacher is not None else [], desc="finetune")
+    except FloatingPointError as error:  # a diverged run leaves the model as it was, not half-trained with NaNs
+        model.load_state_dict(start)
+        model.eval()
+        raise FloatingPointError(f"{error} (finetune restored the weights the model started from)") from None
     model.eval()
     tail = stats.losses[-max(1, len(stats.losses) // 10):]
     return {"steps": steps, "loss": sum(tail) / len(tail)}

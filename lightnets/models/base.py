@@ -185,7 +185,8 @@ class ClassifierNet(nn.Module):
 
     def _check_eager_input(self, x: torch.Tensor) -> None:
         """:meth:`check_input`, skipped where Python checks cannot run (scripting, tracing, compiling)."""
-        if not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        if (not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+                and not isinstance(x, torch.fx.Proxy)):  # torch.fx symbolic tracing: shapes are not known yet
             self.check_input(x)
 
     def _feature_positions(self) -> list[int]:
@@ -295,6 +296,11 @@ class ClassifierNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a ValueError a user can act on instead of a shape error from deep inside torch."""
         name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} expects a torch.Tensor batch of images (N, C, H, W), got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} expects a floating-point image tensor (normalised, e.g. float32), got dtype "
+                            f"{x.dtype}; convert it with x.float() and normalise with the model's pretrained_cfg mean/std")
         if x.dim() != 4:
             raise ValueError(f"{name} expects a batch of images (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:

@@ -86,6 +86,17 @@ class ModelEntry:
     def pretrained_tags(self) -> list[str]:
         return [tag for tag, cfg in self.cfgs.items() if tag and has_weights(cfg)]
 
+    @property
+    def default_tag(self) -> Optional[str]:
+        """The weight the bare name means: the first whose classes and input size are the bare name's own.
+        A Fashion-MNIST weight (1×28×28, 10 classes) is never the default of an ImageNet-layout name."""
+        own = self.cfgs.get("", {})
+        for tag in self.pretrained_tags:
+            cfg = self.cfgs[tag]
+            if cfg.get("num_classes") == own.get("num_classes") and tuple(cfg.get("input_size", ())) == tuple(own.get("input_size", ())):
+                return tag
+        return None
+
     def accepted_kwargs(self) -> Optional[set[str]]:
         """Keyword arguments the model class takes, or None when they cannot be read."""
         if self.model_cls is None:

@@ -75,8 +75,8 @@ class MobileNetV1(ClassifierNet):
         if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not 0 < bn_eps < 1:
             raise ValueError(f"bn_eps must be a number in (0, 1), got {bn_eps!r}")
         self.bn_eps = float(bn_eps)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
+            raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         base_size = 32 if small_input else 224
         if rho is not None and img_size is not None:
             raise ValueError(f"give rho or img_size, not both (got rho={rho!r}, img_size={img_size!r})")

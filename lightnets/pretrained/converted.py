@@ -25,7 +25,7 @@ import torch
 from .download import ChecksumError, WeightsUnavailableError, sha256sum
 from .native import WeightsFileError, read_weights, zip_member_sha1
 
-__all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "save_state_dict"]
+__all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "safetensors_bytes", "save_state_dict"]
 
 StateDict = dict[str, torch.Tensor]
 DOWNLOAD_TIMEOUT_S = 60  # per network operation: a stalled server fails instead of hanging the load
@@ -38,15 +38,37 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightnets"
 
 
-def save_state_dict(state_dict: StateDict, path: Path, metadata: Optional[dict[str, str]] = None) -> Path:
-    """Write a safetensors file atomically: a temporary sibling, renamed into place when complete."""
-    from safetensors.torch import save_file
+def safetensors_bytes(state_dict: StateDict, metadata: Optional[dict[str, str]] = None) -> bytes:
+    """A safetensors file's bytes, the same for the same tensors and metadata.
 
+    safetensors writes its ``__metadata__`` in hash-map order, which changes from run to run; the header
+    is rewritten here with the metadata sorted (same keys and values, so the same length).
+    """
+    import json
+
+    from safetensors.torch import save
+
+    raw = save({k: v.contiguous() for k, v in state_dict.items()}, metadata=metadata or None)
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + length])
+    meta = header.pop("__metadata__", None)
+    ordered = {**({"__metadata__": dict(sorted(meta.items()))} if meta else {}), **header}
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > length:  # serialised differently from safetensors: keep its own bytes
+        return raw
+    return raw[:8] + text + b" " * (length - len(text)) + raw[8 + length:]
+
+
+def save_state_dict(state_dict: StateDict, path: Path, metadata: Optional[dict[str, str]] = None) -> Path:
+    """Write a safetensors file atomically (a temporary sibling, renamed into place when complete) and
+    deterministically (:func:`safetensors_bytes`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
     try:
-        save_file({k: v.contiguous() for k, v in state_dict.items()}, temporary, metadata=dict(sorted((metadata or {}).items())))
+        with os.fdopen(handle, "wb") as out:
+            out.write(safetensors_bytes(state_dict, metadata))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

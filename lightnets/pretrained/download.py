@@ -14,6 +14,7 @@ a download, so nothing downloaded is ever unpickled.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
@@ -122,7 +123,7 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
     name = _weight_name(cfg)
     weights_dir = manifest.WEIGHTS_DIR
     indexed = read_index(weights_dir).get(name, {})
-    expected_sha = cfg.get("sha256") or indexed.get("sha256")
+    expected_sha = _expected_sha256(cfg, indexed, name)
     bundled = cfg.get("file") or indexed.get("folder")
     if bundled:
         path = Path(bundled) if Path(bundled).is_absolute() else weights_dir / bundled
@@ -159,6 +160,24 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
     )
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _expected_sha256(cfg: dict[str, Any], indexed: dict[str, Any], name: str) -> Optional[str]:
+    """The sha256 a weight must have: the cfg's, else its manifest entry's. A recorded checksum that is empty or
+    not 64 hex digits, or a manifest entry without one, is an error: a broken checksum never means "skip the check"."""
+    if "sha256" in cfg:
+        value, where = cfg["sha256"], "its pretrained cfg"
+    elif indexed:
+        value, where = indexed.get("sha256"), f"weights/{INDEX_NAME}"
+    else:
+        return None
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise ChecksumError(f"{name}: the sha256 recorded in {where} is {value!r}, not 64 hex digits, so the file cannot be "
+                            f"verified; rebuild the manifest with `lightnets-weights index` (or give the right sha256)")
+    return value
+
+
 def _split_revision(hf_hub_id: str, revision: Optional[str]) -> tuple[str, Optional[str]]:
     """``"org/name@v1"`` → ``("org/name", "v1")`` (timm's way of pinning a revision); an explicit revision wins.
 
@@ -175,6 +194,7 @@ class _HubErrors(NamedTuple):
     repo_missing: type
     not_cached: type
     http_error: type
+    invalid_id: type
 
 
 def _hub_errors() -> _HubErrors:
@@ -186,12 +206,14 @@ def _hub_errors() -> _HubErrors:
     from huggingface_hub.utils import (
         EntryNotFoundError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
-    return _HubErrors(RevisionNotFoundError, EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError)
+    return _HubErrors(RevisionNotFoundError, EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError,
+                      HfHubHTTPError, HFValidationError)
 
 
 def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str) -> Path:
@@ -222,6 +244,8 @@ def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], nam
         ) from error
     except errors.http_error as error:
         raise WeightsUnavailableError(f"{name}: the Hub at {where} answered with an error: {error}") from error
+    except errors.invalid_id as error:
+        raise WeightsUnavailableError(f"{name}: {repo_id!r} is not a Hub repo id ({error}); give org/name") from None
 
 
 def _download_url(url: str, name: str) -> Path:

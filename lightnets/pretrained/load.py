@@ -33,7 +33,7 @@ from .download import (
     resolve_weights,
 )
 from .manifest import CONFIG_NAME
-from .native import is_native, read_weights
+from .native import WeightsFileError, is_native, read_weights
 
 __all__ = ["folder_cfg", "hub_repo_cfg", "load_checkpoint", "load_pretrained", "read_config"]
 
@@ -42,7 +42,11 @@ StateDict = dict[str, torch.Tensor]
 
 
 def read_config(path: PathLike) -> dict[str, Any]:
-    """The config.json of a Hub-layout folder, or the one beside a weight file; {} when there is none.
+    """The config.json of a Hub-layout folder, or the one beside a weight file ({} for a bare file without one).
+
+    A weight folder must describe its model: a folder without a config.json, or one that is not a readable
+    JSON object, is a :class:`~lightnets.pretrained.native.WeightsFileError` naming it, never a silent
+    fallback to the bare architecture.
 
     >>> from lightnets.pretrained.manifest import WEIGHTS_DIR
     >>> read_config(WEIGHTS_DIR / "smallcnn_3x2.fmnist")["lightnets"]["architecture"]
@@ -50,7 +54,21 @@ def read_config(path: PathLike) -> dict[str, Any]:
     """
     path = Path(path).expanduser()
     config_path = (path if path.is_dir() else path.parent) / CONFIG_NAME
-    return json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if not config_path.is_file():
+        if path.is_dir():
+            raise WeightsFileError(
+                f"{path} has no {CONFIG_NAME}: a weight folder must say which model it holds (save_pretrained writes "
+                f"it). To load a bare weight file as the model you name, pass the file itself: {path / 'model.safetensors'}"
+            )
+        return {}
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise WeightsFileError(f"{config_path} is not readable JSON ({error}); restore it, or write the folder again "
+                               f"with save_pretrained") from None
+    if not isinstance(config, dict):
+        raise WeightsFileError(f"{config_path} holds a JSON {type(config).__name__}, not an object describing the model")
+    return config
 
 
 def folder_cfg(path: PathLike) -> dict[str, Any]:
@@ -72,8 +90,15 @@ def folder_cfg(path: PathLike) -> dict[str, Any]:
         cfg["num_classes"] = config["num_classes"]
     if "input_size" in cfg:
         cfg["input_size"] = tuple(cfg["input_size"])
-    if config.get("lightnets", {}).get("restructured"):
+    info = config.get("lightnets") if isinstance(config.get("lightnets"), dict) else {}
+    if info.get("restructured"):
         cfg["restructured"] = True
+    # What the folder says it holds: create_model refuses to load it into another architecture, and the
+    # loader checks the classifier against its class count.
+    saved = info.get("architecture") or config.get("architecture")
+    if saved:
+        cfg["saved_architecture"] = str(saved)
+    cfg["saved_from"] = str(path)
     return cfg
 
 
@@ -177,6 +202,10 @@ def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pret
     """
     cfg = dict(cfg if cfg is not None else getattr(model, "pretrained_cfg", {}))
     state_dict, path = _source_state_dict(cfg, pretrained_path)
+    head = state_dict.get(f"{cfg.get('classifier') or 'classifier'}.weight")
+    if cfg.get("saved_from") and cfg.get("num_classes") and head is not None and head.shape[0] != cfg["num_classes"]:
+        raise WeightsFileError(f"{cfg['saved_from']}: its {CONFIG_NAME} says {cfg['num_classes']} classes but the classifier "
+                               f"in {path.name} has {head.shape[0]} rows; the folder is inconsistent: write it again")
     _take_saved_layers(model, state_dict, cfg)
     state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
     _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)
@@ -200,6 +229,6 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn
     """
     path = _weights_file(Path(path).expanduser())
     state_dict = _read_state_dict(path)
-    _take_saved_layers(model, state_dict, folder_cfg(path.parent))
+    _take_saved_layers(model, state_dict, folder_cfg(path))
     _load_checked(model, state_dict, path, strict=strict)
     return model

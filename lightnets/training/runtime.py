@@ -85,11 +85,37 @@ def uses_cuda(device: Optional[str]) -> bool:
     return (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
 
 
+def check_device(device: Optional[str]) -> None:
+    """Refuse a device this machine does not have, naming it and what there is (before anything is built).
+
+    >>> check_device("cpu"); check_device(None)
+    >>> check_device("tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: --device must be cpu, cuda or cuda:N, got 'tpu'
+    """
+    if device is None or device == "cpu":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this machine has no usable CUDA GPU (torch.cuda.is_available() is "
+                             f"False); train on the CPU with --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+
+
 def setup_runtime(device: Optional[str]) -> Runtime:
     """One process, or the process group torchrun describes (WORLD_SIZE, RANK, LOCAL_RANK): gloo on the
     CPU, nccl on GPUs, each process on its LOCAL_RANK's GPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = uses_cuda(device)
+    check_device(device)
     if world_size == 1:
         return Runtime(0, 1, torch.device(device or ("cuda" if use_cuda else "cpu")))
     if "LOCAL_RANK" not in os.environ:
