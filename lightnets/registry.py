@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -190,6 +191,42 @@ def _apply_weight_args(entry: ModelEntry, cfg: dict[str, Any], kwargs: dict[str,
         kwargs.setdefault(key, value)
 
 
+def _physical_memory() -> Optional[int]:
+    """Bytes of RAM on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+# Models whose parameters are within this many bytes are built without the estimate (all of the zoo's are).
+_ESTIMATE_ABOVE_BYTES = 1 << 28
+
+
+def _check_memory(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
+    """Refuse, before allocating anything, a model whose float32 parameters would not fit in this machine's
+    memory (alpha=100, a billion classes): the parameters are counted on PyTorch's meta device."""
+    alpha, classes = kwargs.get("alpha", 1.0), kwargs.get("num_classes", 1000)
+    widths = (alpha if isinstance(alpha, (int, float)) else 1.0) * (kwargs.get("scale", 1.0) if isinstance(kwargs.get("scale"), (int, float)) else 1.0)
+    side = kwargs.get("img_size")
+    if widths <= 4 and (not isinstance(classes, int) or classes <= 100_000) and (not isinstance(side, int) or side <= 4096):
+        return  # the zoo's sizes: nothing to estimate
+    try:
+        with torch.device("meta"):
+            params = sum(p.numel() for p in entry.fn(**kwargs).parameters())
+    except (ValueError, TypeError):
+        raise  # the arguments' own errors, as the real build would raise them
+    except Exception:  # noqa: BLE001 (a model that cannot be built on the meta device: no estimate)
+        return
+    needed, available = 4 * params, _physical_memory()
+    if needed > _ESTIMATE_ABOVE_BYTES and available is not None and needed > available:
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k in ("alpha", "scale", "num_classes", "img_size"))
+        raise ValueError(
+            f"{entry.name} with {given} has {params / 1e9:.2f} G parameters: {needed / 2**30:.1f} GiB in float32, more "
+            f"than this machine's {available / 2**30:.1f} GiB of memory; choose a smaller width, input or fewer classes"
+        )
+
+
 def _check_saved_architecture(entry: ModelEntry, saved: Optional[str], source: Optional[str]) -> None:
     """Refuse weights a folder says belong to another architecture (a name of another model class)."""
     if not saved:
@@ -309,6 +346,7 @@ def create_model(
         raise ValueError(f"feature_cls must be 'getter' (lightnets models extract features through "
                          f"forward_intermediates), got {feature_cls!r}")
     _check_kwargs(entry, kwargs)
+    _check_memory(entry, kwargs)
     model = entry.fn(**kwargs)
     model.pretrained_cfg = {
         **cfg,

@@ -475,3 +475,12 @@ def test_eval_names_the_image_it_cannot_decode_in_one_line(broken_image_folder, 
                         "--no-progress", "--latency-batch-sizes", "1"])
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert status == 2 and len(err) == 1 and "bad.png" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("mobilenet_v1", {"alpha": 100}), ("mobilenet_v1", {"num_classes": 10**9}), ("shufflenet_g3", {"num_classes": 10**10}),
+    ("smallcnn_3x2", {"img_size": 100_000}), ("vgg11_bn", {"num_classes": 10**9}),
+])
+def test_an_absurd_size_is_refused_before_allocating_with_the_estimate(name, kwargs):
+    with pytest.raises(ValueError, match=r"G parameters: [\d.]+ GiB in float32, more than this machine's"):
+        lightnets.create_model(name, **kwargs)

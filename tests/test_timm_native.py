@@ -6,7 +6,7 @@ import lightnets
 
 
 @pytest.mark.parametrize("name", lightnets.list_models())
-def test_every_model_traces_with_torch_fx_and_computes_the_same(name):
+def test_every_model_traces_with_torch_fx_and_has_timms_head_hidden_size(name):
     """torch.fx.symbolic_trace (timm's FX feature extraction, quantisation and pruning tools rely on it):
     the eager input checks step aside for the tracer's proxies."""
     model = lightnets.create_model(name).eval()
@@ -14,6 +14,8 @@ def test_every_model_traces_with_torch_fx_and_computes_the_same(name):
     x = torch.rand(1, *model.pretrained_cfg["input_size"])
     with torch.no_grad():
         torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=1e-5)
+        # timm's head_hidden_size: the width of forward_head(..., pre_logits=True), what the classifier reads.
+        assert model.forward_head(model.forward_features(x), pre_logits=True).shape[-1] == model.head_hidden_size
 
 
 @pytest.mark.parametrize("name", ["shufflenet_g3", "shufflenet_g1_025", "mobilenet_v1_050", "mobilenet_v1_125"])
@@ -31,3 +33,4 @@ def test_a_name_with_only_fashion_mnist_weights_has_no_imagenet_default():
     with pytest.raises(ValueError, match=r"no pretrained weight for its own layout .*vgg11_bn\.fmnist"):
         lightnets.create_model("vgg11_bn", pretrained=True)
     assert lightnets.create_model("vgg11_bn.fmnist", pretrained=True).num_classes == 10
+

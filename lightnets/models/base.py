@@ -112,6 +112,11 @@ class ClassifierNet(nn.Module):
         """Alias of ``pretrained_cfg`` (timm's older name)."""
         return self.pretrained_cfg
 
+    @property
+    def head_hidden_size(self) -> int:
+        """timm's width of ``forward_head(x, pre_logits=True)``: the features the classifier reads."""
+        return self.num_features
+
     def init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
         self.num_features = num_features
         self.num_classes = check_num_classes(num_classes)
