@@ -141,6 +141,17 @@ def test_download_cache_hit_and_offline_reload(fake_hub, saved):
     assert len(fake_hub.requests) == requests_before
 
 
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_corrupt_cached_download_is_fetched_again_once(fake_hub, saved, damage):
+    model, _ = saved
+    from_hub()
+    (snapshot,) = Path(hf_constants.HF_HUB_CACHE).glob("models--lightnets-test--*/snapshots/*/model.safetensors")
+    blob = snapshot.resolve()
+    blob.write_bytes(blob.read_bytes()[:100] if damage == "truncate" else b"not safetensors at all")
+    torch.testing.assert_close(logits(from_hub()), logits(model), atol=0, rtol=0)
+    assert fake_hub.gets("model.safetensors") == 2
+
+
 def test_offline_without_cache_is_a_clear_error(fake_hub):
     hf_constants.HF_HUB_OFFLINE = True
     # the repo's config.json comes first: without it the model would be built with the wrong arguments

@@ -139,7 +139,12 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
             raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
         repo_id, revision = _split_revision(hf_hub_id, cfg.get("revision"))
         path = _download_from_hub(repo_id, filename, revision, name)
+        if not _intact(path, expected_sha):  # a corrupt cached file is fetched again, once
+            path = _download_from_hub(repo_id, filename, revision, name, force=True)
         _verify(path, expected_sha, _hub_advice())
+        if not _intact(path, None):
+            raise ChecksumError(f"{name}: {path} downloaded again from {repo_id} and still does not parse as safetensors. "
+                                + _hub_advice())
         return path
     if cfg.get("url"):
         path = _download_url(cfg["url"], name)
@@ -216,14 +221,29 @@ def _hub_errors() -> _HubErrors:
                       HfHubHTTPError, HFValidationError)
 
 
-def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str) -> Path:
+def _intact(path: Path, expected_sha: Optional[str]) -> bool:
+    """The file has the expected sha256 (when one is known) and a safetensors header that parses."""
+    if expected_sha and sha256sum(path) != expected_sha:
+        return False
+    if path.suffix != ".safetensors":
+        return True
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt"):
+            return True
+    except Exception:  # noqa: BLE001 (safetensors raises its own error types for a bad header)
+        return False
+
+
+def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str, force: bool = False) -> Path:
     """``hf_hub_download`` with huggingface_hub's errors turned into one :class:`WeightsUnavailableError` each."""
     from huggingface_hub import constants, hf_hub_download
 
     errors = _hub_errors()
     where = f"{constants.ENDPOINT}/{repo_id}" + (f" at revision {revision}" if revision else "")
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force))
     except errors.not_cached as error:  # before entry_missing: in huggingface_hub 0.x it is a subclass of it
         if constants.HF_HUB_OFFLINE:
             raise WeightsUnavailableError(
