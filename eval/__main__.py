@@ -116,10 +116,11 @@ def model_names(patterns: Sequence[str], all_pretrained: bool, dataset: str = "f
         classes = f" that predict {num_classes} classes" if num_classes is not None else ""
         raise ValueError(f"no weights trained on {dataset}{classes} yet (see lightnets.list_pretrained()); "
                          "name models with --model")
-    usable = set(pretrained_for(dataset, num_classes))
+    usable: Optional[set[str]] = None  # read once, and only for a glob
     for pattern in patterns:
         if any(char in pattern for char in "*?["):
             # The weights a glob names are those for this dataset (the ImageNet ones for an image folder).
+            usable = usable if usable is not None else set(pretrained_for(dataset, num_classes))
             tagged = [name for name in list_pretrained(pattern) if name in usable]
             bare = list_models(pattern)
             if pretrained is not False:

@@ -206,10 +206,8 @@ _ESTIMATE_ABOVE_BYTES = 1 << 28
 def _check_memory(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
     """Refuse, before allocating anything, a model whose float32 parameters would not fit in this machine's
     memory (alpha=100, a billion classes): the parameters are counted on PyTorch's meta device."""
-    alpha, classes = kwargs.get("alpha", 1.0), kwargs.get("num_classes", 1000)
-    widths = (alpha if isinstance(alpha, (int, float)) else 1.0) * (kwargs.get("scale", 1.0) if isinstance(kwargs.get("scale"), (int, float)) else 1.0)
-    side = kwargs.get("img_size")
-    if widths <= 4 and (not isinstance(classes, int) or classes <= 100_000) and (not isinstance(side, int) or side <= 4096):
+    limits = {"alpha": 4, "scale": 4, "num_classes": 100_000, "img_size": 4096}
+    if not any(isinstance(kwargs.get(key), (int, float)) and kwargs[key] > limit for key, limit in limits.items()):
         return  # the zoo's sizes: nothing to estimate
     try:
         with torch.device("meta"):

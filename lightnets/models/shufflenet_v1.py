@@ -55,6 +55,13 @@ SHUFFLE_LAYOUTS = ("paper", "megvii")
 SCALES = tuple(STEM_CHANNELS)
 
 
+def check_shuffle_layout(shuffle_layout: str) -> str:
+    """``shuffle_layout`` if it is one of :data:`SHUFFLE_LAYOUTS`, else a ValueError naming it."""
+    if shuffle_layout not in SHUFFLE_LAYOUTS:
+        raise ValueError(f"shuffle_layout must be one of {', '.join(map(repr, SHUFFLE_LAYOUTS))}, got {shuffle_layout!r}")
+    return shuffle_layout
+
+
 def round_channels(channels: float, divisor: int) -> int:
     """Nearest multiple of ``divisor``, ties rounded up: ``round_channels(136, 16) == 144``."""
     return int(channels / divisor + 0.5) * divisor
@@ -106,8 +113,7 @@ class ShuffleUnit(nn.Module):
         shuffle_layout: str = "paper",
     ) -> None:
         super().__init__()
-        if shuffle_layout not in SHUFFLE_LAYOUTS:
-            raise ValueError(f"shuffle_layout must be one of {', '.join(map(repr, SHUFFLE_LAYOUTS))}, got {shuffle_layout!r}")
+        check_shuffle_layout(shuffle_layout)
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride!r}")
         if stride == 1 and in_chs != out_chs:
@@ -196,8 +202,7 @@ class ShuffleNetV1(ClassifierNet):
         self.widths = shufflenet_widths(groups, scale, stem_channels)
         self.stem_channels = stem_channels
         self.shortcut_first = check_bool("shortcut_first", shortcut_first)
-        if shuffle_layout not in SHUFFLE_LAYOUTS:
-            raise ValueError(f"shuffle_layout must be one of {', '.join(map(repr, SHUFFLE_LAYOUTS))}, got {shuffle_layout!r}")
+        check_shuffle_layout(shuffle_layout)
         self.shuffle_layout = shuffle_layout
         self.groups = groups
         self.scale = float(scale)

@@ -139,12 +139,12 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
             raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
         repo_id, revision = _split_revision(hf_hub_id, cfg.get("revision"))
         path = _download_from_hub(repo_id, filename, revision, name)
-        if not _intact(path, expected_sha):  # a corrupt cached file is fetched again, once
+        if not _intact(path, expected_sha):  # a corrupt cached file is fetched again, once, and checked again
             path = _download_from_hub(repo_id, filename, revision, name, force=True)
-        _verify(path, expected_sha, _hub_advice())
-        if not _intact(path, None):
-            raise ChecksumError(f"{name}: {path} downloaded again from {repo_id} and still does not parse as safetensors. "
-                                + _hub_advice())
+            _verify(path, expected_sha, _hub_advice())
+            if not _intact(path, None):
+                raise ChecksumError(f"{name}: {path} downloaded again from {repo_id} and still does not parse as "
+                                    f"safetensors. " + _hub_advice())
         return path
     if cfg.get("url"):
         path = _download_url(cfg["url"], name)

@@ -125,11 +125,6 @@ def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, An
         return {}
 
 
-def _read_state_dict(path: Path) -> StateDict:
-    """Tensors of a weight file (:func:`lightnets.pretrained.native.read_weights`: nothing but tensors is unpickled)."""
-    return read_weights(path)
-
-
 def _source_state_dict(cfg: dict[str, Any], pretrained_path: Optional[PathLike]) -> tuple[StateDict, Path]:
     """The state dict a cfg (or ``pretrained_path``) names, in lightnets' layout, and the file it was read from.
 
@@ -228,7 +223,7 @@ def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn
     ValueError: .../model.safetensors does not fit mobilenet_v1_025: shape mismatch: classifier.weight is (10, 256) in the file, (1000, 256) in the model; ...
     """
     path = _weights_file(Path(path).expanduser())
-    state_dict = _read_state_dict(path)
+    state_dict = read_weights(path)
     _take_saved_layers(model, state_dict, folder_cfg(path))
     _load_checked(model, state_dict, path, strict=strict)
     return model
