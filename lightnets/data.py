@@ -24,6 +24,7 @@ import difflib
 import gzip
 import hashlib
 import itertools
+import math
 import os
 import pickle
 import struct
@@ -93,7 +94,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 
 class ImageFolderDataset(Dataset):
     """Class subfolders of images; each image is decoded to RGB, its shorter side resized to
-    ``round(img_size / crop_pct)`` and center-cropped to ``img_size`` (timm's eval transform).
+    ``floor(img_size / crop_pct)`` and center-cropped to ``img_size`` (timm's eval transform, create_transform).
 
     The class names are the sorted subfolder names; label ``i`` is ``classes[i]``.
     """
@@ -135,7 +136,7 @@ class ImageFolderDataset(Dataset):
                 image = image.convert("RGB")
         except (OSError, Image.DecompressionBombError) as err:  # unreadable, truncated, or a decompression bomb
             raise CorruptDataError(f"cannot decode image {path}: {err}") from err
-        image = TF.resize(image, round(self.img_size / self.crop_pct), interpolation=InterpolationMode(self.interpolation))
+        image = TF.resize(image, math.floor(self.img_size / self.crop_pct), interpolation=InterpolationMode(self.interpolation))
         return TF.pil_to_tensor(TF.center_crop(image, self.img_size)), label
 
     def __repr__(self) -> str:

@@ -3,7 +3,6 @@
 Each block is an ``nn.Sequential`` with named children, so a state dict reads like the paper
 (``blocks.3.conv_dw.weight``) and surgery tools can swap a child by name.
 """
-from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Callable, Union
@@ -200,6 +199,14 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     >>> channel_shuffle(torch.arange(6.0).view(1, 6, 1, 1), 3).flatten().tolist()
     [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]
     """
+    if torch.jit.is_scripting():  # TorchScript: the native op (a scripted model is for CPU or CUDA)
+        return torch.channel_shuffle(x, groups)
+    else:
+        return _eager_channel_shuffle(x, groups)
+
+
+@torch.jit.unused
+def _eager_channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     if torch.onnx.is_in_onnx_export():
         return _reshape_shuffle(x, groups)
     # A torch.fx proxy has no device: a traced graph (BatchNorm folding, pruning) records the native op.

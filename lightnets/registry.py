@@ -14,6 +14,7 @@ import fnmatch
 import functools
 import os
 import warnings
+from collections import deque
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -206,23 +207,35 @@ _ESTIMATE_ABOVE_BYTES = 1 << 28
 def _check_memory(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
     """Refuse, before allocating anything, a model whose float32 parameters would not fit in this machine's
     memory (alpha=100, a billion classes): the parameters are counted on PyTorch's meta device."""
-    limits = {"alpha": 4, "scale": 4, "num_classes": 100_000, "img_size": 4096}
+    # Beyond these the parameters are counted first: a flattening head (SmallCNN, fixed input) grows with img_size².
+    limits = {"alpha": 4, "scale": 4, "num_classes": 100_000, "img_size": 512}
     if not any(isinstance(kwargs.get(key), (int, float)) and kwargs[key] > limit for key, limit in limits.items()):
         return  # the zoo's sizes: nothing to estimate
+    given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k in ("alpha", "scale", "num_classes", "img_size"))
     try:
         with torch.device("meta"):
             params = sum(p.numel() for p in entry.fn(**kwargs).parameters())
-    except (ValueError, TypeError):
-        raise  # the arguments' own errors, as the real build would raise them
-    except Exception:  # noqa: BLE001 (a model that cannot be built on the meta device: no estimate)
-        return
+    except Exception as error:  # noqa: BLE001
+        if isinstance(error, (ValueError, TypeError)) and _raised_in_lightnets(error):
+            raise  # the arguments' own errors, as the real build would raise them
+        # torch itself fails to describe the layers (sizes past what a tensor can have, an overflow).
+        raise ValueError(f"{entry.name} with {given} is too large to build: its layer sizes overflow "
+                         f"({type(error).__name__}); choose a smaller width, input or fewer classes") from None
     needed, available = 4 * params, _physical_memory()
-    if needed > _ESTIMATE_ABOVE_BYTES and available is not None and needed > available:
-        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k in ("alpha", "scale", "num_classes", "img_size"))
+    # Half the machine: the parameters alone, before any activation, gradient or copy a user then makes.
+    if needed > _ESTIMATE_ABOVE_BYTES and available is not None and needed > available // 2:
         raise ValueError(
             f"{entry.name} with {given} has {params / 1e9:.2f} G parameters: {needed / 2**30:.1f} GiB in float32, more "
-            f"than this machine's {available / 2**30:.1f} GiB of memory; choose a smaller width, input or fewer classes"
+            f"than half of this machine's {available / 2**30:.1f} GiB of memory; choose a smaller width, input or fewer classes"
         )
+
+
+def _raised_in_lightnets(error: BaseException) -> bool:
+    """Whether the innermost frame that raised ``error`` is lightnets' code (an argument check), not torch's."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
 def _check_saved_architecture(entry: ModelEntry, saved: Optional[str], source: Optional[str]) -> None:
@@ -269,8 +282,8 @@ def create_model(
         features_only: as in timm, return a backbone whose forward gives the list of feature maps
             ``out_indices`` picks from the model's ``feature_info`` (one per resolution; all by default),
             without the head; its ``feature_info.channels()`` / ``.reduction()`` describe them. Built with
-            timm's ``FeatureGetterNet`` (``feature_cls="getter"``, the only one these models take) over
-            the model's ``forward_intermediates``.
+            timm's ``FeatureGetterNet`` over the model's ``forward_intermediates`` (``feature_cls="getter"``,
+            the default) or its ``FeatureGraphNet``, a torch.fx graph (``feature_cls="fx"``).
         **kwargs: architecture arguments of the model class (``alpha=``, ``groups=``, ``small_input=`` ...);
             an argument the model does not take is an error, never silently dropped.
 
@@ -293,8 +306,10 @@ def create_model(
             base = entry.cfgs[""]
             layout = "×".join(map(str, base["input_size"]))
             raise ValueError(
-                f"model {name!r} has no pretrained weight for its own layout ({layout}, {base['num_classes']} classes); "
-                f"name one of its weights: {', '.join(f'{name}.{t}' for t in entry.pretrained_tags)}"
+                f"model {name!r} has no pretrained weight for the network it builds ({layout}, {base['num_classes']} "
+                f"classes, the paper's layers); its weights are for variants of it: name one, "
+                f"{', '.join(f'{name}.{t}' for t in entry.pretrained_tags)} (a tag builds its weight's network "
+                f"with or without pretrained=True)"
             )
         if not entry.pretrained_tags:
             available = ", ".join(list_models(pretrained=True)) or "none yet"
@@ -340,16 +355,24 @@ def create_model(
     if not features_only and (out_indices is not None or feature_cls is not None):
         raise TypeError(f"out_indices and feature_cls only apply with features_only=True (got out_indices={out_indices!r}, "
                         f"feature_cls={feature_cls!r})")
-    if feature_cls not in (None, "getter"):
-        raise ValueError(f"feature_cls must be 'getter' (lightnets models extract features through "
-                         f"forward_intermediates), got {feature_cls!r}")
-    _check_kwargs(entry, kwargs)
-    _check_memory(entry, kwargs)
-    model = entry.fn(**kwargs)
+    if feature_cls not in (None, *FEATURE_CLASSES):
+        raise ValueError(f"feature_cls must be one of {', '.join(map(repr, FEATURE_CLASSES))} (timm's feature "
+                         f"extractors these models take), got {feature_cls!r}")
+    try:
+        _check_kwargs(entry, kwargs)
+        _check_memory(entry, kwargs)
+        model = entry.fn(**kwargs)
+    except (ValueError, TypeError) as error:
+        if not cfg.get("saved_from"):
+            raise
+        # The arguments came (in part) from a folder's config.json: say which, so a broken folder is found.
+        raise type(error)(f"{error} (building {name} as {cfg['saved_from']}'s config.json describes it)") from error
     model.pretrained_cfg = {
         **cfg,
+        **{key: _per_channel(cfg[key], model.in_chans) for key in ("mean", "std") if cfg.get(key)},
         "input_size": (model.in_chans, model.img_size, model.img_size),
         "num_classes": model.num_classes,
+        "pool_size": model.feature_map_size(),  # timm's: the map forward_features returns at input_size
     }
     if pretrained:
         from .pretrained import load_pretrained
@@ -357,12 +380,30 @@ def create_model(
         load_pretrained(model, cfg, pretrained_path=pretrained_path)
     if global_pool is not None:
         model.set_global_pool(global_pool)
-    return feature_extractor(model, out_indices) if features_only else model
+    return feature_extractor(model, out_indices, feature_cls or "getter") if features_only else model
 
 
-def feature_extractor(model: nn.Module, out_indices: Union[None, int, Sequence[int]] = None) -> nn.Module:
+# timm's feature extractor classes that work on every lightnets model: "getter" runs forward_intermediates
+# (and removes what follows the last map taken), "fx" traces the model with torch.fx and returns the
+# outputs of the feature_info modules.
+FEATURE_CLASSES = ("getter", "fx")
+
+
+def _per_channel(values: Sequence[float], channels: int) -> tuple[float, ...]:
+    """Normalisation statistics for ``channels`` inputs: as given, one value repeated, or (another channel
+    count than the cfg's, e.g. in_chans=1 of an RGB model) the channels' average repeated; timm's
+    resolve_data_config takes one value or one per channel."""
+    values = tuple(values)
+    if len(values) in (1, channels):
+        return values * (channels // len(values))
+    return (round(sum(values) / len(values), 4),) * channels
+
+
+def feature_extractor(model: nn.Module, out_indices: Union[None, int, Sequence[int]] = None,
+                      feature_cls: str = "getter") -> nn.Module:
     """``model`` as timm's ``features_only`` backbone: its forward returns the feature maps ``out_indices``
-    picks (None: all), and the layers after the last of them and the head are removed.
+    picks (None: all), and the layers after the last of them and the head are removed (``feature_cls``
+    ``"getter"``) or left out of the traced graph (``"fx"``).
 
     >>> backbone = create_model("mobilenet_v1_050", features_only=True, out_indices=(2, 3, 4))
     >>> backbone.feature_info.channels(), backbone.feature_info.reduction()
@@ -370,12 +411,16 @@ def feature_extractor(model: nn.Module, out_indices: Union[None, int, Sequence[i
     >>> [tuple(m.shape) for m in backbone(torch.zeros(1, 3, 224, 224))]
     [(1, 128, 28, 28), (1, 256, 14, 14), (1, 512, 7, 7)]
     """
+    if feature_cls not in FEATURE_CLASSES:
+        raise ValueError(f"feature_cls must be one of {', '.join(map(repr, FEATURE_CLASSES))}, got {feature_cls!r}")
     try:
         from timm.models._features import FeatureGetterNet
+        from timm.models._features_fx import FeatureGraphNet
     except ImportError as error:  # moved or absent in a timm this version does not know
-        raise ImportError(f"features_only needs timm's FeatureGetterNet (timm >= 1.0): {error}") from error
+        raise ImportError(f"features_only needs timm's FeatureGetterNet and FeatureGraphNet (timm >= 1.0): {error}") from error
     indices = model.feature_indices(out_indices)  # our error message for a bad index, before timm's assert
-    backbone = FeatureGetterNet(model, out_indices=tuple(indices))
+    extractor = FeatureGetterNet if feature_cls == "getter" else FeatureGraphNet
+    backbone = extractor(model, out_indices=tuple(indices))
     cfg = getattr(model, "pretrained_cfg", {})
     # As timm's pretrained_cfg_for_features: a backbone has no classifier.
     backbone.pretrained_cfg = {key: value for key, value in cfg.items() if key not in ("num_classes", "classifier", "global_pool")}
@@ -409,7 +454,7 @@ def _timm_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def _register_with_timm(name: str) -> None:
     try:
-        from timm.models import generate_default_cfgs
+        from timm.models import DefaultCfg, PretrainedCfg
         from timm.models import is_model as timm_is_model
         from timm.models import register_model as timm_register_model
     except ImportError:  # timm is a dependency, but the registry itself must not need it
@@ -423,6 +468,11 @@ def _register_with_timm(name: str) -> None:
         overlay = kwargs.pop("pretrained_cfg_overlay", None) or {}
         kwargs.pop("cache_dir", None)
         kwargs.pop("pretrained_model_args", None)
+        feature_cfg = kwargs.pop("feature_cfg", None) or {}  # timm's build_model_with_cfg argument
+        for key in ("feature_cls", "out_indices"):
+            if key in feature_cfg:
+                kwargs.setdefault(key, feature_cfg[key])
+                kwargs.setdefault("features_only", True)
         if isinstance(timm_cfg, str):  # a tag
             tag, cfg_override = timm_cfg, {}
         elif timm_cfg is not None:  # a PretrainedCfg or dict, e.g. read from a Hub config.json
@@ -445,14 +495,16 @@ def _register_with_timm(name: str) -> None:
     entry = catalog.entries()[name]
     default = entry.default_tag
 
-    def rank(tag: str) -> int:  # the first tag of a timm DefaultCfg is the default one: the bare name's
-        return 0 if tag == default else 1 if tag == "" else 2
-
-    ordered = {
-        (f"{bridged_name}.{tag}" if tag else bridged_name): _timm_cfg(cfg)
-        for tag, cfg in sorted(entry.cfgs.items(), key=lambda item: rank(item[0]))
-    }
-    default_cfgs.update(generate_default_cfgs(ordered))
+    # timm's DefaultCfg: its first tag is the default, the cfg timm.create_model(name) builds from. That is
+    # the weight whose network the bare name builds, or the untagged cfg where no weight does (timm's
+    # generate_default_cfgs would promote the first tag with weights: a Fashion-MNIST or source variant).
+    default = entry.default_tag or ""
+    tags = sorted(entry.cfgs, key=lambda tag: tag != default)
+    default_cfgs[bridged_name] = DefaultCfg(
+        tags=deque(tags),
+        cfgs={tag: PretrainedCfg(**_timm_cfg(entry.cfgs[tag])) for tag in tags},
+        is_pretrained=has_weights(entry.cfgs[default]),
+    )
     timm_register_model(entry_point)
 
 

@@ -45,7 +45,10 @@ def test_the_contract_names_every_module_of_the_package():
     assert found - named == set(), f"modules in no layer of pyproject.toml's contract: {sorted(found - named)}"
 
 
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for d in PYTHON_DIRS for p in (ROOT / d).rglob("*.py")))
+THEIRS = {"scripts/timm_suite/test_models.py"}  # timm's test file, copied in to run it (git-ignored)
+
+
+@pytest.mark.parametrize("path", sorted(set(str(p.relative_to(ROOT)) for d in PYTHON_DIRS for p in (ROOT / d).rglob("*.py")) - THEIRS))
 def test_no_file_is_over_500_lines(path):
     lines = len((ROOT / path).read_text().splitlines())
     assert lines <= MAX_LINES, f"{path} has {lines} lines; split it by concept (../shared/STYLE.md)"

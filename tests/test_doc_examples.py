@@ -41,6 +41,7 @@ NOT_RUN_REASONS = {
     "tested by tests/": "the same command runs in the named test",
     "changes the shipped weights": "a maintainer's command that rewrites weights/",
     "takes hours": "a full training or experiment run",
+    "needs timm's test file": "a copy of tests/test_models.py from a checkout of timm's repository",
 }
 NOT_RUN = re.compile(r"^<!--\s*not run:\s*(?P<reason>.+?)\s*-->$")
 SLOW = re.compile(r"^<!--\s*test:\s*slow\s*-->$")

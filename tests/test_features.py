@@ -126,7 +126,7 @@ def test_features_only_takes_pretrained_weights():
 def test_features_only_arguments_are_checked():
     with pytest.raises(TypeError, match="out_indices and feature_cls only apply with features_only=True"):
         lightnets.create_model("mobilenet_v1_025", out_indices=(1, 2))
-    with pytest.raises(ValueError, match="feature_cls must be 'getter'"):
+    with pytest.raises(ValueError, match="feature_cls must be one of 'getter', 'fx'"):
         lightnets.create_model("mobilenet_v1_025", features_only=True, feature_cls="hook")
     with pytest.raises(ValueError, match="MobileNetV1 has 5 feature maps .* got index 7"):
         lightnets.create_model("mobilenet_v1_025", features_only=True, out_indices=(2, 7))

@@ -57,9 +57,12 @@ def test_every_published_tag_builds_and_describes_its_weight(tag):
         assert getattr(model, key) == value or (key == "act_layer" and model.act_layer is torch.nn.ReLU6)
 
 
-@pytest.mark.parametrize("name", ["shufflenet_g3", "shufflenet_g1_025", "mobilenet_v1_050", "shufflenet_g8_200"])
-def test_a_bare_name_with_an_imagenet_weight_defaults_to_it(name):
-    assert lightnets.get_pretrained_cfg(name)["tag"].endswith("_in1k")
+@pytest.mark.parametrize("name, default", [
+    ("mobilenet_v1_050", "osmr_in1k"), ("mobilenet_v1_100", "osmr_in1k"),  # the paper's network: the default
+    ("shufflenet_g3", None), ("shufflenet_g1_025", None), ("shufflenet_g8_200", None),  # only source variants
+])
+def test_a_bare_name_defaults_to_the_imagenet_weight_of_its_own_network(name, default):
+    assert lightnets.get_pretrained_cfg(name)["tag"] == default
 
 
 def test_every_group_and_scale_is_a_registered_name():

@@ -267,6 +267,50 @@ def test_sigkill_during_save_pretrained_leaves_a_complete_folder(tmp_path):
     assert folder.exists()
 
 
+_TRAINER = """
+import sys
+from lightnets.cli.train import train
+from lightnets.data import load_dataset
+output, work = sys.argv[1:]
+data = load_dataset("fashion_mnist", limit=64)
+print("ready", flush=True)
+run = 0
+while True:  # one short run after another, each replacing --output with weights of another seed
+    run += 1
+    train(["--model", "smallcnn_3x2", "--epochs", "1", "--batch-size", "32", "--lr", "0.5", "--seed", str(run),
+           "--no-progress", "--work-dir", f"{work}/{run}", "--output", output, "--overwrite"], data, data)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_lightnets_train_output_leaves_a_complete_folder(tmp_path):
+    """lightnets-train killed at 8 points of a loop of runs that each rewrite --output: the folder is always a
+    whole weight, whose recorded test top-1/top-5 are what its own weights score on the same 64 images."""
+    from lightnets.data import load_dataset
+    from lightnets.training.loop import evaluate
+
+    data = load_dataset("fashion_mnist", limit=64)
+    folder = tmp_path / "weight"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    seen = set()
+    for attempt, delay in enumerate([0.1, 0.37, 0.64, 0.9, 1.3, 1.75, 2.2, 2.9]):
+        process = subprocess.Popen([sys.executable, "-c", _TRAINER, str(folder), str(tmp_path / "runs")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        assert process.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if not folder.exists():  # killed before the first run finished: nothing, not half of something
+            continue
+        config = json.loads((folder / "config.json").read_text())
+        recorded = config["lightnets"]["metrics"]
+        model = lightnets.create_model("smallcnn_3x2", pretrained=True, pretrained_path=folder).eval()
+        scored = evaluate(model, data.images, data.labels)
+        assert (scored["top1"], scored["top5"]) == (recorded["top1"], recorded["top5"]), f"attempt {attempt}: mixed folder"
+        seen.add(config["lightnets"]["training"]["seed"])
+    assert folder.exists() and len(seen) > 1  # the kills landed in different runs
+
+
 # --- 2. a weight folder describes itself or is refused ------------------------------------------------------
 
 
@@ -482,5 +526,5 @@ def test_eval_names_the_image_it_cannot_decode_in_one_line(broken_image_folder, 
     ("smallcnn_3x2", {"img_size": 100_000}), ("vgg11_bn", {"num_classes": 10**9}),
 ])
 def test_an_absurd_size_is_refused_before_allocating_with_the_estimate(name, kwargs):
-    with pytest.raises(ValueError, match=r"G parameters: [\d.]+ GiB in float32, more than this machine's"):
+    with pytest.raises(ValueError, match=r"G parameters: [\d.]+ GiB in float32, more than half of this machine's"):
         lightnets.create_model(name, **kwargs)

@@ -55,7 +55,7 @@ def test_vgg16_params_and_macs(vgg16_224):
 
 
 def test_vgg16_head(vgg16_224):
-    assert vgg16_224.num_features == 4096
+    assert (vgg16_224.num_features, vgg16_224.head_hidden_size) == (512, 4096)  # as timm counts them
     assert [m.in_features for m in vgg16_224.modules() if isinstance(m, nn.Linear)] == [25088, 4096, 4096]
     assert vgg16_224.classifier is vgg16_224.get_classifier() and vgg16_224.classifier.out_features == 1000
     assert vgg16_224.pre_logits.drop1.p == vgg16_224.pre_logits.drop2.p == 0.5  # Sec. 3.1

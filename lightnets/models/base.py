@@ -7,7 +7,6 @@ calls :meth:`ClassifierNet.init_head` and lists its body's layers with
 checks — is written here once. A family's ``forward_features`` starts with
 ``if self.checkpointing_body(): return self.forward_body_checkpointed(x)``.
 """
-from __future__ import annotations
 
 import re
 from typing import Any, Optional, Sequence, Union
@@ -81,8 +80,10 @@ def check_drop_rate(value: Any) -> float:
 class ClassifierNet(nn.Module):
     """Base class: body (``forward_features``) → global pool → dropout → classifier.
 
-    Attributes every model has: ``num_classes``, ``in_chans``, ``num_features`` (width of the
-    pooled features fed to the classifier), ``drop_rate``, ``img_size`` (default input side),
+    Attributes every model has (timm's meanings): ``num_classes``, ``in_chans``, ``num_features``
+    (channels of the map ``forward_features`` returns), ``head_hidden_size`` (width of
+    ``forward_head(x, pre_logits=True)``, what the classifier reads: ``num_features`` unless the head
+    has hidden layers), ``drop_rate``, ``img_size`` (default input side),
     ``min_input_size`` (smallest input side the body can take), ``feature_info`` (timm's list of
     ``{"num_chs", "reduction", "module"}``, one per resolution of the body, the maps
     :meth:`forward_intermediates` returns) and, once built through :func:`lightnets.create_model`,
@@ -92,6 +93,7 @@ class ClassifierNet(nn.Module):
     num_classes: int
     in_chans: int
     num_features: int
+    head_hidden_size: int
     drop_rate: float
     img_size: int
     min_input_size: int
@@ -102,23 +104,29 @@ class ClassifierNet(nn.Module):
     body_layers: tuple[str, ...]  # the body's layers in order: running them one after another is forward_features
     head_pruned: bool = False  # prune_intermediate_layers removed the head: the model returns its last feature map
     grad_checkpointing: bool = False  # see set_grad_checkpointing
+    # How the body's downsampling layers round an odd side: "ceil" (padded stride-2 3×3 convs and pools:
+    # 225 px → 113) or "floor" (unpadded 2×2 max pools: 225 px → 112). See feature_map_size.
+    odd_side_rounding: str = "ceil"
+    # Python-side descriptions TorchScript has no type for (a variable-length tuple, dicts of Any); the
+    # scripted forward never reads them.
+    __jit_ignored_attributes__ = ["body_layers", "feature_info", "pretrained_cfg"]
+    __jit_unused_properties__ = ["default_cfg"]
 
     def __init__(self) -> None:
         super().__init__()
         self.pretrained_cfg: dict[str, Any] = {}
+        # On the instance, where TorchScript looks for the attributes a scripted forward reads.
+        self.pool_type = type(self).pool_type
+        self.head_pruned = False
 
     @property
     def default_cfg(self) -> dict[str, Any]:
         """Alias of ``pretrained_cfg`` (timm's older name)."""
         return self.pretrained_cfg
 
-    @property
-    def head_hidden_size(self) -> int:
-        """timm's width of ``forward_head(x, pre_logits=True)``: the features the classifier reads."""
-        return self.num_features
-
     def init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
-        self.num_features = num_features
+        """The usual head: global average pool → dropout → classifier on the body's ``num_features`` channels."""
+        self.num_features = self.head_hidden_size = num_features
         self.num_classes = check_num_classes(num_classes)
         self.drop_rate = check_drop_rate(drop_rate)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -132,6 +140,21 @@ class ClassifierNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def feature_map_size(self, img_size: Optional[int] = None) -> tuple[int, int]:
+        """Height and width of the map ``forward_features`` returns for a square ``img_size`` input (the
+        model's default side if None): timm's ``pool_size``, without running the model.
+
+        >>> from lightnets import create_model
+        >>> model = create_model("mobilenet_v1_025")
+        >>> model.feature_map_size(), model.feature_map_size(225), model.pretrained_cfg["pool_size"]
+        ((7, 7), (8, 8), (7, 7))
+        """
+        side = self.img_size if img_size is None else check_positive_int("img_size", img_size)
+        reduction = self.feature_info[-1]["reduction"]
+        # Halving step by step rounds the same way as dividing once: ceil(ceil(s/2)/2) = ceil(s/4).
+        out = -(-side // reduction) if self.odd_side_rounding == "ceil" else side // reduction
+        return out, out
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -169,10 +192,12 @@ class ClassifierNet(nn.Module):
             stage += position in stage_ends
         return {"stem": _layer_pattern(stem), "blocks": blocks}
 
+    @torch.jit.unused
     def checkpointing_body(self) -> bool:
         """Whether this forward pass checkpoints the body: enabled, training, and building a graph."""
-        return self.grad_checkpointing and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting()
+        return self.grad_checkpointing and self.training and torch.is_grad_enabled()
 
+    @torch.jit.unused
     def forward_body_checkpointed(self, x: torch.Tensor) -> torch.Tensor:
         """``forward_features`` as checkpointed segments, each ending at a ``feature_info`` layer."""
         start = 0
@@ -183,14 +208,16 @@ class ClassifierNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.pool_type:
+        if self.pool_type != "":
             x = self.global_pool(x).flatten(1)
         x = self.head_drop(x)
         return x if pre_logits else self.classifier(x)
 
+    @torch.jit.unused
     def _check_eager_input(self, x: torch.Tensor) -> None:
-        """:meth:`check_input`, skipped where Python checks cannot run (scripting, tracing, compiling)."""
-        if (not torch.jit.is_scripting() and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+        """:meth:`check_input`, skipped where Python checks cannot run (tracing, compiling; a scripted
+        forward does not call it)."""
+        if (not torch.jit.is_tracing() and not torch.compiler.is_compiling()
                 and not isinstance(x, torch.fx.Proxy)):  # torch.fx symbolic tracing: shapes are not known yet
             self.check_input(x)
 
@@ -203,7 +230,8 @@ class ClassifierNet(nn.Module):
         return [self.body_layers.index(self.feature_info[index]["module"]) for index in feature_indices]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_eager_input(x)
+        if not torch.jit.is_scripting():
+            self._check_eager_input(x)
         x = self.forward_features(x)
         return x if self.head_pruned else self.forward_head(x)
 
@@ -334,7 +362,8 @@ class ClassifierNet(nn.Module):
         """Replace the classifier with a freshly initialised one for ``num_classes`` (0 → identity).
 
         ``global_pool`` (as in timm): ``"avg"``, or ``""`` for no pooling, which needs ``num_classes=0``:
-        the model then returns its last feature map.
+        the model then returns its last feature map (a head that flattens the map, with hidden layers,
+        is skipped too).
 
         >>> from lightnets import create_model
         >>> model = create_model("mobilenet_v1_025")
@@ -342,7 +371,7 @@ class ClassifierNet(nn.Module):
         >>> model(torch.zeros(1, 3, 224, 224)).shape
         torch.Size([1, 256, 7, 7])
         """
-        classifier = classifier_layer(self.num_features, num_classes)
+        classifier = classifier_layer(self.head_hidden_size, num_classes)
         if global_pool is not None or not self.pool_type:
             self._check_global_pool(self.pool_type if global_pool is None else global_pool, num_classes)
         self.classifier, self.num_classes = classifier, num_classes
@@ -357,9 +386,6 @@ class ClassifierNet(nn.Module):
     def _check_global_pool(self, global_pool: Any, num_classes: int) -> None:
         if global_pool not in ("avg", ""):
             raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
-        if not hasattr(self, "global_pool"):
-            raise ValueError(f"{type(self).__name__}'s head flattens its feature map (it has no global pooling); "
-                             "use forward_features for the feature map")
         if global_pool == "" and num_classes:
             raise ValueError(f"global_pool='' (no pooling) needs num_classes=0, got {num_classes}: "
                              "the classifier takes pooled features")

@@ -88,14 +88,33 @@ class ModelEntry:
 
     @property
     def default_tag(self) -> Optional[str]:
-        """The weight the bare name means: the first whose classes and input size are the bare name's own.
-        A Fashion-MNIST weight (1×28×28, 10 classes) is never the default of an ImageNet-layout name."""
+        """The weight the bare name means: the first whose network is the one the bare name builds — the
+        same classes and input size, and no architecture argument (``model_args``) other than the model's
+        own default. So ``pretrained=True`` never changes the network (timm's rule): a Fashion-MNIST
+        weight (1×28×28, 10 classes) is never an ImageNet-layout name's default, nor is a source's
+        variant (ReLU6, TF padding, another concatenation order)."""
         own = self.cfgs.get("", {})
         for tag in self.pretrained_tags:
             cfg = self.cfgs[tag]
-            if cfg.get("num_classes") == own.get("num_classes") and tuple(cfg.get("input_size", ())) == tuple(own.get("input_size", ())):
+            if (cfg.get("num_classes") == own.get("num_classes")
+                    and tuple(cfg.get("input_size", ())) == tuple(own.get("input_size", ()))
+                    and self.builds_own_network(cfg.get("model_args") or {})):
                 return tag
         return None
+
+    def builds_own_network(self, model_args: dict[str, Any]) -> bool:
+        """Whether these architecture arguments leave the bare name's network as it is (each is the
+        class's default, or the input size the bare name already has)."""
+        if not model_args:
+            return True
+        if self.model_cls is None:
+            return False
+        defaults = {name: p.default for name, p in inspect.signature(self.model_cls.__init__).parameters.items()}
+        own_size = tuple(self.cfgs.get("", {}).get("input_size", ()))[-1:]
+        return all(
+            (key == "img_size" and (value,) == own_size) or (key in defaults and defaults[key] == value)
+            for key, value in model_args.items()
+        )
 
     def accepted_kwargs(self) -> Optional[set[str]]:
         """Keyword arguments the model class takes, or None when they cannot be read."""

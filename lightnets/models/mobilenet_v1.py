@@ -9,7 +9,6 @@ Width multiplier α thins every layer; resolution multiplier ρ sets the input s
 >>> model.pretrained_cfg["input_size"]
 (3, 160, 160)
 """
-from __future__ import annotations
 
 from typing import Any, Optional
 
@@ -72,6 +71,8 @@ class MobileNetV1(ClassifierNet):
     ) -> None:
         super().__init__()
         self.padding = check_padding(padding)
+        if self.padding == "tf":  # one extra row/column at the bottom/right: a stride-2 layer takes 225 px to 112
+            self.odd_side_rounding = "floor"
         if isinstance(bn_eps, bool) or not isinstance(bn_eps, (int, float)) or not 0 < bn_eps < 1:
             raise ValueError(f"bn_eps must be a number in (0, 1), got {bn_eps!r}")
         self.bn_eps = float(bn_eps)
@@ -113,7 +114,7 @@ class MobileNetV1(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpointing_body():
+        if not torch.jit.is_scripting() and self.checkpointing_body():
             return self.forward_body_checkpointed(x)
         return self.blocks(self.stem(x))
 

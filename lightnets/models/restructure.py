@@ -148,13 +148,15 @@ def refresh_feature_info(model: nn.Module, input_size: Sequence[int]) -> None:
     finally:
         model.train(was_training)
     model.feature_info = [{**info, "num_chs": feature_map.shape[1]} for info, feature_map in zip(model.feature_info, maps)]
+    if hasattr(model, "num_features"):  # timm's meaning: the channels of the last map, which forward_features returns
+        model.num_features = maps[-1].shape[1]
 
 
 @contextlib.contextmanager
 def num_features_follow_classifier(model: nn.Module) -> Iterator[None]:
-    """When the block changes the classifier's input width, a ``num_features`` that was that width follows it
-    (reset_classifier builds on it)."""
+    """When the block changes the classifier's input width, ``head_hidden_size`` follows it (reset_classifier
+    builds on it); ``num_features``, the body's channels, follows the maps in :func:`refresh_feature_info`."""
     old_in = getattr(model.get_classifier(), "in_features", None) if hasattr(model, "get_classifier") else None
     yield
-    if old_in is not None and getattr(model, "num_features", None) == old_in:
-        model.num_features = model.get_classifier().in_features
+    if old_in is not None and getattr(model, "head_hidden_size", None) == old_in:
+        model.head_hidden_size = model.get_classifier().in_features

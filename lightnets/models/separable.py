@@ -24,7 +24,6 @@ build a Fashion-MNIST model with ``in_chans=1``.
 >>> model.separable_layers, model(torch.zeros(2, 1, 28, 28)).shape
 ((2, 3), torch.Size([2, 10]))
 """
-from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any, Iterable
@@ -108,6 +107,8 @@ class SepCNN(ClassifierNet):
         small_input: must be True (the only form; see the module docstring).
     """
 
+    odd_side_rounding = "floor"  # 2×2 max pools
+
     def __init__(
         self,
         separable_layers: Iterable[int] = (),
@@ -142,7 +143,7 @@ class SepCNN(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpointing_body():
+        if not torch.jit.is_scripting() and self.checkpointing_body():
             return self.forward_body_checkpointed(x)
         return self.features(self.stem(x))
 
@@ -165,6 +166,7 @@ class SmallCNN(ClassifierNet):
     """
 
     fixed_input_size = True
+    odd_side_rounding = "floor"  # 2×2 max pools
 
     def __init__(
         self,
@@ -183,7 +185,8 @@ class SmallCNN(ClassifierNet):
         self.min_input_size = MIN_INPUT_SIZE
         self.num_classes = check_num_classes(num_classes)
         self.drop_rate = check_drop_rate(drop_rate)
-        self.num_features = SMALLCNN_HIDDEN
+        self.num_features = SMALLCNN_LAYERS[-1]  # the last conv's channels, as in timm
+        self.head_hidden_size = SMALLCNN_HIDDEN
 
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         body = []
@@ -205,11 +208,13 @@ class SmallCNN(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpointing_body():
+        if not torch.jit.is_scripting() and self.checkpointing_body():
             return self.forward_body_checkpointed(x)
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.pool_type == "":  # global_pool="" with num_classes=0: the feature map, as timm returns it
+            return x
         x = self.pre_logits(x.flatten(1))
         return x if pre_logits else self.classifier(x)
 

@@ -24,7 +24,6 @@ The paper's "MFLOPs" are mult-adds of the convs and the FC (megvii ShuffleNet-Se
 >>> model.widths
 (16, 192, 384, 768)
 """
-from __future__ import annotations
 
 from typing import Any, Optional
 
@@ -247,7 +246,7 @@ class ShuffleNetV1(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpointing_body():
+        if not torch.jit.is_scripting() and self.checkpointing_body():
             return self.forward_body_checkpointed(x)
         x = self.stem_pool(self.stem(x))
         return self.stage4(self.stage3(self.stage2(x)))

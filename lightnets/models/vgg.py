@@ -3,7 +3,8 @@ Recognition" (arXiv 1409.1556).
 
 Five stages of 3×3 convs (with bias, ReLU, optional BatchNorm), each ending in a 2×2 max pool;
 then the FC head: 7×7×512 = 25088 → 4096 → ReLU → dropout → 4096 → ReLU → dropout (the
-``pre_logits``, whose 4096 features ``forward_head(pre_logits=True)`` returns) → classifier.
+``pre_logits``, whose 4096 features ``forward_head(pre_logits=True)`` returns) → classifier. As in
+timm, ``num_features`` is the body's 512 channels and ``head_hidden_size`` the head's 4096.
 The layout is torchvision's, so ``features.*`` keys and all parameter counts match its ``vgg*``.
 
 Small form (``small_input=True``, 32 px by default) for CIFAR / Fashion-MNIST images: every conv
@@ -21,7 +22,6 @@ layer is kept as it is, but
 >>> model.forward_features(torch.zeros(1, 3, 32, 32)).shape, model.num_features
 (torch.Size([1, 512, 4, 4]), 512)
 """
-from __future__ import annotations
 
 from collections import OrderedDict
 from typing import Any, Optional
@@ -88,6 +88,8 @@ class VGG(ClassifierNet):
         small_input: the small form for 28–32 px images (see the module docstring).
     """
 
+    odd_side_rounding = "floor"  # 2×2 max pools
+
     def __init__(
         self,
         depth: int = 16,
@@ -118,8 +120,9 @@ class VGG(ClassifierNet):
         width = STAGE_CHANNELS[-1]
         if small_input:
             self.init_head(width, num_classes, drop_rate)
+            self.pre_logits = None  # TorchScript drops the branch of forward_head this form has no layers for
         else:
-            self.num_features = HIDDEN_FEATURES
+            self.num_features, self.head_hidden_size = width, HIDDEN_FEATURES  # as timm's VGG: 512 and 4096
             self.num_classes = check_num_classes(num_classes)
             self.drop_rate = check_drop_rate(drop_rate)
             self.pool = nn.AdaptiveAvgPool2d(POOL_SIZE)
@@ -135,14 +138,19 @@ class VGG(ClassifierNet):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.checkpointing_body():
+        if not torch.jit.is_scripting() and self.checkpointing_body():
             return self.forward_body_checkpointed(x)
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.small_input:
-            return super().forward_head(x, pre_logits)
-        x = self.pre_logits(self.pool(x).flatten(1))
+        if self.pre_logits is None:  # the small form: the usual head (written out: TorchScript has no super())
+            if self.pool_type != "":
+                x = self.global_pool(x).flatten(1)
+            x = self.head_drop(x)
+        elif self.pool_type == "":  # global_pool="" with num_classes=0: the feature map, as timm returns it
+            return x
+        else:
+            x = self.pre_logits(self.pool(x).flatten(1))
         return x if pre_logits else self.classifier(x)
 
 

@@ -15,8 +15,9 @@ its arguments.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, NoReturn, Optional, Union
 
 import torch
 from torch import nn
@@ -68,6 +69,9 @@ def read_config(path: PathLike) -> dict[str, Any]:
                                f"with save_pretrained") from None
     if not isinstance(config, dict):
         raise WeightsFileError(f"{config_path} holds a JSON {type(config).__name__}, not an object describing the model")
+    if not config:
+        raise WeightsFileError(f"{config_path} is an empty object: it does not say which model the folder holds; "
+                               f"write the folder again with save_pretrained")
     return config
 
 
@@ -81,6 +85,7 @@ def folder_cfg(path: PathLike) -> dict[str, Any]:
     config = read_config(path)
     if not config:  # a bare weight file: the registered cfg (a tag's arguments) still describes it
         return {}
+    _check_config_fields(config, (Path(path).expanduser() if Path(path).expanduser().is_dir() else Path(path).expanduser().parent) / CONFIG_NAME)
     pretrained_cfg = config.get("pretrained_cfg", {})
     cfg = {k: pretrained_cfg[k] for k in ("input_size", "mean", "std", "crop_pct", "interpolation", "label_names", "first_conv",
                                           "classifier") if pretrained_cfg.get(k)}
@@ -100,6 +105,54 @@ def folder_cfg(path: PathLike) -> dict[str, Any]:
         cfg["saved_architecture"] = str(saved)
     cfg["saved_from"] = str(path)
     return cfg
+
+
+def _check_config_fields(config: dict[str, Any], config_path: Path) -> None:
+    """Refuse a config.json whose fields that build or describe the model have the wrong type or value."""
+
+    def refuse(field: str, value: Any, expected: str) -> NoReturn:
+        raise WeightsFileError(f"{config_path}: {field} is {value!r}, expected {expected}; write the folder again "
+                               f"with save_pretrained")
+
+    def is_int(value: Any, low: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    for field in ("model_args", "pretrained_cfg"):
+        if field in config and not isinstance(config[field], dict):
+            refuse(field, config[field], "an object")
+    if "num_classes" in config and not is_int(config["num_classes"], 0):
+        refuse("num_classes", config["num_classes"], "an integer >= 0")
+    if "architecture" in config and not isinstance(config["architecture"], str):
+        refuse("architecture", config["architecture"], "a model name")
+    if "lightnets" in config and not isinstance(config["lightnets"], dict):
+        refuse("lightnets", config["lightnets"], "an object")
+    info = config.get("lightnets", {})
+    if "architecture" in info and not isinstance(info["architecture"], str):
+        refuse("lightnets.architecture", info["architecture"], "a model name")
+    cfg = config.get("pretrained_cfg", {})
+    size = cfg.get("input_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 3 and all(is_int(v, 1) for v in size)):
+        refuse("pretrained_cfg.input_size", size, "[channels, height, width], positive integers")
+    channels = size[0] if size else None
+    for field in ("mean", "std"):
+        value = cfg.get(field)
+        if value is not None and not (isinstance(value, list) and value and all(is_number(v) for v in value)
+                                      and (channels is None or len(value) == channels)
+                                      and (field == "mean" or min(value) > 0)):
+            refuse(f"pretrained_cfg.{field}", value, f"a list of {channels or 'per-channel'} finite numbers"
+                   + (" > 0" if field == "std" else ""))
+    crop = cfg.get("crop_pct")
+    if crop is not None and not (is_number(crop) and 0 < crop <= 1):
+        refuse("pretrained_cfg.crop_pct", crop, "a number in (0, 1]")
+    for field in ("interpolation", "first_conv", "classifier"):
+        if cfg.get(field) is not None and not (isinstance(cfg[field], str) and cfg[field]):
+            refuse(f"pretrained_cfg.{field}", cfg[field], "a non-empty string")
+    labels = cfg.get("label_names")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(v, str) for v in labels)):
+        refuse("pretrained_cfg.label_names", labels, "a list of class names")
 
 
 def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, Any]:
@@ -201,10 +254,23 @@ def load_pretrained(model: nn.Module, cfg: Optional[dict[str, Any]] = None, pret
     if cfg.get("saved_from") and cfg.get("num_classes") and head is not None and head.shape[0] != cfg["num_classes"]:
         raise WeightsFileError(f"{cfg['saved_from']}: its {CONFIG_NAME} says {cfg['num_classes']} classes but the classifier "
                                f"in {path.name} has {head.shape[0]} rows; the folder is inconsistent: write it again")
+    stem = state_dict.get(f"{cfg.get('first_conv') or 'stem.conv'}.weight")
+    declared = (cfg.get("input_size") or (None,))[0]
+    if cfg.get("saved_from") and declared and stem is not None and stem.dim() == 4 and _first_conv_groups(model, cfg) == 1 \
+            and stem.shape[1] != declared:
+        raise WeightsFileError(f"{cfg['saved_from']}: its {CONFIG_NAME} says {declared} input channels but the first conv "
+                               f"in {path.name} takes {stem.shape[1]}; the folder is inconsistent: write it again")
     _take_saved_layers(model, state_dict, cfg)
     state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
     _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)
     return model
+
+
+def _first_conv_groups(model: nn.Module, cfg: dict[str, Any]) -> Optional[int]:
+    try:
+        return model.get_submodule(cfg.get("first_conv") or "stem.conv").groups
+    except AttributeError:  # no such layer, or not a conv: the strict load reports it
+        return None
 
 
 def load_checkpoint(model: nn.Module, path: PathLike, strict: bool = True) -> nn.Module:
