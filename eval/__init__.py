@@ -79,6 +79,9 @@ def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     lines.append(f"MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s{memory}")
     if settings.get("accuracy_backend") not in (None, "eager") and settings.get("images"):
         lines.append(f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: the eager model")
+    if settings.get("accuracy_cached"):
+        lines.append(f"top-1 of {settings['accuracy_cached']} model(s): an identical earlier measurement, cached (the same "
+                     "weights by sha256, data, backend and lightnets code); --remeasure measures again")
     if settings.get("dataset"):
         lines.append(f"data: {settings['dataset']} / {settings['split']}, {settings['images']} images"
                      if settings.get("images") else f"data: {settings['dataset']} (no accuracy measured)")

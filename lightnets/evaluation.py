@@ -6,6 +6,7 @@ Row keys, raw numbers (``B`` = each latency batch size):
 * ``model, tag, input_size, params, macs`` — ``macs``: conv + FC multiply-adds of one image at the
   evaluated input size (:func:`lightnets.profiler.count_macs`, the papers' count);
 * ``top1, top5`` (%), ``loss`` (mean cross-entropy), ``images`` — None without accuracy;
+  ``accuracy_cached`` — True where they come from an identical earlier measurement (``accuracy_cache``);
 * ``ms_bsB, p90_ms_bsB`` — milliseconds per batch of B, median and 90th percentile over repeats;
   ``ms_per_img_bsB, img_per_s_bsB, gmacs_per_s_bsB`` — derived from the median;
 * ``peak_mem_mb`` (with ``memory=True``) — weights + input + the most memory torch's allocator held
@@ -25,8 +26,12 @@ How each number is measured (latency interleaved across models, the accuracy pas
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import json
 import os
 import platform
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -182,6 +187,64 @@ def _check_feedable(candidate: Candidate, data_chans: Optional[int], classes: Op
 
 
 # ---------------------------------------------------------------------------------------------
+# The accuracy cache
+# ---------------------------------------------------------------------------------------------
+
+# Datasets whose content is fixed (checksummed files or the embedded split): an image folder can change.
+_FIXED_DATASETS = ("fashion_mnist", "cifar10")
+
+
+@functools.lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """sha256 of lightnets' own source: any change to the code that builds, exports or scores a model
+    makes earlier measurements stale."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).resolve().parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def accuracy_cache_key(candidate: Candidate, data: Dataset, backend: str, batch_size: int) -> Optional[str]:
+    """What an accuracy measurement is a function of, hashed: the weights' verified sha256, the data (a
+    fixed dataset, split and image count), the model's input and normalisation, the backend and its
+    batch size, torch and lightnets' code. None when the inputs have no such identity (random init, a
+    given module or checkpoint, an image folder, weights without a recorded sha256)."""
+    cfg = getattr(candidate.model, "pretrained_cfg", None) or {}
+    if not cfg.get("sha256") or candidate.tag in (RANDOM_INIT, "given") or candidate.tag.startswith("ckpt:") \
+            or getattr(data, "name", None) not in _FIXED_DATASETS:
+        return None
+    fields = {"weights": cfg["sha256"], "dataset": data.name, "split": getattr(data, "split", None), "images": len(data),
+              "input_size": candidate.input_size, "mean": candidate.mean, "std": candidate.std, "backend": backend,
+              "batch_size": batch_size, "torch": torch.__version__, "code": _code_fingerprint()}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _cached_accuracy(key: Optional[str]) -> Optional[dict[str, Any]]:
+    if key is None:
+        return None
+    from .pretrained.converted import cache_dir
+
+    with contextlib.suppress(OSError, ValueError):
+        cached = json.loads((cache_dir() / "accuracy" / f"{key}.json").read_text())
+        if isinstance(cached, dict) and {"top1", "top5", "loss", "images"} <= set(cached):
+            return cached
+    return None  # absent or unreadable: measure again
+
+
+def _store_accuracy(key: Optional[str], result: dict[str, Any]) -> None:
+    if key is None:
+        return
+    from .pretrained.converted import cache_dir
+
+    folder = cache_dir() / "accuracy"
+    with contextlib.suppress(OSError):  # a read-only cache only costs the next run a measurement
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".partial", delete=False) as file:
+            json.dump(result, file)
+        os.replace(file.name, folder / f"{key}.json")
+
+
+# ---------------------------------------------------------------------------------------------
 # The engine
 # ---------------------------------------------------------------------------------------------
 
@@ -254,6 +317,7 @@ def evaluate(
     workers: int = 4,
     progress: bool = True,
     seed: int = 0,
+    accuracy_cache: bool = True,
 ) -> list[dict[str, Any]]:
     """Measure accuracy, parameters, MACs, latency and peak memory of ``models``; one row per model.
 
@@ -268,6 +332,10 @@ def evaluate(
         pretrained: load pretrained weights; None: when the model has any. ``checkpoint``: a weight file
             or Hub-layout folder to load instead (one model only).
         accuracy: False measures MACs, latency and memory only.
+        accuracy_cache: reuse the result of an identical earlier accuracy measurement (the same weights by
+            sha256, fixed dataset, input, backend, torch and lightnets code: :func:`accuracy_cache_key`),
+            kept under the weights cache (``$LIGHTNETS_CACHE``); rows say ``accuracy_cached``. False
+            measures again (the results scripts do).
         accuracy_backend: what the accuracy pass runs on: ``"eager"`` (the model itself), ``"openvino"`` or
             ``"onnxruntime"`` (its BatchNorm-folded float32 export, several times faster on a CPU), or
             ``"auto"`` (the fastest installed; see :data:`lightnets.measure.ACCURACY_BACKENDS`). Latency
@@ -331,7 +399,13 @@ def evaluate(
                         eval_sets[transform] = load_dataset(dataset, split, limit=limit, img_size=transform[0],
                                                             crop_pct=transform[1], interpolation=transform[2])
                     eval_set = eval_sets[transform]
-                row.update(measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend))
+                key = accuracy_cache_key(c, eval_set, backend, batch_size) if accuracy_cache else None
+                measured = _cached_accuracy(key)
+                row["accuracy_cached"] = measured is not None
+                if measured is None:
+                    measured = measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend)
+                    _store_accuracy(key, measured)
+                row.update(measured)
         times = measure_latency(candidates, batch_sizes, repeats, warmup, device, memory_format, progress, seed)
         for i, (c, row) in enumerate(zip(candidates, rows)):
             for b in batch_sizes:

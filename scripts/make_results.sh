@@ -14,7 +14,7 @@ run_md() {  # run_md OUTPUT COMMAND... : the command's Markdown, then the comman
 }
 
 run_md results/flops_mobilenet_v1_100.md -m lightnets.flops --model mobilenet_v1_100 --by-type --format md
-"$PYTHON" -m eval --all-pretrained --accuracy-backend eager --latency-batch-sizes 1,100 --memory \
+"$PYTHON" -m eval --all-pretrained --accuracy-backend eager --latency-batch-sizes 1,100 --memory --remeasure \
     --format md --output results/zoo.md --plot results/zoo.png --no-progress
 "$PYTHON" -m benchmarks.speed --output results/speed.md > /dev/null
 "$PYTHON" -m benchmarks.train_cost > /dev/null

@@ -4,6 +4,11 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 # The sources' own code checks the ImageNet weights' conversions: Keras 3 runs on torch (no TensorFlow here).
 os.environ.setdefault("KERAS_BACKEND", "torch")
+# Converted weights and cached accuracy measurements go to this session's own folder: a test measures,
+# and never reads what a developer's earlier runs left in ~/.cache/lightnets.
+import tempfile  # noqa: E402
+
+os.environ["LIGHTNETS_CACHE"] = tempfile.mkdtemp(prefix="lightnets-test-cache-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

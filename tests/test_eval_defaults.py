@@ -71,3 +71,44 @@ def test_output_files_are_checked_first_and_their_folders_made(tmp_path, capsys)
     output = tmp_path / "new" / "deeper" / "zoo.md"
     assert main(["--model", "smallcnn_3x2.fmnist", *QUICK, "--format", "md", "--output", str(output)]) == 0
     assert output.read_text().startswith("| model |") and not list(output.parent.glob(".*partial"))
+
+
+def test_an_identical_accuracy_measurement_is_reused_and_remeasure_measures_again(monkeypatch, tmp_path):
+    """The accuracy cache: a second run of the same weight on the same data takes the first run's numbers
+    (and says so); another image count, or accuracy_cache=False, measures again."""
+    import lightnets.evaluation as evaluation
+
+    monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path))  # an empty cache: earlier tests measured the same weight
+    measured = []
+    real = evaluation.measure_accuracy
+    monkeypatch.setattr(evaluation, "measure_accuracy", lambda *a, **k: measured.append(1) or real(*a, **k))
+    common = dict(latency_batch_sizes=(1,), repeats=1, warmup=0, memory=False, progress=False)
+    first, = evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=200, **common)
+    second, = evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=200, **common)
+    assert len(measured) == 1 and (first["accuracy_cached"], second["accuracy_cached"]) == (False, True)
+    assert {k: second[k] for k in ("top1", "top5", "loss", "images")} == {k: first[k] for k in ("top1", "top5", "loss", "images")}
+    evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=100, **common)
+    again, = evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=200, accuracy_cache=False, **common)
+    assert len(measured) == 3 and again["accuracy_cached"] is False and again["top1"] == first["top1"]
+    random_init, = evaluation.evaluate(["smallcnn_3x2"], limit=50, pretrained=False, **common)
+    random_again, = evaluation.evaluate(["smallcnn_3x2"], limit=50, pretrained=False, **common)
+    assert len(measured) == 5 and not random_again["accuracy_cached"]  # no identity: never cached
+
+
+def test_the_cache_key_changes_with_each_input_it_names():
+    from lightnets.data import load_dataset
+    from lightnets.evaluation import accuracy_cache_key, build_candidate
+
+    data = load_dataset("fashion_mnist", limit=100)
+    candidate = build_candidate("smallcnn_3x2.fmnist", data)
+    key = accuracy_cache_key(candidate, data, "eager", 100)
+    assert key == accuracy_cache_key(build_candidate("smallcnn_3x2.fmnist", data), data, "eager", 100)
+    others = {
+        accuracy_cache_key(candidate, data, "openvino", 100),
+        accuracy_cache_key(candidate, data, "eager", 50),
+        accuracy_cache_key(candidate, load_dataset("fashion_mnist", limit=99), "eager", 100),
+        accuracy_cache_key(build_candidate("mobilenet_v1_025.fmnist", data), data, "eager", 100),
+    }
+    assert key not in others and len(others) == 4
+    candidate.model.pretrained_cfg = {**candidate.model.pretrained_cfg, "sha256": "0" * 64}
+    assert accuracy_cache_key(candidate, data, "eager", 100) != key
