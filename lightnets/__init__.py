@@ -42,6 +42,7 @@ _LAZY = {
     "export_onnx": "deploy",
     "to_separable": "compress",
     "prune_l1": "compress",
+    "prune": "compress",
     "restructure": "models.restructure",
     "finetune": "compress",
 }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import os
 import warnings
 from collections import deque
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch  # noqa: F401  (the doctests use it)
 from torch import nn
 
 from .models import catalog
+from .models.base import physical_memory
 from .models.features import FEATURE_CLASSES, feature_extractor
 from .models.catalog import (
     DEFAULT_CFG,
@@ -193,14 +193,6 @@ def _apply_weight_args(entry: ModelEntry, cfg: dict[str, Any], kwargs: dict[str,
         kwargs.setdefault(key, value)
 
 
-def _physical_memory() -> Optional[int]:
-    """Bytes of RAM on this machine (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 # Models whose parameters are within this many bytes are built without the estimate (all of the zoo's are).
 _ESTIMATE_ABOVE_BYTES = 1 << 28
 
@@ -222,7 +214,7 @@ def _check_memory(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
         # torch itself fails to describe the layers (sizes past what a tensor can have, an overflow).
         raise ValueError(f"{entry.name} with {given} is too large to build: its layer sizes overflow "
                          f"({type(error).__name__}); choose a smaller width, input or fewer classes") from None
-    needed, available = 4 * params, _physical_memory()
+    needed, available = 4 * params, physical_memory()
     # Half the machine: the parameters alone, before any activation, gradient or copy a user then makes.
     if needed > _ESTIMATE_ABOVE_BYTES and available is not None and needed > available // 2:
         raise ValueError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import signal
 import subprocess
@@ -519,6 +520,22 @@ def test_eval_names_the_image_it_cannot_decode_in_one_line(broken_image_folder, 
                         "--no-progress", "--latency-batch-sizes", "1"])
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert status == 2 and len(err) == 1 and "bad.png" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("mobilenet_v1_025", (100_000, 3, 224, 224)),  # a huge batch
+    ("shufflenet_g3", (1, 3, 60_000, 60_000)),  # 3.6·10⁹-pixel images
+    ("vgg11_bn", (2_000, 3, 224, 224)),
+    ("sepcnn_regular", (1, 3, 100_000, 100_000)),
+])
+def test_a_forward_pass_too_large_for_memory_is_refused_before_it_starts(name, shape):
+    """The input is an expanded view (no memory of its own): the model refuses it from its feature_info's
+    sizes, before allocating its first feature map, with the estimate."""
+    model = lightnets.create_model(name).eval()
+    x = torch.zeros(1, 3, 1, 1).expand(*shape)
+    with pytest.raises(ValueError, match=rf"a forward pass of a {re.escape(str(shape))} batch needs about [\d.]+ GiB "
+                                         r"for its largest feature maps, more than half of this machine's"):
+        model(x)
 
 
 @pytest.mark.parametrize("name, kwargs", [

@@ -118,7 +118,8 @@ def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_s
     config = FitConfig(batch_size=local_batch, pad=args.pad, flip=not args.no_flip, erase_prob=args.reprob, mixup=args.mixup,
                        cutmix=args.cutmix, mix_prob=args.mix_prob, label_smoothing=args.label_smoothing,
                        distill_alpha=args.distill_alpha, temperature=args.distill_T, amp_dtype=amp_dtype,
-                       memory_format=memory_format, progress=not args.no_progress, hint=f"lower --lr (now {args.lr})")
+                       memory_format=memory_format, progress=not args.no_progress, hint=f"lower --lr (now {args.lr})",
+                       bn_l1=args.bn_l1)
 
     work_dir = Path(args.work_dir or f"runs/{(args.model or args.finetune_from).replace('/', '_')}-{args.dataset}-s{args.seed}")
     checkpoint_path = work_dir / "last.pth"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="layer-wise LR decay for fine-tuning, in (0, 1]: each layer learns at FACTOR times the LR of "
                             "the layer after it, the classifier at --lr (see ClassifierNet.group_matcher)")
     optim.add_argument("--label-smoothing", type=float, default=0.1, metavar="EPS", help="cross-entropy label smoothing")
+    optim.add_argument("--bn-l1", type=float, default=0.0, metavar="LAMBDA",
+                       help="L1 penalty on every BatchNorm scale γ (network slimming, Liu et al. 2017: 1e-4 or 1e-5); "
+                            "prune the result with lightnets.prune(model, ratio, 'slimming')")
     schedule = p.add_argument_group("schedule")
     schedule.add_argument("--epochs", type=int, default=30, metavar="N", help="passes over the training images")
     schedule.add_argument("--sched", choices=("cosine", "onecycle", "constant"), default="cosine",
@@ -141,6 +145,9 @@ def check_args(args: argparse.Namespace) -> None:
     Traceback (most recent call last):
     ValueError: --lr must be > 0, got 0.0
     """
+    for name, value in vars(args).items():  # NaN passes every comparison below: refuse it (and ±inf) first
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -149,7 +156,7 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
-    for name in ("weight_decay", "warmup_epochs", "pad"):
+    for name in ("weight_decay", "warmup_epochs", "pad", "bn_l1"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.layer_decay is not None and not 0.0 < args.layer_decay <= 1.0:

@@ -12,6 +12,9 @@ zoo (and on a plain ``nn.Module`` whose forward torch.fx can trace). One concept
   torch.fx (:mod:`~lightnets.compress.graph`): BatchNorm, depthwise convs, grouped convs (pruned evenly per
   group), channel shuffles, residual adds (joined filters are kept or removed together, ranked by their
   summed norms), concatenations and the classifier.
+* :mod:`~lightnets.compress.criteria`: what ranks the filters — L1 norm, APoZ after the ReLU over
+  calibration images (Hu et al. 2016), BatchNorm |γ| (network slimming, Liu et al. 2017) — through one
+  entry point, :func:`prune`.
 * :mod:`~lightnets.compress.sensitivity`: :func:`sensitivity_scan` prunes one layer at a time (Li et al.,
   Sec. 3.3, Fig. 2b); :func:`iterative_prune` alternates pruning and fine-tuning.
 * :mod:`~lightnets.compress.finetuning`: :func:`finetune` trains a model in memory, optionally distilling
@@ -30,11 +33,12 @@ A model saved after any of these loads back through :func:`lightnets.models.rest
 from .cost import CostChange, compare_cost
 from .finetuning import finetune
 from .graph import ChannelGraph
-from .prune import joined_layers, prunable_layers, prune_l1
+from .criteria import CRITERIA
+from .prune import joined_layers, prunable_layers, prune, prune_l1
 from .sensitivity import iterative_prune, sensitivity_scan, top1_accuracy
 from .separable import rank1_factors, standard_convs, to_separable
 
 __all__ = [
     "CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
-    "prune_l1", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy", "rank1_factors", "ChannelGraph",
+    "prune", "prune_l1", "CRITERIA", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy", "rank1_factors", "ChannelGraph",
 ]

@@ -74,6 +74,9 @@ class ChannelGraph:
         finally:
             model.train(was_training)
         self.root = root
+        self.module = module  # the traced forward (what the ranking criteria run calibration images through)
+        # Scores that rank each conv's filters instead of their L1 norms (lightnets.compress.criteria): higher is kept.
+        self.filter_scores: dict[str, torch.Tensor] = {}
         self.parent: list[int] = []  # union-find over channel ids
         self.owner: list[int] = []  # channel id -> producer index
         self.producers: list[tuple[Optional[str], int]] = []  # (conv name or None, first channel id)
@@ -245,7 +248,10 @@ class ChannelGraph:
         return range(start, start + self._size(name))
 
     def norms(self, name: str) -> torch.Tensor:
-        """L1 norm of each filter (Li et al., Sec. 3.1: s_j = Σ|F_j|)."""
+        """Each filter's score: ``filter_scores[name]`` where a criterion set one, else its L1 norm (Li et al.,
+        Sec. 3.1: s_j = Σ|F_j|)."""
+        if name in self.filter_scores:
+            return self.filter_scores[name].detach().float().cpu()
         return self.root.get_submodule(self.prefix + name).weight.detach().abs().flatten(1).sum(1).cpu()
 
     def select(self, names: Sequence[str], ratio: float) -> set[int]:

@@ -24,7 +24,7 @@ from ..models.restructure import is_depthwise, model_input_size, num_features_fo
 from .cost import derived_copy, unknown_layer
 from .graph import ChannelGraph
 
-__all__ = ["prunable_layers", "joined_layers", "prune_l1"]
+__all__ = ["prunable_layers", "joined_layers", "prune", "prune_l1"]
 
 
 def prunable_layers(model: nn.Module, input_size: Optional[Sequence[int]] = None) -> list[str]:
@@ -100,8 +100,50 @@ def prune_l1(
     >>> pruned.blocks[12].conv_pw.out_channels, pruned.classifier.in_features
     (128, 128)
     """
+    return prune(model, ratio, criterion="l1", input_size=input_size)
+
+
+def prune(
+    model: nn.Module,
+    ratio: Union[float, Mapping[str, float]] = 0.5,
+    criterion: str = "l1",
+    *,
+    calibration: Optional[torch.Tensor] = None,
+    input_size: Optional[Sequence[int]] = None,
+) -> nn.Module:
+    """A copy of ``model`` with the lowest-ranked filters of its convs removed, ranked by ``criterion``.
+
+    One entry point, so criteria compare on equal terms: the same channel graph, the same rebuilding of
+    every layer that reads a removed channel, the same even groups and joined residual sets as
+    :func:`prune_l1` (which is ``prune(model, ratio, "l1")``).
+
+    Args:
+        model: the model; not modified.
+        ratio: fraction in [0, 1) of filters to remove, or ``{conv name: ratio}``. For ``"slimming"`` a single
+            float is global, as in Liu et al.: the filters whose |γ| falls below the ``ratio`` quantile of every
+            prunable conv's |γ| are removed, each conv keeping at least a tenth of its filters.
+        criterion: ``"l1"`` (Σ|W|), ``"apoz"`` (zeros after the ReLU over ``calibration``) or ``"slimming"``
+            (|γ| of the following BatchNorm); see :mod:`lightnets.compress.criteria`.
+        calibration: images (N, C, H, W), normalised as the model expects; needed by ``"apoz"``.
+        input_size: (C, H, W) to trace with, when the model does not declare its own.
+
+    >>> import lightnets
+    >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1).eval()
+    >>> pruned = prune(model, 0.25, "apoz", calibration=torch.rand(16, 1, 28, 28))
+    >>> pruned.features.conv1.conv.out_channels, pruned.features.conv3.conv.out_channels
+    (24, 96)
+    """
+    from .criteria import CRITERIA, criterion_scores
+
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}")
     graph = ChannelGraph(model, model_input_size(model, input_size))
     components = graph.layers()
+    if criterion != "l1":
+        graph.filter_scores = criterion_scores(graph, criterion, list(_prunable_components(graph)), calibration)
+        if criterion == "slimming" and not isinstance(ratio, Mapping):
+            check_ratio("ratio", ratio)
+            ratio = _global_ratios(graph, ratio)
     if isinstance(ratio, Mapping):
         for name, value in ratio.items():
             if name not in components:
@@ -131,7 +173,8 @@ def prune_l1(
         except ValueError as error:
             if isinstance(ratio, Mapping) or "zero channels" in str(error):
                 raise ValueError(f"cannot prune {', '.join(members)}: {error}") from error
-            warnings.warn(f"prune_l1: skipped {', '.join(members)}: {error}", stacklevel=2)
+            caller = "prune_l1" if criterion == "l1" else f"prune({criterion!r})"
+            warnings.warn(f"{caller}: skipped {', '.join(members)}: {error}", stacklevel=2)
     graph.check(removed)
     pruned = derived_copy(model)
     with num_features_follow_classifier(pruned):
@@ -143,6 +186,28 @@ def prune_l1(
                 pruned.set_submodule(name, _rebuild(module, keep_in, keep_out))
     refresh_feature_info(pruned, model_input_size(model, input_size))
     return pruned
+
+
+# Network slimming's global threshold may take most of a layer; each conv keeps at least this share.
+_MIN_KEPT = 0.1
+
+
+def _global_ratios(graph: ChannelGraph, ratio: float) -> dict[str, float]:
+    """Per-conv ratios from one global threshold on the scores (network slimming, Sec. 3.2)."""
+    convs = list(_prunable_components(graph))
+    if not convs or ratio == 0:
+        return {}
+    everything = torch.cat([graph.norms(conv) for conv in convs])
+    threshold = everything.sort().values[min(len(everything) - 1, int(ratio * len(everything) + 1e-9))]
+    by_component: dict[str, list[str]] = {}
+    for conv, component in _prunable_components(graph).items():
+        by_component.setdefault(component, []).append(conv)
+    ratios = {}
+    for members in by_component.values():
+        below = sum(float((graph.norms(conv) < threshold).float().mean()) for conv in members) / len(members)
+        for conv in members:  # joined convs take one ratio
+            ratios[conv] = min(below, 1 - _MIN_KEPT)
+    return ratios
 
 
 def check_ratio(name: str, value: Any) -> None:

@@ -8,6 +8,7 @@ checks — is written here once. A family's ``forward_features`` starts with
 ``if self.checkpointing_body(): return self.forward_body_checkpointed(x)``.
 """
 
+import os
 import re
 from typing import Any, Optional, Sequence, Union
 
@@ -69,6 +70,14 @@ def stage_feature_info(body: Sequence[tuple[str, int, int]]) -> list[dict[str, A
 def _layer_pattern(name: str) -> str:
     """A regex that matches the parameter names under the module ``name`` ("blocks.1" but not "blocks.10")."""
     return rf"^{re.escape(name)}\."
+
+
+def physical_memory() -> Optional[int]:
+    """Bytes of RAM on this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def check_drop_rate(value: Any) -> float:
@@ -347,12 +356,28 @@ class ClassifierNet(nn.Module):
                 f"{name} has a fixed input size of {self.img_size}x{self.img_size} (its classifier flattens the "
                 f"feature map), got {height}x{width}; create it with img_size={height}"
             )
+        self._check_activation_memory(x)
         if min(height, width) < self.min_input_size:
             small = self.small_input_min_size
             hint = not getattr(self, "small_input", True) and small is not None and min(height, width) >= small
             raise ValueError(
                 f"{name} takes images of at least {self.min_input_size}x{self.min_input_size}, got {height}x{width}"
                 + (f"; build it with small_input=True for images down to {small}x{small}" if hint else "")
+            )
+
+    @torch.jit.unused
+    def _check_activation_memory(self, x: torch.Tensor) -> None:
+        """Refuse a batch whose feature maps alone would not fit in half of this machine's memory (a
+        10⁵-pixel image, a huge batch): the largest layer's input and output, from ``feature_info``."""
+        batch, _, height, width = x.shape
+        largest = max(info["num_chs"] * -(-height // info["reduction"]) * -(-width // info["reduction"])
+                      for info in self.feature_info)
+        needed, available = 2 * batch * largest * x.element_size(), physical_memory()
+        if available is not None and x.device.type == "cpu" and needed > available // 2:
+            raise ValueError(
+                f"{type(self).__name__}: a forward pass of a {tuple(x.shape)} batch needs about {needed / 2**30:.1f} GiB "
+                f"for its largest feature maps, more than half of this machine's {available / 2**30:.1f} GiB; "
+                "pass a smaller batch or smaller images"
             )
 
     def get_classifier(self) -> nn.Module:

@@ -18,6 +18,7 @@ fractional, run.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Optional, Sequence
@@ -57,6 +58,7 @@ class FitConfig:
     frozen_bn_eval: bool = False  # BatchNorms whose parameters are all frozen stay in eval mode
     progress: bool = False  # a tqdm bar on stderr (on rank 0)
     hint: str = "lower the learning rate"  # the advice of a non-finite loss's error
+    bn_l1: float = 0.0  # λ of an L1 penalty λ·Σ|γ| on every BatchNorm scale (network slimming, Liu et al. 2017, Eq. 1)
 
     def autocast(self, device: torch.device) -> ContextManager[Any]:
         """The autocast context of a forward pass on ``device`` (disabled for float32)."""
@@ -193,6 +195,10 @@ def fit(
         return distillation_loss(output, teacher_logits, target, config.distill_alpha, config.temperature,
                                  config.label_smoothing)
 
+    if not (isinstance(config.bn_l1, (int, float)) and math.isfinite(config.bn_l1) and config.bn_l1 >= 0):
+        raise ValueError(f"bn_l1 must be a finite number >= 0, got {config.bn_l1!r}")
+    scales = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.weight is not None
+              and m.weight.requires_grad] if config.bn_l1 else []
     set_train_mode(forward, config.frozen_bn_eval)
     stats = FitStats(steps)
     seen = correct = 0
@@ -216,7 +222,9 @@ def fit(
                 loss = lam * loss + (1 - lam) * loss_against(output, teacher_logits, target.flip(0))
         runtime.check_finite(loss, f"{where or desc} step {step}", config.hint)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        # The sparsity term trains, the reported loss stays the task's (its subgradient: λ·sign(γ)).
+        penalised = loss + config.bn_l1 * sum(scale.abs().sum() for scale in scales) if scales else loss
+        scaler.scale(penalised).backward()
         scaler.step(optimizer)
         scaler.update()
         if scheduler is not None:

@@ -1,0 +1,160 @@
+"""lightnets.prune with each ranking criterion (issue #31, in part): APoZ (Hu et al. 2016) and network
+slimming (Liu et al. 2017) next to L1, on hand-made networks where the channels to prune are known,
+and on every family."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import lightnets
+from lightnets.compress import CRITERIA, prune
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAMILIES = [("smallcnn_3x2", {}), ("sepcnn_both", {}), ("mobilenet_v1_025", {"small_input": True}),
+            ("shufflenet_g3_050", {"small_input": True}), ("shufflenet_g8_050", {"small_input": True}),
+            ("vgg11_bn", {"small_input": True})]
+
+
+def small(name, **kwargs):
+    torch.manual_seed(0)
+    return lightnets.create_model(name, in_chans=1, img_size=28, **kwargs).eval()
+
+
+def randomise_batch_norm_scales(model, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.data = torch.rand(module.num_features, generator=generator) + 0.1
+    return model
+
+
+def without(weight, removed):
+    return weight[[i for i in range(len(weight)) if i not in removed]]
+
+
+def test_apoz_removes_the_channels_that_are_always_zero_after_the_relu():
+    model = small("smallcnn_3x2")
+    dead = {3, 7, 20}
+    with torch.no_grad():
+        model.features.conv1.bn.bias[list(dead)] = -100.0  # BN output far below zero: the ReLU zeroes them always
+    images = torch.randn(32, 1, 28, 28)
+    pruned = prune(model, {"features.conv1.conv": 3 / 32}, "apoz", calibration=images)
+    torch.testing.assert_close(pruned.features.conv1.conv.weight, without(model.features.conv1.conv.weight, dead))
+    with torch.no_grad():  # the channels were zero anyway: the pruned model computes the same logits
+        torch.testing.assert_close(pruned(images), model(images), atol=1e-5, rtol=1e-5)
+    # L1 does not see it: the dead channels' weights are as large as any
+    assert not torch.equal(prune(model, {"features.conv1.conv": 3 / 32}).features.conv1.conv.weight,
+                           pruned.features.conv1.conv.weight)
+
+
+def test_slimming_removes_the_channels_of_smallest_batch_norm_scale():
+    model = randomise_batch_norm_scales(small("vgg11_bn", small_input=True))
+    zeroed = {1, 5, 9, 33}
+    with torch.no_grad():
+        model.features[1].weight[list(zeroed)] = 0.0
+    pruned = prune(model, {"features.0": 4 / 64}, "slimming")
+    torch.testing.assert_close(pruned.features[0].weight, without(model.features[0].weight, zeroed))
+
+
+def test_slimming_with_one_ratio_prunes_below_one_global_threshold():
+    """Liu et al.: one threshold over every prunable conv's |γ|; the layers with the small scales lose them."""
+    model = randomise_batch_norm_scales(small("vgg11_bn", small_input=True))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():  # 10 near-zero scales in the first layer, 20 in the third, none elsewhere
+        norms[0].weight[:10] = 1e-3
+        norms[2].weight[:20] = 1e-3
+    total = sum(n.num_features for n in norms)  # every conv is prunable (the classifier is rebuilt too)
+    pruned = prune(model, 30 / total, "slimming")
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    original = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [a - b for a, b in zip(original, widths)] == [10, 0, 20, 0, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("criterion", CRITERIA)
+@pytest.mark.parametrize("name, kwargs", FAMILIES)
+def test_every_family_prunes_under_every_criterion(name, kwargs, criterion):
+    model = randomise_batch_norm_scales(small(name, **kwargs))
+    images = torch.randn(8, 1, 28, 28)
+    pruned = prune(model, 0.3, criterion, calibration=images)
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert pruned(images).shape == model(images).shape
+    assert pruned.num_features == pruned.forward_features(images).shape[1]
+
+
+def test_prune_l1_is_prune_with_the_l1_criterion():
+    model = small("mobilenet_v1_025", small_input=True)
+    a, b = lightnets.prune_l1(model, 0.4), lightnets.prune(model, 0.4, "l1")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+class _NoReluAfterFirstConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.act2 = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.act2(self.conv2(self.bn1(self.conv1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"criterion": "taylor"}, ValueError, "criterion must be one of 'l1', 'apoz', 'slimming', got 'taylor'"),
+    ({"criterion": "apoz"}, ValueError, "criterion='apoz' needs calibration images"),
+    ({"criterion": "apoz", "calibration": torch.zeros(4, 1, 28, 28, dtype=torch.uint8)}, ValueError, "float tensor"),
+    ({"criterion": "apoz", "calibration": [1, 2]}, ValueError, "got list"),
+    ({"ratio": 1.0}, ValueError, r"ratio must be a fraction of filters to remove in \[0, 1\), got 1.0"),
+    ({"ratio": math.nan}, ValueError, "ratio must be a fraction"),
+    ({"ratio": -0.1, "criterion": "slimming"}, ValueError, "ratio must be a fraction"),
+])
+def test_bad_arguments_are_clear_errors(kwargs, error, message):
+    model = small("smallcnn_3x2")
+    with pytest.raises(error, match=message):
+        prune(model, **{"ratio": 0.3, **kwargs})
+
+
+def test_apoz_and_slimming_name_the_conv_they_cannot_rank():
+    model = _NoReluAfterFirstConv().eval()
+    with pytest.raises(ValueError, match="'conv1' is not followed by one"):
+        prune(model, 0.25, "apoz", calibration=torch.randn(4, 1, 8, 8), input_size=(1, 8, 8))
+    with pytest.raises(ValueError, match="by the BatchNorm after it; 'features.0' has none"):
+        prune(small("vgg11", small_input=True), 0.25, "slimming")
+
+
+def test_the_bn_l1_penalty_drives_batch_norm_scales_toward_zero():
+    """--bn-l1 (FitConfig.bn_l1): the same run with the penalty ends with Σ|γ| smaller by what the L1
+    subgradient predicts, λ·lr·steps per scale (plain SGD; the task gradients of the two runs barely differ)."""
+    from lightnets.training.loop import FitConfig, fit
+
+    images = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(64) % 10
+
+    def scale_sum(bn_l1):
+        model = small("smallcnn_3x2")
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        fit(model, images, labels, optimizer, FitConfig(batch_size=16, bn_l1=bn_l1), order=torch.arange(64).repeat(2), steps=8)
+        return sum(float(m.weight.abs().sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+    scales = sum(m.num_features for m in small("smallcnn_3x2").modules() if isinstance(m, nn.BatchNorm2d))
+    expected = scales * 1e-2 * 0.05 * 8
+    assert scale_sum(0.0) - scale_sum(1e-2) == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize("value", ["-1e-4", "nan", "inf"])
+def test_bn_l1_must_be_a_finite_number_at_least_zero(value):
+    from lightnets.cli.train import build_parser, check_args
+
+    with pytest.raises(ValueError, match="--bn-l1 must be"):
+        check_args(build_parser().parse_args(["--model", "smallcnn_3x2", f"--bn-l1={value}"]))
+
+
+@pytest.mark.parametrize("option", ["--lr", "--weight-decay", "--label-smoothing", "--mixup"])
+def test_no_float_option_of_the_trainer_takes_nan(option):
+    from lightnets.cli.train import build_parser, check_args
+
+    with pytest.raises(ValueError, match=f"{option} must be a finite number, got nan"):
+        check_args(build_parser().parse_args(["--model", "smallcnn_3x2", option, "nan"]))
