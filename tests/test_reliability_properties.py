@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import lightnets
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 SMALL = "smallcnn_3x2"
 # CI runs the same 60 examples of each property every time (derandomized: a failure reproduces); set

@@ -60,6 +60,7 @@ def test_every_model_scripts_with_torchscript_and_computes_what_eager_does(name)
         torch.testing.assert_close(scripted(x), model(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES + TAGGED)
 def test_num_features_head_hidden_size_and_pool_size_mean_what_timm_means(name):
     """num_features: channels of forward_features' map; head_hidden_size: width of the pre-logits the
@@ -90,6 +91,7 @@ def test_vgg_counts_its_features_as_timm_does():
     assert imagenet.get_classifier().in_features == 4096
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_timms_default_cfg_describes_the_network_the_bare_name_builds(name):
     """timm.create_model(name) builds what lightnets.create_model(name) builds, and its default cfg
@@ -102,6 +104,7 @@ def test_timms_default_cfg_describes_the_network_the_bare_name_builds(name):
     assert_same_network(ours, via_timm)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", WITH_WEIGHTS)
 def test_pretrained_true_and_false_build_the_same_network(name, monkeypatch):
     """timm's rule: the pretrained flag never changes the architecture. A name whose weights are all for
@@ -153,6 +156,7 @@ def test_timm_features_only_through_fx_gives_the_intermediate_maps_and_scripts(n
     assert backbone.feature_info.channels() == [m.shape[1] for m in expected]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TAGGED)
 def test_timms_data_config_and_transform_are_the_weights_own(name, tmp_path):
     """resolve_data_config + create_transform give the transform the weight's cfg (and model card) states,
