@@ -246,16 +246,24 @@ while True:
 """
 
 
-def test_sigkill_during_save_pretrained_leaves_a_complete_folder(tmp_path):
-    """A process rewriting a 37 MB folder in a loop, killed at 8 points: the folder always loads whole."""
-    folder = tmp_path / "weight"
+def _killed_at(delays, script, *args):
+    """Run ``script`` (which prints "ready", then writes in a loop) once per delay, SIGKILL it that long after
+    "ready", and yield the attempt number for the caller to inspect what was left."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for attempt, delay in enumerate([0.05, 0.21, 0.43, 0.67, 0.91, 1.3, 1.7, 2.3]):
-        process = subprocess.Popen([sys.executable, "-c", _SAVER, str(folder)], stdout=subprocess.PIPE, env=env)
+    for attempt, delay in enumerate(delays):
+        process = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, env=env)
         assert process.stdout.readline().strip() == b"ready"
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
+        yield attempt
+
+
+def test_sigkill_during_save_pretrained_leaves_a_complete_folder(tmp_path):
+    """A process rewriting a 37 MB folder in a loop, killed at 8 points: the folder always loads whole."""
+    folder = tmp_path / "weight"
+    for attempt in _killed_at([0.05, 0.21, 0.43, 0.67, 0.91, 1.3, 1.7, 2.3], _SAVER, folder):
         if not folder.exists():  # killed before the first save completed: nothing, not half of something
             continue
         config = json.loads((folder / "config.json").read_text())
@@ -292,15 +300,8 @@ def test_sigkill_during_lightnets_train_output_leaves_a_complete_folder(tmp_path
 
     data = load_dataset("fashion_mnist", limit=64)
     folder = tmp_path / "weight"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     seen = set()
-    for attempt, delay in enumerate([0.1, 0.37, 0.64, 0.9, 1.3, 1.75, 2.2, 2.9]):
-        process = subprocess.Popen([sys.executable, "-c", _TRAINER, str(folder), str(tmp_path / "runs")],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        assert process.stdout.readline().strip() == b"ready"
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    for attempt in _killed_at([0.1, 0.37, 0.64, 0.9, 1.3, 1.75, 2.2, 2.9], _TRAINER, folder, tmp_path / "runs"):
         if not folder.exists():  # killed before the first run finished: nothing, not half of something
             continue
         config = json.loads((folder / "config.json").read_text())

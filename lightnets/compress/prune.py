@@ -140,10 +140,11 @@ def prune(
     graph = ChannelGraph(model, model_input_size(model, input_size))
     components = graph.layers()
     if criterion != "l1":
-        graph.filter_scores = criterion_scores(graph, criterion, list(_prunable_components(graph)), calibration)
+        prunable = _prunable_components(graph)
+        graph.filter_scores = criterion_scores(graph, criterion, list(prunable), calibration)
         if criterion == "slimming" and not isinstance(ratio, Mapping):
             check_ratio("ratio", ratio)
-            ratio = _global_ratios(graph, ratio)
+            ratio = _global_ratios(graph, prunable, ratio)
     if isinstance(ratio, Mapping):
         for name, value in ratio.items():
             if name not in components:
@@ -192,15 +193,15 @@ def prune(
 _MIN_KEPT = 0.1
 
 
-def _global_ratios(graph: ChannelGraph, ratio: float) -> dict[str, float]:
-    """Per-conv ratios from one global threshold on the scores (network slimming, Sec. 3.2)."""
-    convs = list(_prunable_components(graph))
-    if not convs or ratio == 0:
+def _global_ratios(graph: ChannelGraph, prunable: dict[str, str], ratio: float) -> dict[str, float]:
+    """Per-conv ratios from one global threshold on the scores of the ``prunable`` convs (conv → its joined
+    component), as network slimming prunes (Sec. 3.2)."""
+    if not prunable or ratio == 0:
         return {}
-    everything = torch.cat([graph.norms(conv) for conv in convs])
+    everything = torch.cat([graph.norms(conv) for conv in prunable])
     threshold = everything.sort().values[min(len(everything) - 1, int(ratio * len(everything) + 1e-9))]
     by_component: dict[str, list[str]] = {}
-    for conv, component in _prunable_components(graph).items():
+    for conv, component in prunable.items():
         by_component.setdefault(component, []).append(conv)
     ratios = {}
     for members in by_component.values():
