@@ -1,6 +1,6 @@
-"""lightnets.prune with each ranking criterion (issue #31, in part): APoZ (Hu et al. 2016) and network
-slimming (Liu et al. 2017) next to L1, on hand-made networks where the channels to prune are known,
-and on every family."""
+"""lightnets.prune with each ranking criterion (issue #31): APoZ (Hu et al. 2016), channel pruning with
+reconstruction (He et al. 2017) and network slimming (Liu et al. 2017) next to L1, on hand-made networks
+where the channels to prune are known, and on every family."""
 import math
 
 import pytest
@@ -103,7 +103,9 @@ class _NoReluAfterFirstConv(nn.Module):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"criterion": "taylor"}, ValueError, "criterion must be one of 'l1', 'apoz', 'slimming', got 'taylor'"),
+    ({"criterion": "taylor"}, ValueError, "criterion must be one of 'l1', 'apoz', 'reconstruction', 'slimming', got 'taylor'"),
+    ({"criterion": "reconstruction"}, ValueError, "criterion='reconstruction' needs calibration images"),
+    ({"criterion": "reconstruction", "calibration": torch.full((2, 1, 28, 28), math.nan)}, ValueError, "finite float"),
     ({"criterion": "apoz"}, ValueError, "criterion='apoz' needs calibration images"),
     ({"criterion": "apoz", "calibration": torch.zeros(4, 1, 28, 28, dtype=torch.uint8)}, ValueError, "float tensor"),
     ({"criterion": "apoz", "calibration": [1, 2]}, ValueError, "got list"),
@@ -158,3 +160,145 @@ def test_no_float_option_of_the_trainer_takes_nan(option):
 
     with pytest.raises(ValueError, match=f"{option} must be a finite number, got nan"):
         check_args(build_parser().parse_args(["--model", "smallcnn_3x2", option, "nan"]))
+
+
+class _TwoConvs(nn.Module):
+    """conv1 → ReLU → 1×1 conv2 → mean → head: conv2 is the layer that reads conv1's channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.act = nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 6, 1, bias=False)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.head(self.conv2(self.act(self.conv1(x))).mean((2, 3)))
+
+
+def two_convs(seed=0):
+    torch.manual_seed(seed)
+    return _TwoConvs().eval()
+
+
+def test_reconstruction_keeps_the_channels_the_next_layer_reads_where_l1_does_not():
+    model = two_convs()
+    with torch.no_grad():
+        model.conv1.weight[4:] *= 10  # the largest filters ...
+        model.conv2.weight[:, 4:] = 0  # ... whose channels conv2 ignores
+    images = torch.randn(64, 1, 8, 8)
+    pruned = prune(model, {"conv1": 0.5}, "reconstruction", calibration=images, input_size=(1, 8, 8))
+    torch.testing.assert_close(pruned.conv1.weight, model.conv1.weight[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(images), model(images), atol=1e-5, rtol=1e-5)
+    l1 = prune(model, {"conv1": 0.5}, input_size=(1, 8, 8))
+    torch.testing.assert_close(l1.conv1.weight, model.conv1.weight[4:])
+
+
+def test_the_least_squares_refit_reconstructs_a_layer_that_a_subset_of_channels_determines():
+    """conv1's channels 4-7 are 2× channels 0-3 (ReLU keeps the factor) and conv2 reads them at a tenth: the
+    LASSO keeps 0-3 (their contribution is five times larger), and conv2 refit on them is exact: W'_c = W_c + 0.2·W_c."""
+    from lightnets.compress import reconstruction
+
+    model = two_convs()
+    with torch.no_grad():
+        model.conv1.weight[4:] = 2 * model.conv1.weight[:4]
+        model.conv2.weight[:, 4:] = 0.1 * model.conv2.weight[:, :4]
+    images = torch.randn(64, 1, 8, 8)
+    refits = []
+    original_refit = reconstruction.refit_readers
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reconstruction, "refit_readers", lambda *a: refits.append(original_refit(*a)) or refits[-1])
+        pruned = prune(model, {"conv1": 0.5}, "reconstruction", calibration=images, input_size=(1, 8, 8))
+    torch.testing.assert_close(pruned.conv1.weight, model.conv1.weight[:4])
+    torch.testing.assert_close(pruned.conv2.weight, 1.2 * model.conv2.weight[:, :4], atol=1e-5, rtol=1e-5)
+    before, after = refits[0]["conv2"]
+    assert before == pytest.approx(0.2 ** 2 / 1.2 ** 2, rel=1e-3) and after < 1e-9  # ‖0.2·Y'‖² / ‖1.2·Y'‖²
+    fresh = torch.randn(8, 1, 8, 8)  # exact on any image, not only the calibration ones
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(fresh), model(fresh), atol=1e-5, rtol=1e-5)
+
+
+def refit_errors_of(*args, **kwargs):
+    """prune(*args, **kwargs) and the errors its refit reported."""
+    from lightnets.compress import reconstruction
+
+    reports = []
+    refit = reconstruction.refit_readers
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reconstruction, "refit_readers", lambda *a: reports.append(refit(*a)) or reports[-1])
+        pruned = prune(*args, **kwargs)
+    return pruned, reports[0]
+
+
+def calibrated(name, **kwargs):
+    """A random model whose BatchNorm statistics are those of its calibration images (random weights with
+    default statistics shrink the deep maps toward zero, which makes every reconstruction trivially good)."""
+    model = small(name, **kwargs)
+    images = torch.randn(256, 1, 28, 28)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None
+    with torch.no_grad():
+        model.train()(images)
+    return model.eval(), images
+
+
+@pytest.mark.parametrize("name, kwargs, conv, reader", [
+    ("smallcnn_3x2", {}, "features.conv1.conv", "features.conv2.conv"),
+    ("mobilenet_v1_025", {"small_input": True}, "blocks.3.conv_pw", "blocks.4.conv_pw"),
+    ("shufflenet_g3_050", {"small_input": True}, "stage3.1.conv1", "stage3.1.conv2"),  # grouped, through the shuffle
+])
+def test_the_refit_lowers_the_readers_error_to_what_it_reports(name, kwargs, conv, reader):
+    """The reader's error after the refit is its measured output error over the calibration images, below the
+    error of the same channels without the refit; and the network's logits move closer to the original's."""
+    from lightnets.compress import reconstruction
+
+    model, images = calibrated(name, **kwargs)
+    pruned, errors = refit_errors_of(model, {conv: 0.5}, "reconstruction", calibration=images)
+    assert list(errors) == [reader]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(reconstruction, "refit_readers", lambda *a: {})
+        unrefit = prune(model, {conv: 0.5}, "reconstruction", calibration=images)
+    outputs = {}
+    for key, network in (("original", model), ("refit", pruned), ("unrefit", unrefit)):
+        handle = network.get_submodule(reader).register_forward_hook(lambda m, a, out, key=key: outputs.__setitem__(key, out))
+        with torch.no_grad():
+            outputs[key + " logits"] = network(images)
+        handle.remove()
+
+    def relative(key):
+        return float(((outputs[key] - outputs["original"]) ** 2).sum() / (outputs["original"] ** 2).sum())
+
+    before, after = errors[reader]
+    assert relative("unrefit") == pytest.approx(before, rel=1e-4)
+    assert relative("refit") == pytest.approx(after, rel=1e-3, abs=1e-7)
+    assert after < before - 1e-3
+    logits = {key: float(((outputs[key + " logits"] - outputs["original logits"]) ** 2).mean()) for key in ("refit", "unrefit")}
+    assert logits["refit"] < logits["unrefit"]
+
+
+def test_a_reader_with_too_few_calibration_rows_is_left_as_pruned():
+    """The classifier reads 64 features: 16 images give 16 rows, too few to fit 64 columns without interpolating."""
+    model, images = calibrated("mobilenet_v1_025", small_input=True)
+    pruned, errors = refit_errors_of(model, {"blocks.12.conv_pw": 0.5}, "reconstruction", calibration=images[:16])
+    before, after = errors["classifier"]
+    assert before == after
+    torch.testing.assert_close(pruned.classifier.weight, model.classifier.weight[:, pruned_positions(model, pruned)])
+
+
+def pruned_positions(model, pruned):
+    kept = pruned.blocks[12].conv_pw.weight.flatten(1)
+    return [i for i, row in enumerate(model.blocks[12].conv_pw.weight.flatten(1)) if any(torch.equal(row, k) for k in kept)]
+
+
+def test_lasso_path_scores_rank_contributions_by_how_much_of_the_target_they_explain():
+    from lightnets.compress.reconstruction import lasso_path_scores
+
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(50, 4)).Q.T  # orthonormal contributions, scaled 4, 3, 2, 0
+    contributions = basis * torch.tensor([[4.0], [3.0], [2.0], [0.0]])
+    scores = lasso_path_scores(contributions @ contributions.T)
+    assert scores.argsort(descending=True).tolist()[:3] == [0, 1, 2]
+    assert scores[3] == 0 and scores[0] > scores[1] > scores[2] > 0
+    batch = lasso_path_scores(torch.stack([contributions @ contributions.T, contributions.flip(0) @ contributions.flip(0).T]))
+    torch.testing.assert_close(batch[1], scores.flip(0))

@@ -142,7 +142,7 @@ def test_a_too_small_map_names_the_minimum(name):
 
 
 @pytest.mark.parametrize("kwargs, argument", [
-    ({"epochs": 0}, "epochs"), ({"epochs": float("nan")}, "epochs"), ({"epochs": -1}, "epochs"),
+    ({"epochs": 0}, "epochs"), ({"epochs": 0.5}, "epochs"), ({"epochs": float("nan")}, "epochs"), ({"epochs": -1}, "epochs"),
     ({"lr": 0}, "lr"), ({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"), ({"lr": -0.1}, "lr"),
     ({"weight_decay": -1e-4}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
     ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"), ({"batch_size": True}, "batch_size"),

@@ -127,7 +127,7 @@ def test_pruning_part_rows_match_their_models_and_cache_is_reused(seed, tmp_path
 
 @pytest.mark.slow
 def test_conversion_part_compares_converted_layers_with_their_scratch_weights(seed, tmp_path):
-    assert seed.main(["--part", "conversion", "--epochs", "0.5", "--repeats", "1", "--threads", "1"]) == 0
+    assert seed.main(["--part", "conversion", "--epochs", "1", "--repeats", "1", "--threads", "1"]) == 0
     text = (tmp_path / "results" / "seed_conversion.md").read_text()
     cache = tmp_path / "cache" / "smallcnn_3x2"
     base = seed.weights("smallcnn_3x2")

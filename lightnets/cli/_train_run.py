@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..training import FitConfig, Runtime, autocast_dtype, channel_stats, evaluate, fit, in_memory, lr_lambda, param_groups
+from ..training import FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats, evaluate, fit, in_memory, lr_lambda, param_groups
 from . import train as cli
 
 __all__ = ["fit_run"]
@@ -26,7 +26,8 @@ __all__ = ["fit_run"]
 # Settings that define a run: resuming with another value would silently train something else.
 _RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum", "weight_decay",
                  "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "reprob", "seed", "finetune_from",
-                 "teacher", "distill_alpha", "distill_T", "mixup", "cutmix", "mix_prob")
+                 "teacher", "distill_alpha", "distill_T", "mixup", "cutmix", "mix_prob", "bn_l1", "distill_features",
+                 "feature_weight", "feature_pairs")
 
 
 def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,14 +98,22 @@ def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_s
             raise ValueError(f"--teacher {source} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
         teachers.append(teacher)
 
+    features = None
+    if args.distill_features:
+        features = FeatureDistillation(model, teachers[0], args.distill_features,
+                                       cli.feature_pairs(args.feature_pairs) if args.feature_pairs else None,
+                                       args.feature_weight).to(runtime.device, memory_format=memory_format)
+
     amp_dtype = autocast_dtype(runtime.device, args.amp)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp_dtype == torch.float16)
-    net = model
+    net = model if features is None else FeatureStudent(model, features)
     if runtime.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
     if args.compile:  # only the training forward/backward: `model` (saved, evaluated) stays the eager module
         net = torch.compile(net)
     groups = param_groups(model, args.weight_decay, args.lr, args.layer_decay)
+    if features is not None:  # the 1×1 adapters of the hints train with the student, at the head's rate
+        groups.append({"params": list(features.parameters()), "weight_decay": args.weight_decay, "lr": args.lr})
     if args.opt == "sgd":
         optimizer = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
     else:
@@ -131,6 +140,8 @@ def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_s
         saved_args = work_dir / "args.json"
         _check_same_run(args, state.get("settings") or (json.loads(saved_args.read_text()) if saved_args.is_file() else {}), work_dir)
         model.load_state_dict(state["model"])
+        if features is not None:
+            features.load_state_dict(state["feature_adapters"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -154,7 +165,7 @@ def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_s
         sampler.set_epoch(epoch)
         stats = fit(model, train_images, train_labels, optimizer, config, order=torch.tensor(list(sampler)),
                     steps=steps_per_epoch, generator=torch.Generator().manual_seed(epoch_seed), scheduler=scheduler,
-                    scaler=scaler, teachers=teachers, net=net, runtime=runtime,
+                    scaler=scaler, teachers=teachers, features=features, net=net, runtime=runtime,
                     desc=f"epoch {epoch + 1}/{args.epochs}", where=f"epoch {epoch + 1}")
         runtime.sync_buffers(model)
         test = evaluate(model, test_images, test_labels, batch_size=local_batch * 2, runtime=runtime,
@@ -169,7 +180,8 @@ def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_s
             partial = checkpoint_path.with_name(checkpoint_path.name + ".part")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict(), "epoch": epoch + 1, "record": record,
-                        "settings": _run_settings(args), "sources": sources}, partial)
+                        "settings": _run_settings(args), "sources": sources,
+                        **({"feature_adapters": features.state_dict()} if features is not None else {})}, partial)
             os.replace(partial, checkpoint_path)
             with open(work_dir / "log.jsonl", "a") as log:
                 log.write(json.dumps(record) + "\n")
@@ -204,6 +216,8 @@ def _publish(args: argparse.Namespace, argv: list[str], model: nn.Module, model_
         training.update(finetuned_from=args.finetune_from, finetuned_from_sha256=sources["finetuned_from"])
     if args.teacher:
         training.update(teacher=args.teacher, teacher_sha256=sources["teacher"])
+    if args.distill_features:
+        training.update(distill_features=args.distill_features)
     folder = save_pretrained(model.cpu(), args.output, metrics=metrics, tag=args.tag, model_args=model_args,
                              label_names=classes, training=training, fp16=args.fp16_weights, overwrite=args.overwrite)
     print(f"wrote {folder} (test top-1 {test['top1']}%)")

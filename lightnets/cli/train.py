@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
 if TYPE_CHECKING:  # only for the annotations: torch is imported once the arguments are parsed
     from torch import nn
 
-__all__ = ["build_parser", "check_args", "parse_model_args", "build_model", "build_teacher", "teacher_sources",
+__all__ = ["build_parser", "check_args", "parse_model_args", "build_model", "build_teacher", "teacher_sources", "feature_pairs",
            "train", "main"]
 
 PROG = "lightnets-train"
@@ -111,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "several, separated by commas, teach as an ensemble: their softmax outputs averaged")
     distil.add_argument("--distill-alpha", type=float, default=0.5, metavar="A", help="weight of the soft-target term")
     distil.add_argument("--distill-T", type=float, default=4.0, metavar="T", help="distillation temperature")
+    distil.add_argument("--distill-features", choices=("hint", "attention"),
+                        help="also match the --teacher's feature maps (one teacher): FitNets hints through 1×1 "
+                             "adapters, or attention transfer; --distill-alpha 0 keeps only this term and the labels")
+    distil.add_argument("--feature-weight", type=float, metavar="W",
+                        help="weight of the feature term (default: 1 for hint, 50 for attention)")
+    distil.add_argument("--feature-pairs", metavar="S:T[,S:T...]",
+                        help="student:teacher feature_info indices to pair (default: the deepest map at each "
+                             "reduction both have)")
     run = p.add_argument_group("runtime")
     run.add_argument("--device", metavar="DEVICE", help="cpu, cuda (default: cuda if available)")
     run.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
@@ -174,6 +182,16 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--distill-alpha must be in [0, 1], got {args.distill_alpha}")
     if args.distill_T <= 0:
         raise ValueError(f"--distill-T must be > 0, got {args.distill_T}")
+    if args.distill_features:
+        if not args.teacher or len(teacher_sources(args.teacher)) != 1:
+            raise ValueError("--distill-features matches one teacher's feature maps: give --teacher NAME_OR_PATH "
+                             f"(one model), got {args.teacher!r}")
+    elif args.feature_weight is not None or args.feature_pairs:
+        raise ValueError("--feature-weight and --feature-pairs apply to --distill-features hint|attention; give it too")
+    if args.feature_weight is not None and not (math.isfinite(args.feature_weight) and args.feature_weight > 0):
+        raise ValueError(f"--feature-weight must be a finite number > 0, got {args.feature_weight}")
+    if args.feature_pairs:
+        feature_pairs(args.feature_pairs)
     if not args.model and not args.finetune_from:
         raise ValueError("give --model NAME (or --finetune-from NAME.tag / PATH)")
     from ..training.runtime import check_device
@@ -277,6 +295,22 @@ def build_teacher(source: str) -> nn.Module:
         raise ValueError(f"--teacher {source}: no config.json beside it names the architecture; give a folder "
                          f"written by save_pretrained / train --output, or a registered name.tag")
     return create_model(name, pretrained=True, pretrained_path=source)
+
+
+def feature_pairs(text: str) -> list[tuple[int, int]]:
+    """The ``--feature-pairs`` as (student index, teacher index) pairs.
+
+    >>> feature_pairs("2:2, 3:4")
+    [(2, 2), (3, 4)]
+    """
+    pairs = []
+    for part in text.split(","):
+        student, colon, teacher = part.strip().partition(":")
+        if not colon or not student.strip().lstrip("-").isdigit() or not teacher.strip().lstrip("-").isdigit():
+            raise ValueError(f"--feature-pairs {text!r}: each pair is STUDENT:TEACHER, two feature_info indices, "
+                             f"e.g. 2:2,3:4; got {part.strip()!r}")
+        pairs.append((int(student), int(teacher)))
+    return pairs
 
 
 def teacher_sources(teacher: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Model compression: conv → depthwise-separable conversion, L1-norm filter pruning, fine-tuning with distillation.
+"""Model compression: conv → depthwise-separable conversion, filter pruning by four criteria, fine-tuning with distillation.
 
 Every tool returns a new model and leaves its input untouched; every tool works on any model of the
 zoo (and on a plain ``nn.Module`` whose forward torch.fx can trace). One concept per module:
@@ -13,12 +13,13 @@ zoo (and on a plain ``nn.Module`` whose forward torch.fx can trace). One concept
   group), channel shuffles, residual adds (joined filters are kept or removed together, ranked by their
   summed norms), concatenations and the classifier.
 * :mod:`~lightnets.compress.criteria`: what ranks the filters — L1 norm, APoZ after the ReLU over
-  calibration images (Hu et al. 2016), BatchNorm |γ| (network slimming, Liu et al. 2017) — through one
-  entry point, :func:`prune`.
+  calibration images (Hu et al. 2016), the LASSO of He et al. 2017 on the next layer's output
+  (:mod:`~lightnets.compress.reconstruction`, which also refits those layers by least squares), BatchNorm
+  |γ| (network slimming, Liu et al. 2017) — through one entry point, :func:`prune`.
 * :mod:`~lightnets.compress.sensitivity`: :func:`sensitivity_scan` prunes one layer at a time (Li et al.,
   Sec. 3.3, Fig. 2b); :func:`iterative_prune` alternates pruning and fine-tuning.
 * :mod:`~lightnets.compress.finetuning`: :func:`finetune` trains a model in memory, optionally distilling
-  from a teacher model.
+  a teacher's soft targets and feature maps (FitNets hints, attention transfer).
 * :mod:`~lightnets.compress.cost`: :func:`compare_cost`, params and MACs before and after.
 
 A model saved after any of these loads back through :func:`lightnets.models.restructure.restructure`.

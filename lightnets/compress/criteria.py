@@ -4,6 +4,10 @@
 * ``"apoz"`` — 1 − APoZ, the Average Percentage of Zeros of the filter's channel after the ReLU that
   follows it (through its BatchNorm and a residual add or concatenation), over calibration images
   (Hu et al. 2016, "Network Trimming", Eq. 1): a channel that is mostly zero carries little.
+* ``"reconstruction"`` — how long the filter's channel survives the LASSO path that reconstructs the output of
+  the layer reading it (He et al. 2017, "Channel Pruning for Accelerating Very Deep Neural Networks", Eq. 3);
+  :func:`~lightnets.compress.prune` then refits those layers by least squares
+  (:mod:`lightnets.compress.reconstruction`).
 * ``"slimming"`` — |γ|, the scale of the BatchNorm that follows the filter (Liu et al. 2017, "Learning
   Efficient Convolutional Networks through Network Slimming", Sec. 3.2), meant for a model trained with
   an L1 penalty on γ (``lightnets-train --bn-l1``); pruned with one global threshold.
@@ -21,10 +25,11 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .graph import ChannelGraph
+from .reconstruction import reconstruction_scores
 
-__all__ = ["CRITERIA", "apoz_scores", "bn_scale_scores", "criterion_scores"]
+__all__ = ["CRITERIA", "apoz_scores", "bn_scale_scores", "check_calibration", "criterion_scores"]
 
-CRITERIA = ("l1", "apoz", "slimming")
+CRITERIA = ("l1", "apoz", "reconstruction", "slimming")
 
 _ADDS = {operator.add, torch.add, operator.iadd}
 _RELUS = {F.relu, torch.relu, F.relu6}
@@ -85,14 +90,19 @@ class _Recorder(fx.Interpreter):
         return result
 
 
+def check_calibration(calibration: object, criterion: str) -> None:
+    """Raise a ValueError unless ``calibration`` is a non-empty float image batch (N, C, H, W)."""
+    if not isinstance(calibration, torch.Tensor) or calibration.dim() != 4 or not calibration.is_floating_point() \
+            or not len(calibration) or not bool(torch.isfinite(calibration).all()):
+        raise ValueError(f"criterion={criterion!r} needs calibration images: a finite float tensor (N, C, H, W) with "
+                         f"N >= 1, normalised as the model expects; got {type(calibration).__name__}"
+                         + (f" of shape {tuple(calibration.shape)}" if isinstance(calibration, torch.Tensor) else ""))
+
+
 @torch.no_grad()
 def apoz_scores(graph: ChannelGraph, convs: Sequence[str], calibration: torch.Tensor, batch_size: int = 64) -> dict[str, torch.Tensor]:
     """1 − APoZ of each conv's channels after the ReLU that follows it, over the ``calibration`` images."""
-    if not isinstance(calibration, torch.Tensor) or calibration.dim() != 4 or not calibration.is_floating_point() \
-            or not len(calibration):
-        raise ValueError("APoZ needs calibration images: a float tensor (N, C, H, W) with N >= 1, normalised as the "
-                         f"model expects; got {type(calibration).__name__}"
-                         + (f" of shape {tuple(calibration.shape)}" if isinstance(calibration, torch.Tensor) else ""))
+    check_calibration(calibration, "apoz")
     places = {}
     for conv in convs:
         found = _follow(graph, conv, _is_relu)
@@ -124,10 +134,13 @@ def criterion_scores(graph: ChannelGraph, criterion: str, convs: Sequence[str],
     """Each conv's filter scores under ``criterion`` (higher is kept); {} for ``"l1"``, the graph's default."""
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {', '.join(map(repr, CRITERIA))}, got {criterion!r}")
-    if criterion == "apoz":
+    if criterion in ("apoz", "reconstruction"):
         if calibration is None:
-            raise ValueError("criterion='apoz' needs calibration images: prune(model, ratio, criterion='apoz', "
-                             "calibration=images)")
+            raise ValueError(f"criterion={criterion!r} needs calibration images: prune(model, ratio, "
+                             f"criterion={criterion!r}, calibration=images)")
+        check_calibration(calibration, criterion)
+        if criterion == "reconstruction":
+            return reconstruction_scores(graph, convs, calibration)
         return apoz_scores(graph, convs, calibration)
     if criterion == "slimming":
         return bn_scale_scores(graph, convs)

@@ -3,12 +3,12 @@ training loop that ``python -m lightnets.train`` runs (:func:`lightnets.training
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..training import FitConfig, fit, in_memory, lr_lambda, param_groups
+from ..training import FeatureDistillation, FitConfig, fit, in_memory, lr_lambda, param_groups
 
 __all__ = ["finetune"]
 
@@ -36,6 +36,10 @@ def finetune(
     teacher: Optional[nn.Module] = None,
     distill_alpha: float = 0.5,
     temperature: float = 4.0,
+    feature_teacher: Optional[nn.Module] = None,
+    feature_loss: str = "hint",
+    feature_weight: Optional[float] = None,
+    feature_pairs: Optional[Sequence[tuple[int, int]]] = None,
     pad: int = 2,
     flip: bool = True,
     seed: int = 0,
@@ -45,13 +49,18 @@ def finetune(
 
     Only parameters with ``requires_grad`` train; BatchNorms whose parameters are all frozen stay in eval
     mode, so a frozen model part is truly untouched. With ``teacher`` (any model taking the same images),
-    the loss is :func:`lightnets.training.distillation_loss` on its logits. Inputs are normalised with each
-    model's ``pretrained_cfg`` mean / std. ``epochs`` may be a fraction (a short run). Training runs on the
+    the loss is :func:`lightnets.training.distillation_loss` on its logits. With ``feature_teacher`` the loss
+    adds a feature term (:class:`lightnets.training.FeatureDistillation`): ``feature_loss`` ``"hint"``
+    (FitNets, through 1×1 adapters where widths differ) or ``"attention"`` (attention transfer), on
+    ``feature_pairs`` (student, teacher) ``feature_info`` indices (default: the deepest map at each common
+    reduction), weighted by ``feature_weight`` (default 1 for hints, 50 for attention); it may be the same
+    model as ``teacher``. Inputs are normalised with each
+    model's ``pretrained_cfg`` mean / std. ``epochs`` is at least one pass and may end part-way (1.5). Training runs on the
     device of the model's parameters (``model.cuda()`` first to fine-tune on a GPU; the teacher must be there
     too); the images stay on the CPU until each batch is drawn. ``progress`` shows a tqdm bar on stderr.
     A non-finite loss stops the run with FloatingPointError (lower ``lr``) and restores the weights the model
-    started from. Arguments are checked first: ``epochs``, ``lr``, ``temperature`` finite and > 0 (``epochs``
-    may be a fraction), ``weight_decay`` >= 0, ``label_smoothing`` in [0, 1), ``distill_alpha`` in [0, 1],
+    started from. Arguments are checked first: ``epochs`` finite and >= 1 (a fraction below one pass is refused: it
+    leaves part of the dataset unseen), ``lr``, ``temperature`` finite and > 0, ``weight_decay`` >= 0, ``label_smoothing`` in [0, 1), ``distill_alpha`` in [0, 1],
     ``batch_size`` an integer >= 1, and the dataset not empty.
     Returns ``{"steps", "loss"}`` (mean training loss of the last 10% of steps).
 
@@ -62,7 +71,7 @@ def finetune(
     >>> record["steps"], model.training  # left in eval mode
     (2, False)
     """
-    _check_number("epochs", epochs, 0)
+    _check_number("epochs", epochs, 1, low_inclusive=True)
     _check_number("lr", lr, 0)
     _check_number("weight_decay", weight_decay, 0, low_inclusive=True)
     _check_number("label_smoothing", label_smoothing, 0, 1, low_inclusive=True)
@@ -74,7 +83,14 @@ def finetune(
     if len(labels) == 0:
         raise ValueError("finetune got an empty dataset: give it at least one image")
     steps = max(1, int(epochs * len(labels) / batch_size))
-    optimizer = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=0.9, nesterov=True)
+    features = None
+    groups = param_groups(model, weight_decay)
+    if feature_teacher is not None:
+        param = next(model.parameters())
+        features = FeatureDistillation(model, feature_teacher, feature_loss, feature_pairs, feature_weight)
+        features = features.to(param.device, param.dtype)
+        groups.append({"params": list(features.parameters()), "weight_decay": weight_decay})  # the 1×1 adapters
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("cosine", steps, 0))
     generator = torch.Generator().manual_seed(seed)
     # A fractional or multiple-epoch run walks one reshuffled pass of the images after another.
@@ -86,7 +102,8 @@ def finetune(
     start = {key: value.detach().clone() for key, value in model.state_dict().items()}
     try:
         stats = fit(model, images, labels, optimizer, config, order=order, steps=steps, generator=generator,
-                    scheduler=scheduler, teachers=[teacher] if teacher is not None else [], desc="finetune")
+                    scheduler=scheduler, teachers=[teacher] if teacher is not None else [], features=features,
+                    desc="finetune")
     except FloatingPointError as error:  # a diverged run leaves the model as it was, not half-trained with NaNs
         model.load_state_dict(start)
         model.eval()

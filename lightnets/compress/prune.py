@@ -122,9 +122,12 @@ def prune(
         ratio: fraction in [0, 1) of filters to remove, or ``{conv name: ratio}``. For ``"slimming"`` a single
             float is global, as in Liu et al.: the filters whose |γ| falls below the ``ratio`` quantile of every
             prunable conv's |γ| are removed, each conv keeping at least a tenth of its filters.
-        criterion: ``"l1"`` (Σ|W|), ``"apoz"`` (zeros after the ReLU over ``calibration``) or ``"slimming"``
-            (|γ| of the following BatchNorm); see :mod:`lightnets.compress.criteria`.
-        calibration: images (N, C, H, W), normalised as the model expects; needed by ``"apoz"``.
+        criterion: ``"l1"`` (Σ|W|), ``"apoz"`` (zeros after the ReLU over ``calibration``), ``"reconstruction"``
+            (He et al. 2017: LASSO on the output of the layer that reads the channels, then that layer refit by
+            least squares on ``calibration``) or ``"slimming"`` (|γ| of the following BatchNorm); see
+            :mod:`lightnets.compress.criteria`.
+        calibration: images (N, C, H, W), normalised as the model expects; needed by ``"apoz"`` and
+            ``"reconstruction"`` (a few hundred images; He et al. use 5,000).
         input_size: (C, H, W) to trace with, when the model does not declare its own.
 
     >>> import lightnets
@@ -178,6 +181,7 @@ def prune(
             warnings.warn(f"{caller}: skipped {', '.join(members)}: {error}", stacklevel=2)
     graph.check(removed)
     pruned = derived_copy(model)
+    rebuilt = {}
     with num_features_follow_classifier(pruned):
         for name, ids_in, ids_out in graph.uses:
             keep_in, keep_out = (None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()
@@ -185,7 +189,12 @@ def prune(
             module = pruned.get_submodule(name)
             if len(keep_in) < len(ids_in) or len(keep_out) < len(ids_out):
                 pruned.set_submodule(name, _rebuild(module, keep_in, keep_out))
+                rebuilt[name] = (keep_in, len(ids_in), keep_out)
     refresh_feature_info(pruned, model_input_size(model, input_size))
+    if criterion == "reconstruction":  # He et al.'s second step: the layers that lost inputs reconstruct their outputs
+        from .reconstruction import readers_to_refit, refit_readers
+
+        refit_readers(model, pruned, readers_to_refit(pruned, rebuilt), calibration)
     return pruned
 
 

@@ -9,6 +9,7 @@ process runtime (one process or torchrun's DDP group).
 128
 """
 from .augment import augment, mix_batch, random_erase
+from .feature_distillation import FEATURE_LOSSES, FeatureDistillation, FeatureStudent, attention_loss, hint_loss
 from .loop import FitConfig, FitStats, channel_stats, evaluate, fit, in_memory, prepare_for, set_train_mode
 from .losses import distillation_loss, ensemble_logits
 from .runtime import Runtime, autocast_dtype, main_process_first, setup_runtime, uses_cuda
@@ -28,6 +29,11 @@ __all__ = [
     "mix_batch",
     "distillation_loss",
     "ensemble_logits",
+    "FEATURE_LOSSES",
+    "FeatureDistillation",
+    "FeatureStudent",
+    "hint_loss",
+    "attention_loss",
     "lr_lambda",
     "param_groups",
     "SCHEDULES",

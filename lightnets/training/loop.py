@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from ..data import normalize_batch
 from .augment import augment, mix_batch
+from .feature_distillation import FeatureDistillation, FeatureStudent
 from .losses import distillation_loss, ensemble_logits
 from .runtime import Runtime
 
@@ -145,6 +146,7 @@ def fit(
     scheduler: Optional[Any] = None,
     scaler: Optional[torch.amp.GradScaler] = None,
     teachers: Sequence[nn.Module] = (),
+    features: Optional[FeatureDistillation] = None,
     net: Optional[nn.Module] = None,
     runtime: Optional[Runtime] = None,
     desc: str = "train",
@@ -156,7 +158,10 @@ def fit(
     ``steps`` default: ``len(order) // B``, at least 1). Inputs are normalised with each model's
     ``pretrained_cfg`` mean / std (:func:`prepare_for`). With ``teachers`` (models taking the same images)
     the loss is :func:`~lightnets.training.losses.distillation_loss` on the logits of their ensemble.
-    ``net`` runs the forward pass when it wraps ``model`` (DDP, ``torch.compile``). All augmentation
+    With ``features`` the loss adds its feature term (FitNets hints or attention transfer, from
+    ``forward_intermediates``; its teacher may also be one of ``teachers``, run once for both).
+    ``net`` runs the forward pass when it wraps ``model`` (DDP, ``torch.compile``; with ``features``, it
+    wraps :class:`~lightnets.training.feature_distillation.FeatureStudent`). All augmentation
     randomness comes from ``generator`` (default: seeded with 0), so a run replays exactly.
     ``scheduler.step()`` runs after every optimizer step; ``scaler`` (default: one that scales fp16 only)
     keeps its state across calls when given. Training runs on ``runtime.device`` (default: one process on
@@ -182,9 +187,10 @@ def fit(
     if steps < 1 or (steps - 1) * batch_size >= len(order):
         raise ValueError(f"{steps} steps of {batch_size} images need {steps * batch_size} indices in order, "
                          f"it has {len(order)}")
-    forward = net if net is not None else model
+    forward = net if net is not None else (model if features is None else FeatureStudent(model, features))
     prepare = prepare_for(model, config.memory_format)
     teacher_inputs = [(teacher.eval(), prepare_for(teacher, config.memory_format)) for teacher in teachers]
+    prepare_feature_teacher = prepare_for(features.teacher, config.memory_format) if features is not None else None
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     if scaler is None:
         scaler = torch.amp.GradScaler(device.type, enabled=config.amp_dtype == torch.float16)
@@ -211,15 +217,23 @@ def fit(
         batch, lam = mix_batch(batch, generator, config.mixup, config.cutmix, config.mix_prob)
         target = labels[index].to(device, non_blocking=True)
         with config.autocast(device):
-            output = forward(prepare(batch)).float()
+            if features is None:
+                output = forward(prepare(batch)).float()
+            else:
+                output, student_maps = forward(prepare(batch))
+                output = output.float()
+                feature_teacher_logits, teacher_maps = features.teacher_outputs(prepare_feature_teacher(batch))
             teacher_logits = None
             if teacher_inputs:
                 with torch.no_grad():
-                    teacher_logits = ensemble_logits([teacher(prepare_teacher(batch)).float()
-                                                      for teacher, prepare_teacher in teacher_inputs])
+                    teacher_logits = ensemble_logits([
+                        feature_teacher_logits.float() if features is not None and teacher is features.teacher
+                        else teacher(prepare_teacher(batch)).float() for teacher, prepare_teacher in teacher_inputs])
             loss = loss_against(output, teacher_logits, target)
             if lam < 1.0:  # mixed images: the loss is shared between their two labels
                 loss = lam * loss + (1 - lam) * loss_against(output, teacher_logits, target.flip(0))
+            if features is not None:  # the maps of mixed images against the teacher's maps of the same images
+                loss = loss + features.loss(student_maps, teacher_maps)
         runtime.check_finite(loss, f"{where or desc} step {step}", config.hint)
         optimizer.zero_grad(set_to_none=True)
         # The sparsity term trains, the reported loss stays the task's (its subgradient: λ·sign(γ)).
