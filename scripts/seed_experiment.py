@@ -106,11 +106,11 @@ class Data:
 
 
 def cached(key: str, build: Callable[[], nn.Module], train: Optional[Callable[[nn.Module], dict[str, Any]]],
-           stage: str, retrain: bool) -> Optional[tuple[nn.Module, dict[str, Any]]]:
+           stage: str, retrain: bool, cache: Optional[Path] = None) -> Optional[tuple[nn.Module, dict[str, Any]]]:
     """(model, record) of a fine-tuned variant: built by ``build`` (deterministic structure), trained by
-    ``train`` once and cached as runs/seed_experiment/KEY.{safetensors,json}. None when the measure stage
-    finds no cache."""
-    path = CACHE / key
+    ``train`` once and cached as KEY.{safetensors,json} under ``cache`` (default runs/seed_experiment/).
+    None when the measure stage finds no cache."""
+    path = (cache or CACHE) / key
     model = build()
     if path.with_suffix(".json").is_file() and not retrain:
         model.load_state_dict(load_file(path.with_suffix(".safetensors")))

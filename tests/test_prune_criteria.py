@@ -188,15 +188,16 @@ def test_reconstruction_keeps_the_channels_the_next_layer_reads_where_l1_does_no
     images = torch.randn(64, 1, 8, 8)
     pruned = prune(model, {"conv1": 0.5}, "reconstruction", calibration=images, input_size=(1, 8, 8))
     torch.testing.assert_close(pruned.conv1.weight, model.conv1.weight[:4])
-    with torch.no_grad():
-        torch.testing.assert_close(pruned(images), model(images), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # the same logits, up to the refit's ridge shrinking conv2 a little
+        torch.testing.assert_close(pruned(images), model(images), atol=1e-3, rtol=1e-2)
     l1 = prune(model, {"conv1": 0.5}, input_size=(1, 8, 8))
     torch.testing.assert_close(l1.conv1.weight, model.conv1.weight[4:])
 
 
 def test_the_least_squares_refit_reconstructs_a_layer_that_a_subset_of_channels_determines():
     """conv1's channels 4-7 are 2× channels 0-3 (ReLU keeps the factor) and conv2 reads them at a tenth: the
-    LASSO keeps 0-3 (their contribution is five times larger), and conv2 refit on them is exact: W'_c = W_c + 0.2·W_c."""
+    LASSO keeps 0-3 (their contribution is five times larger), and conv2 refit on them is exact up to the
+    ridge: W'_c = W_c + 0.2·W_c."""
     from lightnets.compress import reconstruction
 
     model = two_convs()
@@ -210,12 +211,14 @@ def test_the_least_squares_refit_reconstructs_a_layer_that_a_subset_of_channels_
         patch.setattr(reconstruction, "refit_readers", lambda *a: refits.append(original_refit(*a)) or refits[-1])
         pruned = prune(model, {"conv1": 0.5}, "reconstruction", calibration=images, input_size=(1, 8, 8))
     torch.testing.assert_close(pruned.conv1.weight, model.conv1.weight[:4])
-    torch.testing.assert_close(pruned.conv2.weight, 1.2 * model.conv2.weight[:, :4], atol=1e-5, rtol=1e-5)
     before, after = refits[0]["conv2"]
-    assert before == pytest.approx(0.2 ** 2 / 1.2 ** 2, rel=1e-3) and after < 1e-9  # ‖0.2·Y'‖² / ‖1.2·Y'‖²
-    fresh = torch.randn(8, 1, 8, 8)  # exact on any image, not only the calibration ones
+    # before: ‖0.2·Y'‖² / ‖1.2·Y'‖²; after: what the ridge leaves (measured 1.4e-4)
+    assert before == pytest.approx(0.2 ** 2 / 1.2 ** 2, rel=1e-3) and after < 1e-3
+    # exact up to the ridge's shrinkage (ε = 1% of the mean input energy)
+    torch.testing.assert_close(pruned.conv2.weight, 1.2 * model.conv2.weight[:, :4], atol=3e-2, rtol=0)
+    fresh = torch.randn(8, 1, 8, 8)  # as good on any image as on the calibration ones
     with torch.no_grad():
-        torch.testing.assert_close(pruned(fresh), model(fresh), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pruned(fresh), model(fresh), atol=1e-3, rtol=1e-2)
 
 
 def refit_errors_of(*args, **kwargs):

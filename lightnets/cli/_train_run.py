@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ..training import FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats, evaluate, fit, in_memory, lr_lambda, param_groups
+from ..training import FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, prepare_for, channel_stats, evaluate, fit, in_memory, lr_lambda, param_groups
 from . import train as cli
 
 __all__ = ["fit_run"]
@@ -103,6 +103,9 @@ def fit_run(args: argparse.Namespace, argv: list[str], runtime: Runtime, train_s
         features = FeatureDistillation(model, teachers[0], args.distill_features,
                                        cli.feature_pairs(args.feature_pairs) if args.feature_pairs else None,
                                        args.feature_weight).to(runtime.device, memory_format=memory_format)
+        if args.finetune_from:  # a trained student's adapters start at their least-squares fit (a resume loads them)
+            first = train_images[:256].to(runtime.device)
+            features.fit_adapters(model, prepare_for(model, memory_format)(first), prepare_for(teachers[0], memory_format)(first))
 
     amp_dtype = autocast_dtype(runtime.device, args.amp)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp_dtype == torch.float16)

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from ..training import FeatureDistillation, FitConfig, fit, in_memory, lr_lambda, param_groups
+from ..training import FeatureDistillation, FitConfig, fit, in_memory, lr_lambda, param_groups, prepare_for
 
 __all__ = ["finetune"]
 
@@ -89,6 +89,9 @@ def finetune(
         param = next(model.parameters())
         features = FeatureDistillation(model, feature_teacher, feature_loss, feature_pairs, feature_weight)
         features = features.to(param.device, param.dtype)
+        calibration = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:256]]
+        calibration = calibration.to(param.device)
+        features.fit_adapters(model, prepare_for(model)(calibration), prepare_for(feature_teacher)(calibration))
         groups.append({"params": list(features.parameters()), "weight_decay": weight_decay})  # the 1×1 adapters
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("cosine", steps, 0))

@@ -3,7 +3,8 @@
 
 * ``"hint"`` — FitNets (Romero et al. 2015, arXiv 1412.6550, Eq. 3): ‖u_h(x) − r(v_g(x))‖², the teacher's
   hint map u_h against the student's guided map v_g through a regressor r, here a 1×1 conv where the
-  widths differ (identity where they agree); averaged over the elements of each map.
+  widths differ (identity where they agree); averaged over the elements of each map and divided by the
+  teacher map's mean square (:func:`hint_loss`), so that the weight does not depend on the maps' scale.
 * ``"attention"`` — attention transfer (Zagoruyko and Komodakis 2017, arXiv 1612.03928, Eq. 2):
   ‖Q_S/‖Q_S‖₂ − Q_T/‖Q_T‖₂‖² with Q = mean_c |A_c|² (p = 2) flattened per image, averaged over
   positions; no adapter, the channel mean makes widths irrelevant.
@@ -39,12 +40,16 @@ DEFAULT_WEIGHTS = {"hint": 1.0, "attention": 50.0}
 
 
 def hint_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
-    """FitNets' hint term for one pair of equal-shape maps: the mean of (student − teacher)².
+    """FitNets' hint term for one pair of equal-shape maps: the mean of (student − teacher)², divided by the mean
+    of teacher², so that one weight serves maps of any scale (a deep map's activations can be a hundred
+    times a shallow one's, and a raw L2 term of weight 1 swamped the labels: seven fine-tuning steps took a
+    pruned mobilenet_v1_050.fmnist from 44% to 43% where the labels alone took it to 89%).
 
-    >>> hint_loss(torch.ones(1, 2, 2, 2), torch.zeros(1, 2, 2, 2)).item()
-    1.0
+    >>> hint_loss(torch.full((1, 2, 2, 2), 3.0), torch.full((1, 2, 2, 2), 2.0)).item()  # 1 / 4
+    0.25
     """
-    return F.mse_loss(student_map.float(), teacher_map.float())
+    teacher_map = teacher_map.float()
+    return F.mse_loss(student_map.float(), teacher_map) / teacher_map.pow(2).mean().clamp_min(1e-12)
 
 
 def attention_map(feature_map: torch.Tensor) -> torch.Tensor:
@@ -150,6 +155,45 @@ class FeatureDistillation(nn.Module):
         final, maps = self.teacher.forward_intermediates(images, indices=indices)
         by_index = dict(zip(indices, maps))
         return self.teacher.forward_head(final), [by_index[t] for _, t in self.pairs]
+
+    @torch.no_grad()
+    def fit_adapters(self, student: nn.Module, images: torch.Tensor, teacher_images: Optional[torch.Tensor] = None) -> None:
+        """Set each 1×1 adapter to the least-squares map from the student's channels to the teacher's over
+        ``images`` (every position a sample; ``teacher_images``: the same images normalised for the teacher,
+        default ``images``), so the hint term starts from its minimum for the student as it
+        is: randomly initialised adapters start it far off, and its first gradients then pull the student's
+        maps toward a random projection of the teacher's (on a pruned model, 7 steps of that cost 60 points).
+        Meant for a trained student (fine-tuning, compression): a randomly initialised one has no features
+        worth mapping yet, and FitNets trains its regressor from a random start alongside it."""
+        # In training mode, as the term will see the maps (a pruned model's batch statistics can be far from its
+        # running ones), with momentum 0 so that the running statistics stay as they are.
+        was_training = student.training
+        norms = [m for m in student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        student.train()
+        try:
+            for norm in norms:
+                norm.momentum = 0.0
+            _, maps = student.forward_intermediates(images, indices=[s for s, _ in self.pairs])
+        finally:
+            for norm, momentum in zip(norms, momenta):
+                norm.momentum = momentum
+            student.train(was_training)
+        _, wanted = self.teacher_outputs(images if teacher_images is None else teacher_images)
+        for adapter, student_map, teacher_map in zip(self.adapters, maps, wanted):
+            if not isinstance(adapter, nn.Conv2d):
+                continue
+            student_map, teacher_map = _to_common_size(student_map, teacher_map)
+            inputs = student_map.double().transpose(0, 1).flatten(1).T  # (positions, student channels)
+            targets = teacher_map.double().transpose(0, 1).flatten(1).T
+            normal = inputs.T @ inputs
+            energy = float(normal.diagonal().mean())
+            if not energy > 0:  # the student's map is all zeros: nothing to fit, the adapter keeps its init
+                continue
+            normal += 1e-3 * energy * torch.eye(len(normal), dtype=normal.dtype, device=normal.device)
+            solution = torch.linalg.solve(normal, inputs.T @ targets)  # (student channels, teacher channels)
+            if bool(torch.isfinite(solution).all()):
+                adapter.weight.copy_(solution.T[:, :, None, None].to(adapter.weight.dtype))
 
     def loss(self, student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """The weighted feature term: ``weight`` · Σ over pairs of the hint or attention loss."""
