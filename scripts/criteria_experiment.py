@@ -105,7 +105,8 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
                     record["top1"] = compress.top1_accuracy(model.cpu(), data.test)
                     return record
 
-                settings = f"e{args.epochs:g}-n{args.train_images}-lr{args.lr:g}"  # another fine-tune, another entry
+                # another fine-tune, another entry (no dot: the cache adds its suffixes with Path.with_suffix)
+                settings = f"e{args.epochs:g}-n{args.train_images}-lr{args.lr:g}".replace(".", "p")
                 result = seed.cached(f"{key}-{tuning}-{settings}", lambda: copy.deepcopy(pruned[0]), finetune, args.stage,
                                      args.retrain, cache=CACHE)
                 if result is not None:
