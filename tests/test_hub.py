@@ -408,6 +408,23 @@ def test_a_repo_of_weights_only_loads_with_the_callers_arguments(fake_hub, saved
     torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("config_text, message", [("{", "not readable JSON"), ("[1]", "holds a JSON list"),
+                                                  ('{"model_args": 3}', "model_args is 3")])
+def test_a_repo_whose_config_is_malformed_is_refused_naming_it(fake_hub, saved, tmp_path, config_text, message):
+    """Not read as "no config": the caller's arguments might then build another network the weights fit."""
+    from lightnets.pretrained.native import WeightsFileError
+
+    _, folder = saved
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    (broken / "config.json").write_text(config_text)
+    fake_hub.repos["lightnets-test/broken"] = broken
+    with pytest.raises(WeightsFileError, match=message) as error:
+        from_hub(hf_hub_id="lightnets-test/broken")
+    assert "config.json" in str(error.value)
+
+
 def test_restructured_weights_keep_their_flag_through_the_index(tmp_path):
     import warnings
 

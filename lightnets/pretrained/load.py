@@ -161,8 +161,8 @@ def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, An
     ``create_model(name, pretrained=True, pretrained_cfg={"hf_hub_id": ...})`` applies it, so a repo written by
     :func:`lightnets.publish.save_pretrained` and :func:`lightnets.publish.push_to_hub` rebuilds its model
     without repeating its arguments. A repo without config.json gives {}; a config that cannot be had (offline
-    and not cached, a failing Hub) is an error, since a model built without its arguments would load the
-    weights silently wrong.
+    and not cached, a failing Hub) or is malformed (not JSON, not an object, fields of the wrong type) is an
+    error, since a model built without its arguments would load the weights silently wrong.
     """
     repo_id, revision = _split_revision(hf_hub_id, revision)
     try:
@@ -172,10 +172,9 @@ def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, An
         if isinstance(error.__cause__, errors.entry_missing) and not isinstance(error.__cause__, errors.not_cached):
             return {}  # a repo of weights only: the registered cfg and the caller's arguments describe it
         raise  # offline without it, or the Hub failing: building without the repo's arguments would be silently wrong
-    try:
-        return folder_cfg(path.parent)
-    except (ValueError, KeyError, TypeError):  # not a lightnets/timm config.json: nothing to apply
-        return {}
+    # A config.json that is there but malformed is refused (naming the file), as a folder's is: building
+    # without the arguments it was meant to give could load the weights into the wrong network silently.
+    return folder_cfg(path.parent)
 
 
 def _source_state_dict(cfg: dict[str, Any], pretrained_path: Optional[PathLike]) -> tuple[StateDict, Path]:
