@@ -305,3 +305,16 @@ def test_lasso_path_scores_rank_contributions_by_how_much_of_the_target_they_exp
     assert scores[3] == 0 and scores[0] > scores[1] > scores[2] > 0
     batch = lasso_path_scores(torch.stack([contributions @ contributions.T, contributions.flip(0) @ contributions.flip(0).T]))
     torch.testing.assert_close(batch[1], scores.flip(0))
+
+
+def test_finetune_takes_the_bn_l1_penalty_to_the_loop():
+    from lightnets.compress import finetune
+    from lightnets.data import load_dataset
+
+    data = load_dataset("fashion_mnist", "test", limit=64)
+    scale_sums = []
+    for bn_l1 in (0.0, 0.05):
+        model = small("smallcnn_3x2")
+        finetune(model, data, epochs=1, batch_size=32, lr=0.05, bn_l1=bn_l1)
+        scale_sums.append(sum(float(m.weight.abs().sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d)))
+    assert scale_sums[1] < scale_sums[0] - 0.5

@@ -148,7 +148,7 @@ def test_a_too_small_map_names_the_minimum(name):
     ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"), ({"batch_size": True}, "batch_size"),
     ({"label_smoothing": 1.0}, "label_smoothing"), ({"label_smoothing": float("nan")}, "label_smoothing"),
     ({"distill_alpha": 1.5}, "distill_alpha"), ({"temperature": 0}, "temperature"),
-    ({"temperature": float("inf")}, "temperature"),
+    ({"temperature": float("inf")}, "temperature"), ({"bn_l1": -1e-4}, "bn_l1"), ({"bn_l1": float("nan")}, "bn_l1"),
 ])
 def test_finetune_refuses_bad_settings_before_training(small_model, kwargs, argument):
     from lightnets.compress import finetune

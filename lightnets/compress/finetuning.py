@@ -40,6 +40,7 @@ def finetune(
     feature_loss: str = "hint",
     feature_weight: Optional[float] = None,
     feature_pairs: Optional[Sequence[tuple[int, int]]] = None,
+    bn_l1: float = 0.0,
     pad: int = 2,
     flip: bool = True,
     seed: int = 0,
@@ -54,7 +55,8 @@ def finetune(
     (FitNets, through 1×1 adapters where widths differ) or ``"attention"`` (attention transfer), on
     ``feature_pairs`` (student, teacher) ``feature_info`` indices (default: the deepest map at each common
     reduction), weighted by ``feature_weight`` (default 1 for hints, 50 for attention); it may be the same
-    model as ``teacher``. Inputs are normalised with each
+    model as ``teacher``. ``bn_l1`` adds network slimming's L1 penalty on every BatchNorm scale
+    (:attr:`lightnets.training.FitConfig.bn_l1`). Inputs are normalised with each
     model's ``pretrained_cfg`` mean / std. ``epochs`` is at least one pass and may end part-way (1.5). Training runs on the
     device of the model's parameters (``model.cuda()`` first to fine-tune on a GPU; the teacher must be there
     too); the images stay on the CPU until each batch is drawn. ``progress`` shows a tqdm bar on stderr.
@@ -77,6 +79,7 @@ def finetune(
     _check_number("label_smoothing", label_smoothing, 0, 1, low_inclusive=True)
     _check_number("distill_alpha", distill_alpha, 0, 1, low_inclusive=True, high_inclusive=True)
     _check_number("temperature", temperature, 0)
+    _check_number("bn_l1", bn_l1, 0, low_inclusive=True)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     images, labels = in_memory(train_set)
@@ -100,7 +103,7 @@ def finetune(
     passes = math.ceil(steps * batch_size / len(labels))
     order = torch.cat([torch.randperm(len(labels), generator=generator) for _ in range(passes)])
     config = FitConfig(batch_size=batch_size, pad=pad, flip=flip, label_smoothing=label_smoothing,
-                       distill_alpha=distill_alpha, temperature=temperature, frozen_bn_eval=True,
+                       distill_alpha=distill_alpha, temperature=temperature, frozen_bn_eval=True, bn_l1=bn_l1,
                        progress=progress, hint=f"lower lr (now {lr})")
     start = {key: value.detach().clone() for key, value in model.state_dict().items()}
     try:
