@@ -31,7 +31,9 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -39,6 +41,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from .data import load_dataset
 from .measure import (
@@ -402,10 +405,15 @@ def evaluate(
                 key = accuracy_cache_key(c, eval_set, backend, batch_size) if accuracy_cache else None
                 measured = _cached_accuracy(key)
                 row["accuracy_cached"] = measured is not None
+                started = time.perf_counter()
                 if measured is None:
                     measured = measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend)
                     _store_accuracy(key, measured)
                 row.update(measured)
+                if progress:  # each model's accuracy as it is known: the table waits for the latency of all
+                    how = "cached" if row["accuracy_cached"] else f"{time.perf_counter() - started:.1f} s"
+                    tqdm.write(f"{c.label}: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% on {row['images']:,} "
+                               f"images ({how})", file=sys.stderr)
         times = measure_latency(candidates, batch_sizes, repeats, warmup, device, memory_format, progress, seed)
         for i, (c, row) in enumerate(zip(candidates, rows)):
             for b in batch_sizes:

@@ -112,3 +112,17 @@ def test_the_cache_key_changes_with_each_input_it_names():
     assert key not in others and len(others) == 4
     candidate.model.pretrained_cfg = {**candidate.model.pretrained_cfg, "sha256": "0" * 64}
     assert accuracy_cache_key(candidate, data, "eager", 100) != key
+
+
+def test_each_models_accuracy_is_shown_as_soon_as_it_is_known(capsys):
+    """The table waits for the latency of every model; the accuracy of each is on stderr when it is measured,
+    in order, and a second run says it came from the cache."""
+    argv = ["--model", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025.fmnist", *[a for a in QUICK if a != "--no-progress"]]
+    for how in ("s)", "(cached)"):
+        assert main(argv + ["--format", "json"]) == 0
+        captured = capsys.readouterr()
+        rows = json.loads(captured.out)["rows"]
+        lines = [line for line in captured.err.splitlines() if ": top-1 " in line]
+        assert [line.split(":")[0].split("\r")[-1] for line in lines] == [row["model"] for row in rows]
+        for line, row in zip(lines, rows):
+            assert f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% on 300 images" in line and line.endswith(how)
