@@ -160,6 +160,39 @@ def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> l
             if ratios:
                 out.append(f"* {name}, batch {batch}: speedup ÷ MAC reduction {statistics.median(ratios):.2f} (median; "
                            f"{min(ratios):.2f}–{max(ratios):.2f}).")
+    out += claims(results)
+    return out
+
+
+def claims(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[str]:
+    """The write-up's two claims against the rows: L1 works on VGG-like networks and barely speeds up residual
+    ones (ShuffleNet's units add a shortcut), and L1 may not be the best criterion."""
+    out = []
+    speed = {name: statistics.median(r["speedup_per_mac_reduction_bs1"] for r in rows if r["criterion"] == "l1" and r["tuning"] == "plain")
+             for name, (_, rows) in results.items() if any(r["criterion"] == "l1" for r in rows)}
+    if "vgg11_bn" in speed and "shufflenet_g3_050" in speed:
+        vgg, residual = speed["vgg11_bn"], speed["shufflenet_g3_050"]
+        verdict = ("supports" if residual < vgg - 0.2 else "does not support" if residual >= vgg - 0.05 else "barely supports")
+        out.append(f"* Claim 1, speed: L1-pruned, batch 1, speedup ÷ MAC reduction is {vgg:.2f} on VGG and {residual:.2f} on "
+                   f"the residual ShuffleNet (MobileNet: {speed.get('mobilenet_v1_050', float('nan')):.2f}); this {verdict} "
+                   "the claim that pruning speeds up residual networks less than VGG-like ones.")
+    gaps = []
+    for name, (_, rows) in results.items():
+        for budget in BUDGETS:
+            best = {}
+            for r in rows:
+                if r["budget"] == budget:
+                    best[r["criterion"]] = max(best.get(r["criterion"], -1.0), r["top1"])
+            others = {c: v for c, v in best.items() if c != "l1"}
+            if "l1" in best and others:
+                winner = max(others, key=others.get)
+                gaps.append((name, budget, winner, others[winner] - best["l1"]))
+    if gaps:
+        beaten = [g for g in gaps if g[3] > 0.1]
+        out.append(f"* Claim 2, criterion: another criterion beats L1 by more than 0.1 point in {len(beaten)} of {len(gaps)} "
+                   "model × budget cells (" + "; ".join(f"{n} {b}×: {w} {d:+.2f}" for n, b, w, d in gaps) + ")"
+                   + (", so the data supports the suspicion that L1 is not the best criterion." if len(beaten) > len(gaps) / 2
+                      else ", so the data does not support the suspicion that L1 is not the best criterion."))
     return out
 
 

@@ -54,6 +54,14 @@ cycle() {  # cycle MODEL EPOCHS LR [extra args...]: one cosine cycle of a warm-r
     fit "$model" "$epochs" "$lr" "$work" "$work/weight" "$@"
 }
 
+train_as() {  # train_as TAG MODEL EPOCHS LR [extra args...]: a weight of MODEL under another tag (an ablation)
+    local tag=$1 model=$2 epochs=$3 lr=$4; shift 4
+    local out=weights/${model}.${tag}
+    if [[ -n "$RETRAIN" || ( -n "$ONLY" && "$ONLY" != "$model" ) ]]; then return; fi
+    if [[ -f $out/model.safetensors ]]; then echo "== $model.$tag: done ($out)"; return; fi
+    fit "$model" "$epochs" "$lr" "runs/${model}-${tag}" "$out" --overwrite "$@"
+}
+
 retrain() {  # retrain MODEL EPOCHS LR [extra args...]: a trial recipe for a shipped weight
     local model=$1 epochs=$2 lr=$3; shift 3
     local shipped=weights/${model}.fmnist work=runs/${model}-fmnist-retrain
@@ -81,7 +89,7 @@ fit() {  # fit MODEL EPOCHS LR WORK_DIR OUTPUT [extra args...]
     "$PYTHON" -m lightnets.train --model "$model" --model-arg small_input=true \
         --dataset fashion_mnist --epochs "$epochs" --lr "$lr" --pad 2 --seed 0 \
         --work-dir "$work" --resume --no-progress \
-        --output "$out" --tag fmnist "$@"
+        --output "$out" --tag "${tag:-fmnist}" "$@"
 }
 
 train smallcnn_3x2        15 0.05
@@ -111,6 +119,10 @@ train shufflenet_g2       20 0.1 --fp16-weights --amp bf16 --compile
 train shufflenet_g4       20 0.1 --fp16-weights
 train shufflenet_g8       20 0.1 --fp16-weights
 train vgg11_bn            15 0.05 --fp16-weights --amp bf16
+train shufflenet_g8_050    8 0.1
+# ShuffleNet's Table 3 ablation: the 0.5x recipe without the channel shuffle
+train_as fmnist_noshuffle shufflenet_g3_050  8 0.1 --model-arg shuffle=false
+train_as fmnist_noshuffle shufflenet_g8_050  8 0.1 --model-arg shuffle=false
 
 # Trials go here, as `retrain MODEL EPOCHS LR [extra args...]` lines. Each recipe
 # above that differs from the shared one came from a trial that beat the weight then shipped:
