@@ -56,15 +56,20 @@ def teacher_architecture(source: str) -> str:
     return own_run.group(1) if own_run else split_model_name(source)[0]
 
 
-def recipe_cycles(path: Path = RECIPE) -> dict[str, list[Cycle]]:
+def recipe_cycles(path: Path = RECIPE, ablations: bool = True) -> dict[str, list[Cycle]]:
     """model -> the cosine cycles it trains, in the script's order: the ``cycle MODEL EPOCHS LR ...`` lines of a
-    warm-restart recipe, then its ``train MODEL EPOCHS LR ...`` line (trials, ``retrain`` lines, are not the recipe)."""
+    warm-restart recipe, then its ``train MODEL EPOCHS LR ...`` line (trials, ``retrain`` lines, are not the recipe).
+    With ``ablations``, also the ``train_as TAG MODEL EPOCHS LR ...`` lines, as ``MODEL.TAG`` (``MODEL`` for the tag
+    fmnist): weights of a recipe's architecture trained another way, which cost what it costs."""
     text = path.read_text().replace("\\\n", " ")  # a line continued with a backslash is one command
-    entries = re.findall(r"^(cycle|train)\s+(\S+)\s+(\d+)\s(.*)$", text, flags=re.M)
-    if not any(kind == "train" for kind, *_ in entries):
+    entries = [(model, epochs, rest) for model, epochs, rest in re.findall(r"^(?:cycle|train)\s+(\S+)\s+(\d+)\s(.*)$", text, flags=re.M)]
+    if not entries:
         raise ValueError(f"{path} has no 'train MODEL EPOCHS LR' lines")
+    if ablations:
+        entries += [(model if tag == "fmnist" else f"{model}.{tag}", epochs, rest)
+                    for tag, model, epochs, rest in re.findall(r"^train_as\s+(\S+)\s+(\S+)\s+(\d+)\s(.*)$", text, flags=re.M)]
     cycles: dict[str, list[Cycle]] = {}
-    for _, model, epochs, rest in entries:
+    for model, epochs, rest in entries:
         teacher = re.search(r"--teacher\s+(\S+)", rest)
         architectures = "+".join(map(teacher_architecture, teacher_sources(teacher.group(1)))) if teacher else None
         cycles.setdefault(model, []).append(Cycle(int(epochs), architectures))
@@ -144,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
-    recipe = recipe_cycles()
+    recipe = recipe_cycles(ablations=False)  # an ablation's weight costs what its architecture's does
     unknown = [m for m in args.models or () if m not in recipe]
     if unknown:
         parser.error(f"not in {RECIPE.relative_to(ROOT)}: {', '.join(unknown)}; it trains {', '.join(recipe)}")

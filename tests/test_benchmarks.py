@@ -81,9 +81,9 @@ def test_train_cost_times_the_recipe_models(tmp_path):
 def test_train_cost_recipe_matches_every_shipped_weight():
     recipe = train_cost.recipe_cycles()
     shipped = read_index(WEIGHTS_DIR)
-    assert shipped and all(name.endswith(".fmnist") for name in shipped)
+    assert shipped and all(".fmnist" in name for name in shipped)
     for name, entry in shipped.items():
-        *earlier_cycles, last = recipe[name.removesuffix(".fmnist")]
+        *earlier_cycles, last = recipe[name.removesuffix(".fmnist")]  # an ablation's key keeps its tag
         command = entry["training"]["command"]
         assert last.epochs == entry["training"]["epochs"], name  # the script reproduces what we ship
         assert f"--epochs {last.epochs} " in command
