@@ -186,7 +186,7 @@ def claims(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[s
             others = {c: v for c, v in best.items() if c != "l1"}
             if "l1" in best and others:
                 winner = max(others, key=others.get)
-                gaps.append((name, budget, winner, others[winner] - best["l1"]))
+                gaps.append((name, budget, winner, round(others[winner] - best["l1"], 2)))  # as the tables print them
     if gaps:
         beaten = [g for g in gaps if g[3] > 0.1]
         out.append(f"* Claim 2, criterion: another criterion beats L1 by more than 0.1 point in {len(beaten)} of {len(gaps)} "
