@@ -56,7 +56,7 @@ def test_an_installed_wheel_finds_and_loads_its_bundled_weights(wheel, tmp_path)
         "import lightnets, lightnets.pretrained.manifest as m, lightnets.pretrained, lightnets.publish;"
         "print(m.WEIGHTS_DIR);"
         "model = lightnets.create_model('smallcnn_3x2.fmnist', pretrained=True);"
-        "print(len(lightnets.list_pretrained('*.fmnist')), model.pretrained_cfg['metrics']['top1'])"
+        "print(len(lightnets.list_pretrained('*.fmnist*')), model.pretrained_cfg['metrics']['top1'])"
     )
     weights_dir, counts = run_installed(wheel[0], site, script).strip().splitlines()
     assert Path(weights_dir) == site / "lightnets" / "weights"
