@@ -133,15 +133,21 @@ def table(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def best_top1(rows: list[dict[str, Any]], budget: int) -> dict[str, float]:
+    """criterion -> its best top-1 over the fine-tunes at ``budget``."""
+    best: dict[str, float] = {}
+    for row in rows:
+        if row["budget"] == budget:
+            best[row["criterion"]] = max(best.get(row["criterion"], -1.0), row["top1"])
+    return best
+
+
 def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[str]:
     """What the rows support, each statement computed from them."""
     out = []
     for name, (base, rows) in results.items():
         for budget in BUDGETS:
-            best = {}
-            for row in rows:
-                if row["budget"] == budget:
-                    best[row["criterion"]] = max(best.get(row["criterion"], -1.0), row["top1"])
+            best = best_top1(rows, budget)
             if not best:
                 continue
             ranking = sorted(best, key=best.get, reverse=True)
@@ -179,10 +185,7 @@ def claims(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[s
     gaps = []
     for name, (_, rows) in results.items():
         for budget in BUDGETS:
-            best = {}
-            for r in rows:
-                if r["budget"] == budget:
-                    best[r["criterion"]] = max(best.get(r["criterion"], -1.0), r["top1"])
+            best = best_top1(rows, budget)
             others = {c: v for c, v in best.items() if c != "l1"}
             if "l1" in best and others:
                 winner = max(others, key=others.get)
