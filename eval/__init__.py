@@ -44,6 +44,8 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
         ("params", "params (M)", lambda v: f"{v / 1e6:.3f}"), ("macs", "MMACs", lambda v: f"{v / 1e6:.2f}"),
         ("top1", "top-1 %", _fixed(2)), ("top5", "top-5 %", _fixed(2)), ("loss", "loss", _fixed(4)),
     ]
+    if any(row.get("top1") is not None for row in rows) and all(row.get("loss") is None for row in rows):
+        cols.pop()  # recorded accuracies only: weights/index.json records no loss
     sizes = batch_sizes(rows)
     for b in sizes:
         cols += [(f"ms_bs{b}", f"bs{b} ms", _ms), (f"p90_ms_bs{b}", f"bs{b} p90 ms", _ms)]
@@ -79,6 +81,10 @@ def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     lines.append(f"MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s{memory}")
     if settings.get("accuracy_backend") not in (None, "eager") and settings.get("images"):
         lines.append(f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: the eager model")
+    if settings.get("accuracy_recorded"):
+        lines.append(f"top-1 / top-5 of {settings['accuracy_recorded']} bundled weight(s): as weights/index.json records "
+                     "them (measured eager, float32, on the same images when published; the test suite measures them "
+                     "again and requires the same figures), loss not recorded; --remeasure measures them now")
     if settings.get("accuracy_cached"):
         lines.append(f"top-1 of {settings['accuracy_cached']} model(s): an identical earlier measurement, cached (the same "
                      "weights by sha256, data, backend and lightnets code); --remeasure measures again")

@@ -7,6 +7,7 @@ Row keys, raw numbers (``B`` = each latency batch size):
   evaluated input size (:func:`lightnets.profiler.count_macs`, the papers' count);
 * ``top1, top5`` (%), ``loss`` (mean cross-entropy), ``images`` — None without accuracy;
   ``accuracy_cached`` — True where they come from an identical earlier measurement (``accuracy_cache``);
+  ``accuracy_recorded`` — True where they are a bundled weight's recorded ones (``recorded_accuracy``; no loss);
 * ``ms_bsB, p90_ms_bsB`` — milliseconds per batch of B, median and 90th percentile over repeats;
   ``ms_per_img_bsB, img_per_s_bsB, gmacs_per_s_bsB`` — derived from the median;
 * ``peak_mem_mb`` (with ``memory=True``) — weights + input + the most memory torch's allocator held
@@ -222,6 +223,33 @@ def accuracy_cache_key(candidate: Candidate, data: Dataset, backend: str, batch_
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def recorded_accuracy(candidate: Candidate, data: Dataset) -> Optional[dict[str, Any]]:
+    """A bundled weight's top-1 and top-5 as ``weights/index.json`` records them, when they answer exactly
+    this question: the same bytes (sha256), measured by lightnets (not a source's reported figure) on the
+    same dataset, split and number of images, at the input size and normalisation it records. None
+    otherwise. The figures were measured eager, float32, on the whole split when the weight was published,
+    and the test suite measures each again and requires the same numbers (tests/test_weights.py)."""
+    from .pretrained.manifest import ManifestError, bundled_cfgs
+
+    sha256 = (getattr(candidate.model, "pretrained_cfg", None) or {}).get("sha256")
+    if not sha256 or candidate.tag in (RANDOM_INIT, "given") or candidate.tag.startswith("ckpt:"):
+        return None
+    try:
+        entry = next((cfg for cfg in bundled_cfgs().values() if cfg["sha256"] == sha256), None)
+    except ManifestError:
+        return None
+    metrics = (entry or {}).get("metrics") or {}
+    if entry is None or "reported_by" in metrics or not {"top1", "top5", "images"} <= set(metrics):
+        return None
+    asked = (getattr(data, "name", None), getattr(data, "split", None), len(data), candidate.input_size,
+             tuple(candidate.mean), tuple(candidate.std))
+    recorded = (metrics.get("dataset"), metrics.get("split"), metrics["images"], tuple(entry["input_size"]),
+                tuple(entry["mean"]), tuple(entry["std"]))
+    if asked != recorded:
+        return None
+    return {"top1": metrics["top1"], "top5": metrics["top5"], "loss": None, "images": metrics["images"]}
+
+
 def _cached_accuracy(key: Optional[str]) -> Optional[dict[str, Any]]:
     if key is None:
         return None
@@ -321,6 +349,7 @@ def evaluate(
     progress: bool = True,
     seed: int = 0,
     accuracy_cache: bool = True,
+    recorded: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure accuracy, parameters, MACs, latency and peak memory of ``models``; one row per model.
 
@@ -339,6 +368,9 @@ def evaluate(
             sha256, fixed dataset, input, backend, torch and lightnets code: :func:`accuracy_cache_key`),
             kept under the weights cache (``$LIGHTNETS_CACHE``); rows say ``accuracy_cached``. False
             measures again (the results scripts do).
+        recorded: for a bundled weight whose ``weights/index.json`` entry records its accuracy on exactly
+            this data and input (:func:`recorded_accuracy`), take those top-1 / top-5 instead of measuring
+            (``python -m eval``'s default); rows say ``accuracy_recorded`` and have no loss.
         accuracy_backend: what the accuracy pass runs on: ``"eager"`` (the model itself), ``"openvino"`` or
             ``"onnxruntime"`` (its BatchNorm-folded float32 export, several times faster on a CPU), or
             ``"auto"`` (the fastest installed; see :data:`lightnets.measure.ACCURACY_BACKENDS`). Latency
@@ -402,16 +434,20 @@ def evaluate(
                         eval_sets[transform] = load_dataset(dataset, split, limit=limit, img_size=transform[0],
                                                             crop_pct=transform[1], interpolation=transform[2])
                     eval_set = eval_sets[transform]
-                key = accuracy_cache_key(c, eval_set, backend, batch_size) if accuracy_cache else None
-                measured = _cached_accuracy(key)
-                row["accuracy_cached"] = measured is not None
                 started = time.perf_counter()
+                measured = recorded_accuracy(c, eval_set) if recorded else None
+                row["accuracy_recorded"] = measured is not None
+                key = accuracy_cache_key(c, eval_set, backend, batch_size) if accuracy_cache and measured is None else None
+                if measured is None:
+                    measured = _cached_accuracy(key)
+                row["accuracy_cached"] = key is not None and measured is not None
                 if measured is None:
                     measured = measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend)
                     _store_accuracy(key, measured)
                 row.update(measured)
                 if progress:  # each model's accuracy as it is known: the table waits for the latency of all
-                    how = "cached" if row["accuracy_cached"] else f"{time.perf_counter() - started:.1f} s"
+                    how = ("recorded" if row["accuracy_recorded"] else "cached" if row["accuracy_cached"]
+                           else f"{time.perf_counter() - started:.1f} s")
                     tqdm.write(f"{c.label}: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% on {row['images']:,} "
                                f"images ({how})", file=sys.stderr)
         times = measure_latency(candidates, batch_sizes, repeats, warmup, device, memory_format, progress, seed)

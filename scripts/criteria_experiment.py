@@ -3,7 +3,10 @@
 For each model (Fashion-MNIST weights) and each criterion of :func:`lightnets.prune`, the model is pruned to
 each MAC budget (2× and 4× fewer MACs than the original: the ratio is found by bisection on the counted MACs,
 per criterion, since slimming's global threshold spreads the ratio unevenly), then fine-tuned the same way
-(a) alone, (b) with soft targets from the unpruned model, (c) with soft targets and FitNets hints from it.
+(a) alone, (b) with soft targets from the unpruned model, (c) with soft targets and FitNets hints from it,
+(d) with soft targets and attention transfer from it. L1, APoZ and reconstruction prune the shipped weight
+``NAME.fmnist``; slimming prunes ``NAME.fmnist_slim``, the same recipe trained with an L1 penalty on the
+BatchNorm scales (``--bn-l1``, as Liu et al. prescribe); the teacher is ``NAME.fmnist`` for all.
 Every row gives top-1 after pruning and after fine-tuning, params, MACs and latency at batch 1 and 100.
 
 Two stages, as in seed_experiment.py: ``train`` (prunes and fine-tunes, cached under runs/criteria_experiment/;
@@ -39,7 +42,10 @@ RESULTS = ROOT / "results"
 MODELS = ("vgg11_bn", "mobilenet_v1_050", "shufflenet_g3_050")
 CRITERIA = ("l1", "apoz", "reconstruction", "slimming")
 BUDGETS = (2, 4)  # MAC reduction factors
-TUNINGS = {"plain": "fine-tuned", "soft": "+ soft targets", "soft+hint": "+ soft targets + hints"}
+TUNINGS = {"plain": "fine-tuned", "soft": "+ soft targets", "soft+hint": "+ soft targets + hints",
+           "soft+attention": "+ soft targets + attention"}
+FEATURE_LOSSES = {"soft+hint": "hint", "soft+attention": "attention"}
+START_TAGS = {"slimming": "fmnist_slim"}  # the weight a criterion prunes, when it is not NAME.fmnist
 BUDGET_TOLERANCE = 0.02  # a pruned model's MACs are within 2% of original / budget
 Data = seed.Data
 weights = seed.weights
@@ -74,34 +80,43 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
     teacher = copy.deepcopy(base).to(args.device)
     train_set = data.train if args.train_images >= len(data.train.labels) else _subset(data.train, args.train_images)
     calibration = data.calibration(base)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    starts = {"fmnist": base}
     for criterion in args.criterion or CRITERIA:
+        tag = START_TAGS.get(criterion, "fmnist")
+        if tag not in starts:
+            starts[tag] = weights(name, tag)
+        start = starts[tag]
+        if start is None:
+            continue
         for budget in BUDGETS:
-            ratio = matched_ratio(base, criterion, budget)
+            ratio = matched_ratio(start, criterion, budget)
             structure = "slimming" if criterion == "slimming" else "l1"
 
-            def build(ratio=ratio, structure=structure) -> nn.Module:
+            def build(ratio=ratio, structure=structure, start=start) -> nn.Module:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    return compress.prune(base, ratio, structure)  # the shape; the weights come from the cache
+                    return compress.prune(start, ratio, structure)  # the shape; the weights come from the cache
 
-            def prune(model: nn.Module, ratio=ratio, criterion=criterion) -> dict[str, Any]:
+            def prune(model: nn.Module, ratio=ratio, criterion=criterion, start=start) -> dict[str, Any]:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    pruned = compress.prune(base, ratio, criterion, calibration=calibration)
+                    pruned = compress.prune(start, ratio, criterion, calibration=calibration)
                 model.load_state_dict(pruned.state_dict())
                 return {"ratio": ratio, "skipped": sorted({str(w.message).split(": skipped ")[-1].split(":")[0] for w in caught}),
                         "top1_pruned": compress.top1_accuracy(model, data.test)}
 
-            key = f"{name}/{criterion}-{budget}x"
+            key = f"{name}/{criterion}-{budget}x" + ("" if tag == "fmnist" else f"-from-{tag}")
             pruned = seed.cached(f"{key}-pruned", build, prune, args.stage, args.retrain, cache=CACHE)
             if pruned is None:
                 continue
             for tuning in args.tuning or TUNINGS:
                 def finetune(model: nn.Module, tuning=tuning) -> dict[str, Any]:
                     distil = teacher if tuning != "plain" else None
+                    feature_loss = FEATURE_LOSSES.get(tuning)
                     record = compress.finetune(model.to(args.device), train_set, epochs=args.epochs, lr=args.lr,
-                                               teacher=distil, feature_teacher=teacher if tuning == "soft+hint" else None)
+                                               teacher=distil, feature_teacher=teacher if feature_loss else None,
+                                               feature_loss=feature_loss or "hint")
                     record["top1"] = compress.top1_accuracy(model.cpu(), data.test)
                     return record
 
@@ -110,7 +125,8 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
                 result = seed.cached(f"{key}-{tuning}-{settings}", lambda: copy.deepcopy(pruned[0]), finetune, args.stage,
                                      args.retrain, cache=CACHE)
                 if result is not None:
-                    rows.append({"model": result[0], "criterion": criterion, "budget": budget, "tuning": tuning,
+                    rows.append({"model": result[0], "criterion": criterion, "start": tag,
+                                 "start_top1": start.pretrained_cfg["metrics"]["top1"], "budget": budget, "tuning": tuning,
                                  **pruned[1], **{k: v for k, v in result[1].items() if k != "train_s"}})
     return [{"base": base}] + rows
 
@@ -124,7 +140,9 @@ def _subset(dataset: Any, count: int) -> Any:
 
 def table(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
     base_top1 = base.pretrained_cfg["metrics"]["top1"]
-    lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1, {macs_of(base) / 1e6:.2f} MMACs)", "",
+    others = sorted({(row["criterion"], row["start"], row["start_top1"]) for row in rows if row["start"] != "fmnist"})
+    starts = "".join(f"; {criterion} prunes {name}.{tag} ({top1:.2f}%)" for criterion, tag, top1 in others)
+    lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1, {macs_of(base) / 1e6:.2f} MMACs{starts})", "",
              "| criterion | budget | ratio | fine-tune | top-1 pruned | top-1 | Δ top-1 " + seed.COST_HEADER,
              "|:---|---:|---:|:---|---:|---:|---:" + "|---:" * 9 + "|"]
     for row in rows:
@@ -155,12 +173,15 @@ def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> l
                        + ", ".join(f"{c} {best[c]:.2f}%" for c in ranking)
                        + (f"; L1 is {best[ranking[0]] - best['l1']:.2f} points behind {ranking[0]}" if ranking[0] != "l1"
                           and "l1" in best else "; L1 is best" if ranking[0] == "l1" else "") + ".")
+        out += starts(name, base, rows)
         for tuning in TUNINGS:
-            gains = [r["top1"] - p["top1"] for r in rows for p in rows if r["tuning"] == tuning and p["tuning"] == "plain"
-                     and (r["criterion"], r["budget"]) == (p["criterion"], p["budget"])]
-            if tuning != "plain" and gains:
-                out.append(f"* {name}: {TUNINGS[tuning]} vs fine-tuned alone: {statistics.mean(gains):+.2f} points on average "
-                           f"({min(gains):+.2f} to {max(gains):+.2f}).")
+            for what, keep in (("", lambda row: row["start"] == "fmnist"), (" (slimming's sparsity-trained start)",
+                                                                            lambda row: row["start"] != "fmnist")):
+                gains = [r["top1"] - p["top1"] for r in rows for p in rows if r["tuning"] == tuning and p["tuning"] == "plain"
+                         and (r["criterion"], r["budget"]) == (p["criterion"], p["budget"]) and keep(r)]
+                if tuning != "plain" and gains:
+                    out.append(f"* {name}{what}: {TUNINGS[tuning]} vs fine-tuned alone: {statistics.mean(gains):+.2f} points "
+                               f"on average ({min(gains):+.2f} to {max(gains):+.2f}).")
         for batch in (1, 100):
             ratios = [r[f"speedup_per_mac_reduction_bs{batch}"] for r in rows if r["tuning"] == "plain"]
             if ratios:
@@ -170,12 +191,29 @@ def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> l
     return out
 
 
+def starts(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
+    """What a criterion that prunes another weight starts from, and what pruning alone costs it against L1."""
+    out = []
+    for criterion in dict.fromkeys(row["criterion"] for row in rows if row["start"] != "fmnist"):
+        own = [row for row in rows if row["criterion"] == criterion and row["tuning"] == rows[0]["tuning"]]
+        l1 = {row["budget"]: row["top1_pruned"] for row in rows if row["criterion"] == "l1" and row["tuning"] == rows[0]["tuning"]}
+        start = own[0]["start_top1"]
+        out.append(f"* {name}: {criterion} prunes {name}.{own[0]['start']}, {start:.2f}% before pruning "
+                   f"({start - base.pretrained_cfg['metrics']['top1']:+.2f} against {name}.fmnist: the price of training "
+                   "with --bn-l1); right after pruning, before any fine-tune: "
+                   + ", ".join(f"{row['top1_pruned']:.2f}% at {row['budget']}×"
+                               + (f" (L1 from {name}.fmnist: {l1[row['budget']]:.2f}%)" if row["budget"] in l1 else "")
+                               for row in own) + ".")
+    return out
+
+
 def claims(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[str]:
     """The write-up's two claims against the rows: L1 works on VGG-like networks and barely speeds up residual
     ones (ShuffleNet's units add a shortcut), and L1 may not be the best criterion."""
     out = []
-    speed = {name: statistics.median(r["speedup_per_mac_reduction_bs1"] for r in rows if r["criterion"] == "l1" and r["tuning"] == "plain")
-             for name, (_, rows) in results.items() if any(r["criterion"] == "l1" for r in rows)}
+    l1_ratios = {name: [r["speedup_per_mac_reduction_bs1"] for r in rows if r["criterion"] == "l1" and r["tuning"] == "plain"]
+                 for name, (_, rows) in results.items()}
+    speed = {name: statistics.median(ratios) for name, ratios in l1_ratios.items() if ratios}
     if "vgg11_bn" in speed and "shufflenet_g3_050" in speed:
         vgg, residual = speed["vgg11_bn"], speed["shufflenet_g3_050"]
         verdict = ("supports" if residual < vgg - 0.2 else "does not support" if residual >= vgg - 0.05 else "barely supports")
@@ -208,7 +246,7 @@ def plot(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]], path: Path)
     figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     for axis, (name, (base, rows)) in zip(axes[0], results.items()):
         for criterion in CRITERIA:
-            for tuning, style in (("plain", "-"), ("soft+hint", "--")):
+            for tuning, style in (("plain", "-"), ("soft+hint", "--"), ("soft+attention", ":")):
                 points = sorted((r["macs"], r["top1"]) for r in rows if r["criterion"] == criterion and r["tuning"] == tuning)
                 if points:
                     axis.plot([p[0] / 1e6 for p in points], [p[1] for p in points], style, marker="o",
@@ -254,9 +292,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     lines += [f"Each model pruned by each criterion of `lightnets.prune` to 2× and 4× fewer MACs (per-criterion ratio "
               f"found by bisection), calibration: the first {seed.CALIBRATION_IMAGES} training images; then "
               f"{args.epochs:g} epoch(s) on the first {args.train_images:,} training images (SGD, lr {args.lr:g}, cosine, "
-              "crop + flip, label smoothing 0.1), alone, with soft targets from the unpruned model (α 0.5, T 4) and with "
-              "soft targets plus FitNets hints (1×1 adapters, weight 1). Top-1 on the 10,000 test images. Slimming "
-              "ranks the shipped weights' |γ| (they were not trained with `--bn-l1`).", ""]
+              "crop + flip, label smoothing 0.1), alone, with soft targets from the unpruned model (α 0.5, T 4), with "
+              "soft targets plus FitNets hints (1×1 adapters, weight 1) and with soft targets plus attention transfer "
+              "(weight 50). Top-1 on the 10,000 test images; Δ top-1 against NAME.fmnist. L1, APoZ and reconstruction "
+              "prune the shipped NAME.fmnist; slimming prunes NAME.fmnist_slim, the same recipe trained with "
+              "`--bn-l1 1e-3` (scripts/train_fmnist_zoo.sh), by its smallest |γ| globally; the teacher is NAME.fmnist "
+              "for every criterion.", ""]
     for name, (base, rows) in results.items():
         lines += table(name, base, rows) + [""]
     lines += ["Conclusions from these tables:", "", *conclusions(results), ""]  # the plot: criteria.png beside it

@@ -21,5 +21,5 @@ run_md results/flops_mobilenet_v1_100.md -m lightnets.flops --model mobilenet_v1
 "$PYTHON" scripts/seed_experiment.py --part conversion   # fine-tunes are cached in runs/seed_experiment/
 "$PYTHON" scripts/seed_experiment.py --part sepcnn --epochs 1
 "$PYTHON" scripts/seed_experiment.py --part pruning --epochs 1
-"$PYTHON" scripts/criteria_experiment.py --train-images 5000 --tuning plain --tuning soft+hint   # cached in runs/criteria_experiment/
+"$PYTHON" scripts/criteria_experiment.py --train-images 5000 --tuning plain --tuning soft+hint --tuning soft+attention   # cached in runs/criteria_experiment/
 "$PYTHON" scripts/render_docs.py   # the README and docs/ pages

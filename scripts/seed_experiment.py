@@ -67,11 +67,11 @@ GUIDED_MAX_DROP = 2.0  # sensitivity-guided pruning: convs that lose at most thi
 # ---------------------------------------------------------------------------------------------
 
 
-def weights(name: str) -> Optional[nn.Module]:
-    """The shipped Fashion-MNIST model ``name.fmnist``, or None (with a message) when it is not trained yet."""
-    folder = ROOT / "weights" / f"{name}.fmnist"
+def weights(name: str, tag: str = "fmnist") -> Optional[nn.Module]:
+    """The shipped Fashion-MNIST model ``name.tag``, or None (with a message) when it is not trained yet."""
+    folder = ROOT / "weights" / f"{name}.{tag}"
     if not (folder / "model.safetensors").is_file():
-        print(f"skip {name}: weights/{name}.fmnist is not trained yet (scripts/train_fmnist_zoo.sh)")
+        print(f"skip {name}.{tag}: weights/{name}.{tag} is not trained yet (scripts/train_fmnist_zoo.sh)")
         return None
     # From the folder itself, so a weight the trainer just wrote counts before weights/index.json is rebuilt.
     model = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder)).eval()

@@ -35,7 +35,7 @@ def experiment(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("criterion", ["l1", "slimming"])
 def test_the_matched_ratio_prunes_to_the_budget(experiment, criterion):
-    base = experiment.weights("mobilenet_v1_050")
+    base = experiment.weights("mobilenet_v1_050", experiment.START_TAGS.get(criterion, "fmnist"))
     for budget in experiment.BUDGETS:
         ratio = experiment.matched_ratio(base, criterion, budget)
         pruned = experiment.compress.prune(base, ratio, criterion)
@@ -69,3 +69,24 @@ def test_the_tables_hold_the_cached_models_numbers(experiment, tmp_path):
     best = {row[0]: float(row[5]) for row in rows if row[1] == "4×"}
     winner = max(best, key=best.get)
     assert f"* mobilenet_v1_050, 4× fewer MACs (best fine-tune of each): {winner} {best[winner]:.2f}%" in text
+
+
+@pytest.mark.slow
+def test_slimming_prunes_the_weight_trained_for_it_and_attention_is_a_fine_tune(experiment, tmp_path):
+    """Slimming's rows start from NAME.fmnist_slim (trained with --bn-l1), the others' from NAME.fmnist; the
+    attention-transfer fine-tune is a column of its own."""
+    argv = ["--model", "mobilenet_v1_050", "--criterion", "slimming", "--tuning", "soft+attention",
+            "--train-images", "256", "--repeats", "1", "--threads", "1"]
+    assert experiment.main(argv) == 0
+    text = (tmp_path / "results" / "criteria.md").read_text()
+    slim = experiment.weights("mobilenet_v1_050", "fmnist_slim")
+    assert f"slimming prunes mobilenet_v1_050.fmnist_slim ({slim.pretrained_cfg['metrics']['top1']:.2f}%)" in text
+    assert f"* mobilenet_v1_050: slimming prunes mobilenet_v1_050.fmnist_slim, {slim.pretrained_cfg['metrics']['top1']:.2f}% " \
+           "before pruning" in text
+    rows = [line for line in text.splitlines() if line.startswith("| slimming ")]
+    assert len(rows) == 2 and all("| + soft targets + attention |" in row for row in rows)
+    for budget in experiment.BUDGETS:
+        pruned = json.loads((tmp_path / "cache" / f"mobilenet_v1_050/slimming-{budget}x-from-fmnist_slim-pruned.json").read_text())
+        assert (tmp_path / "cache" / f"mobilenet_v1_050/slimming-{budget}x-from-fmnist_slim-soft+attention-e1-n256-lr0p01.json").is_file()
+        # what the sparsity training is for: the γ it drove to zero take little with them
+        assert pruned["top1_pruned"] > 50, pruned

@@ -1,6 +1,7 @@
-"""What `python -m eval` does by default since it answers in about a minute: the accuracy pass on the
-fastest installed backend (same predictions as eager), latency at batch 1, memory only on request, the
-machine's load beside the timings, and output files that are checked before the run and written whole."""
+"""What `python -m eval` does by default since it answers in seconds: a bundled weight's recorded accuracy
+where it answers the same question, other accuracy on the fastest installed backend (same predictions as
+eager), latency at batch 1, memory only on request, the machine's load beside the timings, and output files
+that are checked before the run and written whole."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from lightnets.data import load_dataset
 from lightnets.deploy import available_backends
 from lightnets.evaluation import environment, evaluate, machine_load
 from lightnets.measure import ACCURACY_BACKENDS, accuracy_backend
+from lightnets.pretrained.manifest import WEIGHTS_DIR
 
 QUICK = ["--limit", "300", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-progress"]
 EXPORTS = [backend for backend in ACCURACY_BACKENDS if backend != "eager" and backend in available_backends()]
@@ -127,3 +129,71 @@ def test_each_models_accuracy_is_shown_as_soon_as_it_is_known(capsys):
         assert [line.split(":")[0].split("\r")[-1] for line in lines] == [row["model"] for row in rows]
         for line, row in zip(lines, rows):
             assert f"top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% on 300 images" in line and line.endswith(how)
+
+
+INDEX = json.loads((WEIGHTS_DIR / "index.json").read_text())["weights"]
+
+
+@pytest.fixture()
+def no_accuracy_pass(monkeypatch, tmp_path):
+    """Count the accuracy passes; an empty cache, so a pass is not hidden by an earlier test's measurement."""
+    import lightnets.evaluation as evaluation
+
+    monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path))
+    passes = []
+    real = evaluation.measure_accuracy
+    monkeypatch.setattr(evaluation, "measure_accuracy", lambda c, *a, **k: passes.append(c.label) or real(c, *a, **k))
+    return passes
+
+
+def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(no_accuracy_pass, capsys):
+    assert main(["--model", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025.fmnist", "--repeats", "1",
+                 "--warmup", "0", "--threads", "1", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert no_accuracy_pass == [] and report["settings"]["accuracy_recorded"] == 2
+    for row in report["rows"]:
+        metrics = INDEX[row["model"]]["metrics"]
+        assert (row["top1"], row["top5"], row["images"], row["loss"]) == (metrics["top1"], metrics["top5"], 10_000, None)
+        assert row["accuracy_recorded"] and not row["accuracy_cached"]
+        assert f"{row['model']}: top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}% on 10,000 images (recorded)" \
+            in captured.err
+    assert main(["--model", "smallcnn_3x2.fmnist", "--repeats", "1", "--warmup", "0", "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "top-1 / top-5 of 1 bundled weight(s): as weights/index.json records them" in table
+    assert "accuracy pass:" not in table  # there was none
+    assert "top-1 %" in table.splitlines()[0] and "loss" not in table.splitlines()[0]  # not recorded: no column of dashes
+
+
+@pytest.mark.parametrize("changed", [["--limit", "9999"], ["--remeasure"],
+                                     ["--accuracy-backend", "eager"], ["--no-pretrained"]])
+def test_accuracy_is_measured_when_the_record_does_not_answer_the_question(no_accuracy_pass, capsys, changed):
+    """Fewer images, --remeasure, a backend asked for by name, random init: measured."""
+    assert main(["--model", "smallcnn_3x2.fmnist" if changed != ["--no-pretrained"] else "smallcnn_3x2",
+                 "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-progress", "--format", "json", *changed]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["rows"]
+    assert no_accuracy_pass == [row["model"]] and not row["accuracy_recorded"] and row["loss"] is not None
+
+
+def test_a_copy_of_a_bundled_weight_loaded_as_a_checkpoint_is_measured(no_accuracy_pass, tmp_path):
+    """A checkpoint is the user's file: its bytes may match, but it is measured, not looked up."""
+    folder = WEIGHTS_DIR / INDEX["smallcnn_3x2.fmnist"]["folder"]
+    (row,) = evaluate(["smallcnn_3x2"], checkpoint=str(folder), latency_batch_sizes=(1,), repeats=1, warmup=0,
+                      memory=False, progress=False, recorded=True)
+    assert no_accuracy_pass == ["smallcnn_3x2"] and not row["accuracy_recorded"]
+    assert row["top1"] == INDEX["smallcnn_3x2.fmnist"]["metrics"]["top1"]
+
+
+def test_the_record_answers_only_its_own_input_and_data():
+    import dataclasses
+
+    from lightnets.evaluation import build_candidate, recorded_accuracy
+
+    data = load_dataset("fashion_mnist")
+    candidate = build_candidate("smallcnn_3x2.fmnist", data)
+    assert recorded_accuracy(candidate, data)["top1"] == INDEX["smallcnn_3x2.fmnist"]["metrics"]["top1"]
+    for changed in ({"input_size": (1, 32, 32)}, {"mean": (0.5,)}, {"std": (0.5,)}, {"tag": "ckpt:x"}):
+        assert recorded_accuracy(dataclasses.replace(candidate, **changed), data) is None, changed
+    assert recorded_accuracy(candidate, load_dataset("fashion_mnist", limit=9999)) is None
+    candidate.model.pretrained_cfg = {**candidate.model.pretrained_cfg, "sha256": "0" * 64}  # not bundled bytes
+    assert recorded_accuracy(candidate, data) is None

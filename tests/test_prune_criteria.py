@@ -72,6 +72,25 @@ def test_slimming_with_one_ratio_prunes_below_one_global_threshold():
     assert [a - b for a, b in zip(original, widths)] == [10, 0, 20, 0, 0, 0, 0, 0]
 
 
+def test_slimming_meets_its_ratio_when_many_scales_are_tied_at_zero():
+    """Sparsity training in a float16 file leaves hundreds of γ exactly 0: the global ratio still removes its
+    count of channels, not every tied one (which made the 2× and the 4× budget the same model)."""
+    model = randomise_batch_norm_scales(small("vgg11_bn", small_input=True))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for norm in norms:
+            norm.weight[: norm.num_features // 2] = 0.0  # half of every layer tied at zero
+    total = sum(n.num_features for n in norms)
+    original = sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    for ratio in (0.1, 0.25, 0.4):
+        pruned = prune(model, ratio, "slimming")
+        removed = original - sum(m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d))
+        assert abs(removed - ratio * total) <= len(norms), (ratio, removed)  # one channel of rounding per conv
+        kept = [m.weight for m in pruned.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert sum(int((w != 0).sum()) for w in kept) == total // 2  # only zeros went, every non-zero γ stayed
+        assert all(float(w.abs().min()) == 0.0 for w in kept)  # the ties spread over the convs: each keeps some
+
+
 @pytest.mark.parametrize("criterion", CRITERIA)
 @pytest.mark.parametrize("name, kwargs", FAMILIES)
 def test_every_family_prunes_under_every_criterion(name, kwargs, criterion):

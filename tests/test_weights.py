@@ -26,11 +26,13 @@ def test_the_manifest_matches_the_folders():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FMNIST_WEIGHTS)
-def test_shipped_weight_reproduces_its_recorded_top1(name):
-    recorded = INDEX[name]["metrics"]["top1"]
+def test_shipped_weight_reproduces_its_recorded_accuracy(name):
     (row,) = evaluate([name], "fashion_mnist", split="test", latency_batch_sizes=(1,), repeats=1, warmup=1, progress=False)
     assert row["images"] == 10_000  # the whole embedded test split, not a subset
-    assert abs(row["top1"] - recorded) <= 0.1, f"{name}: measured {row['top1']:.2f}%, recorded {recorded:.2f}%"
+    # exactly, to the recorded two decimals: `python -m eval` shows the recorded figures in place of measuring them
+    for metric in ("top1", "top5"):
+        recorded = INDEX[name]["metrics"][metric]
+        assert round(row[metric], 2) == recorded, f"{name}: measured {metric} {row[metric]:.2f}%, recorded {recorded:.2f}%"
 
 
 @pytest.mark.parametrize("name", FMNIST_WEIGHTS)

@@ -207,14 +207,23 @@ def _global_ratios(graph: ChannelGraph, prunable: dict[str, str], ratio: float) 
     component), as network slimming prunes (Sec. 3.2)."""
     if not prunable or ratio == 0:
         return {}
-    everything = torch.cat([graph.norms(conv) for conv in prunable])
-    threshold = everything.sort().values[min(len(everything) - 1, int(ratio * len(everything) + 1e-9))]
+    scores = [graph.norms(conv) for conv in prunable]
+    everything = torch.cat(scores)
+    # Exactly the ratio's count of smallest scores: a threshold would take every tied score at once, and sparsity
+    # training leaves many γ tied at 0 (exactly 0 in a float16 weight file). Ties go in proportion across convs:
+    # ordered by relative position within their conv first, then (stable) by score.
+    relative = torch.cat([torch.arange(len(s)) / len(s) for s in scores])
+    by_position = torch.sort(relative, stable=True).indices
+    order = by_position[torch.sort(everything[by_position], stable=True).indices]
+    removed = torch.zeros(len(everything), dtype=torch.bool)
+    removed[order[:int(ratio * len(everything) + 1e-9)]] = True
+    share = {conv: float(mask.float().mean()) for conv, mask in zip(prunable, removed.split([len(s) for s in scores]))}
     by_component: dict[str, list[str]] = {}
     for conv, component in prunable.items():
         by_component.setdefault(component, []).append(conv)
     ratios = {}
     for members in by_component.values():
-        below = sum(float((graph.norms(conv) < threshold).float().mean()) for conv in members) / len(members)
+        below = sum(share[conv] for conv in members) / len(members)
         for conv in members:  # joined convs take one ratio
             ratios[conv] = min(below, 1 - _MIN_KEPT)
     return ratios
