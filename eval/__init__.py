@@ -42,10 +42,11 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     cols: list[Column] = [
         ("model", "model", str), ("tag", "tag", str), ("input_size", "input", str),
         ("params", "params (M)", lambda v: f"{v / 1e6:.3f}"), ("macs", "MMACs", lambda v: f"{v / 1e6:.2f}"),
-        ("top1", "top-1 %", _fixed(2)), ("top5", "top-5 %", _fixed(2)), ("loss", "loss", _fixed(4)),
+        ("top1", "top-1 %", _fixed(2)), ("top5", "top-5 %", _fixed(2)),
     ]
-    if any(row.get("top1") is not None for row in rows) and all(row.get("loss") is None for row in rows):
-        cols.pop()  # recorded accuracies only: weights/index.json records no loss
+    # No loss column when every accuracy is a recorded one: weights/index.json records no loss.
+    if not any(row.get("top1") is not None for row in rows) or any(row.get("loss") is not None for row in rows):
+        cols.append(("loss", "loss", _fixed(4)))
     sizes = batch_sizes(rows)
     for b in sizes:
         cols += [(f"ms_bs{b}", f"bs{b} ms", _ms), (f"p90_ms_bs{b}", f"bs{b} p90 ms", _ms)]

@@ -214,8 +214,7 @@ def accuracy_cache_key(candidate: Candidate, data: Dataset, backend: str, batch_
     batch size, torch and lightnets' code. None when the inputs have no such identity (random init, a
     given module or checkpoint, an image folder, weights without a recorded sha256)."""
     cfg = getattr(candidate.model, "pretrained_cfg", None) or {}
-    if not cfg.get("sha256") or candidate.tag in (RANDOM_INIT, "given") or candidate.tag.startswith("ckpt:") \
-            or getattr(data, "name", None) not in _FIXED_DATASETS:
+    if not cfg.get("sha256") or not _loaded_by_name(candidate) or getattr(data, "name", None) not in _FIXED_DATASETS:
         return None
     fields = {"weights": cfg["sha256"], "dataset": data.name, "split": getattr(data, "split", None), "images": len(data),
               "input_size": candidate.input_size, "mean": candidate.mean, "std": candidate.std, "backend": backend,
@@ -223,21 +222,28 @@ def accuracy_cache_key(candidate: Candidate, data: Dataset, backend: str, batch_
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def recorded_accuracy(candidate: Candidate, data: Dataset) -> Optional[dict[str, Any]]:
-    """A bundled weight's top-1 and top-5 as ``weights/index.json`` records them, when they answer exactly
-    this question: the same bytes (sha256), measured by lightnets (not a source's reported figure) on the
-    same dataset, split and number of images, at the input size and normalisation it records. None
-    otherwise. The figures were measured eager, float32, on the whole split when the weight was published,
-    and the test suite measures each again and requires the same numbers (tests/test_weights.py)."""
+def _loaded_by_name(candidate: Candidate) -> bool:
+    """Whether the candidate holds a registered weight, created by name (not random init, a module or a checkpoint)."""
+    return candidate.tag not in (RANDOM_INIT, "given") and not candidate.tag.startswith("ckpt:")
+
+
+@functools.lru_cache(maxsize=1)
+def _bundled_by_sha256() -> dict[str, dict[str, Any]]:
+    """weights/index.json's cfgs keyed by their file's sha256, read once; empty when the manifest is unreadable."""
     from .pretrained.manifest import ManifestError, bundled_cfgs
 
-    sha256 = (getattr(candidate.model, "pretrained_cfg", None) or {}).get("sha256")
-    if not sha256 or candidate.tag in (RANDOM_INIT, "given") or candidate.tag.startswith("ckpt:"):
-        return None
     try:
-        entry = next((cfg for cfg in bundled_cfgs().values() if cfg["sha256"] == sha256), None)
+        return {cfg["sha256"]: cfg for cfg in bundled_cfgs().values()}
     except ManifestError:
-        return None
+        return {}
+
+
+def recorded_accuracy(candidate: Candidate, data: Dataset) -> Optional[dict[str, Any]]:
+    """A bundled weight's top-1 / top-5 as ``weights/index.json`` records them (measured eager, float32; re-measured by
+    tests/test_weights.py) when they answer exactly this question: the same bytes, a lightnets measurement (not a
+    source's reported figure), dataset, split, image count, input size and normalisation. None otherwise."""
+    sha256 = (getattr(candidate.model, "pretrained_cfg", None) or {}).get("sha256")
+    entry = _bundled_by_sha256().get(sha256) if sha256 and _loaded_by_name(candidate) else None
     metrics = (entry or {}).get("metrics") or {}
     if entry is None or "reported_by" in metrics or not {"top1", "top5", "images"} <= set(metrics):
         return None
@@ -436,14 +442,14 @@ def evaluate(
                     eval_set = eval_sets[transform]
                 started = time.perf_counter()
                 measured = recorded_accuracy(c, eval_set) if recorded else None
-                row["accuracy_recorded"] = measured is not None
-                key = accuracy_cache_key(c, eval_set, backend, batch_size) if accuracy_cache and measured is None else None
+                row["accuracy_recorded"], row["accuracy_cached"] = measured is not None, False
                 if measured is None:
+                    key = accuracy_cache_key(c, eval_set, backend, batch_size) if accuracy_cache else None
                     measured = _cached_accuracy(key)
-                row["accuracy_cached"] = key is not None and measured is not None
-                if measured is None:
-                    measured = measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend)
-                    _store_accuracy(key, measured)
+                    row["accuracy_cached"] = measured is not None
+                    if measured is None:
+                        measured = measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend)
+                        _store_accuracy(key, measured)
                 row.update(measured)
                 if progress:  # each model's accuracy as it is known: the table waits for the latency of all
                     how = ("recorded" if row["accuracy_recorded"] else "cached" if row["accuracy_cached"]

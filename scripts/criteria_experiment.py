@@ -83,12 +83,12 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
     train_set = data.train if args.train_images >= len(data.train.labels) else _subset(data.train, args.train_images)
     calibration = data.calibration(base)
     rows: list[dict[str, Any]] = []
-    starts = {"fmnist": base}
+    start_weights = {"fmnist": base}
     for criterion in args.criterion or CRITERIA:
         tag = START_TAGS.get(criterion, "fmnist")
-        if tag not in starts:
-            starts[tag] = weights(name, tag)
-        start = starts[tag]
+        if tag not in start_weights:
+            start_weights[tag] = weights(name, tag)
+        start = start_weights[tag]
         if start is None:
             continue
         teacher = copy.deepcopy(start).to(args.device)
@@ -144,8 +144,8 @@ def _subset(dataset: Any, count: int) -> Any:
 def table(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
     base_top1 = base.pretrained_cfg["metrics"]["top1"]
     others = sorted({(row["criterion"], row["start"], row["start_top1"]) for row in rows if row["start"] != "fmnist"})
-    starts = "".join(f"; {criterion} prunes {name}.{tag} ({top1:.2f}%)" for criterion, tag, top1 in others)
-    lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1, {macs_of(base) / 1e6:.2f} MMACs{starts})", "",
+    notes = "".join(f"; {criterion} prunes {name}.{tag} ({top1:.2f}%)" for criterion, tag, top1 in others)
+    lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1, {macs_of(base) / 1e6:.2f} MMACs{notes})", "",
              "| criterion | budget | ratio | fine-tune | top-1 pruned | top-1 | Δ top-1 " + seed.COST_HEADER,
              "|:---|---:|---:|:---|---:|---:|---:" + "|---:" * 9 + "|"]
     for row in rows:
@@ -176,7 +176,7 @@ def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> l
                        + ", ".join(f"{c} {best[c]:.2f}%" for c in ranking)
                        + (f"; L1 is {best[ranking[0]] - best['l1']:.2f} points behind {ranking[0]}" if ranking[0] != "l1"
                           and "l1" in best else "; L1 is best" if ranking[0] == "l1" else "") + ".")
-        out += starts(name, base, rows)
+        out += start_lines(name, base, rows)
         for tuning in TUNINGS:
             for what, keep in (("", lambda row: row["start"] == "fmnist"), (" (slimming's sparsity-trained start)",
                                                                             lambda row: row["start"] != "fmnist")):
@@ -194,7 +194,7 @@ def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> l
     return out
 
 
-def starts(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
+def start_lines(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
     """What a criterion that prunes another weight starts from, and what pruning alone costs it against L1."""
     out = []
     for criterion in dict.fromkeys(row["criterion"] for row in rows if row["start"] != "fmnist"):

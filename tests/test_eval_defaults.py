@@ -135,7 +135,7 @@ INDEX = json.loads((WEIGHTS_DIR / "index.json").read_text())["weights"]
 
 
 @pytest.fixture()
-def no_accuracy_pass(monkeypatch, tmp_path):
+def accuracy_passes(monkeypatch, tmp_path):
     """Count the accuracy passes; an empty cache, so a pass is not hidden by an earlier test's measurement."""
     import lightnets.evaluation as evaluation
 
@@ -146,12 +146,12 @@ def no_accuracy_pass(monkeypatch, tmp_path):
     return passes
 
 
-def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(no_accuracy_pass, capsys):
+def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(accuracy_passes, capsys):
     assert main(["--model", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025.fmnist", "--repeats", "1",
                  "--warmup", "0", "--threads", "1", "--format", "json"]) == 0
     captured = capsys.readouterr()
     report = json.loads(captured.out)
-    assert no_accuracy_pass == [] and report["settings"]["accuracy_recorded"] == 2
+    assert accuracy_passes == [] and report["settings"]["accuracy_recorded"] == 2
     for row in report["rows"]:
         metrics = INDEX[row["model"]]["metrics"]
         assert (row["top1"], row["top5"], row["images"], row["loss"]) == (metrics["top1"], metrics["top5"], 10_000, None)
@@ -167,20 +167,20 @@ def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(no
 
 @pytest.mark.parametrize("changed", [["--limit", "9999"], ["--remeasure"],
                                      ["--accuracy-backend", "eager"], ["--no-pretrained"]])
-def test_accuracy_is_measured_when_the_record_does_not_answer_the_question(no_accuracy_pass, capsys, changed):
+def test_accuracy_is_measured_when_the_record_does_not_answer_the_question(accuracy_passes, capsys, changed):
     """Fewer images, --remeasure, a backend asked for by name, random init: measured."""
     assert main(["--model", "smallcnn_3x2.fmnist" if changed != ["--no-pretrained"] else "smallcnn_3x2",
                  "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-progress", "--format", "json", *changed]) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
-    assert no_accuracy_pass == [row["model"]] and not row["accuracy_recorded"] and row["loss"] is not None
+    assert accuracy_passes == [row["model"]] and not row["accuracy_recorded"] and row["loss"] is not None
 
 
-def test_a_copy_of_a_bundled_weight_loaded_as_a_checkpoint_is_measured(no_accuracy_pass, tmp_path):
+def test_a_copy_of_a_bundled_weight_loaded_as_a_checkpoint_is_measured(accuracy_passes, tmp_path):
     """A checkpoint is the user's file: its bytes may match, but it is measured, not looked up."""
     folder = WEIGHTS_DIR / INDEX["smallcnn_3x2.fmnist"]["folder"]
     (row,) = evaluate(["smallcnn_3x2"], checkpoint=str(folder), latency_batch_sizes=(1,), repeats=1, warmup=0,
                       memory=False, progress=False, recorded=True)
-    assert no_accuracy_pass == ["smallcnn_3x2"] and not row["accuracy_recorded"]
+    assert accuracy_passes == ["smallcnn_3x2"] and not row["accuracy_recorded"]
     assert row["top1"] == INDEX["smallcnn_3x2.fmnist"]["metrics"]["top1"]
 
 

@@ -208,16 +208,17 @@ def _global_ratios(graph: ChannelGraph, prunable: dict[str, str], ratio: float) 
     if not prunable or ratio == 0:
         return {}
     scores = [graph.norms(conv) for conv in prunable]
+    sizes = [len(s) for s in scores]
     everything = torch.cat(scores)
     # Exactly the ratio's count of smallest scores: a threshold would take every tied score at once, and sparsity
     # training leaves many γ tied at 0 (exactly 0 in a float16 weight file). Ties go in proportion across convs:
     # ordered by relative position within their conv first, then (stable) by score.
-    relative = torch.cat([torch.arange(len(s)) / len(s) for s in scores])
+    relative = torch.cat([torch.arange(size) / size for size in sizes])
     by_position = torch.sort(relative, stable=True).indices
     order = by_position[torch.sort(everything[by_position], stable=True).indices]
     removed = torch.zeros(len(everything), dtype=torch.bool)
     removed[order[:int(ratio * len(everything) + 1e-9)]] = True
-    share = {conv: float(mask.float().mean()) for conv, mask in zip(prunable, removed.split([len(s) for s in scores]))}
+    share = {conv: float(mask.float().mean()) for conv, mask in zip(prunable, removed.split(sizes))}
     by_component: dict[str, list[str]] = {}
     for conv, component in prunable.items():
         by_component.setdefault(component, []).append(conv)
