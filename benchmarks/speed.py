@@ -112,7 +112,7 @@ def build_paths(model: nn.Module, name: str, input_size: tuple[int, int, int], b
         twin = timm.create_model(TIMM_TWINS[name][0], num_classes=model.num_classes).eval()
         if model.small_input:
             # timm has no stem-stride option; its stem is a plain 3×3 conv with padding 1, so stride 1 makes it
-            # our small-input stem exactly (tests/test_benchmarks.py checks that the logits agree).
+            # our small-input stem exactly (tests/repository/test_benchmarks.py checks that the logits agree).
             twin.conv_stem.stride = (1, 1)
         model.load_state_dict(convert_timm_mobilenetv1(twin.state_dict()))
         paths["timm eager"] = twin

@@ -240,7 +240,7 @@ def _bundled_by_sha256() -> dict[str, dict[str, Any]]:
 
 def recorded_accuracy(candidate: Candidate, data: Dataset) -> Optional[dict[str, Any]]:
     """A bundled weight's top-1 / top-5 as ``weights/index.json`` records them (measured eager, float32; re-measured by
-    tests/test_weights.py) when they answer exactly this question: the same bytes, a lightnets measurement (not a
+    tests/pretrained/test_bundled_weights.py) when they answer exactly this question: the same bytes, a lightnets measurement (not a
     source's reported figure), dataset, split, image count, input size and normalisation. None otherwise."""
     sha256 = (getattr(candidate.model, "pretrained_cfg", None) or {}).get("sha256")
     entry = _bundled_by_sha256().get(sha256) if sha256 and _loaded_by_name(candidate) else None

@@ -1,6 +1,6 @@
 """A griffe extension (mkdocs.yml: mkdocstrings' ``extensions``) that shows docstring examples as code.
 
-The docstrings carry doctest examples (``>>> ...`` and their output, run by tests/test_docs.py) in the
+The docstrings carry doctest examples (``>>> ...`` and their output, run by tests/repository/test_docs.py) in the
 middle of their prose, without a reST or Markdown code fence. Rendered as Markdown they would be a
 paragraph, and output such as ``[128, 256]`` would read as a link. This wraps each run of doctest
 lines (a ``>>>`` line up to the next blank line) in a ```` ```pycon ```` fence, so the API reference

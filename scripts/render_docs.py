@@ -1,7 +1,7 @@
 """Regenerate the generated blocks of README.md and docs/**/*.md (no table in them is typed by hand).
 
     python scripts/render_docs.py          # rewrite the files in place
-    python scripts/render_docs.py --check  # exit 1 if a file is out of date (tests/test_readme.py); offline
+    python scripts/render_docs.py --check  # exit 1 if a file is out of date (tests/repository/test_readme.py); offline
 
 A generated block sits between ``<!-- BEGIN name -->`` and ``<!-- END name -->``; its name says where
 the block comes from:

@@ -35,7 +35,7 @@ FEATURE_LOSSES = ("hint", "attention")
 # The paper's attention weight β/2 = 500 suits its 32×32 to 8×8 CIFAR maps. Averaged over positions, the
 # term grows as the maps shrink (a unit-norm map of 2×2 positions has entries near ½), and on 28×28 inputs,
 # whose maps go down to 2×2, 500 made a fine-tune at lr 0.01 oscillate where 50 converged
-# (tests/test_feature_distillation.py's short run): 50 is the default here.
+# (tests/training/test_feature_distillation.py's short run): 50 is the default here.
 DEFAULT_WEIGHTS = {"hint": 1.0, "attention": 50.0}
 
 

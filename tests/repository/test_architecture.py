@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PYTHON_DIRS = ("lightnets", "eval", "benchmarks", "scripts")
 MAX_LINES = 500
 

@@ -27,7 +27,7 @@ from typing import Optional
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 RUN_LANGUAGES = {"python", "pycon", "bash"}
@@ -37,7 +37,7 @@ NOT_RUN_REASONS = {
     "needs the network": "a download (a dataset, a Hub weight) or an upload; tests run offline",
     "needs several GPUs": "torchrun over several processes and devices",
     "serves until stopped": "a server such as mkdocs serve",
-    "runs the whole test suite": "the suite itself; tests/test_readme.py checks CI runs the README's command",
+    "runs the whole test suite": "the suite itself; tests/repository/test_readme.py checks CI runs the README's command",
     "tested by tests/": "the same command runs in the named test",
     "changes the shipped weights": "a maintainer's command that rewrites weights/",
     "takes hours": "a full training or experiment run",

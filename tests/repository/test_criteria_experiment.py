@@ -9,7 +9,7 @@ import pytest
 
 from lightnets.data import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

@@ -7,7 +7,7 @@ import lightnets
 from lightnets.compress import prune_l1
 from lightnets.models.restructure import restructure
 
-ALL_MODELS = lightnets.list_models()
+from representatives import FAMILY_REPRESENTATIVES
 
 
 def _small(name: str) -> nn.Module:
@@ -15,7 +15,7 @@ def _small(name: str) -> nn.Module:
     return lightnets.create_model(name, small_input=True, img_size=32).eval()
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)
 def test_intermediates_match_feature_info_and_forward_features(name):
     model = _small(name)
     x = torch.randn(2, 3, 32, 32)

@@ -1,5 +1,5 @@
 """The README is a short front door whose commands CI runs; its and the docs' generated tables are current;
-the docs site builds strictly. (Every code block runs in tests/test_doc_examples.py.)"""
+the docs site builds strictly. (Every code block runs in tests/repository/test_doc_examples.py.)"""
 import os
 import re
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 from lightnets.pretrained.manifest import read_index
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ci_runs_the_readme_test_command():

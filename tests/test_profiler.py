@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import lightnets
 from lightnets.cli.flops import main
 from lightnets.profiler import count_macs, layer_type, profile
+from representatives import FAMILY_REPRESENTATIVES, SOURCE_LAYOUTS
 
 # ---------------------------------------------------------------------------------------------
 # MobileNet v1, Table 2: resource per layer type, 1.0 MobileNet-224 (% of mult-adds, % of params)
@@ -73,7 +74,8 @@ def _bn_sides():
 
 
 # ---------------------------------------------------------------------------------------------
-# Three counts of conv + FC mult-adds agree, for every registered model
+# Three counts of conv + FC mult-adds agree, for every family and source layout (every registered
+# name's count is recorded in tests/expect/registered_models.json)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -129,9 +131,9 @@ def _assert_three_way_agreement(model: nn.Module, input_size) -> None:
     assert sum(row["params"] for row in result.by_type) == result.params == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", lightnets.list_models())
-def test_counts_agree_small_input(name):
-    model = lightnets.create_model(name, small_input=True, img_size=32, num_classes=10)
+@pytest.mark.parametrize("name, kwargs", [(name, {}) for name in FAMILY_REPRESENTATIVES] + list(SOURCE_LAYOUTS.values()))
+def test_counts_agree_small_input(name, kwargs):
+    model = lightnets.create_model(name, small_input=True, img_size=32, num_classes=10, **kwargs)
     _assert_three_way_agreement(model, (3, 32, 32))
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_fmnist_zoo.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_fmnist_zoo.sh"
 TRIAL = "retrain shufflenet_g3     50 0.05 --fp16-weights --reprob 0.3\n"
 
 FAKE_PYTHON = """#!/usr/bin/env bash

@@ -16,7 +16,7 @@ import lightnets
 from lightnets import compress
 from lightnets.data import load_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

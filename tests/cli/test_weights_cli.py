@@ -11,7 +11,7 @@ import pytest
 from lightnets import pretrained, publish
 from lightnets.cli import weights as weights_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv, message", [

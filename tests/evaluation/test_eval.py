@@ -311,7 +311,7 @@ def test_the_module_entry_point_runs():
     result = subprocess.run(
         [sys.executable, "-m", "eval", "--model", "smallcnn_3x2", "--limit", "100", "--repeats", "1", "--warmup", "0",
          "--latency-batch-sizes", "1", "--format", "csv", "--no-progress", "--threads", "1"],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
     )
     assert result.returncode == 0, result.stderr
     row, = csv.DictReader(io.StringIO(result.stdout))

@@ -544,5 +544,5 @@ def test_the_old_surgery_module_warns_and_still_works():
     # -W error turns this warning (and only it) into the import's error: it fires at import, every time
     result = subprocess.run([sys.executable, "-W", "error:lightnets.surgery is deprecated:DeprecationWarning", "-c",
                              "import lightnets.surgery"], check=False, capture_output=True, text=True,
-                             cwd=Path(__file__).parents[1])
+                             cwd=Path(__file__).parents[2])
     assert result.returncode != 0 and "DeprecationWarning: lightnets.surgery is deprecated" in result.stderr
