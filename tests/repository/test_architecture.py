@@ -1,4 +1,4 @@
-"""The package's shape holds: layered imports (import-linter), short files, a fast `import lightnets`,
+"""The package's shape holds: layered imports (import-linter), a fast `import lightnets`,
 command lines that answer --help before importing torch, and the deprecated import paths still working."""
 import subprocess
 import sys
@@ -7,8 +7,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHON_DIRS = ("lightnets", "eval", "benchmarks", "scripts")
-MAX_LINES = 500
 
 # Each console script (pyproject.toml) and the module `python -m` runs for it.
 COMMAND_LINES = {
@@ -43,15 +41,6 @@ def test_the_contract_names_every_module_of_the_package():
     found |= {f"lightnets.{path.parent.name}" for path in package.glob("*/__init__.py")
               if path.parent.name != "datasets"}
     assert found - named == set(), f"modules in no layer of pyproject.toml's contract: {sorted(found - named)}"
-
-
-THEIRS = {"scripts/timm_suite/test_models.py"}  # timm's test file, copied in to run it (git-ignored)
-
-
-@pytest.mark.parametrize("path", sorted(set(str(p.relative_to(ROOT)) for d in PYTHON_DIRS for p in (ROOT / d).rglob("*.py")) - THEIRS))
-def test_no_file_is_over_500_lines(path):
-    lines = len((ROOT / path).read_text().splitlines())
-    assert lines <= MAX_LINES, f"{path} has {lines} lines; split it by concept (../shared/STYLE.md)"
 
 
 def test_import_lightnets_does_not_import_torch():
