@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import dataclasses
 import inspect
 import json
 import math
@@ -36,8 +37,10 @@ from torch import nn
 from .pretrained import manifest
 from .pretrained.converted import safetensors_bytes
 from .pretrained.download import sha256sum
-from .pretrained.manifest import CARD_NAME, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, read_index
+from .pretrained.folder_config import FolderConfig
+from .pretrained.manifest import CARD_NAME, CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, index_entry, read_index
 from .registry import create_model, timm_name
+from .weight_cfg import Metrics, WeightCfg, as_weight_cfg
 
 __all__ = ["save_pretrained", "push_to_hub", "build_index"]
 
@@ -108,13 +111,13 @@ def _rebuild(reference: nn.Module, architecture: str, model_args: dict[str, Any]
 def _rebuilt_model(model: nn.Module, architecture: str, input_size: Sequence[int],
                    model_args: Optional[dict[str, Any]]) -> tuple[nn.Module, dict[str, Any], bool]:
     """The model rebuilt from the arguments to record, those arguments, and whether it was restructured."""
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    cfg = as_weight_cfg(getattr(model, "pretrained_cfg", None) or None, "the model's pretrained_cfg")
     if model_args is not None:
         candidates = [dict(model_args)]
     else:
         # The model's own constructor arguments first: the cfg's model_args may be those of a registered
         # weight that this model (built with pretrained=False and other arguments) does not match.
-        candidates = [_constructor_args(model)] + ([dict(cfg["model_args"])] if cfg.get("model_args") else [])
+        candidates = [_constructor_args(model)] + ([dict(cfg.model_args)] if cfg.model_args else [])
     for args in candidates:
         args.update(num_classes=model.num_classes, in_chans=model.in_chans)
     # As built, or else (arguments read back, not given) as pruned / converted after it was built: the folder
@@ -257,7 +260,7 @@ def check_output_folder(directory: Path, name: str, overwrite: bool) -> None:
 def save_pretrained(
     model: nn.Module,
     directory: PathLike,
-    metrics: Optional[dict[str, Any]] = None,
+    metrics: Union[Metrics, dict[str, Any], None] = None,
     *,
     tag: Optional[str] = None,
     model_args: Optional[dict[str, Any]] = None,
@@ -273,7 +276,9 @@ def save_pretrained(
             and gives input size, mean and std), possibly pruned or converted since by :mod:`lightnets.compress`:
             the folder then says so, and loading it gives the built model the weights' layers.
         directory: the folder to write (created if needed).
-        metrics: measured numbers to record, e.g. ``{"top1": 91.3, "dataset": "fashion_mnist", "split": "test"}``.
+        metrics: measured numbers to record, e.g. ``{"top1": 91.3, "dataset": "fashion_mnist", "split": "test"}``
+            (the flat form of :class:`lightnets.weight_cfg.Metrics`, or one): each key is a number, or one of
+            ``dataset``, ``split``, ``images``, ``reported_by`` that says what the numbers were measured on.
         tag: the pretrained tag the weight is published under (``"fmnist"`` → ``name.fmnist``).
         model_args: architecture arguments that rebuild the model; by default recorded by ``create_model``
             or read back from the model. They are checked by rebuilding the model.
@@ -294,21 +299,22 @@ def save_pretrained(
     from . import __version__
     from .profiler import count_macs
 
-    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-    architecture = cfg.get("architecture")
+    cfg = as_weight_cfg(getattr(model, "pretrained_cfg", None) or None, "the model's pretrained_cfg")
+    architecture = cfg.architecture
     if not architecture:
         raise ValueError("save_pretrained needs a model built by lightnets.create_model (its pretrained_cfg names the architecture)")
     directory = Path(directory)
     check_output_folder(directory, weight_name(architecture, tag), overwrite)
     # Everything is checked before the first byte is written.
-    metrics = _checked_json(dict(metrics or {}), "metrics")
+    if not isinstance(metrics, Metrics):
+        metrics = Metrics.from_dict(_checked_json(dict(metrics or {}), "metrics"))
     training = _checked_json(dict(training or {}), "training")
     if label_names is not None:
         label_names = [str(label) for label in label_names]
         if len(label_names) != model.num_classes:
             raise ValueError(f"label_names has {len(label_names)} names for a model with {model.num_classes} classes: "
                              f"give one name per class, in label order")
-    input_size = tuple(cfg.get("input_size") or (model.in_chans, model.img_size, model.img_size))
+    input_size = tuple(cfg.input_size or (model.in_chans, model.img_size, model.img_size))
     rebuilt, args, restructured = _rebuilt_model(model, architecture, input_size, model_args)
     params = sum(p.numel() for p in model.parameters())
     macs = count_macs(rebuilt, input_size)
@@ -325,41 +331,30 @@ def save_pretrained(
         "lightnets_version": __version__,
         "tag": tag or "",
     }
-
-    pretrained_cfg = {
-        "input_size": list(input_size),
-        "mean": list(cfg.get("mean", ())),
-        "std": list(cfg.get("std", ())),
-        "crop_pct": cfg.get("crop_pct"),
-        "interpolation": cfg.get("interpolation"),
-        "num_classes": model.num_classes,
-        "first_conv": cfg.get("first_conv"),
-        "classifier": cfg.get("classifier"),
-        "license": cfg.get("license"),
-        "label_names": list(label_names) if label_names else None,
-    }
-    config = {
-        "architecture": timm_name(architecture),  # timm's hf-hub: loader finds our entry point by this name
-        "num_classes": model.num_classes,
-        "num_features": model.num_features,
-        # num_classes / in_chans also here: timm passes model_args to the entry point as keyword arguments.
-        "model_args": args,
-        "pretrained_cfg": {k: v for k, v in pretrained_cfg.items() if v is not None},
-        "lightnets": {
-            "architecture": architecture,
-            "tag": tag,
-            "version": __version__,
-            "dtype": str(dtype).removeprefix("torch."),
-            "params": params,
-            "macs": macs,
-            "metrics": metrics or {},
-            "training": training or {},
-        },
-    }
-    if restructured:
-        config["lightnets"]["restructured"] = True
-    config_text = json.dumps(config, indent=2, allow_nan=False) + "\n"
-    card = _model_card(config)
+    saved = WeightCfg(
+        architecture=architecture,
+        tag=tag,
+        model_args={key: value for key, value in args.items() if key not in ("num_classes", "in_chans")},
+        num_classes=model.num_classes,
+        input_size=input_size,
+        mean=cfg.mean or (),
+        std=cfg.std or (),
+        crop_pct=cfg.crop_pct,
+        interpolation=cfg.interpolation,
+        first_conv=cfg.first_conv,
+        classifier=cfg.classifier,
+        license=cfg.license,
+        label_names=label_names or None,
+        params=params,
+        macs=macs,
+        metrics=metrics,
+        training=training,
+        restructured=True if restructured else None,
+    )
+    folder = FolderConfig(saved, timm_architecture=timm_name(architecture), num_features=model.num_features,
+                          model_args=args, version=__version__, dtype=str(dtype).removeprefix("torch."))
+    config_text = json.dumps(folder.to_json(), indent=2, allow_nan=False) + "\n"
+    card = _model_card(folder)
     with _staged_folder(directory) as staging:
         (staging / WEIGHTS_NAME).write_bytes(safetensors_bytes(tensors, metadata))
         (staging / CONFIG_NAME).write_text(config_text)
@@ -367,36 +362,37 @@ def save_pretrained(
     return directory
 
 
-def _model_card(config: dict[str, Any]) -> str:
+def _model_card(folder: FolderConfig) -> str:
     """The README.md of a folder: Hub metadata, the numbers recorded in config.json, and how to load it."""
-    info = config["lightnets"]
-    name = weight_name(info["architecture"], info["tag"])
-    training = info["training"]
-    metrics = info["metrics"]
-    pretrained_cfg = config["pretrained_cfg"]
-    dataset = training.get("dataset") or metrics.get("dataset")
+    cfg = folder.cfg
+    name = cfg.weight_name
+    training = dict(cfg.training or {})
+    metrics = cfg.metrics if cfg.metrics is not None else Metrics()
+    dataset = training.get("dataset") or next((row.dataset for row in metrics.rows if row.dataset), None)
+    license_name = cfg.license or "mit"
     lines = [
         "---",
         "library_name: timm",
-        f"license: {pretrained_cfg.get('license', 'mit')}",
+        f"license: {license_name}",
         "tags: [image-classification, timm, lightnets]",
         *([f"datasets: [{dataset}]"] if dataset else []),
         "---",
         f"# {name}",
         "",
-        f"A lightnets `{info['architecture']}` ({config['num_classes']} classes, input "
-        f"{'×'.join(map(str, pretrained_cfg['input_size']))}), weights stored as {info['dtype']}.",
+        f"A lightnets `{cfg.architecture}` ({cfg.num_classes} classes, input "
+        f"{'×'.join(map(str, cfg.input_size))}), weights stored as {folder.dtype}.",
         "",
         "| model | |",
         "|---|---|",
-        f"| params | {info['params']:,} |",
-        f"| MACs (conv + FC, one image) | {info['macs']:,} |",
+        f"| params | {cfg.params:,} |",
+        f"| MACs (conv + FC, one image) | {cfg.macs:,} |",
         "",
     ]
-    if metrics:
-        # A published weight's numbers are its source's (metrics["reported_by"] names where), not lightnets' own.
-        heading = "reported by its source, not measured by lightnets" if "reported_by" in metrics else "measured"
-        lines += [f"| {heading} | |", "|---|---|", *[f"| {key} | {value} |" for key, value in metrics.items()], ""]
+    if metrics.rows:
+        # A published weight's numbers are its source's (each metric's reported_by names where), not lightnets' own.
+        reported = any(row.reported_by is not None for row in metrics.rows)
+        heading = "reported by its source, not measured by lightnets" if reported else "measured"
+        lines += [f"| {heading} | |", "|---|---|", *[f"| {key} | {value} |" for key, value in metrics.to_dict().items()], ""]
     if training:
         lines += ["| training | |", "|---|---|",
                   *[f"| {key} | `{value}` |" if key == "command" else f"| {key} | {value} |" for key, value in training.items()], ""]
@@ -404,19 +400,19 @@ def _model_card(config: dict[str, Any]) -> str:
         "```python",
         "import lightnets",
         # Without a tag, create_model(name, pretrained=True) would load the name's bundled default weight, not this one.
-        f"model = lightnets.create_model({name!r}, pretrained=True)" if info["tag"] else
+        f"model = lightnets.create_model({name!r}, pretrained=True)" if cfg.tag else
         f"model = lightnets.create_model({name!r}, pretrained=True, pretrained_path='path/to/this/folder')",
         "# or, through timm: timm.create_model('hf-hub:<org>/<repo>') after `import lightnets`",
         "```",
         "",
     ]
-    if info.get("restructured"):
+    if cfg.restructured:
         lines += ["Pruned or converted after it was built (lightnets.compress): loading gives the model built from "
                   "`model_args` the layer shapes of these weights (lightnets.models.restructure).", ""]
-    if info["dtype"] == "float16":
+    if folder.dtype == "float16":
         lines += ["Stored in float16 to halve the file (lightnets-train --fp16-weights measures the metrics on the "
                   "fp16-rounded weights, so they hold for this file).", ""]
-    lines += [f"Licence: {pretrained_cfg.get('license', 'mit')}. Written by lightnets {info['version']}.", ""]
+    lines += [f"Licence: {license_name}. Written by lightnets {folder.version}.", ""]
     return "\n".join(lines)
 
 
@@ -442,24 +438,18 @@ def build_index(weights_dir: Optional[PathLike] = None) -> dict[str, dict[str, A
         if not isinstance(info, dict) or "model_args" not in config:
             raise ValueError(f"{config_path} was not written by save_pretrained (it has no lightnets block): "
                              "write the folder with lightnets.save_pretrained")
-        if not info.get("tag"):
+        cfg = FolderConfig.from_json(config, config_path).cfg
+        if not cfg.tag:
             raise ValueError(f"{config_path.parent} has no tag: save bundled weights with save_pretrained(..., tag=...)")
-        name = f"{info['architecture']}.{info['tag']}"
-        model_args = {k: v for k, v in config["model_args"].items() if k not in ("num_classes", "in_chans")}
-        entries[name] = {
-            "folder": config_path.parent.name,
-            "sha256": sha256sum(config_path.parent / WEIGHTS_NAME),
-            "hf_hub_id": previous.get(name, {}).get("hf_hub_id"),  # set by hand once published
-            "model_args": model_args,
-            **{k: config["pretrained_cfg"].get(k) for k in ("num_classes", "input_size", "mean", "std", "crop_pct", "interpolation",
-                                                             "label_names", "license")},
-            "params": info["params"],
-            "macs": info["macs"],
-            "metrics": info["metrics"],
-            "training": info["training"],
-        }
-        if info.get("restructured"):  # pruned / converted: loading gives the built model these layers
-            entries[name]["restructured"] = True
+        cfg = dataclasses.replace(
+            cfg,
+            file=config_path.parent.name,
+            sha256=sha256sum(config_path.parent / WEIGHTS_NAME),
+            # Set by hand once published. The old manifest's entry is read as it is: a stale entry must not stop
+            # the rebuild that replaces it.
+            hf_hub_id=previous.get(cfg.weight_name, {}).get("hf_hub_id"),
+        )
+        entries[cfg.weight_name] = index_entry(cfg)
     (weights_dir / INDEX_NAME).write_text(json.dumps({"weights": entries}, indent=2) + "\n")
     return entries
 

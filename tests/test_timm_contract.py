@@ -115,14 +115,14 @@ def test_pretrained_true_and_false_build_the_same_network(name, monkeypatch):
     """timm's rule: the pretrained flag never changes the architecture. A name whose weights are all for
     variants of its network (another concatenation order, ReLU6, 1×28×28 inputs) has no default weight."""
     loaded = []
-    monkeypatch.setattr(lightnets.pretrained, "load_pretrained", lambda model, cfg, **_: loaded.append(cfg["tag"]))
+    monkeypatch.setattr(lightnets.pretrained, "load_pretrained", lambda model, cfg, **_: loaded.append(cfg.tag))
     default = catalog.entry(name).default_tag
     without = lightnets.create_model(name)
     if default is None:
         with pytest.raises(ValueError, match=rf"no pretrained weight for the network it builds.*{name}\."):
             lightnets.create_model(name, pretrained=True)
         return
-    assert catalog.entry(name).cfgs[default].get("model_args", {}) == {}
+    assert not catalog.entry(name).cfgs[default].model_args
     with_weights = lightnets.create_model(name, pretrained=True)
     via_timm = timm.create_model(lightnets.timm_name(name), pretrained=True)
     assert loaded == [default, default]

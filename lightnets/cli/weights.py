@@ -54,28 +54,30 @@ def convert_weight(tag: str, source_file: Optional[str], output: str, overwrite:
     from pathlib import Path
 
     from ..publish import save_pretrained
-    from ..registry import create_model, get_pretrained_cfg, split_model_name
+    from ..registry import create_model, get_weight_cfg, split_model_name
 
     name, weight_tag = split_model_name(tag)
     if not weight_tag:
         raise ValueError(f"give a tagged name, e.g. {name}.osmr_in1k (the weight to convert), got {tag!r}")
     if source_file is not None and not Path(source_file).expanduser().is_file():
         raise ValueError(f"no such file: {source_file}")
-    cfg = get_pretrained_cfg(tag)
+    cfg = get_weight_cfg(tag)
     model = create_model(tag, pretrained=True, pretrained_path=source_file)
-    folder = save_pretrained(model, output, metrics=cfg.get("metrics"), tag=weight_tag, overwrite=overwrite)
+    folder = save_pretrained(model, output, metrics=cfg.metrics, tag=weight_tag, overwrite=overwrite)
     return str(folder)
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
     """Entry point of ``lightnets-weights`` (and ``python -m lightnets.cli.weights``); returns the exit status."""
     args = build_parser(prog).parse_args(argv)
+    from ..pretrained.manifest import entry_weight_cfg
     from ..publish import build_index, push_to_hub
 
     try:
         if args.command == "index":
             for name, entry in build_index(args.weights_dir).items():
-                print(f"{name}: {entry['sha256'][:12]}… {entry['metrics']}")
+                cfg = entry_weight_cfg(entry)
+                print(f"{name}: {cfg.sha256[:12]}… {cfg.metrics.to_dict()}")
         elif args.command == "convert":
             print(convert_weight(args.tag, args.file, args.output, overwrite=args.overwrite))
         else:

@@ -1,11 +1,12 @@
 """The catalogue of model entry points: what ``@register_model`` records, and nothing more.
 
 A family file declares its pretrained cfgs as data in a module-level ``default_cfgs`` dict keyed
-``"name"`` or ``"name.tag"`` (timm's convention) and decorates each entry point with
-:func:`register_model`. This module is the bottom of the registry: it knows no weights file, no Hub
-and no timm. :mod:`lightnets.registry`, a layer above, completes every entry with the bundled
-weights' cfgs, bridges it into timm and builds models from it (it subscribes with
-:func:`on_register`, so an entry point registered later gets the same treatment).
+``"name"`` or ``"name.tag"`` (timm's convention), each a :class:`~lightnets.weight_cfg.WeightCfg` (or
+the plain dict of one), and decorates each entry point with :func:`register_model`. This module is
+the bottom of the registry: it knows no weights file, no Hub and no timm. :mod:`lightnets.registry`,
+a layer above, completes every entry with the bundled weights' cfgs, bridges it into timm and builds
+models from it (it subscribes with :func:`on_register`, so an entry point registered later gets the
+same treatment).
 
 >>> split_model_name("mobilenet_v1_050.fmnist")
 ('mobilenet_v1_050', 'fmnist')
@@ -19,12 +20,16 @@ import inspect
 import sys
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 from torch import nn
 
+from ..weight_cfg import WEIGHT_SOURCE_FIELDS, WeightCfg, as_weight_cfg
+from .imagenet_sources import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "DEFAULT_CFG",
+    "DEFAULT_WEIGHT_CFG",
     "WEIGHT_SOURCE_KEYS",
     "ModelEntry",
     "UnknownModelError",
@@ -37,22 +42,22 @@ __all__ = [
     "variant_kwargs",
 ]
 
-# Keys of a pretrained cfg that describe where weights come from; a cfg with any of them has weights
-# ("download_page": a weight its publisher only gives by hand, loaded with pretrained_path=).
-WEIGHT_SOURCE_KEYS = ("hf_hub_id", "file", "url", "download_page")
+# Keys of a pretrained cfg that describe where weights come from; a cfg with any of them has weights.
+WEIGHT_SOURCE_KEYS = WEIGHT_SOURCE_FIELDS
 
 # Defaults for every cfg: the ImageNet layout, as in timm's _cfg().
-DEFAULT_CFG: dict[str, Any] = {
-    "num_classes": 1000,
-    "input_size": (3, 224, 224),
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bilinear",
-    "first_conv": "stem.conv",
-    "classifier": "classifier",
-    "license": "mit",
-}
+DEFAULT_WEIGHT_CFG = WeightCfg(
+    num_classes=1000,
+    input_size=(3, 224, 224),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    crop_pct=0.875,
+    interpolation="bilinear",
+    first_conv="stem.conv",
+    classifier="classifier",
+    license="mit",
+)
+DEFAULT_CFG: dict[str, Any] = DEFAULT_WEIGHT_CFG.to_dict()  # the same, as the plain dict timm's _cfg() gives
 
 
 class UnknownModelError(KeyError, ValueError):
@@ -62,8 +67,10 @@ class UnknownModelError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-def has_weights(cfg: dict[str, Any]) -> bool:
-    """True if a pretrained cfg names a weight source (a Hub repo, a file or a URL)."""
+def has_weights(cfg: Union[WeightCfg, Mapping[str, Any]]) -> bool:
+    """True if a pretrained cfg (typed, or its plain dict) names a weight source (a Hub repo, a file or a URL)."""
+    if isinstance(cfg, WeightCfg):
+        return cfg.has_weights
     return any(cfg.get(key) for key in WEIGHT_SOURCE_KEYS)
 
 
@@ -80,11 +87,11 @@ class ModelEntry:
     name: str
     fn: Callable[..., nn.Module]
     model_cls: Optional[type]
-    cfgs: dict[str, dict[str, Any]] = field(default_factory=dict)  # tag ("" = untagged) -> cfg
+    cfgs: dict[str, WeightCfg] = field(default_factory=dict)  # tag ("" = untagged) -> cfg
 
     @property
     def pretrained_tags(self) -> list[str]:
-        return [tag for tag, cfg in self.cfgs.items() if tag and has_weights(cfg)]
+        return [tag for tag, cfg in self.cfgs.items() if tag and cfg.has_weights]
 
     @property
     def default_tag(self) -> Optional[str]:
@@ -93,12 +100,11 @@ class ModelEntry:
         own default. So ``pretrained=True`` never changes the network (timm's rule): a Fashion-MNIST
         weight (1×28×28, 10 classes) is never an ImageNet-layout name's default, nor is a source's
         variant (ReLU6, TF padding, another concatenation order)."""
-        own = self.cfgs.get("", {})
+        own = self.cfgs.get("", WeightCfg())
         for tag in self.pretrained_tags:
             cfg = self.cfgs[tag]
-            if (cfg.get("num_classes") == own.get("num_classes")
-                    and tuple(cfg.get("input_size", ())) == tuple(own.get("input_size", ()))
-                    and self.builds_own_network(cfg.get("model_args") or {})):
+            if (cfg.num_classes == own.num_classes and cfg.input_size == own.input_size
+                    and self.builds_own_network(cfg.model_args or {})):
                 return tag
         return None
 
@@ -110,7 +116,7 @@ class ModelEntry:
         if self.model_cls is None:
             return False
         defaults = {name: p.default for name, p in inspect.signature(self.model_cls.__init__).parameters.items()}
-        own_size = tuple(self.cfgs.get("", {}).get("input_size", ()))[-1:]
+        own_size = (self.cfgs.get("", WeightCfg()).input_size or ())[-1:]
         return all(
             (key == "img_size" and (value,) == own_size) or (key in defaults and defaults[key] == value)
             for key, value in model_args.items()
@@ -154,18 +160,20 @@ def on_register(listener: Callable[[ModelEntry], None]) -> None:
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Register a model entry point under its function name.
 
-    The entry point's module may define ``default_cfgs = {"name": {...}, "name.tag": {...}}``; each cfg
-    is completed with :data:`DEFAULT_CFG`, and a tag inherits the model's own cfg (first_conv, classifier ...).
+    The entry point's module may define ``default_cfgs = {"name": WeightCfg(...), "name.tag": WeightCfg(...)}``
+    (or the plain dicts of them); each cfg is completed with :data:`DEFAULT_WEIGHT_CFG`, and a tag inherits
+    the model's own cfg (first_conv, classifier ...).
     """
     name = fn.__name__
     if name in _entries:
         raise ValueError(f"model {name!r} is already registered (by {_entries[name].fn.__module__})")
-    module_cfgs = getattr(sys.modules[fn.__module__], "default_cfgs", {})
-    cfgs = {"": {**DEFAULT_CFG, **module_cfgs.get(name, {})}}
+    module_cfgs = {key: as_weight_cfg(cfg, f"{fn.__module__}.default_cfgs[{key!r}]")
+                   for key, cfg in getattr(sys.modules[fn.__module__], "default_cfgs", {}).items()}
+    cfgs = {"": DEFAULT_WEIGHT_CFG.updated(module_cfgs.get(name, WeightCfg()))}
     for key, cfg in module_cfgs.items():
         base, tag = split_model_name(key)
         if base == name and tag:
-            cfgs[tag] = {**cfgs[""], **cfg}
+            cfgs[tag] = cfgs[""].updated(cfg)
     try:
         model_cls = typing.get_type_hints(fn).get("return")
     except Exception:  # unresolvable annotation: skip kwarg checking, never fail registration

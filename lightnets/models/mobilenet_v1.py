@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from ..layers import ActLayer, ConvBNAct, DepthwiseSeparableConv, check_padding, get_act_layer
+from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
+from .mobilenet_v1_weights import IMAGENET_WEIGHTS
 
 # Table 1: the stem is a full 3×3 conv, stride 2, 32 channels ...
 STEM_CHANNELS = 32
@@ -119,9 +121,10 @@ class MobileNetV1(ClassifierNet):
         return self.blocks(self.stem(x))
 
 
-# Pretrained cfgs: the ImageNet weights are in lightnets.pretrained.published, the bundled Fashion-MNIST
-# weights in weights/index.json; the registry adds both.
-default_cfgs: dict[str, dict[str, Any]] = {}
+# Pretrained cfgs, read as each entry point registers (timm's convention): the ImageNet weights its
+# publishers give, declared beside this file; the registry adds the bundled Fashion-MNIST weights
+# (weights/index.json).
+default_cfgs: dict[str, WeightCfg] = IMAGENET_WEIGHTS
 
 
 @register_model

@@ -25,6 +25,7 @@ build a Fashion-MNIST model with ``in_chans=1``.
 ((2, 3), torch.Size([2, 10]))
 """
 
+import dataclasses
 from collections import OrderedDict
 from typing import Any, Iterable
 
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvBNAct, DepthwiseSeparableConv
+from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
 
@@ -228,27 +230,27 @@ def _form_kwargs(generic_name: str, kwargs: dict[str, Any], separable_layers: tu
     return variant_kwargs(generic_name, kwargs, separable_layers=separable_layers)
 
 
-_CIFAR10_CFG: dict[str, Any] = {
-    "num_classes": 10,
-    "input_size": (3, 32, 32),
-    "mean": (0.4914, 0.4822, 0.4465),  # CIFAR-10 train set, per channel
-    "std": (0.2470, 0.2435, 0.2616),
-    "crop_pct": 1.0,
-    "first_conv": "stem.conv",
-}
+_CIFAR10_CFG = WeightCfg(
+    num_classes=10,
+    input_size=(3, 32, 32),
+    mean=(0.4914, 0.4822, 0.4465),  # CIFAR-10 train set, per channel
+    std=(0.2470, 0.2435, 0.2616),
+    crop_pct=1.0,
+    first_conv="stem.conv",
+)
 # Fashion-MNIST's grey-level statistics; a 3-channel model sees the grey image replicated, hence
 # the same value per channel. Fashion-MNIST weights (tags) declare input_size (1, 28, 28).
-_FMNIST_CFG: dict[str, Any] = {
-    "num_classes": 10,
-    "input_size": (3, 28, 28),
-    "mean": (0.2860,) * 3,
-    "std": (0.3530,) * 3,
-    "crop_pct": 1.0,
-    "first_conv": "features.conv1.conv",
-}
-_FMNIST_DW1_CFG = {**_FMNIST_CFG, "first_conv": "features.conv1.conv_dw"}
+_FMNIST_CFG = WeightCfg(
+    num_classes=10,
+    input_size=(3, 28, 28),
+    mean=(0.2860,) * 3,
+    std=(0.3530,) * 3,
+    crop_pct=1.0,
+    first_conv="features.conv1.conv",
+)
+_FMNIST_DW1_CFG = dataclasses.replace(_FMNIST_CFG, first_conv="features.conv1.conv_dw")
 
-default_cfgs: dict[str, dict[str, Any]] = {
+default_cfgs: dict[str, WeightCfg] = {
     "sepcnn": _CIFAR10_CFG,
     "sepcnn_regular": _CIFAR10_CFG,
     "sepcnn_both": _CIFAR10_CFG,

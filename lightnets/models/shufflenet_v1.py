@@ -31,8 +31,10 @@ import torch
 from torch import nn
 
 from ..layers import ActLayer, ChannelShuffle, ConvBNAct, get_act_layer, make_activation
+from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
+from .shufflenet_v1_weights import IMAGENET_WEIGHTS
 
 # Table 1: output channels of stages 2, 3 and 4 at 1×, for each number of groups g.
 STAGE_CHANNELS: dict[int, tuple[int, int, int]] = {
@@ -252,8 +254,10 @@ class ShuffleNetV1(ClassifierNet):
         return self.stage4(self.stage3(self.stage2(x)))
 
 
-# Pretrained cfgs, as data; weights are added by the weights issue (Hub id / bundled folder, sha256, metrics).
-default_cfgs: dict[str, dict[str, Any]] = {}
+# Pretrained cfgs, read as each entry point registers (timm's convention): the ImageNet weights its
+# publishers give, declared beside this file; the registry adds the bundled Fashion-MNIST weights
+# (weights/index.json).
+default_cfgs: dict[str, WeightCfg] = IMAGENET_WEIGHTS
 
 
 @register_model

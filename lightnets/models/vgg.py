@@ -29,6 +29,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
 from .base import ClassifierNet, check_bool, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
 
@@ -154,9 +155,9 @@ class VGG(ClassifierNet):
         return x if pre_logits else self.classifier(x)
 
 
-_IMAGENET_CFG: dict[str, Any] = {"first_conv": "features.0", "classifier": "classifier"}
+_IMAGENET_CFG = WeightCfg(first_conv="features.0", classifier="classifier")
 
-default_cfgs: dict[str, dict[str, Any]] = {
+default_cfgs: dict[str, WeightCfg] = {
     name: _IMAGENET_CFG
     for name in ("vgg", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
 }

@@ -4,7 +4,9 @@
 (:mod:`~lightnets.pretrained.download`: an explicit path, the bundled ``weights/`` listed in
 :mod:`~lightnets.pretrained.manifest`, the Hugging Face Hub, a URL), its sha256 verified, converted from
 its publisher's layout (:mod:`~lightnets.pretrained.convert`), fitted to the model's input channels and
-classes (:mod:`~lightnets.pretrained.adapt`) and loaded (:mod:`~lightnets.pretrained.load`).
+classes (:mod:`~lightnets.pretrained.adapt`) and loaded (:mod:`~lightnets.pretrained.load`). A weight
+folder describes itself in its config.json (:mod:`~lightnets.pretrained.folder_config`); every cfg is a
+:class:`~lightnets.weight_cfg.WeightCfg` here, and its plain dict at the public functions.
 Writing and publishing weights is :mod:`lightnets.publish`'s job.
 
 >>> import lightnets

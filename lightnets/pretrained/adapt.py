@@ -9,12 +9,13 @@
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Union
 
 import torch
 from torch import nn
 
 from ..models.base import check_positive_int
+from ..weight_cfg import WeightCfg, as_weight_cfg
 
 __all__ = ["adapt_input_conv", "adapt_state_dict"]
 
@@ -48,15 +49,17 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     return adapted.to(dtype)
 
 
-def adapt_state_dict(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any]) -> tuple[StateDict, set[str]]:
+def adapt_state_dict(model: nn.Module, state_dict: StateDict,
+                     cfg: Union[WeightCfg, Mapping[str, Any]]) -> tuple[StateDict, set[str]]:
     """Fit a pretrained state dict to a model built with other ``in_chans`` / ``num_classes``.
 
     The first conv is adapted as timm does (its filters summed for 1 channel, repeated and scaled
     for more); a classifier of another size is dropped, leaving the model's freshly initialised head.
     Returns the adapted state dict and the keys intentionally left to the model's own init.
     """
+    cfg = as_weight_cfg(cfg)
     state_dict = dict(state_dict)
-    first_conv_name = cfg.get("first_conv") or "stem.conv"
+    first_conv_name = cfg.first_conv or "stem.conv"
     first_conv = f"{first_conv_name}.weight"
     weight = state_dict.get(first_conv)
     own_weight = model.state_dict().get(first_conv)
@@ -68,7 +71,7 @@ def adapt_state_dict(model: nn.Module, state_dict: StateDict, cfg: dict[str, Any
                 f"be adapted to in_chans={model.in_chans}; build the model with the weights' in_chans"
             )
         state_dict[first_conv] = adapt_input_conv(weight, model.in_chans)
-    classifier = cfg.get("classifier") or "classifier"
+    classifier = cfg.classifier or "classifier"
     head_keys = {f"{classifier}.weight", f"{classifier}.bias"}
     head = state_dict.get(f"{classifier}.weight")
     left_to_init: set[str] = set()

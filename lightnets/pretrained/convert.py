@@ -4,7 +4,8 @@ A pretrained cfg names its converter with ``"source_format"``; :func:`lightnets.
 runs it on the source's own file (downloaded, or given as ``pretrained_path``) before loading, so the
 published file stays byte-identical to what its publisher uploaded (and its checksum stays checkable).
 Each converter maps keys and layouts only; where a source's network differs from the paper's, the
-tag builds the source's layout through a constructor option (:mod:`lightnets.pretrained.published`).
+tag builds the source's layout through a constructor option (its ``model_args``, declared beside the family:
+:mod:`lightnets.models.mobilenet_v1_weights`, :mod:`lightnets.models.shufflenet_v1_weights`).
 
 >>> import timm, torch, lightnets
 >>> theirs = timm.create_model("mobilenetv1_100").eval()

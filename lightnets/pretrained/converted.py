@@ -18,10 +18,11 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
+from ..weight_cfg import WeightCfg
 from .download import ChecksumError, WeightsUnavailableError, sha256sum
 from .native import WeightsFileError, read_weights, zip_member_sha1
 
@@ -108,13 +109,13 @@ def download_file(url: str, target: Path, name: str) -> Path:
     return target
 
 
-def _convert(state_dict: StateDict, cfg: dict[str, Any], source: str) -> StateDict:
+def _convert(state_dict: StateDict, cfg: WeightCfg, source: str) -> StateDict:
     from .convert import ConversionError, convert_state_dict
 
     try:
-        return convert_state_dict(state_dict, cfg["source_format"])
+        return convert_state_dict(state_dict, cfg.source_format)
     except ConversionError as error:
-        raise WeightsFileError(f"{source} is not the {cfg['source_format']} weight this tag expects: {error}") from None
+        raise WeightsFileError(f"{source} is not the {cfg.source_format} weight this tag expects: {error}") from None
 
 
 def _read_cached(path: Path) -> Optional[StateDict]:
@@ -132,7 +133,7 @@ def _cache_path(name: str, key: str) -> Path:
     return cache_dir() / "converted" / name / f"{key}.safetensors"
 
 
-def converted_from_file(path: Path, cfg: dict[str, Any], name: str, first_conv: str) -> tuple[StateDict, Path]:
+def converted_from_file(path: Path, cfg: WeightCfg, name: str, first_conv: str) -> tuple[StateDict, Path]:
     """A source's own file (``pretrained_path=``) in lightnets' layout, converted once per file content.
 
     A file already in lightnets' layout (its ``first_conv`` key present) is returned as read.
@@ -145,13 +146,13 @@ def converted_from_file(path: Path, cfg: dict[str, Any], name: str, first_conv: 
     if first_conv in state_dict:
         return state_dict, path
     state_dict = _convert(state_dict, cfg, str(path))
-    save_state_dict(state_dict, cached, {"source": str(path), "source_format": cfg["source_format"]})
+    save_state_dict(state_dict, cached, {"source": str(path), "source_format": cfg.source_format})
     return state_dict, cached
 
 
-def _verify_source(path: Path, cfg: dict[str, Any], url: str, name: str) -> None:
+def _verify_source(path: Path, cfg: WeightCfg, url: str, name: str) -> None:
     """Check the sha1 a source publishes (pytorchcv: of the .pth inside its zip)."""
-    expected = cfg.get("sha1")
+    expected = cfg.sha1
     if not expected:
         return
     actual = zip_member_sha1(path) if path.suffix == ".zip" else hashlib.sha1(path.read_bytes()).hexdigest()
@@ -160,9 +161,9 @@ def _verify_source(path: Path, cfg: dict[str, Any], url: str, name: str) -> None
                             f"The download is corrupt or the file at the URL changed; load again, or report it")
 
 
-def converted_from_url(cfg: dict[str, Any], name: str) -> tuple[StateDict, Path]:
-    """The weight at ``cfg["url"]`` in lightnets' layout: from the cache, or downloaded, verified and converted."""
-    url = cfg["url"]
+def converted_from_url(cfg: WeightCfg, name: str) -> tuple[StateDict, Path]:
+    """The weight at ``cfg.url`` in lightnets' layout: from the cache, or downloaded, verified and converted."""
+    url = cfg.url
     cached = _cache_path(name, hashlib.sha256(url.encode()).hexdigest()[:32])
     state_dict = _read_cached(cached)
     if state_dict is not None:
@@ -173,7 +174,7 @@ def converted_from_url(cfg: dict[str, Any], name: str) -> tuple[StateDict, Path]
         source = download_file(url, Path(scratch) / file_name, name)
         _verify_source(source, cfg, url, name)
         state_dict = _convert(read_weights(source), cfg, url)
-    save_state_dict(state_dict, cached, {"source": url, "source_format": cfg["source_format"]})
+    save_state_dict(state_dict, cached, {"source": url, "source_format": cfg.source_format})
     return state_dict, cached
 
 

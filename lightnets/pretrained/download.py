@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Mapping, NamedTuple, Optional, Union
 
+from ..weight_cfg import WeightCfg, as_weight_cfg
 from . import manifest
 from .manifest import INDEX_NAME, WEIGHTS_NAME, read_index
 
@@ -106,12 +107,8 @@ def _weights_file(path: Path) -> Path:
     return path
 
 
-def _weight_name(cfg: dict[str, Any]) -> str:
-    return f"{cfg.get('architecture')}.{cfg['tag']}" if cfg.get("tag") else str(cfg.get("architecture"))
-
-
-def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = None) -> Path:
-    """The local, verified weight file of a pretrained cfg (downloading it if it must).
+def resolve_weights(cfg: Union[WeightCfg, Mapping[str, Any]], pretrained_path: Optional[PathLike] = None) -> Path:
+    """The local, verified weight file of a pretrained cfg (typed, or its plain dict), downloading it if it must.
 
     >>> resolve_weights({"architecture": "mobilenet_v1_100"})
     Traceback (most recent call last):
@@ -120,11 +117,13 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
     """
     if pretrained_path is not None:
         return _weights_file(Path(pretrained_path).expanduser())
-    name = _weight_name(cfg)
+    cfg = as_weight_cfg(cfg)
+    name = cfg.weight_name
     weights_dir = manifest.WEIGHTS_DIR
+    # The manifest's own entry, read as it is: a partial or broken entry must still say what is wrong with its checksum.
     indexed = read_index(weights_dir).get(name, {})
     expected_sha = _expected_sha256(cfg, indexed, name)
-    bundled = cfg.get("file") or indexed.get("folder")
+    bundled = cfg.file or indexed.get("folder")
     if bundled:
         path = Path(bundled) if Path(bundled).is_absolute() else weights_dir / bundled
         if path.exists():
@@ -132,12 +131,12 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
             folder = _bundled_folder(path)
             _verify(path, expected_sha, _restore_advice(folder) if folder else _local_advice())
             return path
-    hf_hub_id = cfg.get("hf_hub_id") or indexed.get("hf_hub_id")
+    hf_hub_id = cfg.hf_hub_id or indexed.get("hf_hub_id")
     if hf_hub_id:
-        filename = cfg.get("hf_hub_filename") or WEIGHTS_NAME
+        filename = cfg.hf_hub_filename or WEIGHTS_NAME
         if not filename.endswith(".safetensors"):
             raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
-        repo_id, revision = _split_revision(hf_hub_id, cfg.get("revision"))
+        repo_id, revision = _split_revision(hf_hub_id, cfg.revision)
         path = _download_from_hub(repo_id, filename, revision, name)
         if not _intact(path, expected_sha):  # a corrupt cached file is fetched again, once, and checked again
             path = _download_from_hub(repo_id, filename, revision, name, force=True)
@@ -146,17 +145,17 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
                 raise ChecksumError(f"{name}: {path} downloaded again from {repo_id} and still does not parse as "
                                     f"safetensors. " + _hub_advice())
         return path
-    if cfg.get("url"):
-        path = _download_url(cfg["url"], name)
+    if cfg.url:
+        path = _download_url(cfg.url, name)
         _verify(path, expected_sha, f"The download is corrupt or the file at the URL changed: delete {path} and load "
                                     f"again, or use the URL of the version the checksum was recorded for")
         return path
     if bundled:
         raise WeightsUnavailableError(f"{name}: bundled weights not found at {weights_dir / bundled} and no hf_hub_id or url to fetch them from")
-    if cfg.get("download_page"):
+    if cfg.download_page:
         raise WeightsUnavailableError(
-            f"{name}: its publisher ({cfg.get('source', 'the source')}) gives this weight only as a manual download: get "
-            f"{cfg.get('download_file', 'the checkpoint')} from {cfg['download_page']}, then pass it: "
+            f"{name}: its publisher ({cfg.source or 'the source'}) gives this weight only as a manual download: get "
+            f"{cfg.download_file or 'the checkpoint'} from {cfg.download_page}, then pass it: "
             f"create_model({name!r}, pretrained=True, pretrained_path='path/to/the/file')"
         )
     raise WeightsUnavailableError(
@@ -168,11 +167,11 @@ def resolve_weights(cfg: dict[str, Any], pretrained_path: Optional[PathLike] = N
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _expected_sha256(cfg: dict[str, Any], indexed: dict[str, Any], name: str) -> Optional[str]:
+def _expected_sha256(cfg: WeightCfg, indexed: Mapping[str, Any], name: str) -> Optional[str]:
     """The sha256 a weight must have: the cfg's, else its manifest entry's. A recorded checksum that is empty or
     not 64 hex digits, or a manifest entry without one, is an error: a broken checksum never means "skip the check"."""
-    if "sha256" in cfg:
-        value, where = cfg["sha256"], "its pretrained cfg"
+    if cfg.sha256 is not None:
+        value, where = cfg.sha256, "its pretrained cfg"
     elif indexed:
         value, where = indexed.get("sha256"), f"weights/{INDEX_NAME}"
     else:

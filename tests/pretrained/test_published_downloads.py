@@ -228,7 +228,7 @@ def test_timm_create_model_keeps_the_tags_checksum_and_converter(cache, monkeypa
     seen = {}
 
     def fake_download(cfg, name):
-        seen.update(cfg)
+        seen.update(cfg.to_dict())
         raise WeightsUnavailableError("stop here")
 
     monkeypatch.setattr(load, "converted_from_url", fake_download)
