@@ -134,7 +134,7 @@ def test_the_defaults_that_follow_from_the_rule():
     """The ImageNet weights that are the paper's network are defaults; the source variants are tags only."""
     defaults = {name: catalog.entry(name).default_tag for name in ALL_WITH_WEIGHTS}
     for name, tag in defaults.items():  # pretrained=True loads a default only where it is the network the name builds
-        assert tag is None or catalog.entry(name).cfgs[tag].get("model_args", {}) == {}, name
+        assert tag is None or not catalog.entry(name).cfgs[tag].model_args, name
     assert defaults["mobilenet_v1_100"] == "osmr_in1k"  # not timm's, which is ReLU6
     assert defaults["mobilenet_v1_125"] is None and defaults["shufflenet_g3"] is None and defaults["vgg11_bn"] is None
     with pytest.raises(ValueError, match=r"no pretrained weight for the network it builds .*vgg11_bn\.fmnist"):
