@@ -12,7 +12,7 @@ MAX_LINES = 500
 
 # Each console script (pyproject.toml) and the module `python -m` runs for it.
 COMMAND_LINES = {
-    "lightnets-eval": "eval.__main__",
+    "lightnets-eval": "lightnets.eval",
     "lightnets-flops": "lightnets.cli.flops",
     "lightnets-train": "lightnets.cli.train",
     "lightnets-weights": "lightnets.cli.weights",
