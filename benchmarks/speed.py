@@ -16,7 +16,7 @@ Sections of the Markdown it writes (``--output``, default results/speed.md):
 4. **int8 accuracy** (``--accuracy``, on by default): Fashion-MNIST top-1 of shipped weights in fp32
    vs onnxruntime int8, calibrated on 512 training images.
 
-Timing: lightnets.measure.measure_latency — warm-up, then repeats that each time a block of
+Timing: lightnets.evaluation.measure.measure_latency — warm-up, then repeats that each time a block of
 back-to-back passes lasting >= 20 ms; paths take turns repeat by repeat so drift hits all alike.
 int8 latency uses ranges calibrated on random inputs: speed does not depend on them. onnxruntime
 sessions run without spin-waiting: idle spinning threads took the cores from the path timed next
@@ -25,6 +25,7 @@ sessions run without spin-waiting: idle spinning threads took the cores from the
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import statistics
 import sys
@@ -38,10 +39,12 @@ from torch import nn
 
 import lightnets
 from lightnets import deploy
-from eval.__main__ import batch_size_list
-from lightnets.evaluation import environment
-from lightnets.measure import Candidate, measure_latency
+from lightnets.evaluation.candidate import Candidate
+from lightnets.evaluation.cli import batch_size_list
+from lightnets.evaluation.measure import measure_latency
+from lightnets.inputs import resolve_input_config
 from lightnets.layers import ConvBNAct, DepthwiseSeparableConv
+from lightnets.machine import environment, library_versions, simd_flags
 
 DEFAULT_MODELS = ("mobilenet_v1_100", "shufflenet_g3")
 # Our model name -> the timm model with the same architecture (ReLU6 in both: timm's MobileNet v1 uses it).
@@ -281,7 +284,7 @@ def shuffle_section(name: str, settings: Settings, top: int = 8) -> list[str]:
 
 def int8_section(weights: Sequence[str], settings: Settings, calibration_size: int = 512) -> list[str]:
     """Section 4: Fashion-MNIST test top-1 of shipped weights, fp32 eager vs onnxruntime int8."""
-    from lightnets.data import load_dataset, normalize_batch
+    from lightnets.data import load_dataset
 
     available = [w for w in weights if w in lightnets.list_pretrained()]
     if not available:
@@ -296,8 +299,7 @@ def int8_section(weights: Sequence[str], settings: Settings, calibration_size: i
              "", "| weight | fp32 top-1 % | int8 top-1 % | Δ points | argmax agreement % |", "|:---|---:|---:|---:|---:|"]
     for name in available:
         model = lightnets.create_model(name, pretrained=True).eval()
-        cfg = model.pretrained_cfg
-        prepare = lambda images: normalize_batch(images, model.in_chans, model.img_size, cfg["mean"], cfg["std"])  # noqa: E731
+        prepare = resolve_input_config(model).normalize
         int8 = deploy.optimize_for_inference(model, "onnxruntime-int8", calibration_images=prepare(train.images[pick]))
         with torch.inference_mode():
             batches = [prepare(images) for images in test.images.split(500)]
@@ -372,15 +374,10 @@ def _pair_gap(pair: str, path: str, batch: int, settings: Settings) -> str:
 
 def machine_lines(settings: Settings) -> list[str]:
     env = environment("cpu")
-    versions = [f"torch {env['torch']}"]
-    for package in ("onnxruntime", "timm"):
-        try:
-            versions.append(f"{package} {__import__(package).__version__}")
-        except ImportError:
-            versions.append(f"{package} not installed")
-    flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[-1].split("\n", 1)[0] if Path("/proc/cpuinfo").exists() else ""
-    simd = ", ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni") if f" {f}" in flags) or "unknown"
-    load = " / ".join(f"{v:.2f}" for v in __import__("os").getloadavg())
+    versions = [f"torch {env['torch']}"] + [f"{package} {version or 'not installed'}"
+                                           for package, version in library_versions(("onnxruntime", "timm")).items()]
+    simd = ", ".join(simd_flags()) or "unknown"
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
     return [
         f"<sub>CPU: {env['cpu']}, SIMD: {simd}; threads: {env['threads']}; {', '.join(versions)}; "
         f"python {env['python']}; C++ compiler for torch.compile: {deploy.cpp_compiler() or 'none'}</sub>  ",

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 import lightnets
 from lightnets.cli.train import teacher_sources
-from lightnets.evaluation import environment
+from lightnets.machine import environment
 from lightnets.pretrained.manifest import WEIGHTS_DIR, read_index
 from lightnets.profiler import count_macs
 from lightnets.registry import split_model_name

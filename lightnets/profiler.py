@@ -26,18 +26,17 @@ Its command line is ``python -m lightnets.flops`` (:mod:`lightnets.cli.flops`).
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
+from .tables import FORMATS, Column, check_format  # noqa: F401 (FORMATS: lightnets.profiler.FORMATS, as before)
+from .tables import render_rows as render_table
+
 Ops = Literal["conv+fc", "all"]
-FORMATS = ("table", "md", "csv", "json")
 
 # fvcore operator names (its handle table) that are convolutions or fully connected layers.
 CONV_FC_OPS = frozenset({"conv", "linear", "addmm", "matmul", "bmm", "einsum"})
@@ -230,54 +229,35 @@ def _size(size: Sequence[int]) -> str:
     return "x".join(str(s) for s in size)
 
 
-def _human(key: str, row: dict[str, Any]) -> str:
-    value = row[key]
+def _shown(key: str) -> Callable[[Any], str]:
+    """How a value of ``key`` reads in a table: MACs in millions, params with separators, shares in %."""
     if key in ("macs", "macs_all"):
-        return f"{value / 1e6:,.2f}"
+        return lambda value: f"{value / 1e6:,.2f}"
     if key == "params":
-        return f"{value:,}"
+        return lambda value: f"{value:,}"
     if key.endswith("_pct"):
-        return f"{value:.2f}"
+        return lambda value: f"{value:.2f}"
     if key == "input_size":
-        return _size(value)
-    if key == "module" and "depth" in row:  # the tree: indent by depth, show the last name part
-        return "  " * row["depth"] + (value.rsplit(".", 1)[-1] if value else "(model)")
-    return str(value)
+        return _size
+    return str
+
+
+def _tree_label(row: dict[str, Any]) -> str:
+    """A module of the tree as a table shows it: indented by its depth, the last part of its name."""
+    return "  " * row["depth"] + (row["module"].rsplit(".", 1)[-1] if row["module"] else "(model)")
 
 
 def render_rows(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]], fmt: str = "table",
                 footer: Optional[dict[str, Any]] = None) -> str:
-    """Rows as an aligned terminal table, Markdown, CSV or JSON (raw numbers: MACs, not MMACs).
+    """Rows as an aligned terminal table, Markdown, CSV or JSON (raw numbers: MACs, not MMACs), drawn by
+    :func:`lightnets.tables.render_rows`.
 
     The ``footer`` (a total row) is shown in table and md only, so csv / json parse back to ``rows``.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    keys = [key for key, _ in columns]
-    if fmt == "json":
-        return json.dumps([{key: row[key] for key in keys} for row in rows], indent=2)
+    check_format(fmt)
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.DictWriter(out, keys, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({key: _size(v) if key == "input_size" else v for key, v in row.items()} for row in rows)
-        return out.getvalue().rstrip("\n")
-    headers = [header for _, header in columns]
-    cells = [[_human(key, row) for key in keys] for row in rows + ([footer] if footer else [])]
-    numeric = [key not in ("type", "module", "model") for key in keys]
-    if fmt == "md":
-        lines = ["| " + " | ".join(headers) + " |",
-                 "|" + "|".join("---:" if right else ":---" for right in numeric) + "|"]
-        if footer:
-            cells[-1] = [f"**{cell}**" for cell in cells[-1]]
-        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
-    widths = [max(len(text) for text in column) for column in zip(headers, *cells)]
-
-    def line(texts: Sequence[str]) -> str:
-        return "  ".join(t.rjust(w) if right else t.ljust(w) for t, w, right in zip(texts, widths, numeric)).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    body = [line(row) for row in cells]
-    if footer:
-        body.insert(-1, rule)
-    return "\n".join([line(headers), rule, *body])
+        rows = [{key: _size(v) if key == "input_size" else v for key, v in row.items()} for row in rows]
+    elif fmt in ("table", "md"):
+        rows = [{**row, "module": _tree_label(row)} if "module" in row and "depth" in row else row for row in rows]
+    spec = [Column(key, header, _shown(key), left=key in ("type", "module", "model")) for key, header in columns]
+    return render_table(rows, spec, fmt, total=footer)

@@ -14,7 +14,8 @@ Every row gives top-1 after pruning and after fine-tuning, params, MACs and late
 
 Two stages, as in seed_experiment.py: ``train`` (prunes and fine-tunes, cached under runs/criteria_experiment/;
 CPU-heavy) and ``measure`` (latency through lightnets.evaluation on a quiet machine; writes the Markdown and
-the plot):
+the plot). What it shares with seed_experiment.py is :mod:`lightnets.evaluation.experiments`; it needs an
+installed lightnets (``pip install -e .``):
 
     python scripts/criteria_experiment.py --stage train --train-images 10000
     python scripts/criteria_experiment.py --stage measure --train-images 10000   # → results/criteria.md, .png
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -32,14 +32,12 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-SCRIPTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(SCRIPTS))
+from lightnets import compress
+from lightnets.evaluation.experiments import (CALIBRATION_IMAGES, COST_HEADER, Data, cached, cost_cells, header,
+                                              measure_against, weights)
+from lightnets.profiler import count_macs
 
-import seed_experiment as seed  # noqa: E402
-from lightnets import compress  # noqa: E402
-from lightnets.profiler import count_macs  # noqa: E402
-
-ROOT = seed.ROOT
+ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "runs" / "criteria_experiment"
 RESULTS = ROOT / "results"
 MODELS = ("vgg11_bn", "mobilenet_v1_050", "shufflenet_g3_050")
@@ -50,8 +48,6 @@ TUNINGS = {"plain": "fine-tuned", "soft": "+ soft targets", "soft+hint": "+ soft
 FEATURE_LOSSES = {"soft+hint": "hint", "soft+attention": "attention"}
 START_TAGS = {"slimming": "fmnist_slim"}  # the weight a criterion prunes, when it is not NAME.fmnist
 BUDGET_TOLERANCE = 0.02  # a pruned model's MACs are within 2% of original / budget
-Data = seed.Data
-weights = seed.weights
 
 
 def macs_of(model: nn.Module) -> int:
@@ -81,7 +77,7 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
     if base is None:
         return None
     train_set = data.train if args.train_images >= len(data.train.labels) else _subset(data.train, args.train_images)
-    calibration = data.calibration(base)
+    calibration = data.calibration(base, CALIBRATION_IMAGES)
     rows: list[dict[str, Any]] = []
     start_weights = {"fmnist": base}
     for criterion in args.criterion or CRITERIA:
@@ -110,7 +106,7 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
                         "top1_pruned": compress.top1_accuracy(model, data.test)}
 
             key = f"{name}/{criterion}-{budget}x" + ("" if tag == "fmnist" else f"-from-{tag}")
-            pruned = seed.cached(f"{key}-pruned", build, prune, args.stage, args.retrain, cache=CACHE)
+            pruned = cached(f"{key}-pruned", build, prune, args.stage, args.retrain, cache=CACHE)
             if pruned is None:
                 continue
             for tuning in args.tuning or TUNINGS:
@@ -125,8 +121,8 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
 
                 # another fine-tune, another entry (no dot: the cache adds its suffixes with Path.with_suffix)
                 settings = f"e{args.epochs:g}-n{args.train_images}-lr{args.lr:g}".replace(".", "p")
-                result = seed.cached(f"{key}-{tuning}-{settings}", lambda: copy.deepcopy(pruned[0]), finetune, args.stage,
-                                     args.retrain, cache=CACHE)
+                result = cached(f"{key}-{tuning}-{settings}", lambda: copy.deepcopy(pruned[0]), finetune, args.stage,
+                                args.retrain, cache=CACHE)
                 if result is not None:
                     rows.append({"model": result[0], "criterion": criterion, "start": tag,
                                  "start_top1": start.pretrained_cfg["metrics"]["top1"], "budget": budget, "tuning": tuning,
@@ -146,11 +142,11 @@ def table(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
     others = sorted({(row["criterion"], row["start"], row["start_top1"]) for row in rows if row["start"] != "fmnist"})
     notes = "".join(f"; {criterion} prunes {name}.{tag} ({top1:.2f}%)" for criterion, tag, top1 in others)
     lines = [f"## {name}.fmnist ({base_top1:.2f}% top-1, {macs_of(base) / 1e6:.2f} MMACs{notes})", "",
-             "| criterion | budget | ratio | fine-tune | top-1 pruned | top-1 | Δ top-1 " + seed.COST_HEADER,
+             "| criterion | budget | ratio | fine-tune | top-1 pruned | top-1 | Δ top-1 " + COST_HEADER,
              "|:---|---:|---:|:---|---:|---:|---:" + "|---:" * 9 + "|"]
     for row in rows:
         lines.append(f"| {row['criterion']} | {row['budget']}× | {row['ratio']:.3f} | {TUNINGS[row['tuning']]} "
-                     f"| {row['top1_pruned']:.2f} | {row['top1']:.2f} | {row['top1'] - base_top1:+.2f} " + seed.cost_cells(row))
+                     f"| {row['top1_pruned']:.2f} | {row['top1']:.2f} | {row['top1'] - base_top1:+.2f} " + cost_cells(row))
     return lines
 
 
@@ -283,17 +279,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         if found is None or args.stage == "train" or len(found) == 1:
             continue
         base, rows = found[0]["base"], found[1:]
-        measured = seed.measure(base, rows, args)
+        measured = measure_against(base, rows, repeats=args.repeats, threads=args.threads)
         results[name] = (base, [{**row, **m} for row, m in zip(rows, measured[1:])])
     if not results:
         return 0
     command = " ".join([f"--epochs {args.epochs:g}", f"--train-images {args.train_images}"]
                        + [f"--model {m}" for m in args.model or ()] + [f"--criterion {c}" for c in args.criterion or ()]
                        + [f"--tuning {t}" for t in args.tuning or ()])
-    lines = seed.header("Pruning criteria at equal MAC budgets", command, args)
-    lines[2] = f"Generated by `python scripts/criteria_experiment.py {command}`."
+    lines = header("Pruning criteria at equal MAC budgets", f"python scripts/criteria_experiment.py {command}",
+                   repeats=args.repeats, threads=args.threads)
     lines += [f"Each model pruned by each criterion of `lightnets.prune` to 2× and 4× fewer MACs (per-criterion ratio "
-              f"found by bisection), calibration: the first {seed.CALIBRATION_IMAGES} training images; then "
+              f"found by bisection), calibration: the first {CALIBRATION_IMAGES} training images; then "
               f"{args.epochs:g} epoch(s) on the first {args.train_images:,} training images (SGD, lr {args.lr:g}, cosine, "
               "crop + flip, label smoothing 0.1), alone, with soft targets from the unpruned model (α 0.5, T 4), with "
               "soft targets plus FitNets hints (1×1 adapters, weight 1) and with soft targets plus attention transfer "

@@ -15,7 +15,9 @@ Three parts, each runnable alone; a part whose weights are not trained yet is sk
 
 Each part has two stages: ``train`` (fine-tunes, cached under runs/seed_experiment/; CPU-heavy, not
 timed) and ``measure`` (params, MACs and latency through lightnets.evaluation, the engine of
-``python -m eval``; run it on a quiet machine), which also writes the Markdown:
+``python -m eval``; run it on a quiet machine), which also writes the Markdown. What it shares with
+criteria_experiment.py (weights, data, the fine-tune cache, the cost columns) is
+:mod:`lightnets.evaluation.experiments`; it needs an installed lightnets (``pip install -e .``):
 
     python scripts/seed_experiment.py --part conversion --stage train
     python scripts/seed_experiment.py --part conversion --stage measure   # → results/seed_conversion.md
@@ -28,24 +30,19 @@ import argparse
 import copy
 import json
 import statistics
-import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lightnets import compress
+from lightnets.data import load_dataset
+from lightnets.evaluation import experiments
+from lightnets.evaluation.experiments import CALIBRATION_IMAGES, COST_HEADER, Data, cost_cells, measure_against, weights
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import lightnets  # noqa: E402
-from lightnets import compress  # noqa: E402
-from lightnets.data import load_dataset  # noqa: E402
-from lightnets.evaluation import environment, evaluate  # noqa: E402
-
 CACHE = ROOT / "runs" / "seed_experiment"
 RESULTS = ROOT / "results"
 CONVERSIONS = {"1": ["features.conv1"], "2": ["features.conv2"], "3": ["features.conv3"],
@@ -57,7 +54,6 @@ SEPCNN_FORMS = {"4-6": [f"features.{i}" for i in (4, 6, 7)],
                 "1-6": [f"features.{i}" for i in (0, 1, 3, 4, 6, 7)]}
 PRUNE_MODELS = ("smallcnn_3x2", "mobilenet_v1_025", "mobilenet_v1_050", "shufflenet_g3_050", "shufflenet_g3")
 PRUNE_RATIOS = (0.25, 0.5, 0.75)
-CALIBRATION_IMAGES = 512
 SENSITIVITY_IMAGES = 2000
 GUIDED_MAX_DROP = 2.0  # sensitivity-guided pruning: convs that lose at most this many points alone at 50%
 
@@ -67,65 +63,10 @@ GUIDED_MAX_DROP = 2.0  # sensitivity-guided pruning: convs that lose at most thi
 # ---------------------------------------------------------------------------------------------
 
 
-def weights(name: str, tag: str = "fmnist") -> Optional[nn.Module]:
-    """The shipped Fashion-MNIST model ``name.tag``, or None (with a message) when it is not trained yet."""
-    folder = ROOT / "weights" / f"{name}.{tag}"
-    if not (folder / "model.safetensors").is_file():
-        print(f"skip {name}.{tag}: weights/{name}.{tag} is not trained yet (scripts/train_fmnist_zoo.sh)")
-        return None
-    # From the folder itself, so a weight the trainer just wrote counts before weights/index.json is rebuilt.
-    model = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder)).eval()
-    model.pretrained_cfg["metrics"] = json.loads((folder / "config.json").read_text())["lightnets"]["metrics"]
-    return model
-
-
-class Data:
-    """Fashion-MNIST train split (fine-tuning, calibration) and test split (accuracy), loaded once."""
-
-    def __init__(self) -> None:
-        self._train = self._test = None
-
-    @property
-    def train(self) -> Any:
-        if self._train is None:
-            self._train = load_dataset("fashion_mnist", "train")
-        return self._train
-
-    @property
-    def test(self) -> Any:
-        if self._test is None:
-            self._test = load_dataset("fashion_mnist", "test")
-        return self._test
-
-    def calibration(self, model: nn.Module) -> torch.Tensor:
-        from lightnets.data import normalize_batch
-
-        cfg = model.pretrained_cfg
-        images = self.train.images[:CALIBRATION_IMAGES]
-        return normalize_batch(images, model.in_chans, model.img_size, cfg["mean"], cfg["std"])
-
-
 def cached(key: str, build: Callable[[], nn.Module], train: Optional[Callable[[nn.Module], dict[str, Any]]],
            stage: str, retrain: bool, cache: Optional[Path] = None) -> Optional[tuple[nn.Module, dict[str, Any]]]:
-    """(model, record) of a fine-tuned variant: built by ``build`` (deterministic structure), trained by
-    ``train`` once and cached as KEY.{safetensors,json} under ``cache`` (default runs/seed_experiment/).
-    None when the measure stage finds no cache."""
-    path = (cache or CACHE) / key
-    model = build()
-    if path.with_suffix(".json").is_file() and not retrain:
-        model.load_state_dict(load_file(path.with_suffix(".safetensors")))
-        return model.eval(), json.loads(path.with_suffix(".json").read_text())
-    if stage == "measure":
-        print(f"skip {key}: not fine-tuned yet (run --stage train first)")
-        return None
-    started = time.time()
-    record = train(model) if train is not None else {}
-    record["train_s"] = round(time.time() - started, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path.with_suffix(".safetensors"))
-    path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{key}: {record}", flush=True)
-    return model.eval(), record
+    """:func:`lightnets.evaluation.experiments.cached`, under runs/seed_experiment/ unless ``cache`` says otherwise."""
+    return experiments.cached(key, build, train, stage, retrain, cache or CACHE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,7 +81,8 @@ def conversion_variants(args: argparse.Namespace, data: Data, base: nn.Module, f
     for form, layers in forms.items():
         for mode, freeze in (("new layers", "untouched"), ("everything", "none")):
             def build(layers=layers, freeze=freeze) -> nn.Module:
-                return compress.to_separable(base, layers, init="lowrank", freeze=freeze, calibration=data.calibration(base))
+                return compress.to_separable(base, layers, init="lowrank", freeze=freeze,
+                                             calibration=data.calibration(base, CALIBRATION_IMAGES))
 
             def train(model: nn.Module) -> dict[str, Any]:
                 record = {"top1_converted": compress.top1_accuracy(model, data.test)}
@@ -165,40 +107,17 @@ def scratch_variants(names: dict[str, str]) -> list[dict[str, Any]]:
     return rows
 
 
-def measure(base: nn.Module, variants: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """params, MACs and latency at batch 1 and 100 (lightnets.evaluation), against ``base``."""
-    rows = evaluate([base] + [v["model"] for v in variants], "fashion_mnist", accuracy=False,
-                    latency_batch_sizes=(1, 100), repeats=args.repeats, warmup=5, threads=args.threads,
-                    baseline=base, progress=False)
-    recorded = [{}] + [{key: value for key, value in v.items() if key != "model"} for v in variants]
-    return [{**row, **record} for row, record in zip(rows, recorded)]  # accuracy as recorded after fine-tuning
-
-
 # ---------------------------------------------------------------------------------------------
 # Markdown
 # ---------------------------------------------------------------------------------------------
-
-COST_HEADER = ("| params | MMACs | ms/img bs1 | ms/img bs100 | MAC reduction | speedup bs1 | speedup bs100 "
-               "| speedup ÷ MAC reduction bs1 | bs100 |")
-
-
-def cost_cells(row: dict[str, Any]) -> str:
-    reduction = 1 / row["mac_ratio"]
-    return (f"| {row['params']:,} | {row['macs'] / 1e6:.2f} | {row['ms_per_img_bs1']:.3f} | {row['ms_per_img_bs100']:.4f} "
-            f"| {reduction:.2f}× | {row['speedup_bs1']:.2f}× | {row['speedup_bs100']:.2f}× "
-            f"| {row['speedup_per_mac_reduction_bs1']:.2f} | {row['speedup_per_mac_reduction_bs100']:.2f} |")
-
 
 def pct(value: Optional[float]) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
 def header(title: str, command: str, args: argparse.Namespace) -> list[str]:
-    env = environment()
-    return [f"# {title}", "", f"Generated by `python scripts/seed_experiment.py {command}`.", "",
-            f"<sub>CPU: {env['cpu']}; latency threads: {args.threads}; torch {env['torch']}; eager fp32, NCHW; "
-            f"median of {args.repeats} interleaved repeats (lightnets.evaluation, the engine of `python -m eval`); "
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</sub>", ""]
+    return experiments.header(title, f"python scripts/seed_experiment.py {command}", repeats=args.repeats,
+                              threads=args.threads)
 
 
 def conversion_table(base_row: dict[str, Any], rows: list[dict[str, Any]], base_top1: float) -> list[str]:
@@ -262,7 +181,7 @@ def run_conversion(args: argparse.Namespace, data: Data, part: str) -> Optional[
     if args.stage == "train":
         return None
     base_top1 = base.pretrained_cfg["metrics"]["top1"]
-    rows = measure(base, variants, args)
+    rows = measure_against(base, variants, repeats=args.repeats, threads=args.threads)
     title = (f"{name}.fmnist ({base_top1:.2f}% top-1): conv layers → depthwise-separable" if part == "conversion"
              else f"{name}.fmnist ({base_top1:.2f}% top-1) → Both (layers 4-6 separable) / Separable (1-6) forms")
     return [f"## {title}", "",
@@ -339,7 +258,7 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
         if args.stage == "train":
             continue
         base_top1 = base.pretrained_cfg["metrics"]["top1"]
-        rows = measure(base, variants, args)
+        rows = measure_against(base, variants, repeats=args.repeats, threads=args.threads)
         sections += pruning_section(name, base_top1, rows, json.loads(sensitivity.read_text()) if sensitivity.is_file() else [],
                                     args, notes)
     return sections or None

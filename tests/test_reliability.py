@@ -523,7 +523,7 @@ def test_eval_names_the_image_it_cannot_decode_in_one_line(broken_image_folder, 
     else:  # more pixels than twice PIL's limit: PIL refuses it as a decompression bomb
         Image.new("L", (64, 64)).save(path)
         monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    eval_main = importlib.import_module("eval.__main__").main
+    eval_main = importlib.import_module("lightnets.evaluation.cli").main
     status = eval_main(["--model", SMALL, "--no-pretrained", "--dataset", f"imagefolder:{broken_image_folder}",
                         "--no-progress", "--latency-batch-sizes", "1"])
     err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]

@@ -1,6 +1,6 @@
 """How much accuracy each layer's pruning costs, and pruning in steps with fine-tuning between them.
 
-* :func:`top1_accuracy`: top-1 (%) of a model on an in-memory dataset, normalised as the model expects.
+* :func:`top1_accuracy`: top-1 (%) of a model on a dataset, fed as the eval harness feeds it (:mod:`lightnets.inputs`).
 * :func:`sensitivity_scan` prunes one layer at a time and measures top-1 (Li et al. 2017, "Pruning Filters
   for Efficient ConvNets", Sec. 3.3, Fig. 2b): the layers that lose little can be pruned harder.
 * :func:`iterative_prune` alternates pruning (:func:`~lightnets.compress.prune_l1`) and fine-tuning.
@@ -17,27 +17,23 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
-from ..data import normalize_batch
+from ..inputs import read_as_fed, resolve_input_config
 from ..training import evaluate, in_memory
 from .prune import check_ratio, joined_layers, prune_l1
 
 __all__ = ["top1_accuracy", "sensitivity_scan", "iterative_prune"]
 
-# What a model without a pretrained cfg is normalised with (timm's IMAGENET_DEFAULT_MEAN / STD).
-_DEFAULT_MEAN, _DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
 
 def top1_accuracy(model: nn.Module, dataset: Any, batch_size: int = 500) -> float:
-    """Top-1 (%, to 2 decimals) of ``model`` on an in-memory dataset (lightnets.data form), normalised with the model's cfg.
+    """Top-1 (%, to 2 decimals) of ``model`` on a dataset (lightnets.data form), fed as the eval harness feeds it.
 
     Images are fed at the model's input size and channels, normalised with its ``pretrained_cfg`` mean / std,
-    ``batch_size`` at a time (:func:`lightnets.training.evaluate`). It runs where the model's parameters are
-    (``model.cuda()`` first to measure on a GPU) and leaves the model in eval mode.
+    an image folder decoded with its weights' ``crop_pct`` and ``interpolation`` (:mod:`lightnets.inputs`,
+    the harness's rule for a model passed in), ``batch_size`` at a time (:func:`lightnets.training.evaluate`).
+    It runs where the model's parameters are (``model.cuda()`` first to measure on a GPU) and leaves the
+    model in eval mode.
     """
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    in_chans = getattr(model, "in_chans", None) or cfg.get("input_size", (3,))[0]
-    side = (cfg.get("input_size") or (None, getattr(model, "img_size", 224)))[-1]
-    mean, std = cfg.get("mean", _DEFAULT_MEAN), cfg.get("std", _DEFAULT_STD)
     num_classes, classes = getattr(model, "num_classes", None), list(dataset.classes)
     label = cfg.get("architecture") or type(model).__name__
     if num_classes is not None and num_classes != len(classes):
@@ -45,9 +41,9 @@ def top1_accuracy(model: nn.Module, dataset: Any, batch_size: int = 500) -> floa
     if cfg.get("label_names") and list(cfg["label_names"]) != classes:
         warnings.warn(f"{label} was trained on the classes {list(cfg['label_names'])[:3]} ... but the dataset's are "
                       f"{classes[:3]} ...: its accuracy is measured against labels it did not learn", stacklevel=2)
-    images, labels = in_memory(dataset)
-    return evaluate(model, images, labels, batch_size=batch_size,
-                    prepare=lambda batch: normalize_batch(batch, in_chans, side, mean, std))["top1"]
+    config = resolve_input_config(model)
+    images, labels = in_memory(read_as_fed(dataset, config))
+    return evaluate(model, images, labels, batch_size=batch_size, prepare=config.normalize)["top1"]
 
 
 def sensitivity_scan(

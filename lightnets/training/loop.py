@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data import normalize_batch
+from ..inputs import resolve_input_config
 from .augment import augment, mix_batch
 from .feature_distillation import FeatureDistillation, FeatureStudent
 from .losses import distillation_loss, ensemble_logits
@@ -102,19 +103,20 @@ def prepare_for(model: nn.Module, memory_format: torch.memory_format = torch.con
                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The function that turns a uint8 batch into ``model``'s input: its channels and size, normalised with
-    ``mean`` / ``std`` (default: its ``pretrained_cfg``'s), in ``memory_format``.
+    ``mean`` / ``std`` (default: its ``pretrained_cfg``'s), in ``memory_format``; the channels, size and
+    default statistics are :func:`lightnets.inputs.resolve_input_config`'s, as evaluation feeds the model.
 
     >>> import lightnets
     >>> prepare = prepare_for(lightnets.create_model("smallcnn_3x2", in_chans=1))
     >>> prepare(torch.zeros(2, 3, 32, 32, dtype=torch.uint8)).shape
     torch.Size([2, 1, 28, 28])
     """
-    cfg = model.pretrained_cfg
-    mean = cfg["mean"] if mean is None else mean
-    std = cfg["std"] if std is None else std
+    config = resolve_input_config(model)
+    mean = config.mean if mean is None else mean
+    std = config.std if std is None else std
 
     def prepare(batch: torch.Tensor) -> torch.Tensor:
-        return normalize_batch(batch, model.in_chans, model.img_size, mean, std).contiguous(memory_format=memory_format)
+        return normalize_batch(batch, config.in_chans, config.img_size, mean, std).contiguous(memory_format=memory_format)
     return prepare
 
 

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import lightnets
-from eval import pareto_front, render
-from eval.__main__ import main
 from lightnets.data import load_dataset, normalize_batch
 from lightnets.evaluation import evaluate
+from lightnets.evaluation.cli import main
+from lightnets.evaluation.figure import pareto_front
+from lightnets.evaluation.report import render
 
 FAST = ["--limit", "200", "--repeats", "2", "--warmup", "1", "--latency-batch-sizes", "1,8", "--threads", "1", "--no-progress", "--memory"]
 PAIR = ["--model", "smallcnn_3x2", "--model", "smallcnn_3x2_dw123"]
@@ -173,7 +174,7 @@ def test_an_image_folder_is_read_as_the_weights_were_tested(name, fmnist_folder)
 
 
 def test_each_model_reads_an_image_folder_with_its_own_crop_and_filter(tmp_path, monkeypatch):
-    import lightnets.evaluation as engine
+    import lightnets.evaluation.engine as engine
     from PIL import Image
 
     for name in ("a", "b"):
@@ -223,7 +224,7 @@ def test_a_tagged_name_without_its_weights_is_the_architecture_they_were_trained
 
 
 def test_globs_name_each_weight_once():
-    from eval.__main__ import model_names
+    from lightnets.evaluation.cli import model_names
 
     assert model_names(["mobilenet_v1_025*"], False) == ["mobilenet_v1_025.fmnist"]  # not also the bare name: same weight
     assert model_names(["mobilenet_v1_025*"], False, pretrained=False) == ["mobilenet_v1_025", "mobilenet_v1_025.fmnist"]
@@ -233,7 +234,7 @@ def test_globs_name_each_weight_once():
 
 
 def test_all_pretrained_on_an_image_folder_takes_the_weights_for_its_classes():
-    from eval.__main__ import pretrained_for
+    from lightnets.evaluation.cli import pretrained_for
 
     ten = pretrained_for("imagefolder:x", num_classes=10)
     assert "mobilenet_v1_100.timm_in1k" not in ten and set(ten) == set(pretrained_for("fashion_mnist"))
@@ -242,7 +243,7 @@ def test_all_pretrained_on_an_image_folder_takes_the_weights_for_its_classes():
 
 
 def test_a_failing_plot_keeps_the_table(tmp_path, monkeypatch, capsys):
-    import eval.__main__ as cli
+    import lightnets.evaluation.cli as cli
 
     def broken_plot(*args, **kwargs):
         raise OSError("disk full")
@@ -255,7 +256,7 @@ def test_a_failing_plot_keeps_the_table(tmp_path, monkeypatch, capsys):
 
 
 def test_plot_labels_name_a_weight_once():
-    from eval import _point_label
+    from lightnets.evaluation.figure import _point_label
 
     assert _point_label({"model": "smallcnn_3x2.fmnist", "tag": "fmnist"}) == "smallcnn_3x2.fmnist"
     assert _point_label({"model": "smallcnn_3x2", "tag": "fmnist"}) == "smallcnn_3x2.fmnist"
@@ -263,7 +264,7 @@ def test_plot_labels_name_a_weight_once():
 
 
 def test_peak_memory_counts_a_temporary_freed_inside_an_op():
-    from lightnets.measure import _forward_peak_bytes
+    from lightnets.evaluation.measure import _forward_peak_bytes
 
     class CrossEntropy(nn.Module):  # cross_entropy's log_softmax output lives and dies inside it
         def forward(self, x):
@@ -378,7 +379,7 @@ def test_all_pretrained_when_no_weight_exists(monkeypatch, capsys):
 
 
 def test_all_pretrained_picks_the_weights_of_the_dataset():
-    from eval.__main__ import pretrained_for
+    from lightnets.evaluation.cli import pretrained_for
 
     assert "mobilenet_v1_100.timm_in1k" in pretrained_for("synthetic")
     assert "mobilenet_v1_100.timm_in1k" not in pretrained_for("fashion_mnist")

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-from eval.__main__ import build_parser, main
+from lightnets.evaluation.cli import build_parser, main
 from lightnets.data import load_dataset
 from lightnets.deploy import available_backends
 from lightnets.evaluation import environment, evaluate, machine_load
-from lightnets.measure import ACCURACY_BACKENDS, accuracy_backend
+from lightnets.evaluation.backends import ACCURACY_BACKENDS, accuracy_backend
 from lightnets.pretrained.manifest import WEIGHTS_DIR
 
 QUICK = ["--limit", "300", "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-progress"]
@@ -78,7 +78,7 @@ def test_output_files_are_checked_first_and_their_folders_made(tmp_path, capsys)
 def test_an_identical_accuracy_measurement_is_reused_and_remeasure_measures_again(monkeypatch, tmp_path):
     """The accuracy cache: a second run of the same weight on the same data takes the first run's numbers
     (and says so); another image count, or accuracy_cache=False, measures again."""
-    import lightnets.evaluation as evaluation
+    import lightnets.evaluation.engine as evaluation
 
     monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path))  # an empty cache: earlier tests measured the same weight
     measured = []
@@ -137,7 +137,7 @@ INDEX = json.loads((WEIGHTS_DIR / "index.json").read_text())["weights"]
 @pytest.fixture()
 def accuracy_passes(monkeypatch, tmp_path):
     """Count the accuracy passes; an empty cache, so a pass is not hidden by an earlier test's measurement."""
-    import lightnets.evaluation as evaluation
+    import lightnets.evaluation.engine as evaluation
 
     monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path))
     passes = []

@@ -2,7 +2,6 @@
 writes hold the numbers of the models it cached; the conclusions are computed from the rows."""
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,20 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture()
 def experiment(tmp_path, monkeypatch):
     """The script as a module, caching and writing under tmp_path, fine-tuning on 256 test images."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     spec = importlib.util.spec_from_file_location("criteria_experiment", ROOT / "scripts" / "criteria_experiment.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "CACHE", tmp_path / "cache")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(module.seed, "CALIBRATION_IMAGES", 128)
+    monkeypatch.setattr(module, "CALIBRATION_IMAGES", 128)
 
-    class SmallData(module.seed.Data):
+    class SmallData(module.Data):
         def __init__(self) -> None:
             self._train = load_dataset("fashion_mnist", "test", limit=256)
             self._test = load_dataset("fashion_mnist", "test", limit=300)
 
     monkeypatch.setattr(module, "Data", SmallData)
-    yield module
-    sys.modules.pop("seed_experiment", None)
+    return module
 
 
 @pytest.mark.parametrize("criterion", ["l1", "slimming"])

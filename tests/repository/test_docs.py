@@ -7,7 +7,7 @@ import pytest
 
 import lightnets
 
-MODULES = sorted({"lightnets", "eval", *(info.name for info in pkgutil.walk_packages(lightnets.__path__, "lightnets."))})
+MODULES = sorted({"lightnets", *(info.name for info in pkgutil.walk_packages(lightnets.__path__, "lightnets."))})
 
 
 def test_the_modules_with_examples_are_all_found():

@@ -1,7 +1,8 @@
 """How each number of the eval harness is measured: accuracy, latency, peak memory.
 
-:mod:`lightnets.evaluation` builds the models and puts the numbers together into rows; this module holds
-the measurements themselves, one function each, on a :class:`Candidate` (a model and how to feed it).
+:mod:`lightnets.evaluation.engine` builds the models and puts the numbers together into rows; this module
+holds the measurements themselves, one function each, on a :class:`~lightnets.evaluation.candidate.Candidate`
+(a model and how to feed it).
 
 How latency is measured: every model in ``torch.inference_mode()`` and eval mode, on in-memory
 random input (the same N(0, 1) tensor for every model of the same input size), at a fixed thread
@@ -10,7 +11,8 @@ so a block lasts at least ~20 ms) and records the time per pass; models take tur
 repeat, in an order rotated each repeat, so drift on a noisy machine is shared by all of them.
 
 The accuracy pass may run through a faster inference backend (:func:`lightnets.deploy.optimize_for_inference`:
-BatchNorm folded, float32) than the eager model whose latency is timed; :data:`ACCURACY_BACKENDS` says which.
+BatchNorm folded, float32) than the eager model whose latency is timed;
+:data:`~lightnets.evaluation.backends.ACCURACY_BACKENDS` says which.
 
 >>> import lightnets
 >>> from lightnets.data import load_dataset
@@ -29,7 +31,6 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -38,50 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .data import normalize_batch
+from ..data import normalize_batch
+from .backends import ACCURACY_BACKENDS, accuracy_backend
+from .candidate import Candidate
 
 __all__ = ["ACCURACY_BACKENDS", "Candidate", "accuracy_backend", "measure_accuracy", "measure_latency",
            "measure_peak_memory", "random_input", "percentile"]
 
 MIN_BLOCK_SECONDS = 0.02  # a timed block of forward passes lasts at least this long
-
-# Backends the accuracy pass may use, fastest first on this zoo's CPU runs (results/speed.md: OpenVINO,
-# then ONNX Runtime, 3-8x faster than eager for ShuffleNet and MobileNet); "auto" takes the first one installed.
-ACCURACY_BACKENDS = ("openvino", "onnxruntime", "eager")
-
-
-def accuracy_backend(backend: str = "auto") -> str:
-    """The backend the accuracy pass runs on: ``backend`` itself, or for ``"auto"`` the fastest one installed.
-
-    >>> accuracy_backend("eager")
-    'eager'
-    """
-    from .deploy import available_backends
-
-    if backend not in ("auto", *ACCURACY_BACKENDS):
-        raise ValueError(f"accuracy backend must be one of auto, {', '.join(ACCURACY_BACKENDS)}; got {backend!r}")
-    available = available_backends()
-    if backend == "auto":
-        return next(name for name in ACCURACY_BACKENDS if name in available)
-    if backend not in available:
-        raise ValueError(f"accuracy backend {backend!r} is not installed here (pip install 'lightnets[{backend.replace('onnxruntime', 'onnx')}]'); "
-                         f"installed: {', '.join(b for b in ACCURACY_BACKENDS if b in available)}")
-    return backend
-
-
-@dataclass
-class Candidate:
-    """A model ready to be measured, with what it needs to be fed."""
-
-    label: str
-    tag: str
-    model: nn.Module
-    input_size: tuple[int, int, int]  # (C, H, W) the model is evaluated at
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float  # the eval transform of its weights (timm's): resize to side / crop_pct, center-crop the side
-    interpolation: str = "bilinear"
-
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -128,13 +93,13 @@ def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, de
                      backend: str = "eager") -> dict[str, Any]:
     """top-1 / top-5 (%) and mean cross-entropy of ``candidate`` over ``dataset``.
 
-    ``backend``: ``"eager"`` runs the model as it is; another of :data:`ACCURACY_BACKENDS` runs its
+    ``backend``: ``"eager"`` runs the model as it is; another of :data:`~lightnets.evaluation.backends.ACCURACY_BACKENDS` runs its
     BatchNorm-folded float32 export (CPU only), which gives the same predictions up to float rounding.
     """
     in_chans, side, _ = candidate.input_size
     model = candidate.model
     if backend != "eager":
-        from .deploy import optimize_for_inference
+        from ..deploy import optimize_for_inference
 
         if device.type != "cpu":
             raise ValueError(f"accuracy backend {backend!r} runs on the CPU; use backend 'eager' on {device}")

@@ -1,0 +1,106 @@
+"""What a number was measured on: the CPU, its SIMD extensions, the load, the threads and library versions.
+
+Every measured table of lightnets (the eval harness's footer, ``benchmarks/``, the experiment scripts) says
+where its numbers come from through this module, so they describe a machine the same way.
+
+>>> sorted(environment())
+['cpu', 'device', 'lightnets', 'load', 'memory_format', 'python', 'threads', 'torch']
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BUSY_LOAD_PER_CORE", "SIMD_FLAGS", "cpu_name", "environment", "library_versions", "machine_load",
+           "simd_flags"]
+
+# Timings taken on a machine busier than this are flagged (1-minute load average per logical core: half
+# the cores busy): on a loaded 2-core machine they came out 100-600x off and looked plausible.
+BUSY_LOAD_PER_CORE = 0.5
+# The vector extensions that decide how fast fp32 and int8 kernels run, as /proc/cpuinfo names them.
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: from /proc/cpuinfo; elsewhere what :mod:`platform` knows).
+
+    >>> isinstance(cpu_name(), str)
+    True
+    """
+    with contextlib.suppress(OSError):
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def simd_flags() -> list[str]:
+    """The :data:`SIMD_FLAGS` this CPU has, in that order; empty where /proc/cpuinfo cannot be read.
+
+    >>> set(simd_flags()) <= set(SIMD_FLAGS)
+    True
+    """
+    try:
+        flags = CPUINFO.read_text().split("flags", 1)[-1].split("\n", 1)[0]
+    except OSError:
+        return []
+    return [flag for flag in SIMD_FLAGS if f" {flag}" in flags]
+
+
+def library_versions(packages: Sequence[str]) -> dict[str, Optional[str]]:
+    """Each package's ``__version__`` as it imports here; None for one that is not installed.
+
+    >>> library_versions(["torch", "no_such_package"])["no_such_package"] is None
+    True
+    """
+    versions: dict[str, Optional[str]] = {}
+    for package in packages:
+        try:
+            versions[package] = importlib.import_module(package).__version__
+        except ImportError:
+            versions[package] = None
+    return versions
+
+
+def machine_load() -> Optional[dict[str, Any]]:
+    """The 1-minute load average, the logical cores and whether that is too busy for timings (None where
+    the OS has no load average).
+
+    >>> sorted(machine_load())
+    ['busy', 'cores', 'load_1min']
+    """
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        return None
+    cores = os.cpu_count() or 1
+    return {"load_1min": round(load, 2), "cores": cores, "busy": load / cores > BUSY_LOAD_PER_CORE}
+
+
+def environment(device: Union[str, "torch.device"] = "cpu", channels_last: bool = False,
+                load: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """What the numbers were measured on: torch version, threads, CPU / GPU, memory format, and the
+    machine's load (``load``: as :func:`machine_load` read it before the run; default: now)."""
+    import torch
+
+    from . import __version__
+
+    device = torch.device(device)
+    return {
+        "load": load if load is not None else machine_load(),
+        "torch": torch.__version__,
+        "lightnets": __version__,
+        "threads": torch.get_num_threads(),
+        "cpu": f"{cpu_name()} ({os.cpu_count()} logical cores)",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "memory_format": "channels_last" if channels_last else "contiguous (NCHW)",
+        "python": platform.python_version(),
+    }
