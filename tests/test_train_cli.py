@@ -1,6 +1,6 @@
 """The training command line (lightnets.cli.train) without training: its help, the settings and arguments it
 refuses (each with a one-line error), --model-arg / --finetune-from / --teacher resolution, the log a resume
-reconciles, and the old import path lightnets.train."""
+reconciles."""
 import argparse
 import json
 import subprocess
@@ -15,11 +15,8 @@ import lightnets
 import lightnets.cli._train_run
 import lightnets.cli.train
 import lightnets.deploy
-import lightnets.training.loop
-import lightnets.training.runtime
 from lightnets.cli.train import build_model, parse_model_args, train
 from lightnets.publish import save_pretrained
-from lightnets.training import distillation_loss, mix_batch
 
 
 @pytest.mark.parametrize("teacher", ["smallcnn_3x2.fmnist,", ",smallcnn_3x2.fmnist", "smallcnn_3x2.fmnist,,vgg11_bn.fmnist"])
@@ -105,16 +102,6 @@ def test_help_is_grouped_shows_each_default_once_and_needs_no_torch():
         assert shown.count("default:") <= 1, action.dest
         if action.default is not None and action.default is not False and action.default not in ([], argparse.SUPPRESS):
             assert "default:" in shown, action.dest  # 0 and 0.0 (--seed, --reprob) are defaults too
-
-
-def test_old_names_still_import_from_lightnets_train():
-    from lightnets import train as old
-
-    assert old.distillation_loss is distillation_loss and old.mix_batch is mix_batch and old.train is train
-    assert old.main is lightnets.cli.train.main and old.autocast_dtype is lightnets.training.runtime.autocast_dtype
-    assert old._reconcile_log is lightnets.cli._train_run._reconcile_log and old.evaluate is lightnets.training.loop.evaluate
-    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        old.no_such_name
 
 
 def test_the_log_is_reconciled_with_the_checkpoint(tmp_path):
