@@ -221,6 +221,20 @@ def test_an_existing_file_and_folder_keep_their_mode(tmp_path, umask_027):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o775
 
 
+def test_appending_follows_links_gives_new_files_the_umask_and_refuses_read_only_files(tmp_path, umask_027):
+    log = tmp_path / "log.jsonl"
+    _io.append_text(log, "1\n")
+    _io.append_text(log, "2\n")
+    assert log.read_text() == "1\n2\n" and stat.S_IMODE(log.stat().st_mode) == 0o640
+    (tmp_path / "link").symlink_to(log)
+    _io.append_text(tmp_path / "link", "3\n")
+    assert log.read_text() == "1\n2\n3\n" and (tmp_path / "link").is_symlink()
+    log.chmod(0o444)
+    with pytest.raises(WriteError, match="log.jsonl is read-only"):
+        _io.append_text(log, "4\n")
+    assert log.read_text() == "1\n2\n3\n"
+
+
 # --- whole or not at all, and nothing left behind ----------------------------------------------------------------
 
 

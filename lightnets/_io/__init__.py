@@ -25,11 +25,11 @@ Where a write lands is :mod:`~lightnets._io.targets`; files are :mod:`~lightnets
 from __future__ import annotations
 
 from .download import DOWNLOAD_TIMEOUT_S, DigestError, DownloadError, download
-from .files import atomic_open, atomic_path, write_bytes, write_text
+from .files import append_text, atomic_open, atomic_path, write_bytes, write_text
 from .folders import staged_folder
 from .targets import STDOUT, PathLike, WriteError, check_writable, resolve_target
 
 __all__ = [
-    "DOWNLOAD_TIMEOUT_S", "STDOUT", "DigestError", "DownloadError", "PathLike", "WriteError", "atomic_open", "atomic_path",
+    "DOWNLOAD_TIMEOUT_S", "STDOUT", "DigestError", "DownloadError", "PathLike", "WriteError", "append_text", "atomic_open", "atomic_path",
     "check_writable", "download", "resolve_target", "staged_folder", "write_bytes", "write_text",
 ]

@@ -30,7 +30,7 @@ from typing import IO, Callable, Iterator, Optional
 from .targets import (STDOUT, PathLike, Target, as_write_error, check_target, new_file_mode, resolve,
                       storage_failures_named)
 
-__all__ = ["atomic_path", "atomic_open", "write_bytes", "write_text", "fsync_folder"]
+__all__ = ["atomic_path", "atomic_open", "write_bytes", "write_text", "append_text", "fsync_folder"]
 
 Check = Callable[[Path], None]
 
@@ -187,4 +187,23 @@ def write_text(path: PathLike, text: str, *, parents: bool = False) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_open`); returns ``path``."""
     with atomic_open(path, "w", parents=parents) as out:
         out.write(text)
+    return Path(path)
+
+
+def append_text(path: PathLike, text: str) -> Path:
+    """Append ``text`` (UTF-8) to ``path``, creating it if missing: in place, as a log is written (a line cut off
+    by a kill is the reader's to drop), refused where :func:`write_text` would be (a read-only file or folder)."""
+    target = check_target(path)
+    if target.given == STDOUT:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return Path(path)
+    created = not target.in_place and not target.path.exists()
+    try:
+        with open(target.given, "a", encoding="utf-8") as out:
+            out.write(text)
+        if created:
+            os.chmod(target.path, new_file_mode())
+    except OSError as error:
+        raise as_write_error(error, target) from None
     return Path(path)

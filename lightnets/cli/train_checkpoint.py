@@ -17,20 +17,20 @@ point resumes to the same weights as a run never stopped.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
+from .. import _io
 from .train_config import RUN_SETTINGS, TrainRunConfig
 
 __all__ = ["CHECKPOINT_NAME", "LOG_NAME", "ARGS_NAME", "check_same_run", "saved_settings", "reconcile_log", "save_checkpoint",
-           "append_log"]
+           "save_arguments", "append_log"]
 
 CHECKPOINT_NAME = "last.pth"
 LOG_NAME = "log.jsonl"  # one JSON record per finished epoch
-ARGS_NAME = "args.json"  # the options the run was started with
+ARGS_NAME = "args.json"  # the options of the run that wrote last.pth
 
 
 def check_same_run(config: TrainRunConfig, saved: dict[str, Any], work_dir: Path) -> None:
@@ -65,17 +65,21 @@ def reconcile_log(log_path: Path, epoch: int, record: Optional[dict[str, Any]]) 
         lines.append(record)
     after = "".join(json.dumps(line) + "\n" for line in lines)
     if after != before:
-        log_path.write_text(after)
+        _io.write_text(log_path, after)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` with torch.save so that a run killed mid-write keeps the previous epoch's checkpoint."""
-    partial = path.with_name(path.name + ".part")
-    torch.save(state, partial)
-    os.replace(partial, path)
+    """Write ``state`` with torch.save, atomically (:func:`lightnets._io.atomic_path`): a run killed mid-write
+    keeps the previous epoch's checkpoint."""
+    with _io.atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def save_arguments(work_dir: Path, config: TrainRunConfig) -> None:
+    """Write ``args.json``: the options of the run whose checkpoint lies beside it."""
+    _io.write_text(work_dir / ARGS_NAME, json.dumps(config.arguments(), indent=2) + "\n")
 
 
 def append_log(log_path: Path, record: dict[str, Any]) -> None:
     """Add one epoch's record to the log (a line cut off by a kill is dropped by :func:`reconcile_log`)."""
-    with open(log_path, "a") as log:
-        log.write(json.dumps(record) + "\n")
+    _io.append_text(log_path, json.dumps(record) + "\n")

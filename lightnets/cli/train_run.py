@@ -18,8 +18,8 @@ from torch import nn
 
 from ..training import (FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats, evaluate, fit,
                         in_memory, lr_lambda, main_process_first, param_groups, prepare_for, setup_runtime)
-from .train_checkpoint import (ARGS_NAME, CHECKPOINT_NAME, LOG_NAME, append_log, check_same_run, reconcile_log, save_checkpoint,
-                               saved_settings)
+from .train_checkpoint import (CHECKPOINT_NAME, LOG_NAME, append_log, check_same_run, reconcile_log, save_arguments,
+                               save_checkpoint, saved_settings)
 from .train_config import TrainRunConfig
 from .train_model import build_model, build_teacher, feature_pairs, teacher_sources, weight_sha256
 
@@ -152,7 +152,6 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
             sources["teacher"] = ",".join(map(weight_sha256, teacher_names))
     if runtime.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / ARGS_NAME).write_text(json.dumps(config.arguments(), indent=2) + "\n")
 
     record: dict[str, Any] = {"epoch": start_epoch}
     for epoch in range(start_epoch, config.epochs):
@@ -177,6 +176,7 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "epoch": epoch + 1, "record": record, "settings": config.run_settings(),
                 "sources": sources, **({"feature_adapters": features.state_dict()} if features is not None else {})})
+            save_arguments(work_dir, config)
             append_log(work_dir / LOG_NAME, record)
 
     if config.output:
