@@ -123,3 +123,98 @@ def test_a_checkpoint_that_fails_mid_write_keeps_the_previous_one(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(path, {"epoch": 2})
     assert torch.load(path, weights_only=True) == {"epoch": 1} and leftovers(tmp_path) == []
+
+
+# --- export_onnx -----------------------------------------------------------------------------------------------------
+
+
+def _onnx_logits(data: bytes, x: torch.Tensor) -> torch.Tensor:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+def test_export_onnx_follows_a_symlink_and_streams_into_a_fifo(tmp_path, model):
+    pytest.importorskip("onnx")
+    from lightnets.deploy import export_onnx
+
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+    (tmp_path / "exports").mkdir()
+    link = tmp_path / "model.onnx"
+    link.symlink_to(tmp_path / "exports" / "v1.onnx")
+    export_onnx(model, link)
+    assert link.is_symlink() and leftovers(tmp_path) == [] and leftovers(tmp_path / "exports") == []
+    torch.testing.assert_close(_onnx_logits((tmp_path / "exports" / "v1.onnx").read_bytes(), x), expected, atol=1e-4, rtol=0)
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    export_onnx(model, fifo)
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    torch.testing.assert_close(_onnx_logits(received[0], x), expected, atol=1e-4, rtol=0)
+
+
+def test_export_onnx_refuses_a_read_only_file_and_a_failed_export_keeps_the_old_one(tmp_path, model, monkeypatch):
+    pytest.importorskip("onnx")
+    from lightnets.deploy import export_onnx
+
+    path = export_onnx(model, tmp_path / "model.onnx")
+    before = path.read_bytes()
+    path.chmod(0o444)
+    with pytest.raises(WriteError, match=r"model.onnx is read-only"):
+        export_onnx(model, path)
+    path.chmod(0o644)
+
+    def half_then_fails(model, args, f, *rest, **kwargs):
+        Path(f).write_bytes(b"half an onnx file")
+        raise RuntimeError("the exporter failed")
+
+    monkeypatch.setattr(torch.onnx, "export", half_then_fails)
+    with pytest.raises(RuntimeError, match="the exporter failed"):
+        export_onnx(model, path)
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
+
+
+_EXPORTER = """
+import sys, torch, lightnets
+from lightnets.deploy import export_onnx
+path = sys.argv[1]
+models = []
+for seed in range(2):
+    torch.manual_seed(seed)
+    models.append(lightnets.create_model("smallcnn_3x2", in_chans=1, num_classes=10, small_input=True).eval())
+export_onnx(models[1], path)  # the exporter loaded, and a file in place: every kill below lands in a rewrite
+print("ready", flush=True)
+i = 0
+while True:
+    export_onnx(models[i % 2], path)
+    i += 1
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_export_onnx_leaves_a_whole_file(tmp_path):
+    """A process exporting two models in turn to one path, killed at 4 points: the file always runs as one of them."""
+    pytest.importorskip("onnx")
+    x = torch.randn(1, 1, 28, 28)
+    expected = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            expected.append(lightnets.create_model("smallcnn_3x2", in_chans=1, num_classes=10, small_input=True).eval()(x))
+    path = tmp_path / "model.onnx"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for delay in (0.03, 0.17, 0.41, 0.8):
+        process = subprocess.Popen([sys.executable, "-c", _EXPORTER, str(path)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, env=env)
+        assert process.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        logits = _onnx_logits(path.read_bytes(), x)
+        assert any(torch.allclose(logits, e, atol=1e-3) for e in expected), f"killed after {delay}s: a mixed file"

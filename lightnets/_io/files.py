@@ -67,9 +67,10 @@ def _copy_ownership(source: os.stat_result, path: Path) -> None:
             os.chown(path, source.st_uid, source.st_gid)
 
 
-def _sibling(target: Path, suffix: str) -> Path:
-    """A new, empty, hidden file beside ``target``: ``.name.XXXXXXXX.tmp``."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:200]}.", suffix=suffix)
+def _sibling(target: Path) -> Path:
+    """A new, empty, hidden file beside ``target``: ``.name.XXXXXXXX.tmp.ext``, ending in the target's own
+    extension for the libraries that choose a format by it (matplotlib's savefig, onnx.save)."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:200]}.", suffix=f".tmp{target.suffix[:20]}")
     os.close(handle)
     return Path(name)
 
@@ -78,7 +79,7 @@ def _sibling(target: Path, suffix: str) -> Path:
 def _stream_through_temporary(target: Target, check: Optional[Check]) -> Iterator[Path]:
     """For a target written in place: the caller writes a temporary file, which is checked, then streamed in."""
     with tempfile.TemporaryDirectory(prefix="lightnets-") as scratch:
-        temporary = Path(scratch) / (target.path.name or "output")
+        temporary = Path(scratch) / (target.path.name if target.given != STDOUT else "output")
         temporary.touch()
         with storage_failures_named(target):
             yield temporary
@@ -115,7 +116,7 @@ def atomic_path(path: PathLike, *, parents: bool = False, check: Optional[Check]
         return
     try:
         existing = os.stat(target.path) if target.path.exists() else None
-        temporary = _sibling(target.path, ".tmp")
+        temporary = _sibling(target.path)
     except OSError as error:
         raise as_write_error(error, target) from None
     try:

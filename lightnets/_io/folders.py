@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -41,9 +42,13 @@ def _exchange(first: Path, second: Path) -> bool:
     return renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0
 
 
+# What a killed write leaves: ``.name.XXXXXXXX.tmp`` (a folder), ``.name.XXXXXXXX.tmp.ext`` (a file), ``.old``.
+_OUR_TEMPORARY = re.compile(r"\..*\.[a-z0-9_]{8}\.(tmp(\.[^.]*)?|old)")
+
+
 def _is_our_temporary(name: str) -> bool:
-    """A hidden ``.name.XXXX.tmp`` / ``.old`` left inside the folder by a killed write: not carried over."""
-    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".old"))
+    """A hidden temporary that a killed write left inside the folder: not carried over into the new one."""
+    return _OUR_TEMPORARY.fullmatch(name) is not None
 
 
 def _link_or_copy(source: str, target: str) -> None:

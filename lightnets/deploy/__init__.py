@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .. import _io
 from ..models.base import UncheckedLogits
 from .runtimes import (
     INPUT_NAME,
@@ -201,7 +202,7 @@ def export_onnx(
 
     Args:
         model: the model; not modified.
-        path: the ``.onnx`` file to write (parent folders are created).
+        path: the ``.onnx`` file to write (parent folders are created), replaced atomically (:mod:`lightnets._io`).
         opset: ONNX opset version, from :data:`MIN_OPSET` to :data:`MAX_OPSET`.
         dynamic_batch: leave the batch dimension symbolic, so one file serves every batch size.
         dynamic_size: leave height and width symbolic (default: when :func:`pools_globally`); a file
@@ -219,17 +220,17 @@ def export_onnx(
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset!r}")
     model = (fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()).to(device="cpu", dtype=torch.float32)
     example_input = default_input(model) if example_input is None else example_input.to(device="cpu", dtype=torch.float32)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else {}
     if pools_globally(model) if dynamic_size is None else dynamic_size:
         dynamic_axes.setdefault(INPUT_NAME, {}).update({2: "height", 3: "width"})
-    with _quiet_deprecations(), torch.no_grad():
+    # Exported whole into a temporary sibling, then named (lightnets._io): a failed or killed export never
+    # leaves a half-written file under the name, and a FIFO or symlink target is written as a plain write would.
+    with _io.atomic_path(path, parents=True) as temporary, _quiet_deprecations(), torch.no_grad():
         torch.onnx.export(
-            model, (example_input.contiguous(),), str(path), dynamo=False, opset_version=opset,
+            model, (example_input.contiguous(),), str(temporary), dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes or None,
         )
-    return path
+    return Path(path)
 
 
 
