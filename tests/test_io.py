@@ -256,6 +256,20 @@ def test_an_error_in_the_block_leaves_the_old_content_and_no_temporary(tmp_path)
     assert leftovers(tmp_path) == []
 
 
+def test_a_replaced_folder_keeps_the_users_other_files_but_not_a_killed_writes_temporaries(tmp_path):
+    folder = tmp_path / "repo"
+    (folder / ".git").mkdir(parents=True)
+    (folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "config.json").write_text("old")
+    (folder / ".model.safetensors.k2j4x9q1.tmp.safetensors").write_bytes(b"half")  # a SIGKILLed write's leftover
+    with _io.staged_folder(folder) as staging:
+        (staging / "config.json").write_text("new")
+    assert sorted(p.name for p in folder.iterdir()) == [".git", ".gitattributes", "config.json", "notes.txt"]
+    assert (folder / "config.json").read_text() == "new" and (folder / ".git" / "HEAD").read_text().startswith("ref:")
+
+
 def test_a_full_disk_is_one_error_naming_the_path_with_the_old_content_intact(tmp_path, monkeypatch):
     path = tmp_path / "table.txt"
     path.write_text("old")
