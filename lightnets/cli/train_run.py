@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..data import load_dataset
 from ..training import (FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats, evaluate, fit,
                         in_memory, lr_lambda, main_process_first, param_groups, prepare_for, setup_runtime)
 from .train_checkpoint import (CHECKPOINT_NAME, LOG_NAME, append_log, check_same_run, reconcile_log, save_arguments,
@@ -33,8 +34,6 @@ def run_training(config: TrainRunConfig, train_set: Any = None, test_set: Any = 
     The process-wide switches a run sets (deterministic kernels, cuDNN benchmark) are restored when it ends,
     as :func:`lightnets.cli.train.train` may be called from a larger program.
     """
-    from ..data import load_dataset
-
     runtime = setup_runtime(config.device)
     deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     cudnn_benchmark = torch.backends.cudnn.benchmark
