@@ -42,7 +42,13 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.ERO
 
 
 class WriteError(OSError):
-    """A write lightnets refused or could not finish; the message names the path and what to do."""
+    """A write lightnets refused or could not finish; the message names the path and what to do.
+
+    ``errno`` says why (EACCES, ENOSPC, ...); the message is shown without OSError's ``[Errno N]`` prefix.
+    """
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ def check_writable(path: PathLike, *, what: str = "file") -> Path:
     >>> check_writable(tempfile.mkdtemp())
     Traceback (most recent call last):
     ...
-    lightnets._io.targets.WriteError: [Errno 21] ... is a folder: name a file to write
+    lightnets._io.targets.WriteError: ... is a folder: name a file to write
     """
     return check_target(path, what=what).path
 
