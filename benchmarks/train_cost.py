@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import lightnets
-from lightnets.cli.train import teacher_sources
+from lightnets.cli.train_model import teacher_sources
 from lightnets.machine import environment
 from lightnets.pretrained.manifest import WEIGHTS_DIR, read_index
 from lightnets.profiler import count_macs

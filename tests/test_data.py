@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from lightnets import data
+from lightnets.data import cifar10, fashion_mnist
+from lightnets.data import files as data_files
 from lightnets.data import CorruptDataError, load_dataset, normalize_batch
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -55,8 +57,8 @@ def http_folder(tmp_path):
 @pytest.fixture
 def no_system_copies(tmp_path, monkeypatch):
     """Hide the Debian copy and the download cache, so only what a test names can be found."""
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
-    monkeypatch.setattr(data, "CACHE_DIR", tmp_path / "no-cache")
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(data_files, "CACHE_DIR", tmp_path / "no-cache")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +81,7 @@ def test_embedded_fashion_mnist_test_split():
 
 
 def test_embedded_files_are_packaged_with_their_licence():
-    folder = Path(data.__file__).parent / "datasets" / "fashion_mnist"
+    folder = Path(data.__file__).parent.parent / "datasets" / "fashion_mnist"
     assert md5(folder / "t10k-images-idx3-ubyte.gz") == "f78720b4224f21cce2f2ccf2d7a94c9a"
     assert md5(folder / "t10k-labels-idx1-ubyte.gz") == "0d30e22e447f3c33dab9ed536400ac01"
     assert "Zalando SE" in (folder / "LICENSE").read_text()
@@ -93,7 +95,7 @@ def test_fashion_mnist_train_split_from_the_system_copy():
 
 
 def test_corrupt_and_missing_fashion_mnist_files(tmp_path, no_system_copies):
-    shutil.copy(data.EMBEDDED_DIR / "fashion_mnist" / "t10k-labels-idx1-ubyte.gz", tmp_path)
+    shutil.copy(fashion_mnist.EMBEDDED_DIR / "fashion_mnist" / "t10k-labels-idx1-ubyte.gz", tmp_path)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((10_000, 28, 28)))  # valid IDX, wrong content
     with pytest.raises(CorruptDataError, match=r"t10k-images-idx3-ubyte.gz is corrupt: expected gzip md5 bef4ecab"):
         load_dataset("fashion_mnist", data_dir=tmp_path)
@@ -106,8 +108,8 @@ def test_fashion_mnist_download_from_a_local_server(tmp_path, http_folder, monke
     images = np.arange(5 * 28 * 28).reshape(5, 28, 28) % 256
     files = (write_idx(served / "train-images-idx3-ubyte.gz", images),
              write_idx(served / "train-labels-idx1-ubyte.gz", np.array([3, 1, 4, 1, 5])))
-    monkeypatch.setattr(data, "FASHION_MNIST_URL", url)
-    monkeypatch.setitem(data.FASHION_MNIST_FILES, "train", tuple(data.DataFile(f.name, md5(f)) for f in files))
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_URL", url)
+    monkeypatch.setitem(fashion_mnist.FASHION_MNIST_FILES, "train", tuple(data.DataFile(f.name, md5(f)) for f in files))
     target = tmp_path / "downloaded"
     train_set = load_dataset("fashion_mnist", "train", data_dir=target, download=True)
     assert train_set.labels.tolist() == [3, 1, 4, 1, 5]
@@ -115,7 +117,7 @@ def test_fashion_mnist_download_from_a_local_server(tmp_path, http_folder, monke
     assert sorted(p.name for p in target.iterdir()) == sorted(f.name for f in files)
 
     # A download whose checksum does not match is discarded, not kept under the final name.
-    monkeypatch.setitem(data.FASHION_MNIST_FILES, "train", (data.DataFile(files[0].name, "0" * 32), data.DataFile(files[1].name, md5(files[1]))))
+    monkeypatch.setitem(fashion_mnist.FASHION_MNIST_FILES, "train", (data.DataFile(files[0].name, "0" * 32), data.DataFile(files[1].name, md5(files[1]))))
     other = tmp_path / "other"
     with pytest.raises(CorruptDataError, match="expected 0{32}; the file was discarded"):
         load_dataset("fashion_mnist", "train", data_dir=other, download=True)
@@ -185,8 +187,8 @@ def test_cifar10_missing_corrupt_and_downloaded(tmp_path, http_folder, monkeypat
     archive = served / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "source" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
-    monkeypatch.setattr(data, "CIFAR10_URL", url + archive.name)
-    monkeypatch.setattr(data, "CIFAR10_MD5", md5(archive))
+    monkeypatch.setattr(cifar10, "CIFAR10_URL", url + archive.name)
+    monkeypatch.setattr(cifar10, "CIFAR10_MD5", md5(archive))
     test_set = load_dataset("cifar10", data_dir=tmp_path / "fresh", download=True)
     assert test_set.labels.tolist() == [5, 6, 7, 8]
     assert (tmp_path / "fresh" / "cifar-10-batches-py" / "batches.meta").is_file()

@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
+from .. import _io
 from ..inputs import read_as_fed, resolve_input_config
 from ..training import evaluate, in_memory
 from .prune import check_ratio, joined_layers, prune_l1
@@ -110,7 +112,8 @@ def sensitivity_scan(
         axes.set(xlabel="fraction of filters removed", ylabel="top-1 (%)", title="L1 pruning, one layer at a time")
         axes.legend(fontsize=7)
         figure.tight_layout()
-        figure.savefig(plot, dpi=120)
+        with _io.atomic_path(plot) as temporary:  # written whole, then named; the format is the name's, else PNG
+            figure.savefig(temporary, dpi=120, format=Path(plot).suffix.lstrip(".") or "png")
         plt.close(figure)
     return rows
 

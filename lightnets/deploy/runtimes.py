@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import _io
+
 PathLike = Union[str, os.PathLike]
 INPUT_NAME, OUTPUT_NAME = "input", "logits"  # the ONNX graph's input and output
 
@@ -158,8 +160,7 @@ def quantize_onnx(
         shape = tuple(calibration_images.shape) if isinstance(calibration_images, torch.Tensor) else type(calibration_images).__name__
         raise ValueError(f"calibration_images must be a non-empty (N, C, H, W) tensor, got {shape}")
     output_path = Path(output_path)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as workdir, _io.atomic_path(output_path, parents=True) as quantized:
         prepared = Path(workdir) / "prepared.onnx"
         # Recommended before static quantisation: shape inference and fp32 graph fusions (conv + ReLU, ...).
         # auto_merge: with a symbolic height and width, ShuffleNet's channel-shuffle reshapes give symbolic
@@ -167,7 +168,7 @@ def quantize_onnx(
         # shape inference"); merging them is its documented remedy and leaves other graphs as they were.
         quant_pre_process(str(onnx_path), str(prepared), auto_merge=True)
         quantize_static(
-            str(prepared), str(output_path), _CalibrationReader(calibration_images, batch_size),
+            str(prepared), str(quantized), _CalibrationReader(calibration_images, batch_size),
             quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         )

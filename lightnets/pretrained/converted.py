@@ -4,24 +4,21 @@ A pytorchcv ``.pth.zip``, a Keras ``.h5`` or a megvii ``.pth.tar`` is converted 
 (:mod:`lightnets.pretrained.convert`) the first time it is loaded, and the result is cached as
 safetensors under :func:`cache_dir` (``$LIGHTNETS_CACHE``, else ``$XDG_CACHE_HOME/lightnets``, else
 ``~/.cache/lightnets``), keyed by the source URL, or by the sha256 of a file the user passed. A second
-load reads the cache: no download, no unpickling. Every write goes to a temporary sibling first and is
-renamed into place when complete, so an interrupted download or conversion never leaves a file behind
-that a later load would trust.
+load reads the cache: no download, no unpickling. Every write goes through :mod:`lightnets._io` (a
+temporary sibling, renamed into place when complete), so an interrupted download or conversion never
+leaves a file behind that a later load would trust.
 """
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
-import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .. import _io
 from ..weight_cfg import WeightCfg
 from .download import ChecksumError, WeightsUnavailableError, sha256sum
 from .native import WeightsFileError, read_weights, zip_member_sha1
@@ -29,7 +26,6 @@ from .native import WeightsFileError, read_weights, zip_member_sha1
 __all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "safetensors_bytes", "save_state_dict"]
 
 StateDict = dict[str, torch.Tensor]
-DOWNLOAD_TIMEOUT_S = 60  # per network operation: a stalled server fails instead of hanging the load
 
 
 def cache_dir() -> Path:
@@ -61,52 +57,28 @@ def safetensors_bytes(state_dict: StateDict, metadata: Optional[dict[str, str]] 
 
 
 def save_state_dict(state_dict: StateDict, path: Path, metadata: Optional[dict[str, str]] = None) -> Path:
-    """Write a safetensors file atomically (a temporary sibling, renamed into place when complete) and
+    """Write a safetensors file atomically (:func:`lightnets._io.write_bytes`; its folder made if missing) and
     deterministically (:func:`safetensors_bytes`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(safetensors_bytes(state_dict, metadata))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+    return _io.write_bytes(path, safetensors_bytes(state_dict, metadata), parents=True)
 
 
 def download_file(url: str, target: Path, name: str) -> Path:
-    """Stream ``url`` into ``target`` through a temporary sibling, checking the length the server announced.
+    """Download ``url`` to ``target`` (:func:`lightnets._io.download`: a temporary sibling, renamed once whole,
+    every network operation bounded by :data:`lightnets._io.DOWNLOAD_TIMEOUT_S`).
 
-    urllib rather than torch.hub's downloader: it gives a timeout for a stalled server and lets the
-    length be checked before the file gets its name. Every transport failure is one
-    :class:`WeightsUnavailableError` naming the URL.
+    Every transport failure is one :class:`WeightsUnavailableError` naming the weight and the URL.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        with os.fdopen(handle, "wb") as out:
-            request = urllib.request.Request(url, headers={"User-Agent": "lightnets"})
-            with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                expected = response.headers.get("Content-Length")
-                shutil.copyfileobj(response, out, 1 << 20)
-        received = os.path.getsize(temporary)
-        if expected is not None and expected.isdigit() and received != int(expected):
-            raise WeightsUnavailableError(f"{name}: the download of {url} stopped after {received} of {expected} bytes; load again")
-        os.replace(temporary, target)
-    except urllib.error.HTTPError as error:
-        raise WeightsUnavailableError(f"{name}: {url} answered HTTP {error.code} ({error.reason}); check the URL, or download "
-                                      f"the file yourself and pass it as pretrained_path=") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as error:
-        reason = getattr(error, "reason", None) or error
-        raise WeightsUnavailableError(f"{name}: could not download {url}: {reason}. Check the network (or a proxy), or "
-                                      f"download the file yourself and pass it as pretrained_path=") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return target
+        return _io.download(url, target, timeout=_io.DOWNLOAD_TIMEOUT_S)
+    except _io.DownloadError as error:
+        raise WeightsUnavailableError(f"{name}: {error}; {_download_advice(error)}") from None
+
+
+def _download_advice(error: _io.DownloadError) -> str:
+    yourself = "download the file yourself and pass it as pretrained_path="
+    if error.status is not None:
+        return f"check the URL, or {yourself}"
+    return f"load again; if it keeps failing, check the network (or a proxy), or {yourself}"
 
 
 def _convert(state_dict: StateDict, cfg: WeightCfg, source: str) -> StateDict:
@@ -169,15 +141,12 @@ def converted_from_url(cfg: WeightCfg, name: str) -> tuple[StateDict, Path]:
     if state_dict is not None:
         return state_dict, cached
     downloads = cache_dir() / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
     file_name = url.split("?")[0].rsplit("/", 1)[-1]
-    with tempfile.TemporaryDirectory(dir=_made(downloads)) as scratch:
+    with tempfile.TemporaryDirectory(dir=downloads) as scratch:  # the source file is not kept once converted
         source = download_file(url, Path(scratch) / file_name, name)
         _verify_source(source, cfg, url, name)
         state_dict = _convert(read_weights(source), cfg, url)
     save_state_dict(state_dict, cached, {"source": url, "source_format": cfg.source_format})
     return state_dict, cached
 
-
-def _made(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder

@@ -4,8 +4,9 @@
 folder); the bundled ``weights/`` folder (the cfg's ``file``, or the ``name.tag`` entry of
 ``weights/index.json``); the Hugging Face Hub repo of the cfg (``hf_hub_id``, through
 :func:`huggingface_hub.hf_hub_download`, so HF_ENDPOINT, HF_HUB_OFFLINE, the standard cache and
-``revision`` pinning all apply); a ``url`` to a ``.safetensors``. Only safetensors files are taken from
-a download, so nothing downloaded is ever unpickled.
+``revision`` pinning all apply); a ``url`` to a ``.safetensors`` (:func:`lightnets._io.download`: verified
+and parsed before it takes its name in torch.hub's checkpoints folder). Only safetensors files are taken
+from a download, so nothing downloaded is ever unpickled.
 
 >>> path = resolve_weights({"architecture": "smallcnn_3x2", "tag": "fmnist"})
 >>> path.parent.name, path.name
@@ -18,6 +19,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Union
 
+from .. import _io
 from ..weight_cfg import WeightCfg, as_weight_cfg
 from . import manifest
 from .manifest import INDEX_NAME, WEIGHTS_NAME, read_index
@@ -146,10 +148,7 @@ def resolve_weights(cfg: Union[WeightCfg, Mapping[str, Any]], pretrained_path: O
                                     f"safetensors. " + _hub_advice())
         return path
     if cfg.url:
-        path = _download_url(cfg.url, name)
-        _verify(path, expected_sha, f"The download is corrupt or the file at the URL changed: delete {path} and load "
-                                    f"again, or use the URL of the version the checksum was recorded for")
-        return path
+        return _download_url(cfg.url, name, expected_sha)
     if bundled:
         raise WeightsUnavailableError(f"{name}: bundled weights not found at {weights_dir / bundled} and no hf_hub_id or url to fetch them from")
     if cfg.download_page:
@@ -221,11 +220,13 @@ def _hub_errors() -> _HubErrors:
 
 
 def _intact(path: Path, expected_sha: Optional[str]) -> bool:
-    """The file has the expected sha256 (when one is known) and a safetensors header that parses."""
+    """The file has the expected sha256 (when one is known) and, if it is a ``.safetensors`` file, a header that parses."""
     if expected_sha and sha256sum(path) != expected_sha:
         return False
-    if path.suffix != ".safetensors":
-        return True
+    return path.suffix != ".safetensors" or _parses_as_safetensors(path)
+
+
+def _parses_as_safetensors(path: Path) -> bool:
     try:
         from safetensors import safe_open
 
@@ -267,19 +268,41 @@ def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], nam
         raise WeightsUnavailableError(f"{name}: {repo_id!r} is not a Hub repo id ({error}); give org/name") from None
 
 
-def _download_url(url: str, name: str) -> Path:
-    """A ``.safetensors`` URL, downloaded once into torch.hub's checkpoints folder (keyed by the whole URL)."""
+def _url_cache_path(url: str) -> Path:
+    """Where a ``url`` weight is cached: torch.hub's checkpoints folder, keyed by the whole URL (every Hub-style
+    URL ends in model.safetensors, so the file name alone would collide)."""
     import torch
 
+    url_key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(torch.hub.get_dir()) / "checkpoints" / f"{url_key}-{url.split('?')[0].rsplit('/', 1)[-1]}"
+
+
+def _download_url(url: str, name: str, expected_sha: Optional[str]) -> Path:
+    """A ``.safetensors`` URL's file: from the cache when it verifies and parses, else downloaded once more.
+
+    The body is checked (its sha256 when one is recorded, its safetensors header) before it takes the cache
+    name, so a truncated or corrupt response is never cached; a cached file that no longer verifies or parses
+    (an older version's, or one written before these checks) is fetched again, once.
+    """
     if not url.split("?")[0].endswith(".safetensors"):
         raise ValueError(f"{name}: only .safetensors URLs are loaded (a .pth would be unpickled), got url={url!r}")
-    # Keyed by the whole URL: every Hub-style URL ends in model.safetensors, so the name alone would collide.
-    url_key = hashlib.sha256(url.encode()).hexdigest()[:16]
-    target = Path(torch.hub.get_dir()) / "checkpoints" / f"{url_key}-{url.split('?')[0].rsplit('/', 1)[-1]}"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(url, str(target), progress=False)
-        except OSError as error:
-            raise WeightsUnavailableError(f"{name}: could not download {url}: {error}") from error
-    return target
+    target = _url_cache_path(url)
+    if target.is_file() and _intact(target, expected_sha):
+        return target
+
+    def verified(temporary: Path) -> None:
+        actual = sha256sum(temporary) if expected_sha else None
+        if actual != expected_sha:
+            raise ChecksumError(f"{name}: sha256 mismatch for the download of {url}: expected {expected_sha}, got {actual}. "
+                                f"The download is corrupt or the file at the URL changed: load again, or use the URL of "
+                                f"the version the checksum was recorded for")
+        if not _parses_as_safetensors(temporary):
+            raise WeightsUnavailableError(f"{name}: the download of {url} is not a readable safetensors file (a truncated "
+                                          f"or corrupt response, not cached): load again, or download the file "
+                                          f"yourself and pass it as pretrained_path=")
+
+    try:
+        return _io.download(url, target, timeout=_io.DOWNLOAD_TIMEOUT_S, check=verified)
+    except _io.DownloadError as error:
+        raise WeightsUnavailableError(f"{name}: {error}; load again, or download the file yourself and pass it as "
+                                      f"pretrained_path=") from None

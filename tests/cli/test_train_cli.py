@@ -1,6 +1,6 @@
 """The training command line (lightnets.cli.train) without training: its help, the settings and arguments it
 refuses (each with a one-line error), --model-arg / --finetune-from / --teacher resolution, the log a resume
-reconciles, and the old import path lightnets.train."""
+reconciles."""
 import argparse
 import json
 from argparse import Namespace
@@ -10,27 +10,25 @@ import pytest
 import torch
 
 import lightnets
-import lightnets.cli._train_run
 import lightnets.cli.train
+import lightnets.cli.train_model
 import lightnets.deploy
-import lightnets.training.loop
-import lightnets.training.runtime
-from lightnets.cli.train import build_model, parse_model_args, train
+from lightnets.cli.train import train
+from lightnets.cli.train_model import build_model, parse_model_args
 from lightnets.publish import save_pretrained
-from lightnets.training import distillation_loss, mix_batch
 
 
 @pytest.mark.parametrize("teacher", ["smallcnn_3x2.fmnist,", ",smallcnn_3x2.fmnist", "smallcnn_3x2.fmnist,,vgg11_bn.fmnist"])
 def test_a_teacher_list_with_an_empty_name_is_refused(teacher):
     with pytest.raises(ValueError, match="an empty name between commas"):
-        lightnets.cli.train.teacher_sources(teacher)
+        lightnets.cli.train_model.teacher_sources(teacher)
 
 
 def test_a_teacher_file_without_a_config_is_refused(tmp_path):
     folder = save_pretrained(lightnets.create_model("smallcnn_3x2"), tmp_path / "teacher")
     (folder / "config.json").unlink()
     with pytest.raises(ValueError, match="no config.json beside it names the architecture"):
-        lightnets.cli.train.build_teacher(str(folder / "model.safetensors"))
+        lightnets.cli.train_model.build_teacher(str(folder / "model.safetensors"))
 
 
 def test_parse_model_args():
@@ -104,25 +102,15 @@ def test_help_is_grouped_and_shows_each_default_once():
             assert "default:" in shown, action.dest  # 0 and 0.0 (--seed, --reprob) are defaults too
 
 
-def test_old_names_still_import_from_lightnets_train():
-    from lightnets import train as old
-
-    assert old.distillation_loss is distillation_loss and old.mix_batch is mix_batch and old.train is train
-    assert old.main is lightnets.cli.train.main and old.autocast_dtype is lightnets.training.runtime.autocast_dtype
-    assert old._reconcile_log is lightnets.cli._train_run._reconcile_log and old.evaluate is lightnets.training.loop.evaluate
-    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
-        old.no_such_name
-
-
 def test_the_log_is_reconciled_with_the_checkpoint(tmp_path):
-    from lightnets.cli._train_run import _reconcile_log
+    from lightnets.cli.train_checkpoint import reconcile_log
 
     log = tmp_path / "log.jsonl"
     log.write_text('{"epoch": 1, "top1": 50.0}\n{"epoch": 2, "to')  # killed while writing epoch 2's line
-    _reconcile_log(log, 2, {"epoch": 2, "top1": 60.0})
+    reconcile_log(log, 2, {"epoch": 2, "top1": 60.0})
     assert [json.loads(line) for line in log.read_text().splitlines()] == [{"epoch": 1, "top1": 50.0}, {"epoch": 2, "top1": 60.0}]
     log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')  # lines past the checkpoint's epoch go
-    _reconcile_log(log, 2, None)
+    reconcile_log(log, 2, None)
     assert log.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
 
 

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -526,23 +523,3 @@ def test_a_changed_model_no_longer_claims_the_weights_it_came_from():
         assert not {"sha256", "metrics", "file", "params", "macs"} & set(cfg)
         assert cfg["mean"] == model.pretrained_cfg["mean"] and cfg["architecture"] == "smallcnn_3x2"  # still how to feed it
     assert model.pretrained_cfg["metrics"]["top1"] == 92.35  # the original is untouched
-
-
-def test_the_old_surgery_module_warns_and_still_works():
-    import importlib
-
-    sys.modules.pop("lightnets.surgery", None)
-    with pytest.warns(DeprecationWarning, match="lightnets.surgery is deprecated; import from lightnets.compress"):
-        surgery = importlib.import_module("lightnets.surgery")
-    assert surgery.prune_l1 is compress.prune_l1 and surgery.finetune is compress.finetune
-    assert surgery.restructure is lightnets.restructure
-    old_names = {"CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
-                 "prune_l1", "restructure", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy"}
-    assert old_names <= set(surgery.__all__) and all(hasattr(surgery, name) for name in surgery.__all__)
-    model = lightnets.create_model("smallcnn_3x2", in_chans=1)
-    assert surgery.prune_l1(model, 0.5).features.conv1.conv.out_channels == 16
-    # -W error turns this warning (and only it) into the import's error: it fires at import, every time
-    result = subprocess.run([sys.executable, "-W", "error:lightnets.surgery is deprecated:DeprecationWarning", "-c",
-                             "import lightnets.surgery"], check=False, capture_output=True, text=True,
-                             cwd=Path(__file__).parents[2])
-    assert result.returncode != 0 and "DeprecationWarning: lightnets.surgery is deprecated" in result.stderr

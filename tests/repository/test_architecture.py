@@ -1,5 +1,5 @@
 """The package's shape holds: layered imports (import-linter), a fast `import lightnets`,
-command lines that answer --help before importing torch, and the deprecated import paths still working."""
+and command lines that answer --help before importing torch."""
 import subprocess
 import sys
 from pathlib import Path
@@ -74,28 +74,3 @@ def test_console_scripts_are_the_modules_tested_here():
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert {name: target.split(":")[0] for name, target in scripts.items()} == COMMAND_LINES
-
-
-@pytest.mark.parametrize("old, new, name", [
-    ("lightnets.hub", "lightnets.publish", "save_pretrained"),
-    ("lightnets.hub", "lightnets.pretrained", "load_checkpoint"),
-    ("lightnets.surgery", "lightnets.compress", "prune_l1"),
-    ("lightnets.surgery", "lightnets.models.restructure", "restructure"),
-])
-def test_deprecated_modules_warn_and_still_work(old, new, name):
-    result = _run(f"import warnings, importlib\nwarnings.simplefilter('error', DeprecationWarning)\n"
-                  f"try:\n    importlib.import_module({old!r})\nexcept DeprecationWarning as warning:\n    print('WARNED', warning)\n"
-                  f"warnings.simplefilter('ignore', DeprecationWarning)\n"
-                  f"old = importlib.import_module({old!r}); new = importlib.import_module({new!r})\n"
-                  f"print(getattr(old, {name!r}) is getattr(new, {name!r}))")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("WARNED") and new.split(".")[1] in result.stdout.splitlines()[0]
-    assert result.stdout.splitlines()[-1] == "True"
-
-
-def test_counting_from_the_old_flops_module_warns():
-    from lightnets import profiler
-
-    with pytest.warns(DeprecationWarning, match="lightnets.profiler"):
-        from lightnets.flops import count_macs
-    assert count_macs is profiler.count_macs

@@ -17,7 +17,8 @@ import lightnets.cli.train
 import lightnets.data
 import lightnets.deploy
 import lightnets.training.loop
-from lightnets.cli.train import build_model, train
+from lightnets.cli.train import train
+from lightnets.cli.train_model import build_model
 from lightnets.pretrained import sha256sum
 from lightnets.pretrained.manifest import WEIGHTS_DIR, read_index
 from lightnets.publish import save_pretrained
@@ -194,7 +195,7 @@ def test_short_run_learns_and_writes_a_hub_folder_whose_metrics_reproduce(tmp_pa
 
 
 def test_amp_bf16_trains_under_autocast_on_the_cpu(tmp_path, monkeypatch):
-    from lightnets.cli import train as train_module
+    from lightnets.cli import train_run as train_module
 
     conv_outputs = []
     build = train_module.build_model
