@@ -191,8 +191,12 @@ def _fvcore_analysis(model: nn.Module, input_size: tuple[int, ...]):
         from fvcore.nn import FlopCountAnalysis
 
         param = next(model.parameters(), None)
-        inputs = torch.zeros(1, *input_size, device=param.device if param is not None else None,
-                             dtype=param.dtype if param is not None and param.is_floating_point() else None)
+        device = param.device if param is not None else None
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.get_default_dtype()
+        if param is not None and hasattr(model, "check_batch_memory") and len(input_size) == 3:
+            # Before the input is allocated: at 10⁵ px the image alone would not fit.
+            model.check_batch_memory((1, *input_size), dtype.itemsize, param.device.type)
+        inputs = torch.zeros(1, *input_size, device=device, dtype=dtype)
         # forward() skips this check while tracing: without it, fvcore would count an input the model refuses.
         if hasattr(model, "check_input"):
             model.check_input(inputs)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch.utils.data import Dataset
 
+from ..models.base import check_positive_int
 from .files import CorruptDataError
 
-__all__ = ["ImageFolderDataset", "load_image_folder", "SPLIT_FOLDERS", "RESIZE_FILTERS", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolderDataset", "load_image_folder", "check_crop_pct", "SPLIT_FOLDERS", "RESIZE_FILTERS", "IMAGE_EXTENSIONS"]
 
 PathLike = Union[str, Path]
 
@@ -36,7 +37,8 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root: PathLike, img_size: int = 224, crop_pct: float = 0.875, interpolation: str = "bilinear",
                  limit: Optional[int] = None, split: str = "") -> None:
-        self.root, self.img_size, self.crop_pct, self.split = Path(root), img_size, crop_pct, split
+        self.img_size, self.crop_pct = check_positive_int("img_size", img_size), check_crop_pct(crop_pct)
+        self.root, self.split = Path(root), split
         self.name = f"imagefolder:{root}"
         if interpolation not in RESIZE_FILTERS:
             raise ValueError(f"interpolation must be one of {', '.join(RESIZE_FILTERS)}, got {interpolation!r}")
@@ -79,6 +81,15 @@ class ImageFolderDataset(Dataset):
 
 
 SPLIT_FOLDERS = ("train", "val", "test")
+
+
+def check_crop_pct(value: Any) -> float:
+    """``crop_pct``: the fraction of the resized image the center crop keeps, in (0, 1] (timm's eval transform
+    resizes to ``img_size / crop_pct``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"crop_pct must be a number in (0, 1] (the fraction of the resized image the center crop "
+                         f"keeps; timm's default 0.875), got {value!r}")
+    return float(value)
 
 
 def load_image_folder(path: str, split: str, img_size: int, crop_pct: float, interpolation: str,

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..models.base import check_positive_int
+
 __all__ = ["InMemoryDataset", "synthetic_dataset"]
 
 
@@ -46,6 +48,10 @@ class InMemoryDataset(Dataset):
 
 def synthetic_dataset(split: str, img_size: int, in_chans: int, num_classes: int, length: int, seed: int) -> InMemoryDataset:
     """``length`` seeded random images of side ``img_size`` and labels below ``num_classes`` (another seed per split)."""
+    for argument, value in (("img_size", img_size), ("in_chans", in_chans), ("num_classes", num_classes), ("length", length)):
+        check_positive_int(argument, value)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
     generator = torch.Generator().manual_seed(seed + (split == "train"))
     images = torch.randint(0, 256, (length, in_chans, img_size, img_size), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, num_classes, (length,), generator=generator)

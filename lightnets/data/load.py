@@ -11,6 +11,7 @@ from typing import Optional, Union
 
 from torch.utils.data import Dataset
 
+from ..models.base import check_positive_int
 from .cifar10 import load_cifar10
 from .fashion_mnist import load_fashion_mnist
 from .image_folder import SPLIT_FOLDERS, load_image_folder
@@ -54,8 +55,8 @@ def load_dataset(
     torch.Size([4, 3, 32, 32])
     """
     kind, _, path = name.partition(":")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+    if limit is not None:
+        check_positive_int("limit", limit)
     if kind == "imagefolder":
         if split not in SPLIT_FOLDERS:
             raise ValueError(f"unknown split {split!r} for {name}; choose one of {', '.join(SPLIT_FOLDERS)}")

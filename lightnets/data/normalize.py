@@ -1,10 +1,13 @@
 """The one function that turns dataset images into model inputs: channels, size and normalisation."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..models.base import check_positive_int
 
 __all__ = ["normalize_batch"]
 
@@ -25,8 +28,13 @@ def normalize_batch(images: torch.Tensor, in_chans: int, img_size: int, mean: Se
     >>> x.shape, x.max().item()
     (torch.Size([2, 3, 28, 28]), 1.0)
     """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor batch (N, C, H, W), got {type(images).__name__}")
     if images.dim() != 4:
         raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}")
+    check_positive_int("in_chans", in_chans)
+    check_positive_int("img_size", img_size)
+    mean_t, std_t = _per_channel(mean, in_chans, "mean"), _per_channel(std, in_chans, "std")
     x = images.float() / 255 if not images.is_floating_point() else images.to(torch.float32, copy=True)
     channels = x.shape[1]
     if channels != in_chans:
@@ -39,12 +47,19 @@ def normalize_batch(images: torch.Tensor, in_chans: int, img_size: int, mean: Se
                              "(only 1 → N and 3 → 1 channels are converted)")
     if x.shape[-2:] != (img_size, img_size):
         x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
-    mean_t, std_t = (_per_channel(values, in_chans, label).to(x.device) for values, label in ((mean, "mean"), (std, "std")))
-    return ((x - mean_t) / std_t).contiguous()
+    return ((x - mean_t.to(x.device)) / std_t.to(x.device)).contiguous()
 
 
 def _per_channel(values: Sequence[float], channels: int, label: str) -> torch.Tensor:
-    values = [float(v) for v in values]
+    try:
+        numbers = [float(v) for v in values] if not isinstance(values, (str, bytes)) else []
+    except (TypeError, ValueError):
+        numbers = []
+    if not numbers or not all(map(math.isfinite, numbers)):
+        raise ValueError(f"{label} must be finite numbers, one per channel or one for all, got {values!r}")
+    if label == "std" and min(numbers) <= 0:
+        raise ValueError(f"std must be positive (each channel is divided by it), got {values!r}")
+    values = numbers
     if len(values) == channels:
         pass
     elif len(values) == 1:

@@ -39,7 +39,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, default_input, export_onnx, pools_globally, quiet_deprecations
+from .export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_example_input, default_input, export_onnx, pools_globally,
+                     quiet_deprecations)
 from .fold import conv_bn_pairs, fold_batchnorm
 from .runtimes import BackendUnavailableError, OnnxRuntimeModule, OpenVinoModule, ort_session_options, quantize_onnx
 
@@ -185,6 +186,7 @@ def optimize_for_inference(
         # OpenVINO reads the file again for each new batch size: the folder goes when the module does.
         weakref.finalize(runner, shutil.rmtree, folder, ignore_errors=True)
         return runner
+    check_example_input(folded, example_input)  # the ONNX backends' export checks its float32 copy
     if channels_last:
         folded = _ChannelsLast(folded)
     if backend == "eager":

@@ -9,7 +9,7 @@ import copy
 import os
 import warnings
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -18,7 +18,8 @@ from .. import _io
 from .fold import fold_batchnorm
 from .runtimes import INPUT_NAME, OUTPUT_NAME, require_package
 
-__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "default_input", "pools_globally", "export_onnx", "quiet_deprecations"]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "check_example_input", "default_input", "pools_globally", "export_onnx",
+           "quiet_deprecations"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -42,6 +43,19 @@ def default_input(model: nn.Module, batch_size: int = 1) -> torch.Tensor:
     if param is None:
         return batch
     return batch.to(device=param.device, dtype=param.dtype if param.is_floating_point() else None)
+
+
+def check_example_input(model: nn.Module, example_input: Any) -> None:
+    """Refuse an ``example_input`` the model cannot take (channels, size, dtype), naming it: while it is traced,
+    exported or compiled, a lightnets model's own input checks are skipped and torch would fail deep inside."""
+    check = getattr(model, "check_input", None)
+    if check is None:
+        return
+    try:
+        check(example_input)
+    except (TypeError, ValueError) as error:
+        given = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
+        raise type(error)(f"example_input {given} does not fit the model: {error}") from None
 
 
 def pools_globally(model: nn.Module) -> bool:
@@ -105,7 +119,12 @@ def export_onnx(
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset!r}")
     model = (fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()).to(device="cpu", dtype=torch.float32)
-    example_input = default_input(model) if example_input is None else example_input.to(device="cpu", dtype=torch.float32)
+    if example_input is None:
+        example_input = default_input(model)
+    else:
+        if isinstance(example_input, torch.Tensor):
+            example_input = example_input.to(device="cpu", dtype=torch.float32)
+        check_example_input(model, example_input)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else {}
     if pools_globally(model) if dynamic_size is None else dynamic_size:
         dynamic_axes.setdefault(INPUT_NAME, {}).update({2: "height", 3: "width"})

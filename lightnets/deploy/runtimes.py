@@ -49,6 +49,31 @@ def ort_session_options(num_threads: Optional[int] = None, spin_wait: bool = Tru
     return options
 
 
+Dims = tuple[Union[int, str], ...]  # an ONNX graph's input shape: a size, or the name of a symbolic one
+
+
+def onnx_input_shape(path: PathLike) -> Dims:
+    """The shape the ONNX file's first input takes, e.g. ``('batch', 1, 28, 28)``."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return tuple(dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?") for dim in dims)
+
+
+def check_graph_input(x: torch.Tensor, takes: Dims, argument: str, graph: PathLike) -> None:
+    """Refuse a batch whose shape the ONNX graph cannot take (rank, channels, a static height and width),
+    naming ``argument`` and the shape the graph takes, before ONNX Runtime fails on it."""
+    given = tuple(x.shape)
+    if len(given) == len(takes) and all(not isinstance(want, int) or want == got for want, got in zip(takes[1:], given[1:])):
+        return
+    hint = ""
+    if len(given) == len(takes) == 4 and isinstance(takes[1], int) and given[1] != takes[1]:
+        hint = f": the model takes {takes[1]}-channel images, these have {given[1]} channels"
+    elif len(given) == len(takes) == 4:
+        hint = f": the graph was exported at a fixed {takes[2]}x{takes[3]} size"
+    raise ValueError(f"{argument} has shape {given}, but {Path(graph).name} takes ({', '.join(map(str, takes))}){hint}")
+
+
 class OnnxRuntimeModule(nn.Module):
     """An ONNX file run by ONNX Runtime's CPU provider, behind an ``nn.Module`` that takes and returns tensors.
 
@@ -69,9 +94,12 @@ class OnnxRuntimeModule(nn.Module):
 
         self.path = Path(path)
         self.session = ort.InferenceSession(str(self.path), ort_session_options(num_threads, spin_wait), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_shape: Dims = tuple("?" if dim is None else dim for dim in graph_input.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_graph_input(x, self.input_shape, "the input", self.path)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0]).to(x.device)
 
@@ -159,6 +187,7 @@ def quantize_onnx(
     if not isinstance(calibration_images, torch.Tensor) or calibration_images.dim() != 4 or len(calibration_images) == 0:
         shape = tuple(calibration_images.shape) if isinstance(calibration_images, torch.Tensor) else type(calibration_images).__name__
         raise ValueError(f"calibration_images must be a non-empty (N, C, H, W) tensor, got {shape}")
+    check_graph_input(calibration_images, onnx_input_shape(onnx_path), "calibration_images", onnx_path)
     output_path = Path(output_path)
     with tempfile.TemporaryDirectory() as workdir, _io.atomic_path(output_path, parents=True) as quantized:
         prepared = Path(workdir) / "prepared.onnx"

@@ -217,6 +217,8 @@ class ClassifierNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            self._check_eager_head_input(x)
         if self.pool_type != "":
             x = self.global_pool(x).flatten(1)
         x = self.head_drop(x)
@@ -226,9 +228,14 @@ class ClassifierNet(nn.Module):
     def _check_eager_input(self, x: torch.Tensor) -> None:
         """:meth:`check_input`, skipped where Python checks cannot run (tracing, compiling; a scripted
         forward does not call it)."""
-        if (not torch.jit.is_tracing() and not torch.compiler.is_compiling()
-                and not isinstance(x, torch.fx.Proxy)):  # torch.fx symbolic tracing: shapes are not known yet
+        if _eager(x):
             self.check_input(x)
+
+    @torch.jit.unused
+    def _check_eager_head_input(self, x: torch.Tensor) -> None:
+        """:meth:`check_head_input`, skipped as :meth:`_check_eager_input` is."""
+        if _eager(x):
+            self.check_head_input(x)
 
     def _feature_positions(self) -> list[int]:
         """Positions in ``body_layers`` of every ``feature_info`` map: where each stage ends."""
@@ -343,6 +350,7 @@ class ClassifierNet(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{name} expects a floating-point image tensor (normalised, e.g. float32), got dtype "
                             f"{x.dtype}; convert it with x.float() and normalise with the model's pretrained_cfg mean/std")
+        self._check_dtype(x, "the input")
         if x.dim() != 4:
             raise ValueError(f"{name} expects a batch of images (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
         if x.shape[1] != self.in_chans:
@@ -367,18 +375,65 @@ class ClassifierNet(nn.Module):
 
     @torch.jit.unused
     def _check_activation_memory(self, x: torch.Tensor) -> None:
-        """Refuse a batch whose feature maps alone would not fit in half of this machine's memory (a
-        10⁵-pixel image, a huge batch): the largest layer's input and output, from ``feature_info``."""
-        batch, _, height, width = x.shape
+        self.check_batch_memory(tuple(x.shape), x.element_size(), x.device.type)
+
+    @torch.jit.unused
+    def check_batch_memory(self, shape: Sequence[int], element_size: int = 4, device_type: str = "cpu") -> None:
+        """Refuse a (N, C, H, W) batch whose feature maps alone would not fit in half of this machine's memory
+        (a 10⁵-pixel image, a huge batch): the largest layer's input and output, from ``feature_info``. It
+        needs only the shape, so a caller that makes the batch itself (the profiler) asks before allocating it.
+
+        >>> from lightnets import create_model
+        >>> create_model("mobilenet_v1_025").check_batch_memory((1, 3, 224, 224))  # a few MiB: nothing to say
+        """
+        batch, _, height, width = shape
         largest = max(info["num_chs"] * -(-height // info["reduction"]) * -(-width // info["reduction"])
                       for info in self.feature_info)
-        needed, available = 2 * batch * largest * x.element_size(), physical_memory()
-        if available is not None and x.device.type == "cpu" and needed > available // 2:
+        needed, available = 2 * batch * largest * element_size, physical_memory()
+        if available is not None and device_type == "cpu" and needed > available // 2:
             raise ValueError(
-                f"{type(self).__name__}: a forward pass of a {tuple(x.shape)} batch needs about {needed / 2**30:.1f} GiB "
+                f"{type(self).__name__}: a forward pass of a {tuple(shape)} batch needs about {needed / 2**30:.1f} GiB "
                 f"for its largest feature maps, more than half of this machine's {available / 2**30:.1f} GiB; "
                 "pass a smaller batch or smaller images"
             )
+
+    @torch.jit.unused
+    def _check_dtype(self, x: torch.Tensor, what: str) -> None:
+        """Refuse a floating-point dtype the first layer cannot take: the weights' own, or under autocast on
+        the input's device any but float64 when the weights are float32 or in autocast's dtype (autocast
+        casts both; float64 it leaves alone, and BatchNorm takes only float32 or autocast's dtype)."""
+        weight = next(self.parameters(), None)
+        if weight is None or x.dtype == weight.dtype:
+            return
+        autocast = _autocast_dtype(x.device.type)
+        if autocast is not None and torch.float64 not in (x.dtype, weight.dtype) and weight.dtype in (torch.float32, autocast):
+            return
+        convert = {torch.float32: "x.float()", torch.float16: "x.half()", torch.bfloat16: "x.bfloat16()"}.get(
+            weight.dtype, f"x.to({weight.dtype})")
+        autocast_hint = weight.dtype == torch.float32 and x.dtype in (torch.float16, torch.bfloat16)
+        raise TypeError(
+            f"{type(self).__name__}'s weights are {weight.dtype} but {what} is {x.dtype}; convert it with {convert}, "
+            f"or the model with model.to({x.dtype})" + (", or run it under torch.autocast" if autocast_hint else "")
+        )
+
+    @torch.jit.unused
+    def check_head_input(self, x: torch.Tensor) -> None:
+        """Raise a ValueError naming the shape :meth:`forward_head` takes (the map ``forward_features``
+        returns: ``num_features`` channels, and for a head that flattens it, its height and width)."""
+        if self.pool_type == "" or self.head_pruned:
+            return  # no head: the map is returned as it is
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}.forward_head expects a torch.Tensor feature map, got {type(x).__name__}")
+        fixed = self.fixed_input_size
+        side = self.feature_map_size() if fixed else ("H", "W")
+        if x.dim() != 4 or x.shape[1] != self.num_features or (fixed and tuple(x.shape[-2:]) != side):
+            raise ValueError(
+                f"{name}.forward_head takes the map forward_features returns, (N, {self.num_features}, {side[0]}, "
+                f"{side[1]}) (num_features={self.num_features}), got a tensor of shape {tuple(x.shape)}"
+            )
+        if x.is_floating_point():
+            self._check_dtype(x, "the forward_head input")
 
     def get_classifier(self) -> nn.Module:
         return self.classifier
@@ -426,6 +481,21 @@ class UncheckedLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_head(self.model.forward_features(x))
+
+
+def _eager(x: Any) -> bool:
+    """Whether Python checks of ``x`` can run: not while tracing or compiling, nor under torch.fx symbolic
+    tracing (shapes are not known yet)."""
+    return not torch.jit.is_tracing() and not torch.compiler.is_compiling() and not isinstance(x, torch.fx.Proxy)
+
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The dtype autocast casts to on ``device_type``, or None where it is off."""
+    if not hasattr(torch, "get_autocast_dtype"):  # torch < 2.4: CPU and CUDA only, one function each
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if device_type == "cuda" and torch.is_autocast_enabled() else None
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
 
 
 def _run_in_order(layers: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:

@@ -215,6 +215,8 @@ class SmallCNN(ClassifierNet):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            self._check_eager_head_input(x)
         if self.pool_type == "":  # global_pool="" with num_classes=0: the feature map, as timm returns it
             return x
         x = self.pre_logits(x.flatten(1))

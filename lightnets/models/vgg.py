@@ -144,6 +144,8 @@ class VGG(ClassifierNet):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            self._check_eager_head_input(x)
         if self.pre_logits is None:  # the small form: the usual head (written out: TorchScript has no super())
             if self.pool_type != "":
                 x = self.global_pool(x).flatten(1)

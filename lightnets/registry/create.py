@@ -70,8 +70,7 @@ def create_model(
     (10, 'mobilenet_v1')
     """
     _check_call(model_name, pretrained, pretrained_path)
-    name, tag = split_model_name(model_name)
-    entry = entry_of(name)
+    entry, tag = entry_of(model_name), split_model_name(model_name)[1]
     cfg = resolve_cfg(entry, tag, pretrained, pretrained_path, pretrained_cfg)
     kwargs = _model_kwargs(entry, cfg, kwargs, num_classes, in_chans, from_weight=pretrained or bool(tag), strict=pretrained)
     _check_feature_args(features_only, out_indices, feature_cls)

@@ -18,8 +18,18 @@ __all__ = ["has_fixed_input_size", "is_model", "list_models", "list_pretrained",
 
 
 def entry_of(model_name: str) -> ModelEntry:
-    """The entry of ``name`` or ``name.tag``; an UnknownModelError listing close names otherwise."""
-    return catalog.entry(split_model_name(model_name)[0])
+    """The entry of ``name`` or ``name.tag``; an UnknownModelError listing close names otherwise (naming
+    ``model_name`` as given: a path's dots would otherwise leave a tag's worth of it, or nothing)."""
+    name = split_model_name(model_name)[0]
+    if any(sep in model_name for sep in "/\\"):
+        raise catalog.UnknownModelError(
+            f"unknown model {model_name!r}: a model name is a registered name, optionally with a tag "
+            "('mobilenet_v1_050', 'mobilenet_v1_050.fmnist'), not a path; to load weights from a file or folder, "
+            "pass it as pretrained_path= with pretrained=True"
+        )
+    if not name:
+        raise catalog.UnknownModelError(f"unknown model {model_name!r}: no name before the tag; see lightnets.list_models()")
+    return catalog.entry(name)
 
 
 def is_model(model_name: str) -> bool:
