@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -67,12 +69,47 @@ def _copy_ownership(source: os.stat_result, path: Path) -> None:
             os.chown(path, source.st_uid, source.st_gid)
 
 
+def _writer() -> str:
+    """This process as a temporary's name records it: ``host-pid`` (the host's first label, letters, digits and dashes)."""
+    host = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname().split(".")[0])[:32] or "host"
+    return f"{host}-{os.getpid()}"
+
+
 def _sibling(target: Path) -> Path:
-    """A new, empty, hidden file beside ``target``: ``.name.XXXXXXXX.tmp.ext``, ending in the target's own
-    extension for the libraries that choose a format by it (matplotlib's savefig, onnx.save)."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:200]}.", suffix=f".tmp{target.suffix[:20]}")
+    """A new, empty, hidden file beside ``target``: ``.name.host-pid.XXXXXXXX.tmp.ext``, ending in the target's own
+    extension for the libraries that choose a format by it (matplotlib's savefig, onnx.save). What a killed writer
+    of the same target left is removed first (:func:`_remove_killed_writers_temporaries`)."""
+    _remove_killed_writers_temporaries(target)
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name[:150]}.{_writer()}.",
+                                    suffix=f".tmp{target.suffix[:20]}")
     os.close(handle)
     return Path(name)
+
+
+def _remove_killed_writers_temporaries(target: Path) -> None:
+    """Remove the temporaries of ``target`` whose writer, a process of this host, no longer runs: what a SIGKILL
+    (or a power cut) left between creating a temporary and renaming it. A live writer's, another host's (a shared
+    folder) or another user's are left alone; so is everything on a platform without POSIX process ids."""
+    if os.name != "posix":
+        return
+    host = _writer().rsplit("-", 1)[0]
+    ours = re.compile(rf"\.{re.escape(target.name[:150])}\.{re.escape(host)}-(\d+)\.[a-z0-9_]{{8}}\.tmp{re.escape(target.suffix[:20])}")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(target.parent):
+            match = ours.fullmatch(entry.name)
+            if match and int(match.group(1)) != os.getpid() and not _running(int(match.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (EPERM): running
+        return True
+    return True
 
 
 @contextlib.contextmanager

@@ -19,8 +19,8 @@ from torch import nn
 from ..data import load_dataset
 from ..training import (FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats, evaluate, fit,
                         in_memory, lr_lambda, main_process_first, param_groups, prepare_for, setup_runtime)
-from .train_checkpoint import (CHECKPOINT_NAME, LOG_NAME, append_log, check_same_run, reconcile_log, save_arguments,
-                               save_checkpoint, saved_settings)
+from .train_checkpoint import (CHECKPOINT_NAME, LOG_NAME, append_log, check_same_run, read_checkpoint, reconcile_log,
+                               restore, save_arguments, save_checkpoint, saved_settings)
 from .train_config import TrainRunConfig
 from .train_model import build_model, build_teacher, feature_pairs, teacher_sources, weight_sha256
 
@@ -133,14 +133,10 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
     start_epoch = 0
     sources: Optional[dict[str, str]] = None  # sha256 of the --finetune-from / --teacher weights when the run first started
     if config.resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=runtime.device, weights_only=True)
-        check_same_run(config, saved_settings(state, work_dir), work_dir)
-        model.load_state_dict(state["model"])
-        if features is not None:
-            features.load_state_dict(state["feature_adapters"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        state = read_checkpoint(checkpoint_path, runtime.device)  # damaged, foreign or pickled: one line, file untouched
+        check_same_run(config, saved_settings(state, work_dir), checkpoint_path)
+        restore(state, checkpoint_path, {"model": model, "feature_adapters": features, "optimizer": optimizer,
+                                         "scheduler": scheduler, "scaler": scaler})
         start_epoch, sources = state["epoch"], state.get("sources")
         if runtime.is_main:
             reconcile_log(work_dir / LOG_NAME, start_epoch, state.get("record"))

@@ -40,12 +40,13 @@ def digest(data: bytes, algorithm: str) -> str:
     return hashlib.new(algorithm, data).hexdigest()
 
 
-def download_file(url: str, path: PathLike, md5: str, timeout: float = _io.DOWNLOAD_TIMEOUT_S) -> Path:
+def download_file(url: str, path: PathLike, md5: str, timeout: Optional[float] = None) -> Path:
     """Download ``url`` to ``path``, verifying its md5 before the file takes its final name.
 
     The bytes are streamed to a hidden temporary sibling and renamed only when whole and of the right md5,
     so an interrupted or tampered download never looks like a good file. A failed download is an OSError
-    naming the URL; a wrong checksum a :class:`CorruptDataError`.
+    naming the URL; a wrong checksum a :class:`CorruptDataError`. ``timeout``: seconds a stalled server is
+    waited for (default: ``LIGHTNETS_DOWNLOAD_TIMEOUT``, :func:`lightnets._io.download_timeout`).
     """
     path = Path(path)
     try:

@@ -20,7 +20,7 @@ import torch
 
 from .. import _io
 from ..weight_cfg import WeightCfg
-from .download import ChecksumError, WeightsUnavailableError, sha256sum
+from .download import ChecksumError, SizeLimit, WeightsUnavailableError, _too_large, sha256sum
 from .native import WeightsFileError, read_weights, zip_member_sha1
 
 __all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "safetensors_bytes", "save_state_dict"]
@@ -62,15 +62,19 @@ def save_state_dict(state_dict: StateDict, path: Path, metadata: Optional[dict[s
     return _io.write_bytes(path, safetensors_bytes(state_dict, metadata), parents=True)
 
 
-def download_file(url: str, target: Path, name: str) -> Path:
+def download_file(url: str, target: Path, name: str, limit: Optional[SizeLimit] = None) -> Path:
     """Download ``url`` to ``target`` (:func:`lightnets._io.download`: a temporary sibling, renamed once whole,
-    every network operation bounded by :data:`lightnets._io.DOWNLOAD_TIMEOUT_S`).
+    every network operation bounded by ``LIGHTNETS_DOWNLOAD_TIMEOUT``, :func:`lightnets._io.download_timeout`).
 
-    Every transport failure is one :class:`WeightsUnavailableError` naming the weight and the URL.
+    Every transport failure is one :class:`WeightsUnavailableError` naming the weight and the URL; so is a file
+    larger than ``limit`` (refused before its body is read when the server announces its length).
     """
     try:
-        return _io.download(url, target, timeout=_io.DOWNLOAD_TIMEOUT_S)
+        return _io.download(url, target, max_bytes=limit.max_bytes if limit else None)
     except _io.DownloadError as error:
+        if limit is not None and error.too_large is not None:
+            raise _too_large(name, f"{url} {error.too_large}", limit, "It is not this model's weight: check the url "
+                             "in the pretrained cfg") from None
         raise WeightsUnavailableError(f"{name}: {error}; {_download_advice(error)}") from None
 
 
@@ -133,8 +137,9 @@ def _verify_source(path: Path, cfg: WeightCfg, url: str, name: str) -> None:
                             f"The download is corrupt or the file at the URL changed; load again, or report it")
 
 
-def converted_from_url(cfg: WeightCfg, name: str) -> tuple[StateDict, Path]:
-    """The weight at ``cfg.url`` in lightnets' layout: from the cache, or downloaded, verified and converted."""
+def converted_from_url(cfg: WeightCfg, name: str, limit: Optional[SizeLimit] = None) -> tuple[StateDict, Path]:
+    """The weight at ``cfg.url`` in lightnets' layout: from the cache, or downloaded (refused if larger than
+    ``limit``), verified and converted."""
     url = cfg.url
     cached = _cache_path(name, hashlib.sha256(url.encode()).hexdigest()[:32])
     state_dict = _read_cached(cached)
@@ -144,7 +149,7 @@ def converted_from_url(cfg: WeightCfg, name: str) -> tuple[StateDict, Path]:
     downloads.mkdir(parents=True, exist_ok=True)
     file_name = url.split("?")[0].rsplit("/", 1)[-1]
     with tempfile.TemporaryDirectory(dir=downloads) as scratch:  # the source file is not kept once converted
-        source = download_file(url, Path(scratch) / file_name, name)
+        source = download_file(url, Path(scratch) / file_name, name, limit)
         _verify_source(source, cfg, url, name)
         state_dict = _convert(read_weights(source), cfg, url)
     save_state_dict(state_dict, cached, {"source": url, "source_format": cfg.source_format})

@@ -4,9 +4,12 @@
 folder); the bundled ``weights/`` folder (the cfg's ``file``, or the ``name.tag`` entry of
 ``weights/index.json``); the Hugging Face Hub repo of the cfg (``hf_hub_id``, through
 :func:`huggingface_hub.hf_hub_download`, so HF_ENDPOINT, HF_HUB_OFFLINE, the standard cache and
-``revision`` pinning all apply); a ``url`` to a ``.safetensors`` (:func:`lightnets._io.download`: verified
+``revision`` pinning all apply, with lightnets' one download timeout and no hidden retries:
+:mod:`~lightnets.pretrained.hub`); a ``url`` to a ``.safetensors`` (:func:`lightnets._io.download`: verified
 and parsed before it takes its name in torch.hub's checkpoints folder). Only safetensors files are taken
-from a download, so nothing downloaded is ever unpickled.
+from a download, so nothing downloaded is ever unpickled. A download larger than the weight could be
+(:class:`SizeLimit`) is refused before it is made; a failed one is one :class:`WeightsUnavailableError` naming
+the repo or URL, the file, what happened and what to do.
 
 >>> path = resolve_weights({"architecture": "smallcnn_3x2", "tag": "fmnist"})
 >>> path.parent.name, path.name
@@ -21,10 +24,10 @@ from typing import Any, Mapping, NamedTuple, Optional, Union
 
 from .. import _io
 from ..weight_cfg import WeightCfg, as_weight_cfg
-from . import manifest
+from . import hub, manifest
 from .manifest import INDEX_NAME, WEIGHTS_NAME, read_index
 
-__all__ = ["ChecksumError", "WeightsUnavailableError", "resolve_weights", "sha256sum"]
+__all__ = ["ChecksumError", "SizeLimit", "WeightsUnavailableError", "resolve_weights", "sha256sum"]
 
 PathLike = Union[str, Path]
 
@@ -109,8 +112,13 @@ def _weights_file(path: Path) -> Path:
     return path
 
 
-def resolve_weights(cfg: Union[WeightCfg, Mapping[str, Any]], pretrained_path: Optional[PathLike] = None) -> Path:
+def resolve_weights(cfg: Union[WeightCfg, Mapping[str, Any]], pretrained_path: Optional[PathLike] = None, *,
+                    limit: Optional[SizeLimit] = None) -> Path:
     """The local, verified weight file of a pretrained cfg (typed, or its plain dict), downloading it if it must.
+
+    ``limit``: the largest file a download may be (:meth:`SizeLimit.for_weights`, which
+    :func:`~lightnets.pretrained.load_pretrained` gives from the model's own parameter count): a Hub file or URL
+    that announces more is refused before it is downloaded.
 
     >>> resolve_weights({"architecture": "mobilenet_v1_100"})
     Traceback (most recent call last):
@@ -139,16 +147,16 @@ def resolve_weights(cfg: Union[WeightCfg, Mapping[str, Any]], pretrained_path: O
         if not filename.endswith(".safetensors"):
             raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
         repo_id, revision = _split_revision(hf_hub_id, cfg.revision)
-        path = _download_from_hub(repo_id, filename, revision, name)
+        path = _download_from_hub(repo_id, filename, revision, name, limit=limit)
         if not _intact(path, expected_sha):  # a corrupt cached file is fetched again, once, and checked again
-            path = _download_from_hub(repo_id, filename, revision, name, force=True)
+            path = _download_from_hub(repo_id, filename, revision, name, force=True, limit=limit)
             _verify(path, expected_sha, _hub_advice())
             if not _intact(path, None):
                 raise ChecksumError(f"{name}: {path} downloaded again from {repo_id} and still does not parse as "
                                     f"safetensors. " + _hub_advice())
         return path
     if cfg.url:
-        return _download_url(cfg.url, name, expected_sha)
+        return _download_url(cfg.url, name, expected_sha, limit)
     if bundled:
         raise WeightsUnavailableError(f"{name}: bundled weights not found at {weights_dir / bundled} and no hf_hub_id or url to fetch them from")
     if cfg.download_page:
@@ -191,34 +199,6 @@ def _split_revision(hf_hub_id: str, revision: Optional[str]) -> tuple[str, Optio
     return repo_id, revision or pinned or None
 
 
-class _HubErrors(NamedTuple):
-    revision_missing: type
-    entry_missing: type
-    repo_missing: type
-    not_cached: type
-    http_error: type
-    invalid_id: type
-
-
-def _hub_errors() -> _HubErrors:
-    """huggingface_hub's errors for a missing revision / file / repo, local miss, HTTP error (0.x and 1.x names).
-
-    Before 1.0 there is one EntryNotFoundError, of which LocalEntryNotFoundError is a subclass; since 1.0
-    the remote miss is RemoteEntryNotFoundError. Both are caught as EntryNotFoundError, after the local miss.
-    """
-    from huggingface_hub.utils import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        HFValidationError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    return _HubErrors(RevisionNotFoundError, EntryNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError,
-                      HfHubHTTPError, HFValidationError)
-
-
 def _intact(path: Path, expected_sha: Optional[str]) -> bool:
     """The file has the expected sha256 (when one is known) and, if it is a ``.safetensors`` file, a header that parses."""
     if expected_sha and sha256sum(path) != expected_sha:
@@ -236,23 +216,79 @@ def _parses_as_safetensors(path: Path) -> bool:
         return False
 
 
-def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str, force: bool = False) -> Path:
-    """``hf_hub_download`` with huggingface_hub's errors turned into one :class:`WeightsUnavailableError` each."""
+class SizeLimit(NamedTuple):
+    """The largest file a download may be: ``max_bytes``, ``what`` it is the limit of, and the ``rule`` that sets it."""
+
+    max_bytes: int
+    what: str
+    rule: str
+
+    @classmethod
+    def for_weights(cls, architecture: str, numbers: int) -> "SizeLimit":
+        """A weight of ``architecture``, whose parameters and buffers hold ``numbers`` numbers: float64 (8 bytes,
+        twice what lightnets writes) for each, plus 1 MiB for the safetensors header.
+
+        >>> SizeLimit.for_weights("smallcnn_3x2", 1000).rule
+        '8 bytes (float64) for each of its 1,000 parameters and buffers, plus 1 MiB of header: 1,056,576 bytes'
+        """
+        max_bytes = 8 * numbers + HEADER_ALLOWANCE
+        return cls(max_bytes, f"a weight of {architecture}",
+                   f"8 bytes (float64) for each of its {numbers:,} parameters and buffers, plus 1 MiB of header: {max_bytes:,} bytes")
+
+
+HEADER_ALLOWANCE = 1 << 20
+# A config.json is a few kB of text (label names included); this is what a Hub repo's may be before it is refused.
+CONFIG_LIMIT = SizeLimit(16 << 20, "a config.json", "16 MiB, far more than any model's settings and label names take")
+
+
+def _too_large(name: str, source: str, limit: SizeLimit, advice: str) -> WeightsUnavailableError:
+    """A download refused for its size; ``source`` names the file and says how large it is."""
+    return WeightsUnavailableError(f"{name}: {source}, more than {limit.what} can be ({limit.rule}); it was not "
+                                   f"downloaded. {advice}")
+
+
+def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], name: str, force: bool = False,
+                       limit: Optional[SizeLimit] = None) -> Path:
+    """``hf_hub_download`` within lightnets' download timeout and without hidden retries
+    (:func:`lightnets.pretrained.hub.hub_settings`), its errors turned into one :class:`WeightsUnavailableError` each.
+
+    Online, the file's metadata is asked for first, once: a file larger than ``limit`` is refused before it is
+    downloaded, and a Hub that cannot be reached (stalled, failing, redirecting in a loop) leaves only the cache,
+    from which the file is taken if it is there (never when ``force``: then the cached copy is the one known bad).
+    """
     from huggingface_hub import constants, hf_hub_download
 
-    errors = _hub_errors()
+    errors = hub.hub_errors()
     where = f"{constants.ENDPOINT}/{repo_id}" + (f" at revision {revision}" if revision else "")
+    timeout = _io.download_timeout()
+    unreachable: Optional[BaseException] = None  # why the metadata could not be had
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force))
+        with hub.hub_settings(timeout):
+            if not hub.is_offline() and (force or not hub.cached_at_commit(repo_id, filename, revision)):
+                try:
+                    size = hub.announced_size(repo_id, filename, revision, timeout)
+                except (errors.revision_missing, errors.entry_missing, errors.repo_missing, errors.invalid_id):
+                    raise
+                except hub.transport_errors() as error:
+                    if force:
+                        raise
+                    unreachable = error
+                else:
+                    if limit is not None and size is not None and size > limit.max_bytes:
+                        raise _too_large(name, f"{filename} of Hub repo {where} is {size:,} bytes", limit,
+                                         "It is not this model's weight: check hf_hub_id and hf_hub_filename in the "
+                                         "pretrained cfg")
+            return Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force,
+                                        local_files_only=unreachable is not None, etag_timeout=timeout))
     except errors.not_cached as error:  # before entry_missing: in huggingface_hub 0.x it is a subclass of it
-        if constants.HF_HUB_OFFLINE:
+        if hub.is_offline():
             raise WeightsUnavailableError(
                 f"{name}: HF_HUB_OFFLINE is set and {filename} of {repo_id} is not in the cache "
                 f"({constants.HF_HUB_CACHE}); download it once online, or pass pretrained_path="
             ) from error
-        cause = error.__cause__ or error
+        what, advice = hub.describe(unreachable or error.__cause__ or error, timeout)
         raise WeightsUnavailableError(
-            f"{name}: could not download {filename} from {where}, and it is not cached: {cause}"
+            f"{name}: could not download {filename} from {where}, and it is not cached: {what}; {advice}"
         ) from error
     except errors.revision_missing as error:
         raise WeightsUnavailableError(f"{name}: revision {revision!r} not found in Hub repo {where}") from error
@@ -262,10 +298,13 @@ def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], nam
         raise WeightsUnavailableError(
             f"{name}: Hub repo {where} not found (or private: log in with `hf auth login`)"
         ) from error
-    except errors.http_error as error:
-        raise WeightsUnavailableError(f"{name}: the Hub at {where} answered with an error: {error}") from error
     except errors.invalid_id as error:
         raise WeightsUnavailableError(f"{name}: {repo_id!r} is not a Hub repo id ({error}); give org/name") from None
+    except WeightsUnavailableError:
+        raise
+    except (*hub.transport_errors(), ValueError) as error:  # ValueError: hf's "force download failed", "install hf_xet"
+        what, advice = hub.describe(error, timeout)
+        raise WeightsUnavailableError(f"{name}: could not download {filename} from {where}: {what}; {advice}") from error
 
 
 def _url_cache_path(url: str) -> Path:
@@ -277,7 +316,7 @@ def _url_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / f"{url_key}-{url.split('?')[0].rsplit('/', 1)[-1]}"
 
 
-def _download_url(url: str, name: str, expected_sha: Optional[str]) -> Path:
+def _download_url(url: str, name: str, expected_sha: Optional[str], limit: Optional[SizeLimit] = None) -> Path:
     """A ``.safetensors`` URL's file: from the cache when it verifies and parses, else downloaded once more.
 
     The body is checked (its sha256 when one is recorded, its safetensors header) before it takes the cache
@@ -302,7 +341,10 @@ def _download_url(url: str, name: str, expected_sha: Optional[str]) -> Path:
                                           f"yourself and pass it as pretrained_path=")
 
     try:
-        return _io.download(url, target, timeout=_io.DOWNLOAD_TIMEOUT_S, check=verified)
+        return _io.download(url, target, check=verified, max_bytes=limit.max_bytes if limit else None)
     except _io.DownloadError as error:
+        if limit is not None and error.too_large is not None:
+            raise _too_large(name, f"{url} {error.too_large}", limit, "It is not this model's weight: check the url in "
+                             "the pretrained cfg") from None
         raise WeightsUnavailableError(f"{name}: {error}; load again, or download the file yourself and pass it as "
                                       f"pretrained_path=") from None

@@ -24,13 +24,15 @@ from ..weight_cfg import WeightCfg, as_weight_cfg
 from .adapt import adapt_state_dict
 from .converted import converted_from_file, converted_from_url
 from .download import (
+    CONFIG_LIMIT,
+    SizeLimit,
     WeightsUnavailableError,
     _download_from_hub,
-    _hub_errors,
     _split_revision,
     _weights_file,
     resolve_weights,
 )
+from .hub import hub_errors
 from .folder_config import FolderConfig, read_config
 from .manifest import CONFIG_NAME
 from .native import WeightsFileError, is_native, read_weights
@@ -90,9 +92,9 @@ def hub_repo_weight_cfg(hf_hub_id: str, revision: Optional[str] = None) -> Weigh
     """
     repo_id, revision = _split_revision(hf_hub_id, revision)
     try:
-        path = _download_from_hub(repo_id, CONFIG_NAME, revision, repo_id)
+        path = _download_from_hub(repo_id, CONFIG_NAME, revision, repo_id, limit=CONFIG_LIMIT)
     except WeightsUnavailableError as error:
-        errors = _hub_errors()
+        errors = hub_errors()
         if isinstance(error.__cause__, errors.entry_missing) and not isinstance(error.__cause__, errors.not_cached):
             return WeightCfg()  # a repo of weights only: the registered cfg and the caller's arguments describe it
         raise  # offline without it, or the Hub failing: building without the repo's arguments would be silently wrong
@@ -106,11 +108,13 @@ def hub_repo_cfg(hf_hub_id: str, revision: Optional[str] = None) -> dict[str, An
     return hub_repo_weight_cfg(hf_hub_id, revision).to_dict()
 
 
-def _source_state_dict(cfg: WeightCfg, pretrained_path: Optional[PathLike]) -> tuple[StateDict, Path]:
+def _source_state_dict(cfg: WeightCfg, pretrained_path: Optional[PathLike],
+                       limit: Optional[SizeLimit] = None) -> tuple[StateDict, Path]:
     """The state dict a cfg (or ``pretrained_path``) names, in lightnets' layout, and the file it was read from.
 
     A file in its publisher's format (``.pth.zip``, ``.h5``, ``.pth.tar`` ...) of a cfg with a
     ``source_format`` is converted once and cached as safetensors (:mod:`lightnets.pretrained.converted`).
+    A download larger than ``limit`` is refused before it is made.
     """
     name = cfg.weight_name
     first_conv = f"{cfg.first_conv or 'stem.conv'}.weight"
@@ -121,9 +125,9 @@ def _source_state_dict(cfg: WeightCfg, pretrained_path: Optional[PathLike]) -> t
         path = _weights_file(path)
         state_dict = read_weights(path)
     elif cfg.source_format and cfg.url and is_native(cfg.url) and not (cfg.file or cfg.hf_hub_id):
-        return converted_from_url(cfg, name)
+        return converted_from_url(cfg, name, limit)
     else:
-        path = resolve_weights(cfg)
+        path = resolve_weights(cfg, limit=limit)
         state_dict = read_weights(path)
     if cfg.source_format and first_conv not in state_dict:  # the file is in its publisher's layout
         from .convert import convert_state_dict
@@ -178,7 +182,7 @@ def load_pretrained(model: nn.Module, cfg: Union[WeightCfg, dict[str, Any], None
     adapted when the model's ``num_classes`` / ``in_chans`` differ from the weight's.
     """
     cfg = as_weight_cfg(cfg if cfg is not None else getattr(model, "pretrained_cfg", None))
-    state_dict, path = _source_state_dict(cfg, pretrained_path)
+    state_dict, path = _source_state_dict(cfg, pretrained_path, weight_size_limit(model, cfg))
     head = state_dict.get(f"{cfg.classifier or 'classifier'}.weight")
     if cfg.saved_from and cfg.num_classes and head is not None and head.shape[0] != cfg.num_classes:
         raise WeightsFileError(f"{cfg.saved_from}: its {CONFIG_NAME} says {cfg.num_classes} classes but the classifier "
@@ -193,6 +197,41 @@ def load_pretrained(model: nn.Module, cfg: Union[WeightCfg, dict[str, Any], None
     state_dict, left_to_init = adapt_state_dict(model, state_dict, cfg)
     _load_checked(model, state_dict, path, strict=True, left_to_init=left_to_init)
     return model
+
+
+def weight_size_limit(model: nn.Module, cfg: WeightCfg) -> Optional[SizeLimit]:
+    """The largest file a weight for ``model``'s architecture can be (:meth:`SizeLimit.for_weights`): its parameters
+    and buffers counted with the weight's own classes and input channels where those are more than the model's
+    (ImageNet weights loaded into a 10-class model keep their 1000-class head until they are adapted). None for a
+    pruned or converted weight (``restructured``): its layers are the file's, not the architecture's.
+
+    >>> import lightnets
+    >>> model = lightnets.create_model("smallcnn_3x2", num_classes=10)
+    >>> weight_size_limit(model, WeightCfg(num_classes=1000)).what
+    'a weight of smallcnn_3x2'
+    """
+    if cfg.restructured:
+        return None
+    numbers = sum(tensor.numel() for tensor in model.state_dict().values())
+    head = _layer(model, cfg.classifier or "classifier")
+    if head is not None and head.weight.dim() >= 2 and cfg.num_classes and cfg.num_classes > head.weight.shape[0]:
+        per_class = head.weight[0].numel() + (1 if getattr(head, "bias", None) is not None else 0)
+        numbers += per_class * (cfg.num_classes - head.weight.shape[0])
+    stem = _layer(model, cfg.first_conv or "stem.conv")
+    declared = (cfg.input_size or (None,))[0]
+    if stem is not None and stem.weight.dim() == 4 and declared and declared > stem.weight.shape[1]:
+        numbers += stem.weight[:, :1].numel() * (declared - stem.weight.shape[1])
+    architecture = getattr(model, "pretrained_cfg", {}).get("architecture") or cfg.architecture or type(model).__name__
+    return SizeLimit.for_weights(architecture, numbers)
+
+
+def _layer(model: nn.Module, name: str) -> Optional[nn.Module]:
+    """The layer called ``name`` if it has a weight tensor, else None."""
+    try:
+        layer = model.get_submodule(name)
+    except AttributeError:
+        return None
+    return layer if isinstance(getattr(layer, "weight", None), torch.Tensor) else None
 
 
 def _first_conv_groups(model: nn.Module, cfg: WeightCfg) -> Optional[int]:

@@ -227,7 +227,7 @@ def test_timm_create_model_keeps_the_tags_checksum_and_converter(cache, monkeypa
 
     seen = {}
 
-    def fake_download(cfg, name):
+    def fake_download(cfg, name, *_):
         seen.update(cfg.to_dict())
         raise WeightsUnavailableError("stop here")
 
