@@ -55,6 +55,20 @@ def _markdown_table(markdown: str) -> tuple[list[str], list[list[str]]]:
     return cells[0], cells[2:]
 
 
+_MACS: dict[tuple[str, tuple[int, ...]], int] = {}
+
+
+def _macs(model, input_size) -> int:
+    """``lightnets.count_macs``, once per network and input size: a published weight of the paper's network is
+    the network its bare name builds, and fvcore's trace is most of this script's time."""
+    import lightnets
+
+    key = (repr(model), tuple(input_size))
+    if key not in _MACS:
+        _MACS[key] = lightnets.count_macs(model, input_size)
+    return _MACS[key]
+
+
 def models_table() -> str:
     import lightnets
 
@@ -63,7 +77,7 @@ def models_table() -> str:
         model = lightnets.create_model(name)
         params = sum(p.numel() for p in model.parameters())
         input_size = model.pretrained_cfg["input_size"]
-        macs = lightnets.count_macs(model, input_size)
+        macs = _macs(model, input_size)
         tags = ", ".join(t.split(".", 1)[1] for t in lightnets.list_models(name, pretrained=True)) or "–"
         size = "×".join(str(s) for s in input_size)
         rows.append([f"`{name}`", type(model).__name__, f"{params / 1e6:.3f}", size, f"{macs / 1e6:,.1f}", tags])
@@ -146,7 +160,7 @@ def imagenet_weights_table() -> str:
         cfg = lightnets.get_pretrained_cfg(name)
         model = lightnets.create_model(name)
         params = sum(p.numel() for p in model.parameters())
-        macs = lightnets.count_macs(model, cfg["input_size"])
+        macs = _macs(model, cfg["input_size"])
         if cfg.get("hf_hub_id"):
             fetched = "Hub"
         elif cfg.get("url"):

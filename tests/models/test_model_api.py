@@ -86,15 +86,6 @@ def test_channels_last_and_trace(name, kwargs):
         torch.testing.assert_close(traced(x), expected, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow
-def test_torch_compile_matches_eager():
-    # Compiling takes 10-60 s a model here; the channel shuffle and grouped convs are what Inductor could get wrong.
-    model = lightnets.create_model("shufflenet_g3_050", small_input=True, img_size=32, num_classes=4).eval()
-    x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model)(x), model(x), rtol=1e-4, atol=1e-4)
-
-
 @pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)
 def test_in_chans_and_num_classes_change_params_as_expected(name):
     base = lightnets.create_model(name, small_input=True, img_size=32, num_classes=10)

@@ -17,9 +17,12 @@ from lightnets.evaluation import evaluate
 
 INDEX = json.loads((WEIGHTS_DIR / "index.json").read_text())["weights"]
 FMNIST_WEIGHTS = sorted(name for name, entry in INDEX.items() if entry["training"].get("dataset") == "fashion_mnist")
-# One bundled weight per family.
+# One bundled weight per family (loading, shapes, the transform timm reads).
 REPRESENTATIVE_WEIGHTS = ["mobilenet_v1_025.fmnist", "shufflenet_g3_050.fmnist", "sepcnn_both.fmnist",
                           "smallcnn_3x2_dw12.fmnist", "vgg11_bn.fmnist"]
+# Re-measured in the suite on all 10,000 test images: the two cheapest to run (a few seconds each); every
+# weight's record is held to results/zoo.md, which scripts/make_results.sh measures.
+REMEASURED_WEIGHTS = ["mobilenet_v1_025.fmnist", "smallcnn_3x2_dw12.fmnist"]
 ZOO_TABLE = WEIGHTS_DIR.parent / "results" / "zoo.md"
 
 
@@ -47,7 +50,7 @@ def test_the_measured_zoo_table_agrees_with_every_record():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", REPRESENTATIVE_WEIGHTS)
+@pytest.mark.parametrize("name", REMEASURED_WEIGHTS)
 def test_shipped_weight_reproduces_its_recorded_accuracy(name):
     (row,) = evaluate([name], "fashion_mnist", split="test", latency_batch_sizes=(1,), repeats=1, warmup=1, progress=False)
     assert row["images"] == 10_000  # the whole embedded test split, not a subset
