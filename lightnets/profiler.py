@@ -210,7 +210,9 @@ def _fvcore_analysis(model: nn.Module, input_size: tuple[int, ...]):
             analysis.set_op_handle("aten::channel_shuffle", None)
             analysis.total()  # trace now, while warnings are silenced and the model is in eval mode
         except Exception as err:
-            raise RuntimeError(f"fvcore could not trace {type(model).__name__} on input {_size(input_size)}: {err}") from err
+            raise RuntimeError(
+                f"fvcore could not trace {type(model).__name__} on input {_size(input_size)}: {err}"
+            ) from err
         finally:
             model.train(was_training)
     return analysis

@@ -124,8 +124,17 @@ class Metrics:
     def get(self, name: str, split: Optional[str] = None, format: str = "eager",
             precision: str = "float32") -> Optional[Metric]:
         """The first row named ``name`` run as ``format`` in ``precision`` (on ``split``, if given); None if there is none."""
-        return next((row for row in self.rows if row.name == name and row.format == format and row.precision == precision
-                     and (split is None or row.split == split)), None)
+        return next(
+            (
+                row
+                for row in self.rows
+                if row.name == name
+                and row.format == format
+                and row.precision == precision
+                and (split is None or row.split == split)
+            ),
+            None,
+        )
 
     def with_rows(self, *rows: Metric) -> "Metrics":
         """These metrics and ``rows`` after them."""
@@ -169,8 +178,10 @@ class Metrics:
         for index, row in enumerate(others):
             unknown = sorted(set(row) - {field.name for field in dataclasses.fields(Metric)})
             if unknown or not {"name", "value"} <= set(row):
-                raise ValueError(f"{where}[{OTHER_SETTINGS!r}][{index}] has keys {sorted(row)}: a row has name and value, "
-                                 f"and may have {', '.join(f.name for f in dataclasses.fields(Metric)[2:])}")
+                raise ValueError(
+                    f"{where}[{OTHER_SETTINGS!r}][{index}] has keys {sorted(row)}: a row has name and value, "
+                    f"and may have {', '.join(f.name for f in dataclasses.fields(Metric)[2:])}"
+                )
             rows.append(Metric(**row))
         return cls(tuple(rows))
 
@@ -311,8 +322,10 @@ class WeightCfg:
             if key not in _FIELD_NAMES:
                 close = difflib.get_close_matches(str(key), _FIELD_NAMES, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{where}: unknown key {key!r}{hint}; a weight cfg has timm's PretrainedCfg fields and "
-                                 f"lightnets' own (lightnets.weight_cfg.WeightCfg lists them)")
+                raise ValueError(
+                    f"{where}: unknown key {key!r}{hint}; a weight cfg has timm's PretrainedCfg fields and "
+                    f"lightnets' own (lightnets.weight_cfg.WeightCfg lists them)"
+                )
         metrics = cfg.get("metrics")
         if metrics is not None and not isinstance(metrics, Metrics):
             metrics = Metrics.from_dict(metrics, where=f"{where}: metrics")
@@ -321,7 +334,9 @@ class WeightCfg:
     def updated(self, overrides: Union["WeightCfg", Mapping[str, Any]]) -> "WeightCfg":
         """This cfg with ``overrides`` on top: the fields a WeightCfg sets, or a dict's keys (a None value clears the field)."""
         if isinstance(overrides, WeightCfg):
-            overrides = {field: getattr(overrides, field) for field in _FIELD_NAMES if getattr(overrides, field) is not None}
+            overrides = {
+                field: getattr(overrides, field) for field in _FIELD_NAMES if getattr(overrides, field) is not None
+            }
         return WeightCfg.from_dict({**self.to_dict(), **overrides})
 
 

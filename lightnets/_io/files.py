@@ -93,7 +93,9 @@ def _remove_killed_writers_temporaries(target: Path) -> None:
     if os.name != "posix":
         return
     host = _writer().rsplit("-", 1)[0]
-    ours = re.compile(rf"\.{re.escape(target.name[:150])}\.{re.escape(host)}-(\d+)\.[a-z0-9_]{{8}}\.tmp{re.escape(target.suffix[:20])}")
+    ours = re.compile(
+        rf"\.{re.escape(target.name[:150])}\.{re.escape(host)}-(\d+)\.[a-z0-9_]{{8}}\.tmp{re.escape(target.suffix[:20])}"
+    )
     with contextlib.suppress(OSError):
         for entry in os.scandir(target.parent):
             match = ours.fullmatch(entry.name)
@@ -178,7 +180,9 @@ def atomic_path(path: PathLike, *, parents: bool = False, check: Optional[Check]
 
 
 @contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "wb", *, encoding: Optional[str] = None, parents: bool = False) -> Iterator[IO]:
+def atomic_open(
+    path: PathLike, mode: str = "wb", *, encoding: Optional[str] = None, parents: bool = False
+) -> Iterator[IO]:
     """Open ``path`` for writing so that it is replaced whole when the block ends without an error.
 
     ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` says otherwise). ``-`` writes to standard

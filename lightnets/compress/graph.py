@@ -70,7 +70,9 @@ class ChannelGraph:
             with torch.no_grad():
                 ShapeProp(module.eval()).propagate(torch.zeros(2, *input_size, dtype=param.dtype, device=param.device))
         except Exception as error:  # fx raises several types; all mean the same thing to the caller
-            raise ValueError(f"cannot prune {type(model).__name__}: its forward is not traceable by torch.fx ({error})") from error
+            raise ValueError(
+                f"cannot prune {type(model).__name__}: its forward is not traceable by torch.fx ({error})"
+            ) from error
         finally:
             model.train(was_training)
         self.root = root
@@ -359,10 +361,12 @@ class ChannelGraph:
             if sizes[mine].sum() == size:
                 constrain({i: 1 for i in mine}, -np.inf, size - 1)
         low, high = zip(*bounds)
-        result = milp(np.concatenate([np.zeros(n + m), np.ones(n)]),
-                      integrality=np.concatenate([np.ones(n + m), np.zeros(n)]),
-                      bounds=Bounds(np.zeros(2 * n + m), np.concatenate([sizes, np.full(m, sizes.sum()), np.full(n, np.inf)])),
-                      constraints=LinearConstraint(np.array(rows), low, high))
+        result = milp(
+            np.concatenate([np.zeros(n + m), np.ones(n)]),
+            integrality=np.concatenate([np.ones(n + m), np.zeros(n)]),
+            bounds=Bounds(np.zeros(2 * n + m), np.concatenate([sizes, np.full(m, sizes.sum()), np.full(n, np.inf)])),
+            constraints=LinearConstraint(np.array(rows), low, high),
+        )
         if result.x is None:
             return None
         return {key: int(round(result.x[i])) for i, key in enumerate(keys)}

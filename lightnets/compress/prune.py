@@ -171,7 +171,9 @@ def prune(
         if not ratios or ratios == {0}:
             continue
         if len(ratios) > 1:
-            raise ValueError(f"convs {members} are joined by an add and must be pruned with one ratio, got {sorted(ratios)}")
+            raise ValueError(
+                f"convs {members} are joined by an add and must be pruned with one ratio, got {sorted(ratios)}"
+            )
         try:
             removed |= graph.select(members, ratios.pop())
         except ValueError as error:
@@ -184,8 +186,10 @@ def prune(
     rebuilt = {}
     with num_features_follow_classifier(pruned):
         for name, ids_in, ids_out in graph.uses:
-            keep_in, keep_out = (None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()
-                                 for ids in (ids_in, ids_out))
+            keep_in, keep_out = (
+                None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()
+                for ids in (ids_in, ids_out)
+            )
             module = pruned.get_submodule(name)
             if len(keep_in) < len(ids_in) or len(keep_out) < len(ids_out):
                 pruned.set_submodule(name, _rebuild(module, keep_in, keep_out))

@@ -53,7 +53,9 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     # Shown only for passes that last more than a second; on stderr so stdout stays parseable.
-    return tqdm(total=total, desc=desc, disable=not enabled, delay=1.0, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, disable=not enabled, delay=1.0, leave=False, file=sys.stderr, dynamic_ncols=True
+    )
 
 
 def _batches(dataset: Dataset, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

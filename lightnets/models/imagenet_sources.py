@@ -55,7 +55,9 @@ def reported_accuracy(top1: float, top5: float, reported_by: str) -> Metrics:
 
 def imagenet_weight(source: str, **fields: Any) -> WeightCfg:
     """The cfg of one of ``source``'s ImageNet-1k weights: its licence, the dataset and 1000 classes, and ``fields``."""
-    return WeightCfg(source=source, license=SOURCES[source]["license"], dataset="imagenet-1k", num_classes=1000, **fields)
+    return WeightCfg(
+        source=source, license=SOURCES[source]["license"], dataset="imagenet-1k", num_classes=1000, **fields
+    )
 
 
 # pytorchcv's GitHub releases: the file name carries the top-5 error × 100 and the sha1's first 8 digits

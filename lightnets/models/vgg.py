@@ -31,7 +31,15 @@ from torch import nn
 
 from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
-from .base import ClassifierNet, check_bool, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
+from .base import (
+    ClassifierNet,
+    check_bool,
+    check_drop_rate,
+    check_num_classes,
+    check_positive_int,
+    classifier_layer,
+    init_weights,
+)
 
 # Table 1: output channels of the five stages, and 3×3 conv layers per stage for configurations
 # A (VGG-11), B (VGG-13), D (VGG-16) and E (VGG-19); the key counts weight layers (convs + 3 FC).
@@ -107,7 +115,9 @@ class VGG(ClassifierNet):
         self.depth = depth
         self.batch_norm = check_bool("batch_norm", batch_norm)
         self.small_input = check_bool("small_input", small_input)
-        self.img_size = check_positive_int("img_size", img_size if img_size is not None else (32 if small_input else 224))
+        self.img_size = check_positive_int(
+            "img_size", img_size if img_size is not None else (32 if small_input else 224)
+        )
         self.in_chans = check_positive_int("in_chans", in_chans)
         pools = SMALL_INPUT_POOL_AFTER_STAGE if small_input else POOL_AFTER_STAGE
         self.min_input_size = 2 ** sum(pools)  # one pixel left after the floor-mode pools

@@ -69,7 +69,9 @@ def read_config(path: PathLike) -> dict[str, Any]:
         raise WeightsFileError(f"{config_path} is not readable JSON ({error}); restore it, or write the folder again "
                                f"with save_pretrained") from None
     if not isinstance(config, dict):
-        raise WeightsFileError(f"{config_path} holds a JSON {type(config).__name__}, not an object describing the model")
+        raise WeightsFileError(
+            f"{config_path} holds a JSON {type(config).__name__}, not an object describing the model"
+        )
     if not config:
         raise WeightsFileError(f"{config_path} is an empty object: it does not say which model the folder holds; "
                                f"write the folder again with save_pretrained")
@@ -117,7 +119,9 @@ class FolderConfig:
             described = {
                 "architecture": info.get("architecture"),
                 "tag": info.get("tag"),
-                "model_args": None if model_args is None else {k: v for k, v in model_args.items() if k not in _IO_ARGS},
+                "model_args": None
+                if model_args is None
+                else {k: v for k, v in model_args.items() if k not in _IO_ARGS},
                 "num_classes": config.get("num_classes", cfg.num_classes),
                 "params": info.get("params"),
                 "macs": info.get("macs"),
