@@ -186,13 +186,9 @@ def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
             for b, seconds in by_bs.items():
                 timm_s = times.get("timm eager", {}).get(b)
                 gmacs = macs * b / seconds / 1e9
-                cells += [
-                    _ms(seconds),
-                    f"{seconds / timm_s:.2f}" if timm_s else "–",
-                    f"{seconds / times['eager'][b]:.2f}",
-                    f"{gmacs:.1f}",
-                    f"{100 * gmacs / settings.gemm_gmacs:.0f}",
-                ]
+                cells += [_ms(seconds), f"{seconds / timm_s:.2f}" if timm_s else "–",
+                          f"{seconds / times['eager'][b]:.2f}", f"{gmacs:.1f}",
+                          f"{100 * gmacs / settings.gemm_gmacs:.0f}"]
                 if timm_s:
                     settings.headline[f"{name} {label} bs{b} × timm"] = seconds / timm_s
             lines.append("| " + " | ".join(cells) + " |")
@@ -259,11 +255,9 @@ def shuffle_section(name: str, settings: Settings, top: int = 8) -> list[str]:
     from torch.profiler import ProfilerActivity, profile
 
     model, input_size = build_model(name, settings.img_size)
-    ablation = lightnets.create_model(
-        name,
-        shuffle=False,
-        **({"img_size": settings.img_size, "small_input": settings.img_size < 64} if settings.img_size else {}),
-    ).eval()
+    ablation = lightnets.create_model(name, shuffle=False,
+                                      **({"img_size": settings.img_size, "small_input": settings.img_size < 64}
+                                         if settings.img_size else {})).eval()
     times = time_paths({"shuffle": model, "no shuffle": ablation}, input_size, settings.batch_sizes,
                        settings.repeats, settings.warmup)
     lines = [
@@ -441,9 +435,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     for option in ("threads", "repeats", "warmup", "gemm_size"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
-    args.batch_sizes = (
-        args.latency_batch_sizes
-    )  # distinct and >= 1 (batch_size_list): a repeat would count samples twice
+    # distinct and >= 1 (batch_size_list): a repeat would count samples twice
+    args.batch_sizes = args.latency_batch_sizes
     args.backends = tuple(b for b in args.backends.split(",") if b)
     unknown = [b for b in args.backends if b not in deploy.BACKENDS[1:]]
     if unknown:

@@ -124,17 +124,8 @@ class Metrics:
     def get(self, name: str, split: Optional[str] = None, format: str = "eager",
             precision: str = "float32") -> Optional[Metric]:
         """The first row named ``name`` run as ``format`` in ``precision`` (on ``split``, if given); None if there is none."""
-        return next(
-            (
-                row
-                for row in self.rows
-                if row.name == name
-                and row.format == format
-                and row.precision == precision
-                and (split is None or row.split == split)
-            ),
-            None,
-        )
+        return next((row for row in self.rows if row.name == name and row.format == format
+                     and row.precision == precision and (split is None or row.split == split)), None)
 
     def with_rows(self, *rows: Metric) -> "Metrics":
         """These metrics and ``rows`` after them."""

@@ -102,11 +102,9 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
                     warnings.simplefilter("always")
                     pruned = compress.prune(start, ratio, criterion, calibration=calibration)
                 model.load_state_dict(pruned.state_dict())
-                return {
-                    "ratio": ratio,
-                    "skipped": sorted({str(w.message).split(": skipped ")[-1].split(":")[0] for w in caught}),
-                    "top1_pruned": compress.top1_accuracy(model, data.test),
-                }
+                return {"ratio": ratio,
+                        "skipped": sorted({str(w.message).split(": skipped ")[-1].split(":")[0] for w in caught}),
+                        "top1_pruned": compress.top1_accuracy(model, data.test)}
 
             key = f"{name}/{criterion}-{budget}x" + ("" if tag == "fmnist" else f"-from-{tag}")
             pruned = cached(f"{key}-pruned", build, prune, args.stage, args.retrain, cache=CACHE)
@@ -127,18 +125,10 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
                 result = cached(f"{key}-{tuning}-{settings}", lambda: copy.deepcopy(pruned[0]), finetune, args.stage,
                                 args.retrain, cache=CACHE)
                 if result is not None:
-                    rows.append(
-                        {
-                            "model": result[0],
-                            "criterion": criterion,
-                            "start": tag,
-                            "start_top1": start.pretrained_cfg["metrics"]["top1"],
-                            "budget": budget,
-                            "tuning": tuning,
-                            **pruned[1],
-                            **{k: v for k, v in result[1].items() if k != "train_s"},
-                        }
-                    )
+                    rows.append({"model": result[0], "criterion": criterion, "start": tag,
+                                 "start_top1": start.pretrained_cfg["metrics"]["top1"], "budget": budget,
+                                 "tuning": tuning, **pruned[1],
+                                 **{k: v for k, v in result[1].items() if k != "train_s"}})
     return [{"base": base}] + rows
 
 
@@ -182,31 +172,18 @@ def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> l
             if not best:
                 continue
             ranking = sorted(best, key=best.get, reverse=True)
-            out.append(
-                f"* {name}, {budget}× fewer MACs (best fine-tune of each): "
-                + ", ".join(f"{c} {best[c]:.2f}%" for c in ranking)
-                + (
-                    f"; L1 is {best[ranking[0]] - best['l1']:.2f} points behind {ranking[0]}"
-                    if ranking[0] != "l1" and "l1" in best
-                    else "; L1 is best"
-                    if ranking[0] == "l1"
-                    else ""
-                )
-                + "."
-            )
+            out.append(f"* {name}, {budget}× fewer MACs (best fine-tune of each): "
+                       + ", ".join(f"{c} {best[c]:.2f}%" for c in ranking)
+                       + (f"; L1 is {best[ranking[0]] - best['l1']:.2f} points behind {ranking[0]}"
+                          if ranking[0] != "l1" and "l1" in best else "; L1 is best" if ranking[0] == "l1" else "")
+                       + ".")
         out += start_lines(name, base, rows)
         for tuning in TUNINGS:
             for what, keep in (("", lambda row: row["start"] == "fmnist"), (" (slimming's sparsity-trained start)",
                                                                             lambda row: row["start"] != "fmnist")):
-                gains = [
-                    r["top1"] - p["top1"]
-                    for r in rows
-                    for p in rows
-                    if r["tuning"] == tuning
-                    and p["tuning"] == "plain"
-                    and (r["criterion"], r["budget"]) == (p["criterion"], p["budget"])
-                    and keep(r)
-                ]
+                gains = [r["top1"] - p["top1"] for r in rows for p in rows
+                         if r["tuning"] == tuning and p["tuning"] == "plain"
+                         and (r["criterion"], r["budget"]) == (p["criterion"], p["budget"]) and keep(r)]
                 if tuning != "plain" and gains:
                     out.append(
                         f"* {name}{what}: {TUNINGS[tuning]} vs fine-tuned alone: {statistics.mean(gains):+.2f} points "
@@ -232,17 +209,12 @@ def start_lines(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[
             if row["criterion"] == "l1" and row["tuning"] == rows[0]["tuning"]
         }
         start = own[0]["start_top1"]
-        out.append(
-            f"* {name}: {criterion} prunes {name}.{own[0]['start']}, {start:.2f}% before pruning "
-            f"({start - base.pretrained_cfg['metrics']['top1']:+.2f} against {name}.fmnist: the price of training "
-            "with --bn-l1); right after pruning, before any fine-tune: "
-            + ", ".join(
-                f"{row['top1_pruned']:.2f}% at {row['budget']}×"
-                + (f" (L1 from {name}.fmnist: {l1[row['budget']]:.2f}%)" if row["budget"] in l1 else "")
-                for row in own
-            )
-            + "."
-        )
+        out.append(f"* {name}: {criterion} prunes {name}.{own[0]['start']}, {start:.2f}% before pruning "
+                   f"({start - base.pretrained_cfg['metrics']['top1']:+.2f} against {name}.fmnist: the price of "
+                   "training with --bn-l1); right after pruning, before any fine-tune: "
+                   + ", ".join(f"{row['top1_pruned']:.2f}% at {row['budget']}×"
+                               + (f" (L1 from {name}.fmnist: {l1[row['budget']]:.2f}%)" if row["budget"] in l1 else "")
+                               for row in own) + ".")
     return out
 
 
@@ -275,17 +247,12 @@ def claims(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[s
                 gaps.append((name, budget, winner, round(others[winner] - best["l1"], 2)))  # as the tables print them
     if gaps:
         beaten = [g for g in gaps if g[3] > 0.1]
-        out.append(
-            f"* Claim 2, criterion: another criterion beats L1 by more than 0.1 point in {len(beaten)} of {len(gaps)} "
-            "model × budget cells ("
-            + "; ".join(f"{n} {b}×: {w} {d:+.2f}" for n, b, w, d in gaps)
-            + ")"
-            + (
-                ", so the data supports the suspicion that L1 is not the best criterion."
-                if len(beaten) > len(gaps) / 2
-                else ", so the data does not support the suspicion that L1 is not the best criterion."
-            )
-        )
+        out.append(f"* Claim 2, criterion: another criterion beats L1 by more than 0.1 point in {len(beaten)} of "
+                   f"{len(gaps)} model × budget cells ("
+                   + "; ".join(f"{n} {b}×: {w} {d:+.2f}" for n, b, w, d in gaps) + ")"
+                   + (", so the data supports the suspicion that L1 is not the best criterion."
+                      if len(beaten) > len(gaps) / 2
+                      else ", so the data does not support the suspicion that L1 is not the best criterion."))
     return out
 
 

@@ -210,14 +210,9 @@ def shuffle_ablation() -> str:
     return "\n".join(lines) + "\n"
 
 
-GENERATORS = {
-    "models": models_table,
-    "shuffle_ablation": shuffle_ablation,
-    "zoo_compact": zoo_compact,
-    "weights": weights_table,
-    "imagenet_weights": imagenet_weights_table,
-    "weights_training": weights_training,
-}
+GENERATORS = {"models": models_table, "shuffle_ablation": shuffle_ablation, "zoo_compact": zoo_compact,
+              "weights": weights_table, "imagenet_weights": imagenet_weights_table,
+              "weights_training": weights_training}
 
 
 def nest_headings(markdown: str) -> str:

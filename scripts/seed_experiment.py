@@ -155,39 +155,21 @@ def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float, one_cha
         )
         converted = [r for r in tuned if r["top1_converted"] is not None]
         if converted:
-            out.append(
-                "* Before any fine-tuning, the low-rank initialisation alone keeps "
-                + ", ".join(
-                    f"layers {r['layers']}: {r['top1_converted']:.1f}%"
-                    for r in converted
-                    if r["training"] == "everything"
-                )
-                + (
-                    " (a layer with one input channel has a single depthwise filter: rank 1 in total)."
-                    if one_channel_input
-                    else "."
-                )
-            )
+            out.append("* Before any fine-tuning, the low-rank initialisation alone keeps "
+                       + ", ".join(f"layers {r['layers']}: {r['top1_converted']:.1f}%" for r in converted
+                                   if r["training"] == "everything")
+                       + (" (a layer with one input channel has a single depthwise filter: rank 1 in total)."
+                          if one_channel_input else "."))
         for b in (1, 100):
             ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in tuned]
             slower = [r for r in tuned if r[f"speedup_bs{b}"] < 1 and r["mac_ratio"] < 0.9]
-            out.append(
-                f"* Batch {b}: speedup ÷ MAC reduction is {min(ratios):.2f}–{max(ratios):.2f} "
-                f"(median {statistics.median(ratios):.2f}); "
-                + (
-                    "time falls far less than MACs do"
-                    if statistics.median(ratios) < 0.7
-                    else "time falls roughly as MACs do"
-                    if statistics.median(ratios) < 1.1
-                    else "time falls faster than MACs"
-                )
-                + (
-                    f"; {len(slower)} of the {sum(r['mac_ratio'] < 0.9 for r in tuned)} variants with ≥ 10% fewer "
-                    "MACs run slower than the original (eager PyTorch, fp32)."
-                    if slower
-                    else "."
-                )
-            )
+            out.append(f"* Batch {b}: speedup ÷ MAC reduction is {min(ratios):.2f}–{max(ratios):.2f} "
+                       f"(median {statistics.median(ratios):.2f}); "
+                       + ("time falls far less than MACs do" if statistics.median(ratios) < 0.7
+                          else "time falls roughly as MACs do" if statistics.median(ratios) < 1.1
+                          else "time falls faster than MACs")
+                       + (f"; {len(slower)} of the {sum(r['mac_ratio'] < 0.9 for r in tuned)} variants with ≥ 10% "
+                          "fewer MACs run slower than the original (eager PyTorch, fp32)." if slower else "."))
     scratch = [r for r in rows if r["training"] == "from scratch"]
     for r in scratch:
         tuned_best = max((t["top1"] for t in tuned if t["layers"] == r["layers"]), default=None)
@@ -256,13 +238,9 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
                 )
             for recipe in ("fine-tune", "fine-tune + distillation"):
                 distill = recipe.endswith("distillation")
-                result = cached(
-                    f"{name}/prune{int(100 * ratio)}-{'kd' if distill else 'ft'}",
-                    lambda pruned=pruned: copy.deepcopy(pruned),
-                    partial_train(distill),
-                    args.stage,
-                    args.retrain,
-                )
+                result = cached(f"{name}/prune{int(100 * ratio)}-{'kd' if distill else 'ft'}",
+                                lambda pruned=pruned: copy.deepcopy(pruned), partial_train(distill), args.stage,
+                                args.retrain)
                 if result is not None:
                     variants.append({"ratio": ratio, "recipe": recipe, "model": result[0], **result[1]})
         sensitivity = CACHE / name / "sensitivity.json"
@@ -357,29 +335,22 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
                 for ratio in PRUNE_RATIOS
                 if any(r["ratio"] == ratio for r in pruned)
             )
-            lines.append(
-                f"* Batch {b}: speedup ÷ MAC reduction {min(ratios):.2f}–{max(ratios):.2f} (mean by ratio, {by_ratio}): "
-                + (
-                    "time falls less than MACs do."
-                    if statistics.median(ratios) < 0.85
-                    else "time falls about as MACs do."
-                    if statistics.median(ratios) <= 1.15
-                    else "time falls faster than MACs do."
-                )
-            )
+            lines.append(f"* Batch {b}: speedup ÷ MAC reduction {min(ratios):.2f}–{max(ratios):.2f} "
+                         f"(mean by ratio, {by_ratio}): "
+                         + ("time falls less than MACs do." if statistics.median(ratios) < 0.85
+                            else "time falls about as MACs do." if statistics.median(ratios) <= 1.15
+                            else "time falls faster than MACs do."))
     if scan:
         worst = max((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
         safest = min((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
         alone = len({r["layer"] for r in scan if r["drop"] is None})
-        lines += [
-            "",
-            f"Sensitivity (Li et al. Sec. 3.3; one layer pruned alone, no fine-tuning, first {SENSITIVITY_IMAGES:,} "
-            f"test images; plot: `results/seed_sensitivity_{name}.png`): at 50% the most sensitive layer is "
-            f"`{worst['layer']}` ({worst['drop']:.2f} points lost), the least `{safest['layer']}` ({safest['drop']:.2f}).",
-            "",
-            "| layer | " + " | ".join(f"drop at {r:.0%}" for r in PRUNE_RATIOS) + " |",
-            "|:---|" + "---:|" * len(PRUNE_RATIOS),
-        ]
+        lines += ["",
+                  "Sensitivity (Li et al. Sec. 3.3; one layer pruned alone, no fine-tuning, first "
+                  f"{SENSITIVITY_IMAGES:,} test images; plot: `results/seed_sensitivity_{name}.png`): at 50% the most "
+                  f"sensitive layer is `{worst['layer']}` ({worst['drop']:.2f} points lost), the least "
+                  f"`{safest['layer']}` ({safest['drop']:.2f}).", "",
+                  "| layer | " + " | ".join(f"drop at {r:.0%}" for r in PRUNE_RATIOS) + " |",
+                  "|:---|" + "---:|" * len(PRUNE_RATIOS)]
         for layer in dict.fromkeys(r["layer"] for r in scan):
             mine = [r for r in scan if r["layer"] == layer]
             drops = {r["ratio"]: r["drop"] for r in mine}

@@ -117,11 +117,8 @@ def test_fashion_mnist_download_from_a_local_server(tmp_path, http_folder, monke
     assert sorted(p.name for p in target.iterdir()) == sorted(f.name for f in files)
 
     # A download whose checksum does not match is discarded, not kept under the final name.
-    monkeypatch.setitem(
-        fashion_mnist.FASHION_MNIST_FILES,
-        "train",
-        (data.DataFile(files[0].name, "0" * 32), data.DataFile(files[1].name, md5(files[1]))),
-    )
+    monkeypatch.setitem(fashion_mnist.FASHION_MNIST_FILES, "train",
+                        (data.DataFile(files[0].name, "0" * 32), data.DataFile(files[1].name, md5(files[1]))))
     other = tmp_path / "other"
     with pytest.raises(CorruptDataError, match="expected 0{32}; the file was discarded"):
         load_dataset("fashion_mnist", "train", data_dir=other, download=True)
@@ -253,18 +250,13 @@ def test_synthetic_is_seeded():
     assert not torch.equal(a.images, load_dataset("synthetic", limit=3, img_size=16, in_chans=1, seed=1).images)
 
 
-@pytest.mark.parametrize(
-    "kwargs, error",
-    [
-        ({"name": "fashion-mnist"}, r"unknown dataset 'fashion-mnist'.*did you mean fashion_mnist\?"),
-        (
-            {"name": "imagenet"},
-            r"unknown dataset 'imagenet'; choose one of fashion_mnist, cifar10, imagefolder:PATH, synthetic",
-        ),
-        ({"name": "fashion_mnist", "split": "val"}, r"unknown split 'val' for fashion_mnist; choose train or test"),
-        ({"name": "fashion_mnist", "limit": 0}, r"limit must be an integer >= 1, got 0"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, error", [
+    ({"name": "fashion-mnist"}, r"unknown dataset 'fashion-mnist'.*did you mean fashion_mnist\?"),
+    ({"name": "imagenet"},
+     r"unknown dataset 'imagenet'; choose one of fashion_mnist, cifar10, imagefolder:PATH, synthetic"),
+    ({"name": "fashion_mnist", "split": "val"}, r"unknown split 'val' for fashion_mnist; choose train or test"),
+    ({"name": "fashion_mnist", "limit": 0}, r"limit must be an integer >= 1, got 0"),
+])
 def test_bad_dataset_arguments(kwargs, error):
     with pytest.raises(ValueError, match=error):
         load_dataset(**kwargs)

@@ -86,18 +86,12 @@ def load_bundled():
                                   pretrained_cfg=manifest.bundled_cfgs()["mobilenet_v1_025.fmnist"])
 
 
-@pytest.mark.parametrize(
-    "where, advice, not_advised",
-    [
-        ("checkout", r"git checkout -- weights/mobilenet_v1_025\.fmnist` in the source checkout", "reinstall"),
-        ("installed", r"reinstall lightnets \(`pip install --force-reinstall --no-deps lightnets`\)", "git checkout"),
-        (
-            "elsewhere",
-            r"git checkout -- weights/mobilenet_v1_025\.fmnist` in a source checkout, or reinstall lightnets",
-            None,
-        ),
-    ],
-)
+@pytest.mark.parametrize("where, advice, not_advised", [
+    ("checkout", r"git checkout -- weights/mobilenet_v1_025\.fmnist` in the source checkout", "reinstall"),
+    ("installed", r"reinstall lightnets \(`pip install --force-reinstall --no-deps lightnets`\)", "git checkout"),
+    ("elsewhere", r"git checkout -- weights/mobilenet_v1_025\.fmnist` in a source checkout, or reinstall lightnets",
+     None),
+])
 def test_a_bundled_weight_that_fails_its_checksum_is_restored_not_deleted(
     weights_dir, monkeypatch, where, advice, not_advised
 ):

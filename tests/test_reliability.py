@@ -148,31 +148,15 @@ def test_a_too_small_map_names_the_minimum(name):
         model(torch.zeros(1, 3, 8, 8))
 
 
-@pytest.mark.parametrize(
-    "kwargs, argument",
-    [
-        ({"epochs": 0}, "epochs"),
-        ({"epochs": 0.5}, "epochs"),
-        ({"epochs": float("nan")}, "epochs"),
-        ({"epochs": -1}, "epochs"),
-        ({"lr": 0}, "lr"),
-        ({"lr": float("nan")}, "lr"),
-        ({"lr": float("inf")}, "lr"),
-        ({"lr": -0.1}, "lr"),
-        ({"weight_decay": -1e-4}, "weight_decay"),
-        ({"weight_decay": float("nan")}, "weight_decay"),
-        ({"batch_size": 0}, "batch_size"),
-        ({"batch_size": 2.5}, "batch_size"),
-        ({"batch_size": True}, "batch_size"),
-        ({"label_smoothing": 1.0}, "label_smoothing"),
-        ({"label_smoothing": float("nan")}, "label_smoothing"),
-        ({"distill_alpha": 1.5}, "distill_alpha"),
-        ({"temperature": 0}, "temperature"),
-        ({"temperature": float("inf")}, "temperature"),
-        ({"bn_l1": -1e-4}, "bn_l1"),
-        ({"bn_l1": float("nan")}, "bn_l1"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, argument", [
+    ({"epochs": 0}, "epochs"), ({"epochs": 0.5}, "epochs"), ({"epochs": float("nan")}, "epochs"),
+    ({"epochs": -1}, "epochs"), ({"lr": 0}, "lr"), ({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"),
+    ({"lr": -0.1}, "lr"), ({"weight_decay": -1e-4}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"), ({"batch_size": True}, "batch_size"),
+    ({"label_smoothing": 1.0}, "label_smoothing"), ({"label_smoothing": float("nan")}, "label_smoothing"),
+    ({"distill_alpha": 1.5}, "distill_alpha"), ({"temperature": 0}, "temperature"),
+    ({"temperature": float("inf")}, "temperature"), ({"bn_l1": -1e-4}, "bn_l1"), ({"bn_l1": float("nan")}, "bn_l1"),
+])
 def test_finetune_refuses_bad_settings_before_training(small_model, kwargs, argument):
     from lightnets.compress import finetune
     from lightnets.data import load_dataset
@@ -566,16 +550,11 @@ def test_a_forward_pass_too_large_for_memory_is_refused_before_it_starts(name, s
         model(x)
 
 
-@pytest.mark.parametrize(
-    "name, kwargs",
-    [
-        ("mobilenet_v1", {"alpha": 100}),
-        ("mobilenet_v1", {"num_classes": 10**9}),
-        ("shufflenet_g3", {"num_classes": 10**10}),
-        ("smallcnn_3x2", {"img_size": 100_000}),
-        ("vgg11_bn", {"num_classes": 10**9}),
-    ],
-)
+@pytest.mark.parametrize("name, kwargs", [
+    ("mobilenet_v1", {"alpha": 100}), ("mobilenet_v1", {"num_classes": 10**9}),
+    ("shufflenet_g3", {"num_classes": 10**10}), ("smallcnn_3x2", {"img_size": 100_000}),
+    ("vgg11_bn", {"num_classes": 10**9}),
+])
 def test_an_absurd_size_is_refused_before_allocating_with_the_estimate(name, kwargs):
     with pytest.raises(ValueError, match=r"G parameters: [\d.]+ GiB in float32, more than half of this machine's"):
         lightnets.create_model(name, **kwargs)

@@ -168,10 +168,8 @@ def test_the_timeout_is_read_at_each_call(hub, monkeypatch):
     monkeypatch.setenv("LIGHTNETS_DOWNLOAD_TIMEOUT", "0.5")
     _, seconds = one_error(from_hub, r"sent nothing for 0\.5 s")
     assert seconds < 2.5
-    assert (hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, hf_constants.HF_HUB_ETAG_TIMEOUT) == (
-        10,
-        10,
-    )  # restored after the call
+    # restored after the call
+    assert (hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, hf_constants.HF_HUB_ETAG_TIMEOUT) == (10, 10)
 
 
 def test_a_bad_timeout_setting_is_named(hub, monkeypatch):
@@ -229,11 +227,8 @@ def test_the_hub_download_is_not_retried_behind_the_users_back(hub, monkeypatch)
     hub.mode[("GET", "model.safetensors")] = "truncate"
     one_error(from_hub, "closed before the whole file arrived")
     assert sum(1 for method, path in hub.requests if method == "GET" and path.endswith("model.safetensors")) == 1
-    assert (
-        file_download.http_get,
-        file_download._ETAG_RETRY_TIMEOUT,
-        file_download._DEFAULT_RETRY_ON_EXCEPTIONS,
-    ) == before
+    assert (file_download.http_get, file_download._ETAG_RETRY_TIMEOUT,
+            file_download._DEFAULT_RETRY_ON_EXCEPTIONS) == before
 
 
 # --- the same promises on the url path (lightnets._io.download) ------------------------------------------------
@@ -323,33 +318,20 @@ def _damaged(kind: str, other_run: Path, marker: Path) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(
-    "kind, reason",
-    [
-        ("truncated", "it is cut short or corrupt"),
-        ("empty", "it is cut short or corrupt"),
-        ("random bytes", "it is not a PyTorch checkpoint"),
-        (
-            "pickled object",
-            r"it holds Python objects other than tensors, which are not unpickled \(nothing in it was run\)",
-        ),
-        ("plain pickle", "it is not a PyTorch checkpoint"),
-        (
-            "foreign",
-            r"it is not the checkpoint of a lightnets-train run \(no model, optimizer, scheduler, scaler, epoch in it\)",
-        ),
-        (
-            "other model, no settings",
-            r"it holds the weights of another model than this smallcnn_3x2 \(\d+ of this model's "
-            r"tensors missing, e\.g\. \S+; \d+ tensors it does not have, e\.g\. \S+\)",
-        ),
-        (
-            "other shapes, no settings",
-            r"it holds the weights of another model than this smallcnn_3x2 \(classifier\.weight is "
-            r"\(5, \d+\) there, \(10, \d+\) here, and 1 more shapes differ\)",
-        ),
-    ],
-)
+@pytest.mark.parametrize("kind, reason", [
+    ("truncated", "it is cut short or corrupt"),
+    ("empty", "it is cut short or corrupt"),
+    ("random bytes", "it is not a PyTorch checkpoint"),
+    ("pickled object", r"it holds Python objects other than tensors, which are not unpickled "
+                       r"\(nothing in it was run\)"),
+    ("plain pickle", "it is not a PyTorch checkpoint"),
+    ("foreign", r"it is not the checkpoint of a lightnets-train run "
+                r"\(no model, optimizer, scheduler, scaler, epoch in it\)"),
+    ("other model, no settings", r"it holds the weights of another model than this smallcnn_3x2 \(\d+ of this model's "
+                                 r"tensors missing, e\.g\. \S+; \d+ tensors it does not have, e\.g\. \S+\)"),
+    ("other shapes, no settings", r"it holds the weights of another model than this smallcnn_3x2 \(classifier\.weight "
+                                  r"is \(5, \d+\) there, \(10, \d+\) here, and 1 more shapes differ\)"),
+])
 def test_resume_from_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_choices(tmp_path, capsys, other_run, kind,
                                                                                        reason):
     work_dir = tmp_path / "run"
@@ -431,27 +413,8 @@ def test_sigkill_during_eval_output_leaves_a_whole_table_and_no_temporary(tmp_pa
         assert all(f"-{process.pid}." in name for name in _temporaries(output)), (attempt, _temporaries(output))
     assert len(seeds) > 1  # the kills landed after different writes
 
-    assert (
-        eval_main(
-            [
-                "--model",
-                "smallcnn_3x2",
-                "--dataset",
-                "synthetic",
-                "--no-accuracy",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-                "--format",
-                "json",
-                "--output",
-                str(output),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert eval_main(["--model", "smallcnn_3x2", "--dataset", "synthetic", "--no-accuracy", "--repeats", "1",
+                      "--warmup", "0", "--format", "json", "--output", str(output), "--no-progress"]) == 0
     assert json.loads(output.read_text())["rows"][0]["model"] == "smallcnn_3x2" and _temporaries(output) == []
 
 

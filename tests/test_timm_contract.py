@@ -173,14 +173,9 @@ def test_timms_data_config_and_transform_are_the_weights_own(name, tmp_path):
     model = lightnets.create_model(name)
     cfg = model.pretrained_cfg
     data_cfg = resolve_data_config({}, model=model)
-    assert data_cfg == {
-        "input_size": cfg["input_size"],
-        "interpolation": cfg["interpolation"],
-        "mean": tuple(cfg["mean"]),
-        "std": tuple(cfg["std"]),
-        "crop_pct": cfg["crop_pct"],
-        "crop_mode": "center",
-    }
+    assert data_cfg == {"input_size": cfg["input_size"], "interpolation": cfg["interpolation"],
+                        "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "crop_pct": cfg["crop_pct"],
+                        "crop_mode": "center"}
     transform = create_transform(**data_cfg)
     side = cfg["input_size"][-1]
     resize, crop = transform.transforms[:2]

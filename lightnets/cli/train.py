@@ -75,12 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--finetune-from", metavar="NAME_OR_PATH",
                        help="start from weights (name.tag, file or Hub folder) with a new head / in_chans")
     data = p.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        default="fashion_mnist",
-        metavar="NAME",
-        help="fashion_mnist, cifar10, imagefolder:PATH or synthetic",
-    )
+    data.add_argument("--dataset", default="fashion_mnist", metavar="NAME",
+                      help="fashion_mnist, cifar10, imagefolder:PATH or synthetic")
     data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files (default: the cache)")
     data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
     data.add_argument("--limit", type=int, metavar="N", help="use only the first N training images (tiny runs)")
@@ -93,13 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--weight-decay", type=float, default=5e-4, metavar="WD", help="on conv and linear weights (not BN, biases)"
     )
-    optim.add_argument(
-        "--layer-decay",
-        type=float,
-        metavar="FACTOR",
-        help="layer-wise LR decay for fine-tuning, in (0, 1]: each layer learns at FACTOR times the LR of "
-        "the layer after it, the classifier at --lr (see ClassifierNet.group_matcher)",
-    )
+    optim.add_argument("--layer-decay", type=float, metavar="FACTOR",
+                       help="layer-wise LR decay for fine-tuning, in (0, 1]: each layer learns at FACTOR times the "
+                            "LR of the layer after it, the classifier at --lr (see ClassifierNet.group_matcher)")
     optim.add_argument(
         "--label-smoothing", type=float, default=0.1, metavar="EPS", help="cross-entropy label smoothing"
     )
@@ -164,11 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--fp16-weights", action="store_true", help="store --output weights in float16 (metrics measured on them)"
     )
-    out.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="let --output replace a weight in the bundled weights/ folder, or a folder holding another model",
-    )
+    out.add_argument("--overwrite", action="store_true",
+                     help="let --output replace a weight in the bundled weights/ folder, "
+                          "or a folder holding another model")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 

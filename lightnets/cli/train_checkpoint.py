@@ -64,9 +64,8 @@ def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
     ValueError: --resume: .../last.pth cannot be resumed from: it is not a PyTorch checkpoint. It was left as it is: ...
     """
     try:
-        with (
-            warnings.catch_warnings()
-        ):  # torch's remarks on a file it then refuses ("pickle protocol 4"): not the user's
+        # torch's remarks on a file it then refuses ("pickle protocol 4"): not the user's
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:

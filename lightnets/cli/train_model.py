@@ -88,9 +88,8 @@ def build_model(
     else:
         name = choice.model
         if "img_size" in model_arguments(name) and "img_size" not in kwargs and "rho" not in kwargs:
-            kwargs["img_size"] = (
-                img_size  # train at the data's native size (a fixed-size model too): the cfg records it
-            )
+            # train at the data's native size (a fixed-size model too): the cfg records it
+            kwargs["img_size"] = img_size
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     return model, kwargs
 

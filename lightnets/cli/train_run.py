@@ -17,22 +17,9 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import load_dataset
-from ..training import (
-    FeatureDistillation,
-    FeatureStudent,
-    FitConfig,
-    Runtime,
-    autocast_dtype,
-    channel_stats,
-    evaluate,
-    fit,
-    in_memory,
-    lr_lambda,
-    main_process_first,
-    param_groups,
-    prepare_for,
-    setup_runtime,
-)
+from ..training import (FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats,
+                        evaluate, fit, in_memory, lr_lambda, main_process_first, param_groups, prepare_for,
+                        setup_runtime)
 from .train_checkpoint import (CHECKPOINT_NAME, LOG_NAME, append_log, check_same_run, read_checkpoint, reconcile_log,
                                restore, save_arguments, save_checkpoint, saved_settings)
 from .train_config import TrainRunConfig
@@ -64,20 +51,11 @@ def run_training(
         torch.backends.cudnn.benchmark = not config.deterministic
         if train_set is None:
             with main_process_first(runtime):  # one process downloads; the others then read its files
-                train_set = load_dataset(
-                    config.dataset,
-                    split="train",
-                    data_dir=config.data_dir,
-                    download=config.download,
-                    limit=config.limit,
-                )
-                test_set = load_dataset(
-                    config.dataset,
-                    split="test",
-                    data_dir=config.data_dir,
-                    download=config.download,
-                    limit=config.limit_test if config.limit_test is not None else config.limit,
-                )
+                train_set = load_dataset(config.dataset, split="train", data_dir=config.data_dir,
+                                         download=config.download, limit=config.limit)
+                test_set = load_dataset(config.dataset, split="test", data_dir=config.data_dir,
+                                        download=config.download,
+                                        limit=config.limit_test if config.limit_test is not None else config.limit)
         return _fit(config, runtime, train_set, test_set)
     finally:
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
@@ -152,14 +130,8 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    sampler = torch.utils.data.DistributedSampler(
-        range(len(train_labels)),
-        num_replicas=runtime.world_size,
-        rank=runtime.rank,
-        shuffle=True,
-        seed=config.seed,
-        drop_last=True,
-    )
+    sampler = torch.utils.data.DistributedSampler(range(len(train_labels)), num_replicas=runtime.world_size,
+                                                  rank=runtime.rank, shuffle=True, seed=config.seed, drop_last=True)
     local_batch = config.batch_size // runtime.world_size
     steps_per_epoch = max(1, len(sampler) // local_batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
@@ -173,13 +145,11 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
     work_dir = config.run_dir
     checkpoint_path = work_dir / CHECKPOINT_NAME
     start_epoch = 0
-    sources: Optional[dict[str, str]] = (
-        None  # sha256 of the --finetune-from / --teacher weights when the run first started
-    )
+    # sha256 of the --finetune-from / --teacher weights when the run first started
+    sources: Optional[dict[str, str]] = None
     if config.resume and checkpoint_path.is_file():
-        state = read_checkpoint(
-            checkpoint_path, runtime.device
-        )  # damaged, foreign or pickled: one line, file untouched
+        # damaged, foreign or pickled: one line, file untouched
+        state = read_checkpoint(checkpoint_path, runtime.device)
         check_same_run(config, saved_settings(state, work_dir), checkpoint_path)
         restore(state, checkpoint_path, {"model": model, "feature_adapters": features, "optimizer": optimizer,
                                          "scheduler": scheduler, "scaler": scaler})
@@ -238,53 +208,28 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
     return model, record
 
 
-def _publish(
-    config: TrainRunConfig,
-    model: nn.Module,
-    model_args: dict[str, Any],
-    classes: list[str],
-    test: dict[str, Any],
-    sources: dict[str, str],
-    runtime: Runtime,
-    amp_dtype: Any,
-    train_images: int,
-) -> None:
+def _publish(config: TrainRunConfig, model: nn.Module, model_args: dict[str, Any], classes: list[str],
+             test: dict[str, Any], sources: dict[str, str], runtime: Runtime, amp_dtype: Any,
+             train_images: int) -> None:
     """Write --output: the weights, with the measured test metrics and how they were trained in the card."""
     from ..publish import save_pretrained
 
-    metrics = {
-        "top1": test["top1"],
-        "top5": test["top5"],
-        "dataset": config.dataset,
-        "split": "test",
-        "images": test["count"],
-    }
-    training = {
-        "dataset": config.dataset,
-        "command": "python -m lightnets.train " + shlex.join(config.command),
-        "epochs": config.epochs,
-        "seed": config.seed,
-        "processes": runtime.world_size,
-        "device": runtime.device.type,
-        "precision": f"{str(amp_dtype).removeprefix('torch.')} autocast" if amp_dtype is not None else "float32",
-        "train_images": train_images,
-    }
+    metrics = {"top1": test["top1"], "top5": test["top5"], "dataset": config.dataset, "split": "test",
+               "images": test["count"]}
+    training = {"dataset": config.dataset, "command": "python -m lightnets.train " + shlex.join(config.command),
+                "epochs": config.epochs, "seed": config.seed, "processes": runtime.world_size,
+                "device": runtime.device.type,
+                "precision": (f"{str(amp_dtype).removeprefix('torch.')} autocast" if amp_dtype is not None
+                              else "float32"),
+                "train_images": train_images}
     if config.finetune_from:
         training.update(finetuned_from=config.finetune_from, finetuned_from_sha256=sources["finetuned_from"])
     if config.teacher:
         training.update(teacher=config.teacher, teacher_sha256=sources["teacher"])
     if config.distill_features:
         training.update(distill_features=config.distill_features)
-    folder = save_pretrained(
-        model.cpu(),
-        config.output,
-        metrics=metrics,
-        tag=config.tag,
-        model_args=model_args,
-        label_names=classes,
-        training=training,
-        fp16=config.fp16_weights,
-        overwrite=config.overwrite,
-    )
+    folder = save_pretrained(model.cpu(), config.output, metrics=metrics, tag=config.tag, model_args=model_args,
+                             label_names=classes, training=training, fp16=config.fp16_weights,
+                             overwrite=config.overwrite)
     print(f"wrote {folder} (test top-1 {test['top1']}%)")
 

@@ -45,12 +45,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     convert.add_argument(
         "tag", help="the weight's tag, e.g. shufflenet_g3.megvii_in1k (see lightnets.list_pretrained('*in1k'))"
     )
-    convert.add_argument(
-        "file",
-        nargs="?",
-        default=None,
-        help="the source's own file (.pth, .pth.zip, .pth.tar, .h5); default: download it from the tag's URL",
-    )
+    convert.add_argument("file", nargs="?", default=None,
+                         help="the source's own file (.pth, .pth.zip, .pth.tar, .h5); "
+                              "default: download it from the tag's URL")
     convert.add_argument("--output", required=True, help="the folder to write")
     convert.add_argument("--overwrite", action="store_true", help="replace a folder that holds another model")
     push = commands.add_parser("push", help="upload a Hub-layout folder (needs a token: HF_TOKEN or `hf auth login`)")

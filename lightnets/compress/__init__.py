@@ -40,19 +40,7 @@ from .sensitivity import iterative_prune, sensitivity_scan, top1_accuracy
 from .separable import rank1_factors, standard_convs, to_separable
 
 __all__ = [
-    "CostChange",
-    "compare_cost",
-    "standard_convs",
-    "to_separable",
-    "prunable_layers",
-    "joined_layers",
-    "prune",
-    "prune_l1",
-    "CRITERIA",
-    "sensitivity_scan",
-    "iterative_prune",
-    "finetune",
-    "top1_accuracy",
-    "rank1_factors",
-    "ChannelGraph",
+    "CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
+    "prune", "prune_l1", "CRITERIA", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy",
+    "rank1_factors", "ChannelGraph",
 ]

@@ -361,12 +361,11 @@ class ChannelGraph:
             if sizes[mine].sum() == size:
                 constrain({i: 1 for i in mine}, -np.inf, size - 1)
         low, high = zip(*bounds)
-        result = milp(
-            np.concatenate([np.zeros(n + m), np.ones(n)]),
-            integrality=np.concatenate([np.ones(n + m), np.zeros(n)]),
-            bounds=Bounds(np.zeros(2 * n + m), np.concatenate([sizes, np.full(m, sizes.sum()), np.full(n, np.inf)])),
-            constraints=LinearConstraint(np.array(rows), low, high),
-        )
+        result = milp(np.concatenate([np.zeros(n + m), np.ones(n)]),
+                      integrality=np.concatenate([np.ones(n + m), np.zeros(n)]),
+                      bounds=Bounds(np.zeros(2 * n + m),
+                                    np.concatenate([sizes, np.full(m, sizes.sum()), np.full(n, np.inf)])),
+                      constraints=LinearConstraint(np.array(rows), low, high))
         if result.x is None:
             return None
         return {key: int(round(result.x[i])) for i, key in enumerate(keys)}

@@ -20,14 +20,8 @@ from torch.utils.data import Dataset
 from ..models.base import check_positive_int
 from .files import CorruptDataError
 
-__all__ = [
-    "ImageFolderDataset",
-    "load_image_folder",
-    "check_crop_pct",
-    "SPLIT_FOLDERS",
-    "RESIZE_FILTERS",
-    "IMAGE_EXTENSIONS",
-]
+__all__ = ["ImageFolderDataset", "load_image_folder", "check_crop_pct", "SPLIT_FOLDERS", "RESIZE_FILTERS",
+           "IMAGE_EXTENSIONS"]
 
 PathLike = Union[str, Path]
 

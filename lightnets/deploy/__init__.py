@@ -39,16 +39,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .export import (
-    DEFAULT_OPSET,
-    MAX_OPSET,
-    MIN_OPSET,
-    check_example_input,
-    default_input,
-    export_onnx,
-    pools_globally,
-    quiet_deprecations,
-)
+from .export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_example_input, default_input, export_onnx,
+                     pools_globally, quiet_deprecations)
 from .fold import conv_bn_pairs, fold_batchnorm
 from .runtimes import BackendUnavailableError, OnnxRuntimeModule, OpenVinoModule, ort_session_options, quantize_onnx
 

@@ -18,16 +18,8 @@ from .. import _io
 from .fold import fold_batchnorm
 from .runtimes import INPUT_NAME, OUTPUT_NAME, require_package
 
-__all__ = [
-    "DEFAULT_OPSET",
-    "MIN_OPSET",
-    "MAX_OPSET",
-    "check_example_input",
-    "default_input",
-    "pools_globally",
-    "export_onnx",
-    "quiet_deprecations",
-]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "check_example_input", "default_input", "pools_globally",
+           "export_onnx", "quiet_deprecations"]
 
 PathLike = Union[str, os.PathLike]
 

@@ -53,12 +53,9 @@ def batch_size_list(text: str) -> list[int]:
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = _Parser(
-        prog=prog,
-        description="Accuracy, parameters, MACs, latency and memory of lightnets models, side by side, in one run.",
-        epilog=__doc__.split("\n\n", 2)[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _Parser(prog=prog, description="Accuracy, parameters, MACs, latency and memory of lightnets models, "
+                                       "side by side, in one run.",
+                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     models = p.add_argument_group("models")
     models.add_argument("--model", action="append", default=[], metavar="NAME",
                         help="model name, name.tag or glob ('mobilenet_v1*'); repeatable")
@@ -74,11 +71,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     models.add_argument("--img-size", type=int, metavar="PX", help="input side to evaluate at (default: the model's)")
     models.add_argument("--baseline", metavar="NAME", help="add ratio columns against this model (added if not listed)")
     data = p.add_argument_group("data")
-    data.add_argument(
-        "--dataset",
-        default="fashion_mnist",
-        help="fashion_mnist (default, embedded), cifar10, imagefolder:PATH, synthetic",
-    )
+    data.add_argument("--dataset", default="fashion_mnist",
+                      help="fashion_mnist (default, embedded), cifar10, imagefolder:PATH, synthetic")
     data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files")
     data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
     data.add_argument("--split", default="test", help="train, test (imagefolder: train, val, test); default test")
@@ -218,46 +212,23 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
         names = model_names(args.model, args.all_pretrained, args.dataset, num_classes, args.pretrained)
         backend = _backend(args.accuracy_backend, args.device)
         rows = evaluate(
-            names,
-            args.dataset,
-            split=args.split,
-            data_dir=args.data_dir,
-            download=args.download,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            img_size=args.img_size,
-            small_input=args.small_input,
-            pretrained=args.pretrained,
-            checkpoint=args.checkpoint,
-            accuracy=not args.no_accuracy,
-            memory=args.memory,
-            accuracy_backend=backend,
-            latency_batch_sizes=args.latency_batch_sizes,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            channels_last=args.channels_last,
-            device=args.device,
-            baseline=args.baseline,
-            workers=args.workers,
-            progress=not args.no_progress,
-            seed=args.seed,
-            accuracy_cache=not args.remeasure,
+            names, args.dataset, split=args.split, data_dir=args.data_dir, download=args.download, limit=args.limit,
+            batch_size=args.batch_size, img_size=args.img_size, small_input=args.small_input,
+            pretrained=args.pretrained, checkpoint=args.checkpoint, accuracy=not args.no_accuracy, memory=args.memory,
+            accuracy_backend=backend, latency_batch_sizes=args.latency_batch_sizes,
+            repeats=args.repeats, warmup=args.warmup, channels_last=args.channels_last,
+            device=args.device, baseline=args.baseline, workers=args.workers, progress=not args.no_progress,
+            seed=args.seed, accuracy_cache=not args.remeasure,
             # A backend named on the command line is a question about that backend: measure on it.
             recorded=not args.remeasure and args.accuracy_backend == "auto",
         )
         settings = {
             "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
-            "dataset": args.dataset,
-            "split": args.split,
-            "images": rows[0]["images"],
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "latency_batch_sizes": args.latency_batch_sizes,
-            "peak_batch_size": max(args.latency_batch_sizes) if args.memory else None,
-            "baseline": args.baseline,
-            "accuracy_backend": None
-            if args.no_accuracy or all(row.get("accuracy_recorded") for row in rows)
-            else backend,
+            "dataset": args.dataset, "split": args.split, "images": rows[0]["images"],
+            "repeats": args.repeats, "warmup": args.warmup, "latency_batch_sizes": args.latency_batch_sizes,
+            "peak_batch_size": max(args.latency_batch_sizes) if args.memory else None, "baseline": args.baseline,
+            "accuracy_backend": (None if args.no_accuracy or all(row.get("accuracy_recorded") for row in rows)
+                                 else backend),
             "accuracy_cached": sum(bool(row.get("accuracy_cached")) for row in rows),
             "accuracy_recorded": sum(bool(row.get("accuracy_recorded")) for row in rows),
         }

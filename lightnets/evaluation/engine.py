@@ -147,19 +147,9 @@ def evaluate(
         for c in candidates:
             c.model.to(device, memory_format=memory_format)
             params = sum(p.numel() for p in c.model.parameters())
-            rows.append(
-                {
-                    "model": c.label,
-                    "tag": c.tag,
-                    "input_size": "x".join(map(str, c.input_size)),
-                    "params": params,
-                    "macs": _count_macs(c),
-                    "top1": None,
-                    "top5": None,
-                    "loss": None,
-                    "images": None,
-                }
-            )
+            rows.append({"model": c.label, "tag": c.tag, "input_size": "x".join(map(str, c.input_size)),
+                         "params": params, "macs": _count_macs(c), "top1": None, "top5": None, "loss": None,
+                         "images": None})
         if accuracy:
             # Decoded image folders are made per eval transform: each model reads them as its weights expect
             # (side, crop_pct, interpolation); models that share a transform share the set.

@@ -117,7 +117,6 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "table", environment: Opti
     check_format(fmt)
     notes = footer(environment, settings) if environment and settings else []
     document = {"environment": environment or {}, "settings": settings or {}, "rows": list(rows)}
-    every_key = list(
-        dict.fromkeys(key for row in rows for key in row)
-    )  # CSV: every key of the rows, raw, as JSON has them
+    # CSV: every key of the rows, raw, as JSON has them
+    every_key = list(dict.fromkeys(key for row in rows for key in row))
     return render_rows(rows, columns(rows), fmt, notes=notes, document=document, csv_keys=every_key)

@@ -23,14 +23,8 @@ from ..weight_cfg import WeightCfg
 from .download import ChecksumError, SizeLimit, WeightsUnavailableError, _too_large, sha256sum
 from .native import WeightsFileError, read_weights, zip_member_sha1
 
-__all__ = [
-    "cache_dir",
-    "converted_from_file",
-    "converted_from_url",
-    "download_file",
-    "safetensors_bytes",
-    "save_state_dict",
-]
+__all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "safetensors_bytes",
+           "save_state_dict"]
 
 StateDict = dict[str, torch.Tensor]
 

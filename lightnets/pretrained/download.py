@@ -240,11 +240,9 @@ class SizeLimit(NamedTuple):
         '8 bytes (float64) for each of its 1,000 parameters and buffers, plus 1 MiB of header: 1,056,576 bytes'
         """
         max_bytes = 8 * numbers + HEADER_ALLOWANCE
-        return cls(
-            max_bytes,
-            f"a weight of {architecture}",
-            f"8 bytes (float64) for each of its {numbers:,} parameters and buffers, plus 1 MiB of header: {max_bytes:,} bytes",
-        )
+        return cls(max_bytes, f"a weight of {architecture}",
+                   f"8 bytes (float64) for each of its {numbers:,} parameters and buffers, plus 1 MiB of header: "
+                   f"{max_bytes:,} bytes")
 
 
 HEADER_ALLOWANCE = 1 << 20

@@ -119,9 +119,8 @@ class FolderConfig:
             described = {
                 "architecture": info.get("architecture"),
                 "tag": info.get("tag"),
-                "model_args": None
-                if model_args is None
-                else {k: v for k, v in model_args.items() if k not in _IO_ARGS},
+                "model_args": (None if model_args is None
+                               else {k: v for k, v in model_args.items() if k not in _IO_ARGS}),
                 "num_classes": config.get("num_classes", cfg.num_classes),
                 "params": info.get("params"),
                 "macs": info.get("macs"),

@@ -37,15 +37,8 @@ from .folder_config import FolderConfig, read_config
 from .manifest import CONFIG_NAME
 from .native import WeightsFileError, is_native, read_weights
 
-__all__ = [
-    "folder_cfg",
-    "folder_weight_cfg",
-    "hub_repo_cfg",
-    "hub_repo_weight_cfg",
-    "load_checkpoint",
-    "load_pretrained",
-    "read_config",
-]
+__all__ = ["folder_cfg", "folder_weight_cfg", "hub_repo_cfg", "hub_repo_weight_cfg", "load_checkpoint",
+           "load_pretrained", "read_config"]
 
 PathLike = Union[str, Path]
 StateDict = dict[str, torch.Tensor]
@@ -154,13 +147,9 @@ def _load_checked(
     if strict and (missing or unexpected or mismatched):
         problems = []
         if mismatched:
-            problems.append(
-                "shape mismatch: "
-                + "; ".join(
-                    f"{key} is {tuple(state_dict[key].shape)} in the file, {tuple(own[key].shape)} in the model"
-                    for key in mismatched[:5]
-                )
-            )
+            problems.append("shape mismatch: " + "; ".join(
+                f"{key} is {tuple(state_dict[key].shape)} in the file, {tuple(own[key].shape)} in the model"
+                for key in mismatched[:5]))
         if missing:
             problems.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
         if unexpected:

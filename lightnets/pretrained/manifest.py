@@ -103,18 +103,8 @@ def bundled_cfgs(weights_dir: Optional[Union[str, os.PathLike]] = None) -> dict[
 
 
 # The keys of a manifest entry; the first ones must be there.
-_REQUIRED_KEYS = (
-    "folder",
-    "sha256",
-    "model_args",
-    "num_classes",
-    "input_size",
-    "mean",
-    "std",
-    "params",
-    "macs",
-    "metrics",
-)
+_REQUIRED_KEYS = ("folder", "sha256", "model_args", "num_classes", "input_size", "mean", "std", "params", "macs",
+                  "metrics")
 _OPTIONAL_KEYS = ("hf_hub_id", "crop_pct", "interpolation", "label_names", "license", "training", "restructured")
 
 

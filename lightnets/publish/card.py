@@ -49,22 +49,12 @@ def model_card(folder: FolderConfig) -> str:
         # A published weight's numbers are its source's (each metric's reported_by names where), not lightnets' own.
         reported = any(row.reported_by is not None for row in metrics.rows)
         heading = "reported by its source, not measured by lightnets" if reported else "measured"
-        lines += [
-            f"| {heading} | |",
-            "|---|---|",
-            *[f"| {key} | {value} |" for key, value in metrics.to_dict().items()],
-            "",
-        ]
+        lines += [f"| {heading} | |", "|---|---|",
+                  *[f"| {key} | {value} |" for key, value in metrics.to_dict().items()], ""]
     if training:
-        lines += [
-            "| training | |",
-            "|---|---|",
-            *[
-                f"| {key} | `{value}` |" if key == "command" else f"| {key} | {value} |"
-                for key, value in training.items()
-            ],
-            "",
-        ]
+        lines += ["| training | |", "|---|---|",
+                  *[f"| {key} | `{value}` |" if key == "command" else f"| {key} | {value} |"
+                    for key, value in training.items()], ""]
     lines += [
         "```python",
         "import lightnets",

@@ -67,33 +67,16 @@ def test_impossible_settings_are_refused_before_any_work(argv, message):
         train(["--model", "mobilenet_v1_025", *argv, "--dataset", "no-such-dataset"])  # refused before the data
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--model", "mobilenetv1_025"], "unknown model 'mobilenetv1_025'; did you mean mobilenet_v1_025"),
-        (
-            ["--model", "mobilenet_v1_025", "--model-arg", "depth=3", "--limit", "8", "--dataset", "synthetic"],
-            "mobilenet_v1_025 got unknown argument(s) depth",
-        ),
-        (
-            [
-                "--finetune-from",
-                "smallcnn_3x2.fmnist",
-                "--model",
-                "mobilenet_v1_025",
-                "--dataset",
-                "synthetic",
-                "--limit",
-                "8",
-            ],
-            "--model mobilenet_v1_025 is not the architecture of --finetune-from smallcnn_3x2.fmnist (smallcnn_3x2)",
-        ),
-        (
-            ["--finetune-from", str(Path("no/such/folder")), "--dataset", "synthetic", "--limit", "8"],
-            "unknown model 'no/such/folder'",
-        ),
-    ],
-)
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "mobilenetv1_025"], "unknown model 'mobilenetv1_025'; did you mean mobilenet_v1_025"),
+    (["--model", "mobilenet_v1_025", "--model-arg", "depth=3", "--limit", "8", "--dataset", "synthetic"],
+     "mobilenet_v1_025 got unknown argument(s) depth"),
+    (["--finetune-from", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025", "--dataset", "synthetic",
+      "--limit", "8"],
+     "--model mobilenet_v1_025 is not the architecture of --finetune-from smallcnn_3x2.fmnist (smallcnn_3x2)"),
+    (["--finetune-from", str(Path("no/such/folder")), "--dataset", "synthetic", "--limit", "8"],
+     "unknown model 'no/such/folder'"),
+])
 def test_cli_errors_are_one_line(capsys, argv, message):
     assert lightnets.cli.train.main([*argv, "--epochs", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -114,28 +97,12 @@ def test_help_is_grouped_and_shows_each_default_once():
     """--help groups the options and states every default once (tests/repository/test_architecture.py checks
     that it answers before torch is imported)."""
     text = lightnets.cli.train.build_parser().format_help()
-    for group in (
-        "model:",
-        "data:",
-        "optimisation:",
-        "schedule:",
-        "augmentation:",
-        "distillation:",
-        "runtime:",
-        "output:",
-    ):
+    for group in ("model:", "data:", "optimisation:", "schedule:", "augmentation:", "distillation:", "runtime:",
+                  "output:"):
         assert f"\n{group}\n" in text
-    for default in (
-        "(default: 30)",
-        "(default: 0.05)",
-        "(default: fashion_mnist)",
-        "(default: sgd)",
-        "(default: cosine)",
-        "(default: 0)",
-        "(default: 128)",
-        "(default: the cache)",
-        "(default: cuda if available)",
-    ):
+    for default in ("(default: 30)", "(default: 0.05)", "(default: fashion_mnist)", "(default: sgd)",
+                    "(default: cosine)", "(default: 0)", "(default: 128)", "(default: the cache)",
+                    "(default: cuda if available)"):
         assert default in text.replace("\n" + " " * 24, " "), default
     parser = lightnets.cli.train.build_parser()
     for action in parser._actions:
@@ -162,17 +129,15 @@ def test_the_log_is_reconciled_with_the_checkpoint(tmp_path):
 
 def test_training_from_scratch_builds_the_model_at_the_datas_size():
     args = Namespace(model="smallcnn_3x2", model_arg=[], finetune_from=None)
-    model, model_args = build_model(
-        args, num_classes=10, in_chans=3, img_size=32
-    )  # CIFAR-10: its FC layer sized for 32
+    # CIFAR-10: its FC layer sized for 32
+    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)
     assert model.img_size == 32 and model_args["img_size"] == 32
 
 
 def test_finetune_runs_at_the_datas_own_size_when_the_model_pools_globally():
     args = Namespace(model=None, model_arg=[], finetune_from="mobilenet_v1_025.fmnist")
-    model, model_args = build_model(
-        args, num_classes=10, in_chans=3, img_size=32
-    )  # CIFAR-10 from the Fashion-MNIST weight
+    # CIFAR-10 from the Fashion-MNIST weight
+    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)
     assert (model.img_size, model.in_chans, model.small_input) == (32, 3, True)
     assert model_args == {"small_input": True, "img_size": 32}
     shipped = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True)

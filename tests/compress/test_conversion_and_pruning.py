@@ -48,23 +48,13 @@ def params(model):
 # ---------------------------------------------------------------------------------------------
 
 # (conv, M in, N out, output side) of the 3+2 CNN at 28 px: conv k is followed by a 2x2 pool.
-SMALLCNN_CONVS = {
-    "features.conv1.conv": (1, 32, 28),
-    "features.conv2.conv": (32, 64, 14),
-    "features.conv3.conv": (64, 128, 7),
-}
+SMALLCNN_CONVS = {"features.conv1.conv": (1, 32, 28), "features.conv2.conv": (32, 64, 14),
+                  "features.conv3.conv": (64, 128, 7)}
 
 
-@pytest.mark.parametrize(
-    "layers",
-    [
-        ["features.conv1.conv"],
-        ["features.conv2.conv"],
-        ["features.conv3.conv"],
-        ["features.conv1.conv", "features.conv2.conv"],
-        ["features.conv2.conv", "features.conv3.conv"],
-    ],
-)
+@pytest.mark.parametrize("layers", [["features.conv1.conv"], ["features.conv2.conv"], ["features.conv3.conv"],
+                                    ["features.conv1.conv", "features.conv2.conv"],
+                                    ["features.conv2.conv", "features.conv3.conv"]])
 def test_conversion_costs_follow_mobilenet_eq5(layers):
     model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     converted = compress.to_separable(model, layers)
@@ -502,19 +492,13 @@ def test_iterative_prune_applies_each_step_to_the_last_model():
     assert [m.features.conv1.conv.out_channels for m in models] == [24, 24]
 
 
-@pytest.mark.parametrize(
-    "name, kwargs, convert",
-    [
-        ("mobilenet_v1_025", {"small_input": True}, None),
-        ("smallcnn_3x2", {}, ["features.conv2"]),
-        (
-            "shufflenet_v1",
-            {"groups": 4, "scale": 0.5, "small_input": True},
-            None,
-        ),  # grouped convs keep their groups; the integer program's layout
-        ("sepcnn_regular", {"small_input": True}, "deepest:2"),
-    ],
-)
+@pytest.mark.parametrize("name, kwargs, convert", [
+    ("mobilenet_v1_025", {"small_input": True}, None),
+    ("smallcnn_3x2", {}, ["features.conv2"]),
+    # grouped convs keep their groups; the integer program's layout
+    ("shufflenet_v1", {"groups": 4, "scale": 0.5, "small_input": True}, None),
+    ("sepcnn_regular", {"small_input": True}, "deepest:2"),
+])
 def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert, tmp_path):
     import json
 
@@ -567,7 +551,6 @@ def test_a_changed_model_no_longer_claims_the_weights_it_came_from():
         cfg = derived.pretrained_cfg
         assert cfg["derived_from"] == SMALLCNN and cfg["tag"] is None
         assert not {"sha256", "metrics", "file", "params", "macs"} & set(cfg)
-        assert (
-            cfg["mean"] == model.pretrained_cfg["mean"] and cfg["architecture"] == "smallcnn_3x2"
-        )  # still how to feed it
+        # still how to feed it
+        assert cfg["mean"] == model.pretrained_cfg["mean"] and cfg["architecture"] == "smallcnn_3x2"
     assert model.pretrained_cfg["metrics"]["top1"] == 92.35  # the original is untouched

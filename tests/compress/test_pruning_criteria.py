@@ -121,32 +121,18 @@ class _NoReluAfterFirstConv(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        (
-            {"criterion": "taylor"},
-            ValueError,
-            "criterion must be one of 'l1', 'apoz', 'reconstruction', 'slimming', got 'taylor'",
-        ),
-        ({"criterion": "reconstruction"}, ValueError, "criterion='reconstruction' needs calibration images"),
-        (
-            {"criterion": "reconstruction", "calibration": torch.full((2, 1, 28, 28), math.nan)},
-            ValueError,
-            "finite float",
-        ),
-        ({"criterion": "apoz"}, ValueError, "criterion='apoz' needs calibration images"),
-        (
-            {"criterion": "apoz", "calibration": torch.zeros(4, 1, 28, 28, dtype=torch.uint8)},
-            ValueError,
-            "float tensor",
-        ),
-        ({"criterion": "apoz", "calibration": [1, 2]}, ValueError, "got list"),
-        ({"ratio": 1.0}, ValueError, r"ratio must be a fraction of filters to remove in \[0, 1\), got 1.0"),
-        ({"ratio": math.nan}, ValueError, "ratio must be a fraction"),
-        ({"ratio": -0.1, "criterion": "slimming"}, ValueError, "ratio must be a fraction"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"criterion": "taylor"}, ValueError,
+     "criterion must be one of 'l1', 'apoz', 'reconstruction', 'slimming', got 'taylor'"),
+    ({"criterion": "reconstruction"}, ValueError, "criterion='reconstruction' needs calibration images"),
+    ({"criterion": "reconstruction", "calibration": torch.full((2, 1, 28, 28), math.nan)}, ValueError, "finite float"),
+    ({"criterion": "apoz"}, ValueError, "criterion='apoz' needs calibration images"),
+    ({"criterion": "apoz", "calibration": torch.zeros(4, 1, 28, 28, dtype=torch.uint8)}, ValueError, "float tensor"),
+    ({"criterion": "apoz", "calibration": [1, 2]}, ValueError, "got list"),
+    ({"ratio": 1.0}, ValueError, r"ratio must be a fraction of filters to remove in \[0, 1\), got 1.0"),
+    ({"ratio": math.nan}, ValueError, "ratio must be a fraction"),
+    ({"ratio": -0.1, "criterion": "slimming"}, ValueError, "ratio must be a fraction"),
+])
 def test_bad_arguments_are_clear_errors(kwargs, error, message):
     model = small("smallcnn_3x2")
     with pytest.raises(error, match=message):
@@ -172,15 +158,8 @@ def test_the_bn_l1_penalty_drives_batch_norm_scales_toward_zero():
     def scale_sum(bn_l1):
         model = small("smallcnn_3x2")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-        fit(
-            model,
-            images,
-            labels,
-            optimizer,
-            FitConfig(batch_size=16, bn_l1=bn_l1),
-            order=torch.arange(64).repeat(2),
-            steps=8,
-        )
+        fit(model, images, labels, optimizer, FitConfig(batch_size=16, bn_l1=bn_l1), order=torch.arange(64).repeat(2),
+            steps=8)
         return sum(float(m.weight.abs().sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
     scales = sum(m.num_features for m in small("smallcnn_3x2").modules() if isinstance(m, nn.BatchNorm2d))

@@ -160,18 +160,10 @@ def test_export_onnx_leaves_height_and_width_symbolic_only_when_the_model_pools_
     def input_dims(path):
         return [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
 
-    assert input_dims(deploy.export_onnx(make_model("shufflenet_v1"), tmp_path / "a.onnx")) == [
-        "batch",
-        3,
-        "height",
-        "width",
-    ]
-    assert input_dims(deploy.export_onnx(make_model("smallcnn"), tmp_path / "b.onnx")) == [
-        "batch",
-        1,
-        28,
-        28,
-    ]  # flattens
+    assert (input_dims(deploy.export_onnx(make_model("shufflenet_v1"), tmp_path / "a.onnx"))
+            == ["batch", 3, "height", "width"])
+    # flattens
+    assert input_dims(deploy.export_onnx(make_model("smallcnn"), tmp_path / "b.onnx")) == ["batch", 1, 28, 28]
     fixed = deploy.export_onnx(
         make_model("shufflenet_v1"), tmp_path / "c.onnx", dynamic_batch=False, dynamic_size=False
     )

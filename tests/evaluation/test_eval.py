@@ -22,20 +22,8 @@ from lightnets.evaluation.cli import main
 from lightnets.evaluation.figure import pareto_front
 from lightnets.evaluation.report import render
 
-FAST = [
-    "--limit",
-    "200",
-    "--repeats",
-    "2",
-    "--warmup",
-    "1",
-    "--latency-batch-sizes",
-    "1,8",
-    "--threads",
-    "1",
-    "--no-progress",
-    "--memory",
-]
+FAST = ["--limit", "200", "--repeats", "2", "--warmup", "1", "--latency-batch-sizes", "1,8", "--threads", "1",
+        "--no-progress", "--memory"]
 PAIR = ["--model", "smallcnn_3x2", "--model", "smallcnn_3x2_dw123"]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -103,9 +91,8 @@ def test_every_output_format_parses_back(json_run):
     first = [cell.strip() for cell in markdown[2].strip("|").split("|")]
     assert len(first) == len(header) and first[0] == "smallcnn_3x2" and first[4] == f"{rows[0]['macs'] / 1e6:.2f}"
     assert any("threads: 1" in line for line in markdown)
-    assert any(
-        "command: `python -m eval --model smallcnn_3x2" in line for line in markdown
-    )  # reproducible from the table
+    # reproducible from the table
+    assert any("command: `python -m eval --model smallcnn_3x2" in line for line in markdown)
 
     table = render(rows, "table", report["environment"], report["settings"]).splitlines()
     assert table[0].split()[:3] == ["model", "tag", "input"] and set(table[1]) == {"-", " "}
@@ -128,10 +115,8 @@ def test_latency_is_measured_in_real_time():
     (row,) = evaluate(
         [Sleeper()], accuracy=False, latency_batch_sizes=(1, 4), repeats=3, warmup=1, progress=False, img_size=8
     )
-    for b in (
-        1,
-        4,
-    ):  # a sleep overshoots by up to ~10 ms on a busy host; time per image (5 ms at bs4) would be far below
+    # a sleep overshoots by up to ~10 ms on a busy host; time per image (5 ms at bs4) would be far below
+    for b in (1, 4):
         assert 20.0 <= row[f"ms_bs{b}"] < 40.0
     assert row["ms_per_img_bs4"] == pytest.approx(row["ms_bs4"] / 4) and row["macs"] == 0 and row["top1"] is None
 
@@ -161,16 +146,8 @@ def test_imagefolder_and_synthetic_through_the_engine(tmp_path):
         (tmp_path / name).mkdir()
         for i in range(3):
             Image.new("RGB", (40 + 10 * i, 36), color).save(tmp_path / name / f"{i}.png")
-    (row,) = evaluate(
-        ["smallcnn_3x2"],
-        f"imagefolder:{tmp_path}",
-        pretrained=False,
-        latency_batch_sizes=(1,),
-        repeats=1,
-        warmup=0,
-        workers=0,
-        progress=False,
-    )
+    row, = evaluate(["smallcnn_3x2"], f"imagefolder:{tmp_path}", pretrained=False, latency_batch_sizes=(1,), repeats=1,
+                    warmup=0, workers=0, progress=False)
     assert row["images"] == 6 and row["input_size"] == "3x28x28" and row["top1"] in (0.0, 50.0, 100.0)
     (row,) = evaluate(
         ["smallcnn_3x2"], "synthetic", pretrained=False, latency_batch_sizes=(2,), repeats=1, warmup=0, progress=False
@@ -256,24 +233,16 @@ def test_a_weight_evaluated_on_other_classes_is_warned_about():
 
 
 def test_a_tagged_name_without_its_weights_is_the_architecture_they_were_trained_with():
-    (row,) = evaluate(
-        ["mobilenet_v1_025.fmnist"],
-        pretrained=False,
-        accuracy=False,
-        latency_batch_sizes=(1,),
-        repeats=1,
-        warmup=0,
-        progress=False,
-    )
+    (row,) = evaluate(["mobilenet_v1_025.fmnist"], pretrained=False, accuracy=False, latency_batch_sizes=(1,),
+                      repeats=1, warmup=0, progress=False)
     assert (row["tag"], row["input_size"], round(row["macs"] / 1e6, 2)) == ("random init", "1x28x28", 2.90)
 
 
 def test_globs_name_each_weight_once():
     from lightnets.evaluation.cli import model_names
 
-    assert model_names(["mobilenet_v1_025*"], False) == [
-        "mobilenet_v1_025.fmnist"
-    ]  # not also the bare name: same weight
+    # not also the bare name: same weight
+    assert model_names(["mobilenet_v1_025*"], False) == ["mobilenet_v1_025.fmnist"]
     assert model_names(["mobilenet_v1_025*"], False, pretrained=False) == [
         "mobilenet_v1_025",
         "mobilenet_v1_025.fmnist",
@@ -288,9 +257,8 @@ def test_all_pretrained_on_an_image_folder_takes_the_weights_for_its_classes():
 
     ten = pretrained_for("imagefolder:x", num_classes=10)
     assert "mobilenet_v1_100.timm_in1k" not in ten and set(ten) == set(pretrained_for("fashion_mnist"))
-    assert pretrained_for("imagefolder:x", num_classes=1000) == lightnets.list_pretrained(
-        "*_in1k"
-    )  # every ImageNet weight
+    # every ImageNet weight
+    assert pretrained_for("imagefolder:x", num_classes=1000) == lightnets.list_pretrained("*_in1k")
     assert pretrained_for("imagefolder:x", num_classes=2) == []
 
 
@@ -301,18 +269,8 @@ def test_a_failing_plot_keeps_the_table(tmp_path, monkeypatch, capsys):
         raise OSError("disk full")
 
     monkeypatch.setattr(cli, "plot", broken_plot)
-    status, out, err = run(
-        capsys,
-        *PAIR,
-        "--no-pretrained",
-        *FAST,
-        "--format",
-        "csv",
-        "--output",
-        str(tmp_path / "t.csv"),
-        "--plot",
-        str(tmp_path / "p.png"),
-    )
+    status, out, err = run(capsys, *PAIR, "--no-pretrained", *FAST, "--format", "csv", "--output",
+                           str(tmp_path / "t.csv"), "--plot", str(tmp_path / "p.png"))
     assert status == 2 and "disk full" in err
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 3  # header + two models
 
@@ -401,54 +359,33 @@ def bad_files(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--model", "mobilenet_v9"], "unknown model 'mobilenet_v9'; did you mean"),
-        (["--model", "resnet*"], "no model matches 'resnet*'"),
-        ([], "give --model NAME"),
-        (
-            ["--model", "smallcnn_3x2", "--dataset", "imagenet"],
-            "unknown dataset 'imagenet'; choose one of fashion_mnist",
-        ),
-        (["--model", "smallcnn_3x2", "--split", "val"], "unknown split 'val' for fashion_mnist; choose train or test"),
-        (["--model", "smallcnn_3x2", "--dataset", "cifar10", "--data-dir", "{tmp}/none"], "CIFAR-10 not found"),
-        (
-            ["--model", "smallcnn_3x2", "--data-dir", "{tmp}/fmnist"],
-            "t10k-images-idx3-ubyte.gz is corrupt: expected gzip md5",
-        ),
-        (
-            ["--model", "smallcnn_3x2", "--checkpoint", "{tmp}/other.safetensors"],
-            "other.safetensors does not fit smallcnn_3x2: ",
-        ),
-        (["--model", "smallcnn_3x2", "--checkpoint", "{tmp}/missing.safetensors"], "no weight file at"),
-        (
-            ["--model", "smallcnn_3x2", "--model", "sepcnn_regular", "--checkpoint", "{tmp}/other.safetensors"],
-            "a checkpoint belongs to one model",
-        ),
-        (["--model", "smallcnn_3x2", "--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
-        (["--model", "smallcnn_3x2", "--latency-batch-sizes", "0,4"], "batch sizes must be integers >= 1"),
-        (["--model", "smallcnn_3x2", "--repeats", "0"], "repeats must be an integer >= 1, got 0"),
-        (
-            ["--model", "mobilenet_v1_025", "--img-size", "16", "--no-pretrained"],
-            "MobileNetV1 takes images of at least 32x32, got img_size=16; build it with small_input=True",
-        ),
-        (
-            [
-                "--model",
-                "smallcnn_3x2",
-                "--img-size",
-                "16",
-            ],  # the shipped .fmnist weight: its FC layer is sized for 28 px
-            "weights smallcnn_3x2.fmnist were trained with img_size=28; got img_size=16",
-        ),
-        (["--model", "vgg13", "--pretrained"], "model 'vgg13' has no pretrained weights"),
-        (["--model", "smallcnn_3x2", "--plot", "x.png", "--no-accuracy"], "--plot draws top-1 accuracy"),
-        (["--model", "smallcnn_3x2", "--plot", "x.png", "--dataset", "synthetic"], "--plot draws top-1 accuracy"),
-        (["--model", "smallcnn_3x2", "--device", "gpu"], "unknown device 'gpu'; use cpu or cuda[:N]"),
-        (["--model", "smallcnn_3x2", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
-    ],
-)
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "mobilenet_v9"], "unknown model 'mobilenet_v9'; did you mean"),
+    (["--model", "resnet*"], "no model matches 'resnet*'"),
+    ([], "give --model NAME"),
+    (["--model", "smallcnn_3x2", "--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of fashion_mnist"),
+    (["--model", "smallcnn_3x2", "--split", "val"], "unknown split 'val' for fashion_mnist; choose train or test"),
+    (["--model", "smallcnn_3x2", "--dataset", "cifar10", "--data-dir", "{tmp}/none"], "CIFAR-10 not found"),
+    (["--model", "smallcnn_3x2", "--data-dir", "{tmp}/fmnist"],
+     "t10k-images-idx3-ubyte.gz is corrupt: expected gzip md5"),
+    (["--model", "smallcnn_3x2", "--checkpoint", "{tmp}/other.safetensors"],
+     "other.safetensors does not fit smallcnn_3x2: "),
+    (["--model", "smallcnn_3x2", "--checkpoint", "{tmp}/missing.safetensors"], "no weight file at"),
+    (["--model", "smallcnn_3x2", "--model", "sepcnn_regular", "--checkpoint", "{tmp}/other.safetensors"],
+     "a checkpoint belongs to one model"),
+    (["--model", "smallcnn_3x2", "--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
+    (["--model", "smallcnn_3x2", "--latency-batch-sizes", "0,4"], "batch sizes must be integers >= 1"),
+    (["--model", "smallcnn_3x2", "--repeats", "0"], "repeats must be an integer >= 1, got 0"),
+    (["--model", "mobilenet_v1_025", "--img-size", "16", "--no-pretrained"],
+     "MobileNetV1 takes images of at least 32x32, got img_size=16; build it with small_input=True"),
+    (["--model", "smallcnn_3x2", "--img-size", "16"],  # the shipped .fmnist weight: its FC layer is sized for 28 px
+     "weights smallcnn_3x2.fmnist were trained with img_size=28; got img_size=16"),
+    (["--model", "vgg13", "--pretrained"], "model 'vgg13' has no pretrained weights"),
+    (["--model", "smallcnn_3x2", "--plot", "x.png", "--no-accuracy"], "--plot draws top-1 accuracy"),
+    (["--model", "smallcnn_3x2", "--plot", "x.png", "--dataset", "synthetic"], "--plot draws top-1 accuracy"),
+    (["--model", "smallcnn_3x2", "--device", "gpu"], "unknown device 'gpu'; use cpu or cuda[:N]"),
+    (["--model", "smallcnn_3x2", "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+])
 def test_bad_input_gets_a_one_line_error(argv, message, bad_files, capsys):
     argv = [arg.replace("{tmp}", str(bad_files)) for arg in argv]
     try:

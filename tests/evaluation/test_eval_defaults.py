@@ -121,13 +121,8 @@ def test_the_cache_key_changes_with_each_input_it_names():
 def test_each_models_accuracy_is_shown_as_soon_as_it_is_known(capsys):
     """The table waits for the latency of every model; the accuracy of each is on stderr when it is measured,
     in order, and a second run says it came from the cache."""
-    argv = [
-        "--model",
-        "smallcnn_3x2.fmnist",
-        "--model",
-        "mobilenet_v1_025.fmnist",
-        *[a for a in QUICK if a != "--no-progress"],
-    ]
+    argv = ["--model", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025.fmnist",
+            *[a for a in QUICK if a != "--no-progress"]]
     # measured whatever ran before; then measured or read (and now stored); then read from the cache
     for how, again in (("s)", ["--remeasure"]), ("", []), ("(cached)", [])):
         assert main(argv + ["--format", "json", *again]) == 0
@@ -162,12 +157,8 @@ def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(ac
     assert accuracy_passes == [] and report["settings"]["accuracy_recorded"] == 2
     for row in report["rows"]:
         metrics = INDEX[row["model"]]["metrics"]
-        assert (row["top1"], row["top5"], row["images"], row["loss"]) == (
-            metrics["top1"],
-            metrics["top5"],
-            10_000,
-            None,
-        )
+        assert ((row["top1"], row["top5"], row["images"], row["loss"])
+                == (metrics["top1"], metrics["top5"], 10_000, None))
         assert row["accuracy_recorded"] and not row["accuracy_cached"]
         assert (
             f"{row['model']}: top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}% on 10,000 images (recorded)"
@@ -177,34 +168,17 @@ def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(ac
     table = capsys.readouterr().out
     assert "top-1 / top-5 of 1 bundled weight(s): as weights/index.json records them" in table
     assert "accuracy pass:" not in table  # there was none
-    assert (
-        "top-1 %" in table.splitlines()[0] and "loss" not in table.splitlines()[0]
-    )  # not recorded: no column of dashes
+    # not recorded: no column of dashes
+    assert "top-1 %" in table.splitlines()[0] and "loss" not in table.splitlines()[0]
 
 
 @pytest.mark.parametrize("changed", [["--limit", "9999"], ["--remeasure"],
                                      ["--accuracy-backend", "eager"], ["--no-pretrained"]])
 def test_accuracy_is_measured_when_the_record_does_not_answer_the_question(accuracy_passes, capsys, changed):
     """Fewer images, --remeasure, a backend asked for by name, random init: measured."""
-    assert (
-        main(
-            [
-                "--model",
-                "smallcnn_3x2.fmnist" if changed != ["--no-pretrained"] else "smallcnn_3x2",
-                "--repeats",
-                "1",
-                "--warmup",
-                "0",
-                "--threads",
-                "1",
-                "--no-progress",
-                "--format",
-                "json",
-                *changed,
-            ]
-        )
-        == 0
-    )
+    assert main(["--model", "smallcnn_3x2.fmnist" if changed != ["--no-pretrained"] else "smallcnn_3x2",
+                 "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-progress", "--format", "json",
+                 *changed]) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert accuracy_passes == [row["model"]] and not row["accuracy_recorded"] and row["loss"] is not None
 

@@ -72,20 +72,14 @@ def test_indices_as_timm_reads_them():
     assert torch.equal(final, early[0]) and final.shape == every[1].shape
 
 
-@pytest.mark.parametrize(
-    "kwargs, error, message",
-    [
-        ({"indices": 6}, ValueError, "has 5 feature maps; an int takes the last n, n from 1 to 5, got 6"),
-        (
-            {"indices": (0, 5)},
-            ValueError,
-            "indices 0 to 4, or -5 to -1 from the end\\), got index 5; reductions: \\[1, 2, 4, 8, 16\\]",
-        ),
-        ({"indices": (3, 1)}, ValueError, "distinct feature maps in increasing order, got \\[3, 1\\]"),
-        ({"indices": "all"}, ValueError, "indices must be None, an int or a non-empty sequence of ints, got 'all'"),
-        ({"output_fmt": "NHWC"}, ValueError, "output_fmt must be 'NCHW'"),
-    ],
-)
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"indices": 6}, ValueError, "has 5 feature maps; an int takes the last n, n from 1 to 5, got 6"),
+    ({"indices": (0, 5)}, ValueError,
+     "indices 0 to 4, or -5 to -1 from the end\\), got index 5; reductions: \\[1, 2, 4, 8, 16\\]"),
+    ({"indices": (3, 1)}, ValueError, "distinct feature maps in increasing order, got \\[3, 1\\]"),
+    ({"indices": "all"}, ValueError, "indices must be None, an int or a non-empty sequence of ints, got 'all'"),
+    ({"output_fmt": "NHWC"}, ValueError, "output_fmt must be 'NCHW'"),
+])
 def test_intermediates_refuse_what_they_cannot_give(kwargs, error, message):
     with pytest.raises(error, match=message):
         _small("mobilenet_v1_050").forward_intermediates(torch.zeros(1, 3, 32, 32), **kwargs)

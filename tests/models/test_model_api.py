@@ -162,19 +162,11 @@ def test_global_pool_through_create_model_and_timm():
 
     mapped = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True, num_classes=0, global_pool="")
     assert mapped(torch.zeros(1, 1, 28, 28)).shape == (1, 256, 2, 2)  # the weights are loaded before pooling is set
-    assert timm.create_model("shufflenet_g3_050", num_classes=0, global_pool="")(torch.zeros(1, 3, 64, 64)).shape == (
-        1,
-        480,
-        2,
-        2,
-    )
+    assert (timm.create_model("shufflenet_g3_050", num_classes=0, global_pool="")(torch.zeros(1, 3, 64, 64)).shape
+            == (1, 480, 2, 2))
     # A head that flattens the map (with hidden layers) is skipped as well: the model returns its last map.
-    assert lightnets.create_model("smallcnn_3x2", num_classes=0, global_pool="")(torch.zeros(1, 3, 28, 28)).shape == (
-        1,
-        128,
-        3,
-        3,
-    )
+    assert (lightnets.create_model("smallcnn_3x2", num_classes=0, global_pool="")(torch.zeros(1, 3, 28, 28)).shape
+            == (1, 128, 3, 3))
     with pytest.raises(ValueError, match=r"global_pool='' \(no pooling\) needs num_classes=0, got 10"):
         lightnets.create_model("smallcnn_3x2", global_pool="")
     with pytest.raises(ValueError, match="global_pool must be 'avg' or '' \\(no pooling\\), got 'max'"):

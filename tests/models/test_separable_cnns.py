@@ -208,28 +208,19 @@ def test_small_input_is_the_only_form():
         lightnets.create_model("sepcnn_regular", small_input=False)
 
 
-@pytest.mark.parametrize(
-    "name, kwargs, message",
-    [
-        (
-            "smallcnn_3x2",
-            {"separable_layers": (4,)},
-            r"separable_layers must be a tuple of distinct layer numbers from 1 to 3",
-        ),
-        ("smallcnn_3x2", {"separable_layers": (1, 1)}, "distinct layer numbers"),
-        ("smallcnn_3x2", {"separable_layers": "12"}, r"got '12'"),
-        ("sepcnn", {"separable_layers": (0,)}, "from 1 to 6"),
-        ("smallcnn_3x2_dw1", {"separable_layers": (2,)}, r"this variant fixes separable_layers=\(1,\)"),
-        ("sepcnn_both", {"separable_layers": ()}, r"create_model\('sepcnn', separable_layers=\(\)\)"),
-        ("smallcnn_3x2", {"img_size": 7}, "img_size must be at least 8"),
-        ("sepcnn_regular", {"drop_rate": 1.0}, r"drop_rate must be a float in \[0, 1\)"),
-        (
-            "smallcnn_3x2",
-            {"num_classes": 1.5},
-            r"num_classes must be an integer >= 0 \(0: no classifier, the model returns features\), got 1.5",
-        ),
-    ],
-)
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("smallcnn_3x2", {"separable_layers": (4,)},
+     r"separable_layers must be a tuple of distinct layer numbers from 1 to 3"),
+    ("smallcnn_3x2", {"separable_layers": (1, 1)}, "distinct layer numbers"),
+    ("smallcnn_3x2", {"separable_layers": "12"}, r"got '12'"),
+    ("sepcnn", {"separable_layers": (0,)}, "from 1 to 6"),
+    ("smallcnn_3x2_dw1", {"separable_layers": (2,)}, r"this variant fixes separable_layers=\(1,\)"),
+    ("sepcnn_both", {"separable_layers": ()}, r"create_model\('sepcnn', separable_layers=\(\)\)"),
+    ("smallcnn_3x2", {"img_size": 7}, "img_size must be at least 8"),
+    ("sepcnn_regular", {"drop_rate": 1.0}, r"drop_rate must be a float in \[0, 1\)"),
+    ("smallcnn_3x2", {"num_classes": 1.5},
+     r"num_classes must be an integer >= 0 \(0: no classifier, the model returns features\), got 1.5"),
+])
 def test_bad_arguments(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         lightnets.create_model(name, **kwargs)

@@ -287,15 +287,8 @@ def test_bundled_weights_resolve_through_the_index_and_are_verified(tmp_path, mo
     assert entries["mobilenet_v1_025.fmnist"]["sha256"] == pretrained.sha256sum(bundled / "model.safetensors")
     cfg = manifest.bundled_cfgs(weights_dir)["mobilenet_v1_025.fmnist"]
     assert cfg["file"] == "mobilenet_v1_025.fmnist" and cfg["input_size"] == (1, 28, 28)
-    assert cfg["model_args"] == {
-        "alpha": 0.25,
-        "img_size": 28,
-        "drop_rate": 0.0,
-        "act_layer": "relu",
-        "small_input": True,
-        "padding": "symmetric",
-        "bn_eps": 1e-5,
-    }
+    assert cfg["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu",
+                                 "small_input": True, "padding": "symmetric", "bn_eps": 1e-5}
     assert cfg["metrics"] == {"top1": 12.5}
 
     monkeypatch.setattr(manifest, "WEIGHTS_DIR", weights_dir)

@@ -197,11 +197,8 @@ def test_keras_weights_need_tf_padding(tmp_path):
 
 # --- megvii: a functional forward of ShuffleNet-Series' ShuffleNetV1 over its own state-dict keys --------------
 
-MEGVII_WIDTHS = {
-    ("3", "0.5x"): [12, 120, 240, 480],
-    ("8", "0.5x"): [16, 192, 384, 768],
-    ("3", "1.0x"): [24, 240, 480, 960],
-}
+MEGVII_WIDTHS = {("3", "0.5x"): [12, 120, 240, 480], ("8", "0.5x"): [16, 192, 384, 768],
+                 ("3", "1.0x"): [24, 240, 480, 960]}
 
 
 def _megvii_state_dict(groups: int, widths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:

@@ -53,12 +53,8 @@ def test_the_tables_hold_the_cached_models_numbers(experiment, tmp_path):
     assert (tmp_path / "results" / "criteria.png").stat().st_size > 10_000
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
             if line.startswith(("| l1 ", "| reconstruction "))]
-    assert [(row[0], row[1]) for row in rows] == [
-        ("l1", "2×"),
-        ("l1", "4×"),
-        ("reconstruction", "2×"),
-        ("reconstruction", "4×"),
-    ]
+    assert [(row[0], row[1]) for row in rows] == [("l1", "2×"), ("l1", "4×"), ("reconstruction", "2×"),
+                                                  ("reconstruction", "4×")]
     base = experiment.weights("mobilenet_v1_050")
     for row in rows:
         key = f"mobilenet_v1_050/{row[0]}-{row[1].rstrip('×')}x"
@@ -96,10 +92,7 @@ def test_slimming_prunes_the_weight_trained_for_it_and_attention_is_a_fine_tune(
         pruned = json.loads(
             (tmp_path / "cache" / f"mobilenet_v1_050/slimming-{budget}x-from-fmnist_slim-pruned.json").read_text()
         )
-        assert (
-            tmp_path
-            / "cache"
-            / f"mobilenet_v1_050/slimming-{budget}x-from-fmnist_slim-soft+attention-e1-n256-lr0p01.json"
-        ).is_file()
+        assert (tmp_path / "cache"
+                / f"mobilenet_v1_050/slimming-{budget}x-from-fmnist_slim-soft+attention-e1-n256-lr0p01.json").is_file()
         # what the sparsity training is for: the γ it drove to zero take little with them
         assert pruned["top1_pruned"] > 50, pruned

@@ -77,14 +77,8 @@ def parse_blocks(page: Path) -> list[Block]:
             i += 1
             continue
         start, fence = i, match.group("fence")
-        end = next(
-            (
-                j
-                for j in range(i + 1, len(lines))
-                if lines[j].startswith(fence) and not lines[j].strip(fence[0]).strip()
-            ),
-            None,
-        )
+        end = next((j for j in range(i + 1, len(lines))
+                    if lines[j].startswith(fence) and not lines[j].strip(fence[0]).strip()), None)
         if end is None:
             raise ValueError(f"{page.relative_to(ROOT)}:{start + 1}: code fence never closed")
         above = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()), "")
@@ -237,27 +231,18 @@ def _run_bash(block: Block, state: PageState) -> None:
     if not python.exists():
         python.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
         python.chmod(0o755)
-    env = {
-        **os.environ,
-        "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        "HF_HUB_OFFLINE": "1",
-        "MPLBACKEND": "Agg",
-    }
+    env = {**os.environ,
+           "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+           "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     for command in _bash_commands(block.code):
         _check_writes_under_runs(block, command)
         key = shlex.join(shlex.split(command, comments=True))  # the same command, whatever its comment
         if key not in _commands:
             redirected = RUNS_DIR.sub(shlex.quote(str(state.workdir)) + "/runs/", command)
             try:
-                result = subprocess.run(
-                    ["bash", "-o", "pipefail", "-c", redirected],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                    timeout=COMMAND_TIMEOUT_S,
-                )
+                result = subprocess.run(["bash", "-o", "pipefail", "-c", redirected], cwd=ROOT, env=env,
+                                        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                        timeout=COMMAND_TIMEOUT_S)
                 _commands[key] = (result.returncode, (result.stdout + result.stderr)[-4000:])
             except subprocess.TimeoutExpired:
                 _commands[key] = (124, f"no answer after {COMMAND_TIMEOUT_S} s")

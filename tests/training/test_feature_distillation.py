@@ -39,9 +39,8 @@ def test_hint_loss_is_the_mean_squared_difference_after_the_adapter():
 
 def test_attention_loss_compares_normalised_channel_energy_maps():
     a = torch.rand(2, 8, 4, 4)
-    assert attention_loss(a, 3 * torch.cat([a, a], dim=1)).item() == pytest.approx(
-        0, abs=1e-12
-    )  # width and scale do not matter
+    # width and scale do not matter
+    assert attention_loss(a, 3 * torch.cat([a, a], dim=1)).item() == pytest.approx(0, abs=1e-12)
     left, right = torch.zeros(1, 1, 1, 2), torch.zeros(1, 5, 1, 2)
     left[..., 0], right[..., 1] = 1.0, 2.0  # all energy at opposite positions: unit vectors (1, 0) and (0, 1)
     assert attention_loss(left, right).item() == pytest.approx(1.0)  # ((1 − 0)² + (0 − 1)²) / 2
@@ -119,26 +118,12 @@ def test_a_teacher_that_also_gives_soft_targets_runs_once_per_batch(monkeypatch)
     monkeypatch.setattr(
         teacher, "forward", lambda x: calls.append(1) or teacher.forward_head(teacher.forward_features(x))
     )
-    finetune(
-        mobilenet("025"),
-        load_dataset("fashion_mnist", "test", limit=64),
-        epochs=1,
-        batch_size=32,
-        teacher=teacher,
-        feature_teacher=teacher,
-        feature_loss="attention",
-    )
+    finetune(mobilenet("025"), load_dataset("fashion_mnist", "test", limit=64), epochs=1, batch_size=32,
+             teacher=teacher, feature_teacher=teacher, feature_loss="attention")
     assert calls == []  # its logits came from the feature pass
     other = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True).eval()
-    finetune(
-        mobilenet("025"),
-        load_dataset("fashion_mnist", "test", limit=64),
-        epochs=1,
-        batch_size=32,
-        teacher=teacher,
-        feature_teacher=other,
-        feature_loss="attention",
-    )
+    finetune(mobilenet("025"), load_dataset("fashion_mnist", "test", limit=64), epochs=1, batch_size=32,
+             teacher=teacher, feature_teacher=other, feature_loss="attention")
     assert len(calls) == 2
 
 
@@ -171,22 +156,14 @@ def test_the_trainer_distils_features_resumes_its_adapters_and_records_it(tmp_pa
         train([a if a != "0.5" else "1.0" for a in argv] + ["--epochs", "1", "--resume"], fmnist, fmnist)
 
 
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--distill-features", "hint"], "--distill-features matches one teacher's feature maps"),
-        (["--distill-features", "hint", "--teacher", "a.b,c.d"], "one model"),
-        (["--feature-weight", "2"], "apply to --distill-features"),
-        (
-            ["--distill-features", "attention", "--teacher", "x.y", "--feature-weight", "nan"],
-            "--feature-weight must be a finite",
-        ),
-        (
-            ["--distill-features", "attention", "--teacher", "x.y", "--feature-pairs", "3-3"],
-            "each pair is STUDENT:TEACHER",
-        ),
-    ],
-)
+@pytest.mark.parametrize("extra, message", [
+    (["--distill-features", "hint"], "--distill-features matches one teacher's feature maps"),
+    (["--distill-features", "hint", "--teacher", "a.b,c.d"], "one model"),
+    (["--feature-weight", "2"], "apply to --distill-features"),
+    (["--distill-features", "attention", "--teacher", "x.y", "--feature-weight", "nan"],
+     "--feature-weight must be a finite"),
+    (["--distill-features", "attention", "--teacher", "x.y", "--feature-pairs", "3-3"], "each pair is STUDENT:TEACHER"),
+])
 def test_the_trainer_refuses_feature_options_that_cannot_work(extra, message):
     from lightnets.cli.train import build_parser, check_args
 

@@ -60,23 +60,9 @@ def test_reprob_reaches_the_training_batches(tmp_path, monkeypatch):
         return augment(*args, **kwargs)
 
     monkeypatch.setattr(lightnets.training.loop, "augment", recording_augment)
-    train(
-        TINY
-        + [
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--dataset",
-            "shapes",
-            "--reprob",
-            "0.5",
-            "--work-dir",
-            str(tmp_path),
-        ],
-        Shapes(64, 0),
-        Shapes(32, 1),
-    )
+    train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--reprob", "0.5",
+                  "--work-dir", str(tmp_path)],
+          Shapes(64, 0), Shapes(32, 1))
     assert probs == [0.5, 0.5]  # both steps of the epoch
     assert json.loads((tmp_path / "args.json").read_text())["reprob"] == 0.5  # a resume checks it
 
@@ -98,25 +84,8 @@ def test_mixup_and_cutmix_reach_the_training_loss(tmp_path, monkeypatch):
 
     monkeypatch.setattr(lightnets.training.loop, "mix_batch", recording_mix)
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", recording_loss)
-    _, record = train(
-        TINY
-        + [
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--dataset",
-            "shapes",
-            "--mixup",
-            "0.4",
-            "--cutmix",
-            "1.0",
-            "--work-dir",
-            str(tmp_path),
-        ],
-        Shapes(64, 0),
-        Shapes(32, 1),
-    )
+    _, record = train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--mixup", "0.4",
+                              "--cutmix", "1.0", "--work-dir", str(tmp_path)], Shapes(64, 0), Shapes(32, 1))
     assert [share[:3] for share in shares] == [(0.4, 1.0, 1.0)] * 2 and all(0 <= share[3] < 1 for share in shares)
     # each step scores the output against its labels and against the mirrored labels
     train_losses = [entry for entry in losses if len(entry[1]) == 32][:4]
@@ -171,9 +140,8 @@ def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch,
     mean, std = shipped.pretrained_cfg["mean"][0], shipped.pretrained_cfg["std"][0]
     with torch.no_grad():
         logits = [teacher((batches[0].float() / 255 - mean) / std) for teacher in teachers]
-    assert torch.allclose(
-        calls[0][0], ensemble_logits(logits), atol=1e-4
-    )  # the teachers saw the student's mixed images
+    # the teachers saw the student's mixed images
+    assert torch.allclose(calls[0][0], ensemble_logits(logits), atol=1e-4)
     if source == "ensemble":  # taught by the average of the two softmax outputs, which differ
         assert not torch.allclose(logits[0].softmax(-1), logits[1].softmax(-1), atol=1e-2)
         assert torch.allclose(calls[0][0].softmax(-1), (logits[0].softmax(-1) + logits[1].softmax(-1)) / 2, atol=1e-5)
@@ -308,12 +276,8 @@ def test_layer_decay_fine_tunes_the_early_layers_at_smaller_learning_rates(tmp_p
         id(p): group["lr"] for group in param_groups(model, 5e-4, lr=0.2, layer_decay=0.5) for p in group["params"]
     }
     # conv1, conv2, conv3, then the hidden FC and the classifier (the head, outside the body) at the full LR
-    for layer, lr in [
-        (model.features.conv1.conv, 0.025),
-        (model.features.conv3.conv, 0.1),
-        (model.pre_logits.fc, 0.2),
-        (model.classifier, 0.2),
-    ]:
+    for layer, lr in [(model.features.conv1.conv, 0.025), (model.features.conv3.conv, 0.1), (model.pre_logits.fc, 0.2),
+                      (model.classifier, 0.2)]:
         assert lr_of[id(layer.weight)] == pytest.approx(lr)
     decay_of = {
         id(p): group["weight_decay"]
@@ -378,9 +342,8 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path):
     (tmp_path / "args.json").write_text(json.dumps({**args, "epochs": 2}))
     with pytest.raises(ValueError, match=r"--resume: .* holds a run with other settings \(--epochs 1 then, 2 now\)"):
         train(common + ["--epochs", "2", "--resume"], Shapes(64, 0), Shapes(32, 1))
-    _, record = train(
-        common + ["--epochs", "1", "--resume"], Shapes(64, 0), Shapes(32, 1)
-    )  # the same run: nothing left
+    # the same run: nothing left
+    _, record = train(common + ["--epochs", "1", "--resume"], Shapes(64, 0), Shapes(32, 1))
     assert record["epoch"] == 1
 
 
@@ -427,21 +390,9 @@ def test_the_card_records_the_weight_a_run_started_from_as_it_was_when_the_run_b
         return sha256sum(tmp_path / "src" / "model.safetensors")
 
     started_from = new_weight()
-    argv = TINY[2:] + [
-        "--epochs",
-        "2",
-        "--batch-size",
-        "32",
-        "--dataset",
-        "shapes",
-        "--finetune-from",
-        str(tmp_path / "src"),
-        "--work-dir",
-        str(tmp_path / "run"),
-        "--resume",
-        "--output",
-        str(tmp_path / "out"),
-    ]
+    argv = TINY[2:] + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes", "--finetune-from",
+                       str(tmp_path / "src"), "--work-dir", str(tmp_path / "run"), "--resume", "--output",
+                       str(tmp_path / "out")]
     _die_after_the_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(argv, Shapes(64, 0), Shapes(32, 1))
@@ -467,18 +418,8 @@ def _loss_turns_nan_at_call(call: int):
 
 def test_a_non_finite_loss_stops_training_with_the_lr_to_lower(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", _loss_turns_nan_at_call(3))
-    argv = TINY + [
-        "--epochs",
-        "1",
-        "--batch-size",
-        "32",
-        "--lr",
-        "0.05",
-        "--dataset",
-        "shapes",
-        "--work-dir",
-        str(tmp_path),
-    ]
+    argv = TINY + ["--epochs", "1", "--batch-size", "32", "--lr", "0.05", "--dataset", "shapes", "--work-dir",
+                   str(tmp_path)]
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1 step 2; lower --lr \(now 0.05\)"):
         train(argv, Shapes(128, 0), Shapes(32, 1))
 
@@ -513,18 +454,8 @@ def _ddp_diverging_worker(rank: int, world_size: int, port: int, argv: list, out
 
 @pytest.mark.slow
 def test_ddp_processes_stop_together_when_one_loss_is_not_finite(tmp_path):
-    argv = TINY + [
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--dataset",
-        "shapes",
-        "--device",
-        "cpu",
-        "--work-dir",
-        str(tmp_path / "run"),
-    ]
+    argv = TINY + ["--epochs", "1", "--batch-size", "64", "--dataset", "shapes", "--device", "cpu", "--work-dir",
+                   str(tmp_path / "run")]
     mp.spawn(_ddp_diverging_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     # Both stop at the same step with the same advice; before, rank 0 went on into the gradient all-reduce

@@ -9,17 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import lightnets
-from lightnets.training import (
-    FitConfig,
-    augment,
-    distillation_loss,
-    ensemble_logits,
-    evaluate,
-    fit,
-    lr_lambda,
-    mix_batch,
-    prepare_for,
-)
+from lightnets.training import (FitConfig, augment, distillation_loss, ensemble_logits, evaluate, fit, lr_lambda,
+                                mix_batch, prepare_for)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -46,15 +37,9 @@ def test_augment_crops_and_flips_each_image_independently():
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     found = []
     for i in range(6):
-        candidates = [
-            (dy, dx, flip)
-            for dy in range(5)
-            for dx in range(5)
-            for flip in (False, True)
-            if torch.equal(
-                out[i], (lambda crop: crop.flip(-1) if flip else crop)(padded[i, :, dy : dy + 10, dx : dx + 10])
-            )
-        ]
+        candidates = [(dy, dx, flip) for dy in range(5) for dx in range(5) for flip in (False, True)
+                      if torch.equal(out[i], (lambda crop: crop.flip(-1) if flip else crop)(
+                          padded[i, :, dy:dy + 10, dx:dx + 10]))]
         assert candidates, f"image {i} is not a padded crop (or its mirror) of the input"
         found.append(candidates[0])
     assert len(set(found)) > 1  # not one shift for the whole batch
