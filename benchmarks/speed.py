@@ -263,7 +263,8 @@ def shuffle_section(name: str, settings: Settings, top: int = 8) -> list[str]:
     lines = [
         f"{name}, eager, same MACs with and without shuffle (Table 3's ablation):",
         "",
-        "| batch | with shuffle ms | without ms | shuffle share (1 − without ÷ with) | profiler: channel_shuffle share |",
+        "| batch | with shuffle ms | without ms | shuffle share (1 − without ÷ with) "
+        "| profiler: channel_shuffle share |",
         "|---:|---:|---:|---:|---:|",
     ]
     profiles = {}
@@ -309,7 +310,8 @@ def int8_section(weights: Sequence[str], settings: Settings, calibration_size: i
     test = load_dataset("fashion_mnist", split="test")
     pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))[:calibration_size]
     lines = [
-        f"Calibration: {calibration_size} random Fashion-MNIST train images; evaluation: the {len(test.images)} test images.",
+        f"Calibration: {calibration_size} random Fashion-MNIST train images; "
+        f"evaluation: the {len(test.images)} test images.",
         "",
         "| weight | fp32 top-1 % | int8 top-1 % | Δ points | argmax agreement % |",
         "|:---|---:|---:|---:|---:|",
@@ -402,8 +404,9 @@ def machine_lines(settings: Settings) -> list[str]:
         f"python {env['python']}; C++ compiler for torch.compile: {deploy.cpp_compiler() or 'none'}</sub>  ",
         f"<sub>fp32 GEMM rate (2048² matmul, same run): {settings.gemm_gmacs:.1f} GMAC/s; "
         f"load average at the end (1/5/15 min): {load}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</sub>  ",
-        f"<sub>latency: median of {settings.repeats} repeats after {settings.warmup} warm-up passes, each repeat a block "
-        f"of back-to-back passes lasting >= 20 ms, paths interleaved; ms per batch; × = time ratio (lower is faster)</sub>",
+        f"<sub>latency: median of {settings.repeats} repeats after {settings.warmup} warm-up passes, each repeat a "
+        "block of back-to-back passes lasting >= 20 ms, paths interleaved; ms per batch; "
+        "× = time ratio (lower is faster)</sub>",
     ]
 
 

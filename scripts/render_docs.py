@@ -192,7 +192,8 @@ def weights_training() -> str:
 
 
 def shuffle_ablation() -> str:
-    """ShuffleNet's Table 3 on Fashion-MNIST: each bundled ``shufflenet_gG_S.fmnist`` beside its ``.fmnist_noshuffle``."""
+    """ShuffleNet's Table 3 on Fashion-MNIST: each bundled ``shufflenet_gG_S.fmnist`` beside its
+    ``.fmnist_noshuffle``."""
     index = _index()
     rows = []
     for name, entry in sorted(index.items()):

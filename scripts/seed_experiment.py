@@ -331,7 +331,8 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
         ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in pruned]
         if ratios:
             by_ratio = ", ".join(
-                f"{ratio:.0%}: {statistics.mean(r[f'speedup_per_mac_reduction_bs{b}'] for r in pruned if r['ratio'] == ratio):.2f}"
+                f"{ratio:.0%}: "
+                f"{statistics.mean(r[f'speedup_per_mac_reduction_bs{b}'] for r in pruned if r['ratio'] == ratio):.2f}"
                 for ratio in PRUNE_RATIOS
                 if any(r["ratio"] == ratio for r in pruned)
             )
@@ -373,7 +374,8 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
                 "",
                 f"–: the layer cannot lose that fraction alone (a grouped conv it feeds would keep zero or "
                 f"unequal channels per group); {alone} layer(s) affected. Pruning the whole model at one ratio, "
-                "`prune_l1` keeps uneven-group layers whole (with a warning) and refuses a ratio that would empty a group.",
+                "`prune_l1` keeps uneven-group layers whole (with a warning) "
+                "and refuses a ratio that would empty a group.",
             ]
     return lines + [""]
 

@@ -133,7 +133,8 @@ def test_dash_writes_to_standard_output(capsys):
 
 @pytest.mark.parametrize("where", ["pipe", "file"])
 def test_dev_stdout_is_written_in_place(tmp_path, where):
-    """/dev/stdout leads through /proc to whatever fd 1 is: a pipe, or a file the shell opened (kept, not renamed over)."""
+    """/dev/stdout leads through /proc to whatever fd 1 is: a pipe, or a file the shell opened (kept, not renamed
+    over)."""
     code = "from lightnets._io import write_text; write_text('/dev/stdout', 'hello\\n')"
     if where == "pipe":
         result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -8,7 +8,6 @@ at our boundary; 5. arguments mean what they say; 6. command lines print one lin
 from __future__ import annotations
 
 import json
-import math
 import re
 import os
 import signal
@@ -499,7 +498,7 @@ def test_train_refuses_a_device_this_machine_lacks_in_one_line(capsys, device):
         pytest.skip("this machine has a GPU")
     assert main(["--model", SMALL, "--device", device, "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--device" in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and "--device" in err[0] and "Traceback" not in err[0]
 
 
 @pytest.fixture()

@@ -126,7 +126,8 @@ def not_cached() -> bool:
 
 
 def one_error(call, pattern: str) -> tuple[str, float]:
-    """``call()`` raises one WeightsUnavailableError matching ``pattern``, on one line; its message and how long it took."""
+    """``call()`` raises one WeightsUnavailableError matching ``pattern``, on one line; its message and how long it
+    took."""
     started = time.monotonic()
     with pytest.raises(WeightsUnavailableError, match=pattern) as raised:
         call()
@@ -378,7 +379,8 @@ output = sys.argv[1]
 run = 0
 while True:  # one short measurement after another, each replacing --output with a table of another --seed
     main(["--model", "smallcnn_3x2", "--model", "smallcnn_3x2_dw1", "--dataset", "synthetic", "--no-accuracy",
-          "--repeats", "1", "--warmup", "0", "--format", "json", "--output", output, "--no-progress", "--seed", str(run)])
+          "--repeats", "1", "--warmup", "0", "--format", "json", "--output", output, "--no-progress",
+          "--seed", str(run)])
     if run == 0:
         print("ready", flush=True)  # the first table is written: the kills land in the loop from here
     run += 1

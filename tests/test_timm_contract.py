@@ -1,7 +1,7 @@
-"""timm's contract, asserted on one configuration per family and per source layout (issue #32): the default cfg describes the network a
-name builds, ``pretrained`` never changes that network, FX and TorchScript work, and ``num_features`` /
-``head_hidden_size`` / ``pool_size`` mean what timm means. timm's own ``tests/test_models.py`` runs on
-these models through ``scripts/timm_suite`` (docs/timm.md)."""
+"""timm's contract, asserted on one configuration per family and per source layout (issue #32): the default cfg
+describes the network a name builds, ``pretrained`` never changes that network, FX and TorchScript work, and
+``num_features`` / ``head_hidden_size`` / ``pool_size`` mean what timm means. timm's own ``tests/test_models.py`` runs
+on these models through ``scripts/timm_suite`` (docs/timm.md)."""
 import math
 
 import pytest

@@ -70,7 +70,8 @@ def _copy_ownership(source: os.stat_result, path: Path) -> None:
 
 
 def _writer() -> str:
-    """This process as a temporary's name records it: ``host-pid`` (the host's first label, letters, digits and dashes)."""
+    """This process as a temporary's name records it: ``host-pid`` (the host's first label, letters, digits and
+    dashes)."""
     host = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname().split(".")[0])[:32] or "host"
     return f"{host}-{os.getpid()}"
 

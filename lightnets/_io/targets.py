@@ -187,7 +187,8 @@ def new_folder_mode() -> int:
 
 
 def is_storage_error(error: BaseException) -> bool:
-    """True for an OSError of the storage itself (a full disk or quota, a file too large, an I/O or read-only-disk error)."""
+    """True for an OSError of the storage itself (a full disk or quota, a file too large, an I/O or read-only-disk
+    error)."""
     return isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS
 
 

@@ -224,7 +224,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Run a training from command-line arguments; returns the model and the last epoch's record (test metrics included).
+    """Run a training from command-line arguments; returns the model and the last epoch's record (test metrics
+    included).
 
     ``train_set`` / ``test_set`` replace ``--dataset`` with datasets in lightnets.data's in-memory form
     (``.images`` uint8 N×C×H×W, ``.labels``, ``.classes``). Each epoch prints its record as a JSON line.
@@ -248,7 +249,8 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python -m lightnets.train`` / ``lightnets-train``; returns the exit status: 2, with one
-    line ``lightnets-train: error: ...`` on stderr, for a user's mistake (a bad value, an unknown model, a missing file).
+    line ``lightnets-train: error: ...`` on stderr, for a user's mistake (a bad value, an unknown model,
+    a missing file).
 
     >>> main(["--model", "smallcnn_3x2", "--epochs", "0"])
     2

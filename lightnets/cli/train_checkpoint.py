@@ -129,7 +129,8 @@ def _misfit(model: nn.Module, saved: Mapping[str, Any]) -> str:
 
 
 def check_same_run(config: TrainRunConfig, saved: dict[str, Any], path: Path) -> None:
-    """Refuse to resume a checkpoint (``path``) made with other settings (another --epochs would change the schedule)."""
+    """Refuse to resume a checkpoint (``path``) made with other settings (another --epochs would change the
+    schedule)."""
     changed = [key for key in RUN_SETTINGS if key in saved and saved[key] != getattr(config, key)]
     if changed:
         differences = ", ".join(

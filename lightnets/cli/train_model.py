@@ -156,7 +156,8 @@ def teacher_sources(teacher: str) -> list[str]:
 
 
 def weight_sha256(source: str) -> str:
-    """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder) resolves to.
+    """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder)
+    resolves to.
 
     Recorded in the card: a name such as ``mobilenet_v1_100.fmnist`` names whichever weight ships under it
     today, which may be the very weight this run replaces."""

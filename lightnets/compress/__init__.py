@@ -1,4 +1,5 @@
-"""Model compression: conv → depthwise-separable conversion, filter pruning by four criteria, fine-tuning with distillation.
+"""Model compression: conv → depthwise-separable conversion, filter pruning by four criteria, fine-tuning with
+distillation.
 
 Every tool returns a new model and leaves its input untouched; every tool works on any model of the
 zoo (and on a plain ``nn.Module`` whose forward torch.fx can trace). One concept per module:

@@ -225,7 +225,8 @@ class ChannelGraph:
     # -- decisions -------------------------------------------------------------------------------
 
     def layers(self) -> dict[str, str]:
-        """Every conv whose filters can be ranked → its component: the first conv of the set its channels share slots with."""
+        """Every conv whose filters can be ranked → its component: the first conv of the set its channels share slots
+        with."""
         names = [name for name, _ in self.producers if name is not None]
         component = {name: name for name in names}
 

@@ -242,7 +242,8 @@ def check_ratio(name: str, value: Any) -> None:
 
 @torch.no_grad()
 def _rebuild(module: nn.Module, keep_in: Optional[torch.Tensor], keep_out: Optional[torch.Tensor]) -> nn.Module:
-    """A copy of a Conv2d / BatchNorm2d / Linear keeping input positions ``keep_in`` and output positions ``keep_out``."""
+    """A copy of a Conv2d / BatchNorm2d / Linear keeping input positions ``keep_in`` and output positions
+    ``keep_out``."""
     if isinstance(module, nn.BatchNorm2d):
         new = copy.deepcopy(module)
         new.num_features = len(keep_out)

@@ -36,13 +36,13 @@ _MAX_COLUMNS = 8192
 _PATH_STEPS = 16
 _PATH_RANGE = 1e-4
 _FISTA_ITERATIONS = 200
-_BATCH = 16
+_BATCH = 16  # calibration images per forward: an unfolded early VGG input is 16·784 rows × 576 columns
 # The refit's ridge, relative to the mean energy of a reader's inputs. Plain least squares on 512 images gave
 # mobilenet_v1_050.fmnist's classifier, pruned to 4× fewer MACs, 20× its original norm (inputs that cancel
 # out); one epoch of fine-tuning at lr 0.01 on 1,000 images then took it from 90.4% to 57.0%. With 10⁻² the
 # pruned model scored 90.8% before and after (scripts/criteria_experiment.py's setting).
 _RIDGE = 1e-2
-_MIN_ROWS_PER_COLUMN = 2  # a reader is refit only when the calibration gives this many rows per weight column  # calibration images per forward: an unfolded early VGG input is 16·784 rows × 576 columns
+_MIN_ROWS_PER_COLUMN = 2  # a reader is refit only when the calibration gives this many rows per weight column
 
 Reader = Union[nn.Conv2d, nn.Linear]
 

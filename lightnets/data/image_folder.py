@@ -99,7 +99,8 @@ def check_crop_pct(value: Any) -> float:
 
 def load_image_folder(path: str, split: str, img_size: int, crop_pct: float, interpolation: str,
                       limit: Optional[int]) -> ImageFolderDataset:
-    """``imagefolder:PATH``'s ``split``: the subfolder of that name when ``path`` has split subfolders, else ``path`` itself."""
+    """``imagefolder:PATH``'s ``split``: the subfolder of that name when ``path`` has split subfolders, else ``path``
+    itself."""
     root = Path(path).expanduser()
     if not path or not root.is_dir():
         raise FileNotFoundError(

@@ -65,7 +65,8 @@ def pools_globally(model: nn.Module) -> bool:
     traced size), and no ``fixed_input_size`` (smallcnn flattens its map into an FC layer).
 
     >>> import lightnets
-    >>> pools_globally(lightnets.create_model("mobilenet_v1_025")), pools_globally(lightnets.create_model("smallcnn_3x2"))
+    >>> (pools_globally(lightnets.create_model("mobilenet_v1_025")),
+    ...  pools_globally(lightnets.create_model("smallcnn_3x2")))
     (True, False)
     """
     if getattr(model, "fixed_input_size", False):

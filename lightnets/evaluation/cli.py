@@ -164,7 +164,8 @@ def _check_writable(option: str, path: Optional[str]) -> None:
         return
     if Path(path).is_dir():
         raise ValueError(
-            f"{option} {path} is a folder; give a file name, e.g. {Path(path) / ('zoo.png' if option == '--plot' else 'zoo.md')}"
+            f"{option} {path} is a folder; give a file name, "
+            f"e.g. {Path(path) / ('zoo.png' if option == '--plot' else 'zoo.md')}"
         )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     check_writable(path)

@@ -96,8 +96,8 @@ def evaluate(
             kept under the weights cache (``$LIGHTNETS_CACHE``); rows say ``accuracy_cached``. False
             measures again (the results scripts do).
         recorded: for a bundled weight whose ``weights/index.json`` entry records its accuracy on exactly
-            this data and input (:func:`~lightnets.evaluation.recorded.recorded_accuracy`), take those top-1 / top-5 instead of measuring
-            (``python -m eval``'s default); rows say ``accuracy_recorded`` and have no loss.
+            this data and input (:func:`~lightnets.evaluation.recorded.recorded_accuracy`), take those top-1 / top-5
+            instead of measuring (``python -m eval``'s default); rows say ``accuracy_recorded`` and have no loss.
         accuracy_backend: what the accuracy pass runs on: ``"eager"`` (the model itself), ``"openvino"`` or
             ``"onnxruntime"`` (its BatchNorm-folded float32 export, several times faster on a CPU), or
             ``"auto"`` (the fastest installed; see :data:`lightnets.evaluation.backends.ACCURACY_BACKENDS`). Latency

@@ -95,8 +95,9 @@ def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, de
                      backend: str = "eager") -> dict[str, Any]:
     """top-1 / top-5 (%) and mean cross-entropy of ``candidate`` over ``dataset``.
 
-    ``backend``: ``"eager"`` runs the model as it is; another of :data:`~lightnets.evaluation.backends.ACCURACY_BACKENDS` runs its
-    BatchNorm-folded float32 export (CPU only), which gives the same predictions up to float rounding.
+    ``backend``: ``"eager"`` runs the model as it is; another of
+    :data:`~lightnets.evaluation.backends.ACCURACY_BACKENDS` runs its BatchNorm-folded float32 export (CPU only), which
+    gives the same predictions up to float rounding.
     """
     in_chans, side, _ = candidate.input_size
     model = candidate.model

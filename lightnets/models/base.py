@@ -46,7 +46,8 @@ def check_min_input_size(model_name: str, img_size: int, min_size: int, small_in
 
 
 def check_num_classes(value: Any) -> int:
-    """``num_classes`` is an int >= 1, or 0 for no classifier (the model returns its pre-logits features, as in timm)."""
+    """``num_classes`` is an int >= 1, or 0 for no classifier (the model returns its pre-logits features, as in
+    timm)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(
             f"num_classes must be an integer >= 0 (0: no classifier, the model returns features), got {value!r}"

@@ -11,9 +11,9 @@ Small form (``small_input=True``, 32 px by default) for CIFAR / Fashion-MNIST im
 layer is kept as it is, but
 
 * the pools after stages 4 and 5 are dropped (total stride 8 instead of 32; ``nn.Identity`` in
-  their place keeps the layer numbering), so a 32 px image ends in a 4×4 map and a 28 px one in 3×3. Dropping the last pools rather than the first keeps the cost
-  near the common CIFAR VGG's, which keeps all five pools and ends in 1×1: VGG-16 at 32 px costs
-  399 M MACs here, 313 M there, and 1.13 G with the first and last pools dropped instead;
+  their place keeps the layer numbering), so a 32 px image ends in a 4×4 map and a 28 px one in 3×3. Dropping the last
+  pools rather than the first keeps the cost near the common CIFAR VGG's, which keeps all five pools and ends in 1×1:
+  VGG-16 at 32 px costs 399 M MACs here, 313 M there, and 1.13 G with the first and last pools dropped instead;
 * the 120 M-parameter FC head, sized for a 7×7 map, is replaced by global average pool → dropout →
   classifier on the 512 features (``num_features = 512``).
 
@@ -51,7 +51,8 @@ POOL_SIZE = 7  # 224 px / 2⁵: the first FC layer sees a 7×7×512 map
 
 
 def vgg_features(depth: int, in_chans: int, batch_norm: bool, pool_after_stage: tuple[bool, ...]) -> nn.Sequential:
-    """The conv body, torchvision's layout: Conv2d (bias) [→ BatchNorm2d] → ReLU per layer, a max pool after each stage."""
+    """The conv body, torchvision's layout: Conv2d (bias) [→ BatchNorm2d] → ReLU per layer, a max pool after each
+    stage."""
     layers: list[nn.Module] = []
     in_chs = in_chans
     for out_chs, num_convs, pool in zip(STAGE_CHANNELS, CONVS_PER_STAGE[depth], pool_after_stage):

@@ -30,7 +30,8 @@ StateDict = dict[str, torch.Tensor]
 
 
 def cache_dir() -> Path:
-    """Where converted weights are cached: ``$LIGHTNETS_CACHE``, ``$XDG_CACHE_HOME/lightnets`` or ``~/.cache/lightnets``."""
+    """Where converted weights are cached: ``$LIGHTNETS_CACHE``, ``$XDG_CACHE_HOME/lightnets`` or
+    ``~/.cache/lightnets``."""
     if os.environ.get("LIGHTNETS_CACHE"):
         return Path(os.environ["LIGHTNETS_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightnets"

@@ -208,7 +208,8 @@ def _split_revision(hf_hub_id: str, revision: Optional[str]) -> tuple[str, Optio
 
 
 def _intact(path: Path, expected_sha: Optional[str]) -> bool:
-    """The file has the expected sha256 (when one is known) and, if it is a ``.safetensors`` file, a header that parses."""
+    """The file has the expected sha256 (when one is known) and, if it is a ``.safetensors`` file, a header that
+    parses."""
     if expected_sha and sha256sum(path) != expected_sha:
         return False
     return path.suffix != ".safetensors" or _parses_as_safetensors(path)

@@ -60,7 +60,8 @@ def read_config(path: PathLike) -> dict[str, Any]:
         if path.is_dir():
             raise WeightsFileError(
                 f"{path} has no {CONFIG_NAME}: a weight folder must say which model it holds (save_pretrained writes "
-                f"it). To load a bare weight file as the model you name, pass the file itself: {path / 'model.safetensors'}"
+                f"it). To load a bare weight file as the model you name, pass the file itself: "
+                f"{path / 'model.safetensors'}"
             )
         return {}
     try:
@@ -136,7 +137,8 @@ class FolderConfig:
                    model_args=model_args, version=info.get("version"), dtype=info.get("dtype"))
 
     def to_json(self) -> dict[str, Any]:
-        """The config.json object save_pretrained writes (keys in its order; None-valued pretrained_cfg fields left out)."""
+        """The config.json object save_pretrained writes (keys in its order; None-valued pretrained_cfg fields left
+        out)."""
         cfg = self.cfg
         pretrained_cfg = {field: getattr(cfg, field) for field in _PRETRAINED_CFG_FIELDS}
         for field in ("input_size", "mean", "std", "label_names"):

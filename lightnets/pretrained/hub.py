@@ -186,7 +186,8 @@ def describe(error: BaseException, timeout: float) -> tuple[str, str]:
             first = str(cause).strip().splitlines()
             return (
                 f"could not connect ({first[0] if first else type(cause).__name__})",
-                f"check the network, HF_ENDPOINT and any proxy; set HF_HUB_OFFLINE=1 to use only the cache, {_YOURSELF}",
+                f"check the network, HF_ENDPOINT and any proxy; set HF_HUB_OFFLINE=1 to use only the cache, "
+                f"{_YOURSELF}",
             )
     first = str(error).strip().splitlines()
     return (first[0] if first else type(error).__name__,

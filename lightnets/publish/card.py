@@ -1,4 +1,5 @@
-"""The ``README.md`` model card of a weight folder: Hub metadata, the numbers its config.json records, how to load it."""
+"""The ``README.md`` model card of a weight folder: Hub metadata, the numbers its config.json records, how to load
+it."""
 
 from __future__ import annotations
 

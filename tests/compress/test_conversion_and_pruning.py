@@ -1,4 +1,5 @@
-"""Model compression (lightnets.compress): conversion to depthwise-separable convs, L1-norm filter pruning, fine-tuning and distillation.
+"""Model compression (lightnets.compress): conversion to depthwise-separable convs, L1-norm filter pruning, fine-tuning
+and distillation.
 
 The distillation loss itself is checked by hand in test_train.py; here a short run must move a
 student toward its teacher.
@@ -331,7 +332,8 @@ def test_pruning_errors_name_the_problem():
 
 @pytest.mark.slow
 def test_pruned_model_recovers_accuracy_after_a_short_finetune(trained, fmnist_test):
-    """Recorded run: prune the trained 3+2 CNN by half, fine-tune 150 steps on test images 0–4,999, score 8,000–9,999."""
+    """Recorded run: prune the trained 3+2 CNN by half, fine-tune 150 steps on test images 0–4,999, score
+    8,000–9,999."""
     tune_set = load_dataset("fashion_mnist", "test", limit=5000)
     held_out = copy.copy(fmnist_test)
     held_out.images, held_out.labels = fmnist_test.images[8000:], fmnist_test.labels[8000:]
@@ -421,7 +423,9 @@ def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly(
     # form runs of 3, 2 and 3 columns in groups 0, 1, 2.
     model = lightnets.create_model("shufflenet_g3_050", small_input=True, in_chans=1, num_classes=10).eval()
     expected = {
-        0.5: 21,  # each run alone would lose round(1.5), round(1.0), round(1.5) = 2, 1, 2: uneven, so each loses round(0.5 · 8/3) = 1
+        # each run alone would lose round(1.5), round(1.0), round(1.5) = 2, 1, 2: uneven, so each loses
+        # round(0.5 · 8/3) = 1
+        0.5: 21,
         0.75: 12,  # round(2.25), round(1.5), round(2.25) = 2, 2, 2 columns: 18 of 30 filters go
     }
     for ratio, filters in expected.items():

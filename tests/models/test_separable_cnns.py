@@ -80,7 +80,8 @@ def test_sepcnn_forms_share_everything_but_the_conv_type():
     assert skeleton[-1] == (nn.AdaptiveAvgPool2d, 0.2, 256, (10, 256))
     # ... and the conv types are what the names say: none, the deeper half, all six separable.
     for name, model in models.items():
-        separable = [i for i, layer in enumerate((l for l in model.features if not isinstance(l, nn.MaxPool2d)), 1)
+        separable = [i for i, layer in enumerate((block for block in model.features
+                                                  if not isinstance(block, nn.MaxPool2d)), 1)
                      if isinstance(layer, DepthwiseSeparableConv)]
         assert tuple(separable) == SEPCNN_FORMS[name.removeprefix("sepcnn_")] == model.separable_layers
     assert SEPCNN_FORMS == {"regular": (), "both": (4, 5, 6), "separable": (1, 2, 3, 4, 5, 6)}

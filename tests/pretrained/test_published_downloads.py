@@ -80,7 +80,8 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def pytorchcv_zip(tmp_path_factory) -> tuple[bytes, str, torch.nn.Module]:
-    """pytorchcv's mobilenet_wd4 with random weights, zipped as its releases are: (zip bytes, sha1 of the .pth, model)."""
+    """pytorchcv's mobilenet_wd4 with random weights, zipped as its releases are: (zip bytes, sha1 of the .pth,
+    model)."""
     from pytorchcv.model_provider import get_model
 
     model = get_model("mobilenet_wd4", pretrained=False).eval()

@@ -83,7 +83,8 @@ def test_slimming_prunes_the_weight_trained_for_it_and_attention_is_a_fine_tune(
     slim = experiment.weights("mobilenet_v1_050", "fmnist_slim")
     assert f"slimming prunes mobilenet_v1_050.fmnist_slim ({slim.pretrained_cfg['metrics']['top1']:.2f}%)" in text
     assert (
-        f"* mobilenet_v1_050: slimming prunes mobilenet_v1_050.fmnist_slim, {slim.pretrained_cfg['metrics']['top1']:.2f}% "
+        f"* mobilenet_v1_050: slimming prunes mobilenet_v1_050.fmnist_slim, "
+        f"{slim.pretrained_cfg['metrics']['top1']:.2f}% "
         "before pruning" in text
     )
     rows = [line for line in text.splitlines() if line.startswith("| slimming ")]

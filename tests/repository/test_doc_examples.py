@@ -37,7 +37,8 @@ NOT_RUN_REASONS = {
     "needs the network": "a download (a dataset, a Hub weight) or an upload; tests run offline",
     "needs several GPUs": "torchrun over several processes and devices",
     "serves until stopped": "a server such as mkdocs serve",
-    "runs the whole test suite": "the suite itself; tests/repository/test_readme.py checks CI runs the README's command",
+    "runs the whole test suite": "the suite itself; tests/repository/test_readme.py checks CI runs the "
+                                 "README's command",
     "tested by tests/": "the same command runs in the named test",
     "changes the shipped weights": "a maintainer's command that rewrites weights/",
     "takes hours": "a full training or experiment run",
