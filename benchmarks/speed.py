@@ -129,8 +129,9 @@ def build_paths(model: nn.Module, name: str, input_size: tuple[int, int, int], b
             continue
         calibration = torch.randn(8, *input_size) if backend == "onnxruntime-int8" else None
         # No spin-waiting: idle onnxruntime threads would otherwise take the cores from the path timed next.
-        paths[backend] = deploy.optimize_for_inference(model, backend, example_input=example, calibration_images=calibration,
-                                                       spin_wait=False)
+        paths[backend] = deploy.optimize_for_inference(
+            model, backend, example_input=example, calibration_images=calibration, spin_wait=False
+        )
     return paths
 
 
@@ -185,8 +186,9 @@ def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
             for b, seconds in by_bs.items():
                 timm_s = times.get("timm eager", {}).get(b)
                 gmacs = macs * b / seconds / 1e9
-                cells += [_ms(seconds), f"{seconds / timm_s:.2f}" if timm_s else "–", f"{seconds / times['eager'][b]:.2f}",
-                          f"{gmacs:.1f}", f"{100 * gmacs / settings.gemm_gmacs:.0f}"]
+                cells += [_ms(seconds), f"{seconds / timm_s:.2f}" if timm_s else "–",
+                          f"{seconds / times['eager'][b]:.2f}", f"{gmacs:.1f}",
+                          f"{100 * gmacs / settings.gemm_gmacs:.0f}"]
                 if timm_s:
                     settings.headline[f"{name} {label} bs{b} × timm"] = seconds / timm_s
             lines.append("| " + " | ".join(cells) + " |")
@@ -203,12 +205,17 @@ def pairs_section(pairs: Sequence[str], settings: Settings) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|:---|---:|:---|" + "---:|" * (len(head) - 3)]
     for pair in pairs:
         regular_name, separable_name = pair.split(":")
-        built = {n: build_model(n, settings.img_size if n not in LAYER_MODELS else None) for n in (regular_name, separable_name)}
+        built = {
+            n: build_model(n, settings.img_size if n not in LAYER_MODELS else None)
+            for n in (regular_name, separable_name)
+        }
         separable_macs = macs_of(*built[separable_name])
         reduction = macs_of(*built[regular_name]) / separable_macs
         paths = {}
         for n, (model, input_size) in built.items():
-            paths.update({(n, label): m for label, m in build_paths(model, n, input_size, fp32, with_timm=False).items()})
+            paths.update(
+                {(n, label): m for label, m in build_paths(model, n, input_size, fp32, with_timm=False).items()}
+            )
         # Both forms share the input size (parse_args checks it), so one interleaved run times all of them.
         input_size = built[regular_name][1]
         labelled = {f"{n}|{label}": m for (n, label), m in paths.items()}
@@ -248,13 +255,18 @@ def shuffle_section(name: str, settings: Settings, top: int = 8) -> list[str]:
     from torch.profiler import ProfilerActivity, profile
 
     model, input_size = build_model(name, settings.img_size)
-    ablation = lightnets.create_model(name, shuffle=False, **({"img_size": settings.img_size, "small_input": settings.img_size < 64}
-                                                            if settings.img_size else {})).eval()
+    ablation = lightnets.create_model(name, shuffle=False,
+                                      **({"img_size": settings.img_size, "small_input": settings.img_size < 64}
+                                         if settings.img_size else {})).eval()
     times = time_paths({"shuffle": model, "no shuffle": ablation}, input_size, settings.batch_sizes,
                        settings.repeats, settings.warmup)
-    lines = [f"{name}, eager, same MACs with and without shuffle (Table 3's ablation):", "",
-             "| batch | with shuffle ms | without ms | shuffle share (1 − without ÷ with) | profiler: channel_shuffle share |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"{name}, eager, same MACs with and without shuffle (Table 3's ablation):",
+        "",
+        "| batch | with shuffle ms | without ms | shuffle share (1 − without ÷ with) "
+        "| profiler: channel_shuffle share |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     profiles = {}
     for b in settings.batch_sizes:
         x = torch.randn(b, *input_size)
@@ -271,7 +283,9 @@ def shuffle_section(name: str, settings: Settings, top: int = 8) -> list[str]:
         with_s, without_s = times["shuffle"][b], times["no shuffle"][b]
         share = 1 - without_s / with_s
         settings.headline[f"{name} shuffle share bs{b}"] = max(share, shuffle_us / total)
-        lines.append(f"| {b} | {_ms(with_s)} | {_ms(without_s)} | {100 * share:.1f}% | {100 * shuffle_us / total:.1f}% |")
+        lines.append(
+            f"| {b} | {_ms(with_s)} | {_ms(without_s)} | {100 * share:.1f}% | {100 * shuffle_us / total:.1f}% |"
+        )
     b = settings.batch_sizes[0]
     events = sorted((e for e in profiles[b] if e.key != "channel_shuffle"), key=lambda e: -e.self_cpu_time_total)
     total = sum(e.self_cpu_time_total for e in events)
@@ -295,8 +309,13 @@ def int8_section(weights: Sequence[str], settings: Settings, calibration_size: i
         return [f"Skipped: the Fashion-MNIST train split (calibration images) is not available here ({error})."]
     test = load_dataset("fashion_mnist", split="test")
     pick = torch.randperm(len(train.images), generator=torch.Generator().manual_seed(0))[:calibration_size]
-    lines = [f"Calibration: {calibration_size} random Fashion-MNIST train images; evaluation: the {len(test.images)} test images.",
-             "", "| weight | fp32 top-1 % | int8 top-1 % | Δ points | argmax agreement % |", "|:---|---:|---:|---:|---:|"]
+    lines = [
+        f"Calibration: {calibration_size} random Fashion-MNIST train images; "
+        f"evaluation: the {len(test.images)} test images.",
+        "",
+        "| weight | fp32 top-1 % | int8 top-1 % | Δ points | argmax agreement % |",
+        "|:---|---:|---:|---:|---:|",
+    ]
     for name in available:
         model = lightnets.create_model(name, pretrained=True).eval()
         prepare = resolve_input_config(model).normalize
@@ -339,7 +358,9 @@ def goals_section(settings: Settings) -> list[str]:
             rows.append((f"{key.split()[0]}: top-1 points lost in int8", value, "≤ 0.5", value <= 0.5))
     for key, value in h.items():
         if " shuffle share " in key:
-            rows.append((f"channel shuffle share of {key.split()[0]} eager, {key.split()[-1]}", value, "≤ 10%", value <= 0.10))
+            rows.append(
+                (f"channel shuffle share of {key.split()[0]} eager, {key.split()[-1]}", value, "≤ 10%", value <= 0.10)
+            )
     for b in bs:
         per_pair = {}
         for key, value in h.items():
@@ -383,22 +404,33 @@ def machine_lines(settings: Settings) -> list[str]:
         f"python {env['python']}; C++ compiler for torch.compile: {deploy.cpp_compiler() or 'none'}</sub>  ",
         f"<sub>fp32 GEMM rate (2048² matmul, same run): {settings.gemm_gmacs:.1f} GMAC/s; "
         f"load average at the end (1/5/15 min): {load}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}</sub>  ",
-        f"<sub>latency: median of {settings.repeats} repeats after {settings.warmup} warm-up passes, each repeat a block "
-        f"of back-to-back passes lasting >= 20 ms, paths interleaved; ms per batch; × = time ratio (lower is faster)</sub>",
+        f"<sub>latency: median of {settings.repeats} repeats after {settings.warmup} warm-up passes, each repeat a "
+        "block of back-to-back passes lasting >= 20 ms, paths interleaved; ms per batch; "
+        "× = time ratio (lower is faster)</sub>",
     ]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated lightnets models for section 1")
-    parser.add_argument("--pairs", default=",".join(DEFAULT_PAIRS), help="comma-separated regular:separable pairs ('' to skip)")
-    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(deploy.BACKENDS[1:])}")
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS), help="comma-separated lightnets models for section 1"
+    )
+    parser.add_argument(
+        "--pairs", default=",".join(DEFAULT_PAIRS), help="comma-separated regular:separable pairs ('' to skip)"
+    )
+    parser.add_argument(
+        "--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(deploy.BACKENDS[1:])}"
+    )
     parser.add_argument("--latency-batch-sizes", type=batch_size_list, default=[1, 32], metavar="B,B",
                         help="batch sizes to time, comma-separated (default 1,32)")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch and onnxruntime intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch and onnxruntime intra-op threads"
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--img-size", type=int, default=None, help="input side for every model (default: each model's own)")
+    parser.add_argument(
+        "--img-size", type=int, default=None, help="input side for every model (default: each model's own)"
+    )
     parser.add_argument("--gemm-size", type=int, default=2048)
     parser.add_argument("--no-accuracy", action="store_true", help="skip section 4 (int8 accuracy on Fashion-MNIST)")
     parser.add_argument("--output", type=Path, default=Path("results/speed.md"))
@@ -406,7 +438,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     for option in ("threads", "repeats", "warmup", "gemm_size"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
-    args.batch_sizes = args.latency_batch_sizes  # distinct and >= 1 (batch_size_list): a repeat would count samples twice
+    # distinct and >= 1 (batch_size_list): a repeat would count samples twice
+    args.batch_sizes = args.latency_batch_sizes
     args.backends = tuple(b for b in args.backends.split(",") if b)
     unknown = [b for b in args.backends if b not in deploy.BACKENDS[1:]]
     if unknown:
@@ -428,7 +461,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     settings = Settings(tuple(args.batch_sizes), args.repeats, args.warmup, args.backends, gemm_rate(args.gemm_size))
     settings.img_size = args.img_size
-    command = "python -m benchmarks.speed" + "".join(f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv))
+    command = "python -m benchmarks.speed" + "".join(
+        f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv)
+    )
     sections = [("Paths: timm vs our eager vs our deployment paths", paths_section(args.models, settings))]
     if args.pairs:
         sections.append(("Separable vs regular: speedup against MAC reduction", pairs_section(args.pairs, settings)))

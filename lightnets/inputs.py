@@ -102,7 +102,10 @@ def read_as_fed(dataset: Any, config: InputConfig) -> Any:
     >>> read_as_fed(data, InputConfig((1, 32, 32), (0.5,), (0.5,), 0.9, "bicubic")) is data
     True
     """
-    if not isinstance(dataset, ImageFolderDataset) or (dataset.img_size, dataset.crop_pct, dataset.interpolation) == config.transform:
+    if (
+        not isinstance(dataset, ImageFolderDataset)
+        or (dataset.img_size, dataset.crop_pct, dataset.interpolation) == config.transform
+    ):
         return dataset
     return ImageFolderDataset(dataset.root, config.img_size, config.crop_pct, config.interpolation, limit=len(dataset),
                               split=dataset.split)

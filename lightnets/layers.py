@@ -87,7 +87,9 @@ def get_act_layer(act_layer: ActLayer) -> Callable[..., nn.Module]:
     if isinstance(act_layer, str):
         key = act_layer.lower()
         if key not in _ACTIVATIONS:
-            raise ValueError(f"act_layer must be one of {sorted(_ACTIVATIONS)} or an nn.Module class, got {act_layer!r}")
+            raise ValueError(
+                f"act_layer must be one of {sorted(_ACTIVATIONS)} or an nn.Module class, got {act_layer!r}"
+            )
         return _ACTIVATIONS[key]
     if isinstance(act_layer, type) and issubclass(act_layer, nn.Module):
         return act_layer

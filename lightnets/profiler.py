@@ -13,7 +13,8 @@ for max / average pooling, elementwise add or hardtanh (ReLU6): they count 0 as 
 returned in ``Profile.skipped_ops`` instead of being logged as warnings.
 ``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per multiply-add of convolutions and
 matrix products only (bias adds, BN, pooling, activations = 0), so its total is exactly 2× conv+FC;
-tests/test_profiler.py checks that, and the closed-form formulas, on every family; tests/expect/registered_models.json records every registered model's count.
+tests/test_profiler.py checks that, and the closed-form formulas, on every family; tests/expect/registered_models.json
+records every registered model's count.
 
 >>> import lightnets
 >>> result = lightnets.profile(lightnets.create_model("mobilenet_v1_100"), (3, 224, 224))
@@ -210,7 +211,9 @@ def _fvcore_analysis(model: nn.Module, input_size: tuple[int, ...]):
             analysis.set_op_handle("aten::channel_shuffle", None)
             analysis.total()  # trace now, while warnings are silenced and the model is in eval mode
         except Exception as err:
-            raise RuntimeError(f"fvcore could not trace {type(model).__name__} on input {_size(input_size)}: {err}") from err
+            raise RuntimeError(
+                f"fvcore could not trace {type(model).__name__} on input {_size(input_size)}: {err}"
+            ) from err
         finally:
             model.train(was_training)
     return analysis

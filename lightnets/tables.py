@@ -94,7 +94,9 @@ def render_rows(rows: Sequence[dict[str, Any]], columns: Sequence[Column], fmt: 
     check_format(fmt)
     keys = [column.key for column in columns]
     if fmt == "json":
-        return json.dumps(document if document is not None else [{key: row[key] for key in keys} for row in rows], indent=2)
+        return json.dumps(
+            document if document is not None else [{key: row[key] for key in keys} for row in rows], indent=2
+        )
     if fmt == "csv":
         return _csv(rows, csv_keys if csv_keys is not None else keys)
     headers = [column.header for column in columns]

@@ -107,7 +107,8 @@ class Metrics:
 
     >>> metrics = Metrics.from_dict({"top1": 93.5, "top5": 99.9, "dataset": "fashion_mnist", "split": "test",
     ...                              "images": 10000})
-    >>> metrics = metrics.with_rows(Metric("top1", 93.4, "fashion_mnist", "test", 10000, format="onnx", precision="int8"))
+    >>> metrics = metrics.with_rows(Metric("top1", 93.4, "fashion_mnist", "test", 10000, format="onnx",
+    ...                                    precision="int8"))
     >>> metrics.get("top1", format="onnx", precision="int8").value
     93.4
     >>> metrics.to_dict()["other_settings"]
@@ -123,9 +124,10 @@ class Metrics:
 
     def get(self, name: str, split: Optional[str] = None, format: str = "eager",
             precision: str = "float32") -> Optional[Metric]:
-        """The first row named ``name`` run as ``format`` in ``precision`` (on ``split``, if given); None if there is none."""
-        return next((row for row in self.rows if row.name == name and row.format == format and row.precision == precision
-                     and (split is None or row.split == split)), None)
+        """The first row named ``name`` run as ``format`` in ``precision`` (on ``split``, if given); None if there is
+        none."""
+        return next((row for row in self.rows if row.name == name and row.format == format
+                     and row.precision == precision and (split is None or row.split == split)), None)
 
     def with_rows(self, *rows: Metric) -> "Metrics":
         """These metrics and ``rows`` after them."""
@@ -149,7 +151,8 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, metrics: Mapping[str, Any], where: str = "metrics") -> "Metrics":
-        """Read the flat dict: every key that is not a qualifier (or ``other_settings``) is a metric and holds a number."""
+        """Read the flat dict: every key that is not a qualifier (or ``other_settings``) is a metric and holds a
+        number."""
         if not isinstance(metrics, Mapping):
             raise ValueError(f"{where} is {metrics!r}: expected an object of metric names and numbers")
         qualifiers = {key: metrics[key] for key in _QUALIFIERS if key in metrics}
@@ -169,8 +172,10 @@ class Metrics:
         for index, row in enumerate(others):
             unknown = sorted(set(row) - {field.name for field in dataclasses.fields(Metric)})
             if unknown or not {"name", "value"} <= set(row):
-                raise ValueError(f"{where}[{OTHER_SETTINGS!r}][{index}] has keys {sorted(row)}: a row has name and value, "
-                                 f"and may have {', '.join(f.name for f in dataclasses.fields(Metric)[2:])}")
+                raise ValueError(
+                    f"{where}[{OTHER_SETTINGS!r}][{index}] has keys {sorted(row)}: a row has name and value, "
+                    f"and may have {', '.join(f.name for f in dataclasses.fields(Metric)[2:])}"
+                )
             rows.append(Metric(**row))
         return cls(tuple(rows))
 
@@ -287,7 +292,8 @@ class WeightCfg:
         return f"{self.architecture}.{self.tag}" if self.tag else str(self.architecture)
 
     def to_dict(self) -> dict[str, Any]:
-        """The plain dict: every field that is set, in the order above (a named cfg always says its tag, None if untagged)."""
+        """The plain dict: every field that is set, in the order above (a named cfg always says its tag, None if
+        untagged)."""
         out: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
@@ -311,17 +317,22 @@ class WeightCfg:
             if key not in _FIELD_NAMES:
                 close = difflib.get_close_matches(str(key), _FIELD_NAMES, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{where}: unknown key {key!r}{hint}; a weight cfg has timm's PretrainedCfg fields and "
-                                 f"lightnets' own (lightnets.weight_cfg.WeightCfg lists them)")
+                raise ValueError(
+                    f"{where}: unknown key {key!r}{hint}; a weight cfg has timm's PretrainedCfg fields and "
+                    f"lightnets' own (lightnets.weight_cfg.WeightCfg lists them)"
+                )
         metrics = cfg.get("metrics")
         if metrics is not None and not isinstance(metrics, Metrics):
             metrics = Metrics.from_dict(metrics, where=f"{where}: metrics")
         return cls(**{**cfg, "metrics": metrics})
 
     def updated(self, overrides: Union["WeightCfg", Mapping[str, Any]]) -> "WeightCfg":
-        """This cfg with ``overrides`` on top: the fields a WeightCfg sets, or a dict's keys (a None value clears the field)."""
+        """This cfg with ``overrides`` on top: the fields a WeightCfg sets, or a dict's keys (a None value clears the
+        field)."""
         if isinstance(overrides, WeightCfg):
-            overrides = {field: getattr(overrides, field) for field in _FIELD_NAMES if getattr(overrides, field) is not None}
+            overrides = {
+                field: getattr(overrides, field) for field in _FIELD_NAMES if getattr(overrides, field) is not None
+            }
         return WeightCfg.from_dict({**self.to_dict(), **overrides})
 
 

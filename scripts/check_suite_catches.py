@@ -72,7 +72,9 @@ def check(mutation: Mutation, tree: Path) -> tuple[str, str, float]:
     target = tree / mutation.path
     text = target.read_text()
     if text.count(mutation.old) != 1:
-        raise SystemExit(f"{mutation.path}: {mutation.old!r} occurs {text.count(mutation.old)} times; update the mutation")
+        raise SystemExit(
+            f"{mutation.path}: {mutation.old!r} occurs {text.count(mutation.old)} times; update the mutation"
+        )
     target.write_text(text.replace(mutation.old, mutation.new))
     try:
         failed, test, seconds = run_pytest(tree, "-m", "not slow")

@@ -102,7 +102,8 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
                     warnings.simplefilter("always")
                     pruned = compress.prune(start, ratio, criterion, calibration=calibration)
                 model.load_state_dict(pruned.state_dict())
-                return {"ratio": ratio, "skipped": sorted({str(w.message).split(": skipped ")[-1].split(":")[0] for w in caught}),
+                return {"ratio": ratio,
+                        "skipped": sorted({str(w.message).split(": skipped ")[-1].split(":")[0] for w in caught}),
                         "top1_pruned": compress.top1_accuracy(model, data.test)}
 
             key = f"{name}/{criterion}-{budget}x" + ("" if tag == "fmnist" else f"-from-{tag}")
@@ -125,8 +126,9 @@ def run(args: argparse.Namespace, data: Any, name: str) -> Optional[list[dict[st
                                 args.retrain, cache=CACHE)
                 if result is not None:
                     rows.append({"model": result[0], "criterion": criterion, "start": tag,
-                                 "start_top1": start.pretrained_cfg["metrics"]["top1"], "budget": budget, "tuning": tuning,
-                                 **pruned[1], **{k: v for k, v in result[1].items() if k != "train_s"}})
+                                 "start_top1": start.pretrained_cfg["metrics"]["top1"], "budget": budget,
+                                 "tuning": tuning, **pruned[1],
+                                 **{k: v for k, v in result[1].items() if k != "train_s"}})
     return [{"base": base}] + rows
 
 
@@ -145,8 +147,10 @@ def table(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[str]:
              "| criterion | budget | ratio | fine-tune | top-1 pruned | top-1 | Δ top-1 " + COST_HEADER,
              "|:---|---:|---:|:---|---:|---:|---:" + "|---:" * 9 + "|"]
     for row in rows:
-        lines.append(f"| {row['criterion']} | {row['budget']}× | {row['ratio']:.3f} | {TUNINGS[row['tuning']]} "
-                     f"| {row['top1_pruned']:.2f} | {row['top1']:.2f} | {row['top1'] - base_top1:+.2f} " + cost_cells(row))
+        lines.append(
+            f"| {row['criterion']} | {row['budget']}× | {row['ratio']:.3f} | {TUNINGS[row['tuning']]} "
+            f"| {row['top1_pruned']:.2f} | {row['top1']:.2f} | {row['top1'] - base_top1:+.2f} " + cost_cells(row)
+        )
     return lines
 
 
@@ -170,17 +174,21 @@ def conclusions(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> l
             ranking = sorted(best, key=best.get, reverse=True)
             out.append(f"* {name}, {budget}× fewer MACs (best fine-tune of each): "
                        + ", ".join(f"{c} {best[c]:.2f}%" for c in ranking)
-                       + (f"; L1 is {best[ranking[0]] - best['l1']:.2f} points behind {ranking[0]}" if ranking[0] != "l1"
-                          and "l1" in best else "; L1 is best" if ranking[0] == "l1" else "") + ".")
+                       + (f"; L1 is {best[ranking[0]] - best['l1']:.2f} points behind {ranking[0]}"
+                          if ranking[0] != "l1" and "l1" in best else "; L1 is best" if ranking[0] == "l1" else "")
+                       + ".")
         out += start_lines(name, base, rows)
         for tuning in TUNINGS:
             for what, keep in (("", lambda row: row["start"] == "fmnist"), (" (slimming's sparsity-trained start)",
                                                                             lambda row: row["start"] != "fmnist")):
-                gains = [r["top1"] - p["top1"] for r in rows for p in rows if r["tuning"] == tuning and p["tuning"] == "plain"
+                gains = [r["top1"] - p["top1"] for r in rows for p in rows
+                         if r["tuning"] == tuning and p["tuning"] == "plain"
                          and (r["criterion"], r["budget"]) == (p["criterion"], p["budget"]) and keep(r)]
                 if tuning != "plain" and gains:
-                    out.append(f"* {name}{what}: {TUNINGS[tuning]} vs fine-tuned alone: {statistics.mean(gains):+.2f} points "
-                               f"on average ({min(gains):+.2f} to {max(gains):+.2f}).")
+                    out.append(
+                        f"* {name}{what}: {TUNINGS[tuning]} vs fine-tuned alone: {statistics.mean(gains):+.2f} points "
+                        f"on average ({min(gains):+.2f} to {max(gains):+.2f})."
+                    )
         for batch in (1, 100):
             ratios = [r[f"speedup_per_mac_reduction_bs{batch}"] for r in rows if r["tuning"] == "plain"]
             if ratios:
@@ -195,11 +203,15 @@ def start_lines(name: str, base: nn.Module, rows: list[dict[str, Any]]) -> list[
     out = []
     for criterion in dict.fromkeys(row["criterion"] for row in rows if row["start"] != "fmnist"):
         own = [row for row in rows if row["criterion"] == criterion and row["tuning"] == rows[0]["tuning"]]
-        l1 = {row["budget"]: row["top1_pruned"] for row in rows if row["criterion"] == "l1" and row["tuning"] == rows[0]["tuning"]}
+        l1 = {
+            row["budget"]: row["top1_pruned"]
+            for row in rows
+            if row["criterion"] == "l1" and row["tuning"] == rows[0]["tuning"]
+        }
         start = own[0]["start_top1"]
         out.append(f"* {name}: {criterion} prunes {name}.{own[0]['start']}, {start:.2f}% before pruning "
-                   f"({start - base.pretrained_cfg['metrics']['top1']:+.2f} against {name}.fmnist: the price of training "
-                   "with --bn-l1); right after pruning, before any fine-tune: "
+                   f"({start - base.pretrained_cfg['metrics']['top1']:+.2f} against {name}.fmnist: the price of "
+                   "training with --bn-l1); right after pruning, before any fine-tune: "
                    + ", ".join(f"{row['top1_pruned']:.2f}% at {row['budget']}×"
                                + (f" (L1 from {name}.fmnist: {l1[row['budget']]:.2f}%)" if row["budget"] in l1 else "")
                                for row in own) + ".")
@@ -210,15 +222,21 @@ def claims(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[s
     """The write-up's two claims against the rows: L1 works on VGG-like networks and barely speeds up residual
     ones (ShuffleNet's units add a shortcut), and L1 may not be the best criterion."""
     out = []
-    l1_ratios = {name: [r["speedup_per_mac_reduction_bs1"] for r in rows if r["criterion"] == "l1" and r["tuning"] == "plain"]
-                 for name, (_, rows) in results.items()}
+    l1_ratios = {
+        name: [r["speedup_per_mac_reduction_bs1"] for r in rows if r["criterion"] == "l1" and r["tuning"] == "plain"]
+        for name, (_, rows) in results.items()
+    }
     speed = {name: statistics.median(ratios) for name, ratios in l1_ratios.items() if ratios}
     if "vgg11_bn" in speed and "shufflenet_g3_050" in speed:
         vgg, residual = speed["vgg11_bn"], speed["shufflenet_g3_050"]
-        verdict = ("supports" if residual < vgg - 0.2 else "does not support" if residual >= vgg - 0.05 else "barely supports")
-        out.append(f"* Claim 1, speed: L1-pruned, batch 1, speedup ÷ MAC reduction is {vgg:.2f} on VGG and {residual:.2f} on "
-                   f"the residual ShuffleNet (MobileNet: {speed.get('mobilenet_v1_050', float('nan')):.2f}); this {verdict} "
-                   "the claim that pruning speeds up residual networks less than VGG-like ones.")
+        verdict = (
+            "supports" if residual < vgg - 0.2 else "does not support" if residual >= vgg - 0.05 else "barely supports"
+        )
+        out.append(
+            f"* Claim 1, speed: L1-pruned, batch 1, speedup ÷ MAC reduction is {vgg:.2f} on VGG and {residual:.2f} on "
+            f"the residual ShuffleNet (MobileNet: {speed.get('mobilenet_v1_050', float('nan')):.2f}); this {verdict} "
+            "the claim that pruning speeds up residual networks less than VGG-like ones."
+        )
     gaps = []
     for name, (_, rows) in results.items():
         for budget in BUDGETS:
@@ -229,9 +247,11 @@ def claims(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]]) -> list[s
                 gaps.append((name, budget, winner, round(others[winner] - best["l1"], 2)))  # as the tables print them
     if gaps:
         beaten = [g for g in gaps if g[3] > 0.1]
-        out.append(f"* Claim 2, criterion: another criterion beats L1 by more than 0.1 point in {len(beaten)} of {len(gaps)} "
-                   "model × budget cells (" + "; ".join(f"{n} {b}×: {w} {d:+.2f}" for n, b, w, d in gaps) + ")"
-                   + (", so the data supports the suspicion that L1 is not the best criterion." if len(beaten) > len(gaps) / 2
+        out.append(f"* Claim 2, criterion: another criterion beats L1 by more than 0.1 point in {len(beaten)} of "
+                   f"{len(gaps)} model × budget cells ("
+                   + "; ".join(f"{n} {b}×: {w} {d:+.2f}" for n, b, w, d in gaps) + ")"
+                   + (", so the data supports the suspicion that L1 is not the best criterion."
+                      if len(beaten) > len(gaps) / 2
                       else ", so the data does not support the suspicion that L1 is not the best criterion."))
     return out
 
@@ -246,7 +266,9 @@ def plot(results: dict[str, tuple[nn.Module, list[dict[str, Any]]]], path: Path)
     for axis, (name, (base, rows)) in zip(axes[0], results.items()):
         for criterion in CRITERIA:
             for tuning, style in (("plain", "-"), ("soft+hint", "--"), ("soft+attention", ":")):
-                points = sorted((r["macs"], r["top1"]) for r in rows if r["criterion"] == criterion and r["tuning"] == tuning)
+                points = sorted(
+                    (r["macs"], r["top1"]) for r in rows if r["criterion"] == criterion and r["tuning"] == tuning
+                )
                 if points:
                     axis.plot([p[0] / 1e6 for p in points], [p[1] for p in points], style, marker="o",
                               label=f"{criterion}, {TUNINGS[tuning]}")
@@ -288,15 +310,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                        + [f"--tuning {t}" for t in args.tuning or ()])
     lines = header("Pruning criteria at equal MAC budgets", f"python scripts/criteria_experiment.py {command}",
                    repeats=args.repeats, threads=args.threads)
-    lines += [f"Each model pruned by each criterion of `lightnets.prune` to 2× and 4× fewer MACs (per-criterion ratio "
-              f"found by bisection), calibration: the first {CALIBRATION_IMAGES} training images; then "
-              f"{args.epochs:g} epoch(s) on the first {args.train_images:,} training images (SGD, lr {args.lr:g}, cosine, "
-              "crop + flip, label smoothing 0.1), alone, with soft targets from the unpruned model (α 0.5, T 4), with "
-              "soft targets plus FitNets hints (1×1 adapters, weight 1) and with soft targets plus attention transfer "
-              "(weight 50). Top-1 on the 10,000 test images; Δ top-1 against NAME.fmnist. L1, APoZ and reconstruction "
-              "prune the shipped NAME.fmnist; slimming prunes NAME.fmnist_slim, the same recipe trained with "
-              "`--bn-l1 1e-3` (scripts/train_fmnist_zoo.sh), by its smallest |γ| globally. The teacher is the "
-              "unpruned weight each model was pruned from.", ""]
+    lines += [
+        f"Each model pruned by each criterion of `lightnets.prune` to 2× and 4× fewer MACs (per-criterion ratio "
+        f"found by bisection), calibration: the first {CALIBRATION_IMAGES} training images; then "
+        f"{args.epochs:g} epoch(s) on the first {args.train_images:,} training images (SGD, lr {args.lr:g}, cosine, "
+        "crop + flip, label smoothing 0.1), alone, with soft targets from the unpruned model (α 0.5, T 4), with "
+        "soft targets plus FitNets hints (1×1 adapters, weight 1) and with soft targets plus attention transfer "
+        "(weight 50). Top-1 on the 10,000 test images; Δ top-1 against NAME.fmnist. L1, APoZ and reconstruction "
+        "prune the shipped NAME.fmnist; slimming prunes NAME.fmnist_slim, the same recipe trained with "
+        "`--bn-l1 1e-3` (scripts/train_fmnist_zoo.sh), by its smallest |γ| globally. The teacher is the "
+        "unpruned weight each model was pruned from.",
+        "",
+    ]
     for name, (base, rows) in results.items():
         lines += table(name, base, rows) + [""]
     lines += ["Conclusions from these tables:", "", *conclusions(results), ""]  # the plot: criteria.png beside it

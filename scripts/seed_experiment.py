@@ -86,7 +86,9 @@ def conversion_variants(args: argparse.Namespace, data: Data, base: nn.Module, f
 
             def train(model: nn.Module) -> dict[str, Any]:
                 record = {"top1_converted": compress.top1_accuracy(model, data.test)}
-                record.update(compress.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr, seed=0))
+                record.update(
+                    compress.finetune(model.to(args.device), data.train, epochs=args.epochs, lr=args.lr, seed=0)
+                )
                 record["top1"] = compress.top1_accuracy(model.cpu(), data.test)
                 return record
 
@@ -121,9 +123,11 @@ def header(title: str, command: str, args: argparse.Namespace) -> list[str]:
 
 
 def conversion_table(base_row: dict[str, Any], rows: list[dict[str, Any]], base_top1: float) -> list[str]:
-    lines = ["| conv layers made separable | trained after conversion | top-1 converted | top-1 | Δ top-1 " + COST_HEADER,
-             "|:---|:---|---:|---:|---:" + "|---:" * 9 + "|",
-             f"| none (original) | – | – | {base_top1:.2f} | – " + cost_cells(base_row)]
+    lines = [
+        "| conv layers made separable | trained after conversion | top-1 converted | top-1 | Δ top-1 " + COST_HEADER,
+        "|:---|:---|---:|---:|---:" + "|---:" * 9 + "|",
+        f"| none (original) | – | – | {base_top1:.2f} | – " + cost_cells(base_row),
+    ]
     for row in rows:
         lines.append(f"| {row['layers']} | {row['training']} | {pct(row['top1_converted'])} | {row['top1']:.2f} "
                      f"| {row['top1'] - base_top1:+.2f} " + cost_cells(row))
@@ -144,13 +148,16 @@ def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float, one_cha
     if tuned:
         best = max(tuned, key=lambda r: r["top1"])
         worst = min(tuned, key=lambda r: r["top1"])
-        out.append(f"* Closest to the original ({base_top1:.2f}%): layers {best['layers']} ({best['training']}), "
-                   f"{best['top1']:.2f}% at {1 / best['mac_ratio']:.2f}× fewer MACs; furthest: layers {worst['layers']} "
-                   f"({worst['training']}), {worst['top1']:.2f}%.")
+        out.append(
+            f"* Closest to the original ({base_top1:.2f}%): layers {best['layers']} ({best['training']}), "
+            f"{best['top1']:.2f}% at {1 / best['mac_ratio']:.2f}× fewer MACs; furthest: layers {worst['layers']} "
+            f"({worst['training']}), {worst['top1']:.2f}%."
+        )
         converted = [r for r in tuned if r["top1_converted"] is not None]
         if converted:
             out.append("* Before any fine-tuning, the low-rank initialisation alone keeps "
-                       + ", ".join(f"layers {r['layers']}: {r['top1_converted']:.1f}%" for r in converted if r["training"] == "everything")
+                       + ", ".join(f"layers {r['layers']}: {r['top1_converted']:.1f}%" for r in converted
+                                   if r["training"] == "everything")
                        + (" (a layer with one input channel has a single depthwise filter: rank 1 in total)."
                           if one_channel_input else "."))
         for b in (1, 100):
@@ -159,9 +166,10 @@ def conversion_conclusions(rows: list[dict[str, Any]], base_top1: float, one_cha
             out.append(f"* Batch {b}: speedup ÷ MAC reduction is {min(ratios):.2f}–{max(ratios):.2f} "
                        f"(median {statistics.median(ratios):.2f}); "
                        + ("time falls far less than MACs do" if statistics.median(ratios) < 0.7
-                          else "time falls roughly as MACs do" if statistics.median(ratios) < 1.1 else "time falls faster than MACs")
-                       + (f"; {len(slower)} of the {sum(r['mac_ratio'] < 0.9 for r in tuned)} variants with ≥ 10% fewer "
-                          "MACs run slower than the original (eager PyTorch, fp32)." if slower else "."))
+                          else "time falls roughly as MACs do" if statistics.median(ratios) < 1.1
+                          else "time falls faster than MACs")
+                       + (f"; {len(slower)} of the {sum(r['mac_ratio'] < 0.9 for r in tuned)} variants with ≥ 10% "
+                          "fewer MACs run slower than the original (eager PyTorch, fp32)." if slower else "."))
     scratch = [r for r in rows if r["training"] == "from scratch"]
     for r in scratch:
         tuned_best = max((t["top1"] for t in tuned if t["layers"] == r["layers"]), default=None)
@@ -223,13 +231,16 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
                 continue
             left_whole = sum("prune_l1: skipped" in str(w.message) for w in caught)
             if left_whole:
-                notes[ratio] = (f"{left_whole} of {len(compress.prunable_layers(base))} prunable convs left unpruned: a "
-                                "grouped conv each feeds would keep unequal channels per group (`prune_l1` warns and "
-                                "keeps them whole).")
+                notes[ratio] = (
+                    f"{left_whole} of {len(compress.prunable_layers(base))} prunable convs left unpruned: a "
+                    "grouped conv each feeds would keep unequal channels per group (`prune_l1` warns and "
+                    "keeps them whole)."
+                )
             for recipe in ("fine-tune", "fine-tune + distillation"):
                 distill = recipe.endswith("distillation")
                 result = cached(f"{name}/prune{int(100 * ratio)}-{'kd' if distill else 'ft'}",
-                                lambda pruned=pruned: copy.deepcopy(pruned), partial_train(distill), args.stage, args.retrain)
+                                lambda pruned=pruned: copy.deepcopy(pruned), partial_train(distill), args.stage,
+                                args.retrain)
                 if result is not None:
                     variants.append({"ratio": ratio, "recipe": recipe, "model": result[0], **result[1]})
         sensitivity = CACHE / name / "sensitivity.json"
@@ -241,7 +252,11 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
             sensitivity.write_text(json.dumps(scan, indent=1) + "\n")
         if sensitivity.is_file():  # Li et al. Sec. 3.3: prune the insensitive layers, leave the sensitive ones whole
             scan = json.loads(sensitivity.read_text())
-            chosen = {r["layer"]: 0.5 for r in scan if r["ratio"] == 0.5 and r["drop"] is not None and r["drop"] <= GUIDED_MAX_DROP}
+            chosen = {
+                r["layer"]: 0.5
+                for r in scan
+                if r["ratio"] == 0.5 and r["drop"] is not None and r["drop"] <= GUIDED_MAX_DROP
+            }
             try:
                 guided = compress.prune_l1(base, chosen)
             except ValueError as error:  # each conv could lose 50% alone, but not all of them together
@@ -259,8 +274,9 @@ def run_pruning(args: argparse.Namespace, data: Data) -> Optional[list[str]]:
             continue
         base_top1 = base.pretrained_cfg["metrics"]["top1"]
         rows = measure_against(base, variants, repeats=args.repeats, threads=args.threads)
-        sections += pruning_section(name, base_top1, rows, json.loads(sensitivity.read_text()) if sensitivity.is_file() else [],
-                                    args, notes)
+        sections += pruning_section(
+            name, base_top1, rows, json.loads(sensitivity.read_text()) if sensitivity.is_file() else [], args, notes
+        )
     return sections or None
 
 
@@ -274,7 +290,9 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
              "|---:|:---|---:|---:|---:" + "|---:" * 9 + "|",
              f"| 0 (original) | – | – | {base_top1:.2f} | – " + cost_cells(rows[0])]
     for row in rows[1:]:
-        removed = f"{row['ratio']:.0%}" if row["ratio"] != "guided" else f"50% of {len(row['layers'])} insensitive convs"
+        removed = (
+            f"{row['ratio']:.0%}" if row["ratio"] != "guided" else f"50% of {len(row['layers'])} insensitive convs"
+        )
         lines.append(f"| {removed} | {row['recipe']} | {row['top1_pruned']:.2f} | {row['top1']:.2f} "
                      f"| {row['top1'] - base_top1:+.2f} " + cost_cells(row))
     lines += ["", "Conclusions from this table:", ""]
@@ -286,36 +304,52 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
         pair = {r["recipe"]: r for r in pruned if r["ratio"] == ratio}
         if len(pair) == 2:
             gain = pair["fine-tune + distillation"]["top1"] - pair["fine-tune"]["top1"]
-            lines.append(f"* {ratio:.0%} of filters removed: {1 / pair['fine-tune']['mac_ratio']:.2f}× fewer MACs, "
-                         f"{pair['fine-tune']['top1_pruned']:.2f}% right after pruning, "
-                         f"{max(pair['fine-tune']['top1'], pair['fine-tune + distillation']['top1']) - base_top1:+.2f} points "
-                         f"after the best fine-tune; distillation {gain:+.2f} points vs. plain fine-tuning.")
+            lines.append(
+                f"* {ratio:.0%} of filters removed: {1 / pair['fine-tune']['mac_ratio']:.2f}× fewer MACs, "
+                f"{pair['fine-tune']['top1_pruned']:.2f}% right after pruning, "
+                f"{max(pair['fine-tune']['top1'], pair['fine-tune + distillation']['top1']) - base_top1:+.2f} points "
+                f"after the best fine-tune; distillation {gain:+.2f} points vs. plain fine-tuning."
+            )
     if "guided" in notes:
         lines.append(f"* Sensitivity-guided (Li et al. Sec. 3.3): {notes['guided']}")
     if guided:
         uniform = min((r for r in pruned if r["recipe"] == guided["recipe"]), default=None,
                       key=lambda r: abs(r["mac_ratio"] - guided["mac_ratio"]))
-        versus = (f"; uniform {uniform['ratio']:.0%} with the same recipe: {1 / uniform['mac_ratio']:.2f}× fewer MACs at "
-                  f"{uniform['top1'] - base_top1:+.2f} points" if uniform else "")
-        lines.append(f"* Sensitivity-guided (Li et al. Sec. 3.3): 50% of the filters of the {len(guided['layers'])} of "
-                     f"{guided['scanned']} scanned convs (or joined sets) that lose at most {GUIDED_MAX_DROP:g} points alone "
-                     f"at 50%, the rest kept whole: {1 / guided['mac_ratio']:.2f}× fewer MACs at "
-                     f"{guided['top1'] - base_top1:+.2f} points{versus}.")
+        versus = (
+            f"; uniform {uniform['ratio']:.0%} with the same recipe: {1 / uniform['mac_ratio']:.2f}× fewer MACs at "
+            f"{uniform['top1'] - base_top1:+.2f} points"
+            if uniform
+            else ""
+        )
+        lines.append(
+            f"* Sensitivity-guided (Li et al. Sec. 3.3): 50% of the filters of the {len(guided['layers'])} of "
+            f"{guided['scanned']} scanned convs (or joined sets) that lose at most {GUIDED_MAX_DROP:g} points alone "
+            f"at 50%, the rest kept whole: {1 / guided['mac_ratio']:.2f}× fewer MACs at "
+            f"{guided['top1'] - base_top1:+.2f} points{versus}."
+        )
     for b in (1, 100):
         ratios = [r[f"speedup_per_mac_reduction_bs{b}"] for r in pruned]
         if ratios:
-            by_ratio = ", ".join(f"{ratio:.0%}: {statistics.mean(r[f'speedup_per_mac_reduction_bs{b}'] for r in pruned if r['ratio'] == ratio):.2f}"
-                                 for ratio in PRUNE_RATIOS if any(r["ratio"] == ratio for r in pruned))
-            lines.append(f"* Batch {b}: speedup ÷ MAC reduction {min(ratios):.2f}–{max(ratios):.2f} (mean by ratio, {by_ratio}): "
+            by_ratio = ", ".join(
+                f"{ratio:.0%}: "
+                f"{statistics.mean(r[f'speedup_per_mac_reduction_bs{b}'] for r in pruned if r['ratio'] == ratio):.2f}"
+                for ratio in PRUNE_RATIOS
+                if any(r["ratio"] == ratio for r in pruned)
+            )
+            lines.append(f"* Batch {b}: speedup ÷ MAC reduction {min(ratios):.2f}–{max(ratios):.2f} "
+                         f"(mean by ratio, {by_ratio}): "
                          + ("time falls less than MACs do." if statistics.median(ratios) < 0.85
-                            else "time falls about as MACs do." if statistics.median(ratios) <= 1.15 else "time falls faster than MACs do."))
+                            else "time falls about as MACs do." if statistics.median(ratios) <= 1.15
+                            else "time falls faster than MACs do."))
     if scan:
         worst = max((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
         safest = min((r for r in scan if r["ratio"] == 0.5 and r["drop"] is not None), key=lambda r: r["drop"])
         alone = len({r["layer"] for r in scan if r["drop"] is None})
-        lines += ["", f"Sensitivity (Li et al. Sec. 3.3; one layer pruned alone, no fine-tuning, first {SENSITIVITY_IMAGES:,} "
-                  f"test images; plot: `results/seed_sensitivity_{name}.png`): at 50% the most sensitive layer is "
-                  f"`{worst['layer']}` ({worst['drop']:.2f} points lost), the least `{safest['layer']}` ({safest['drop']:.2f}).", "",
+        lines += ["",
+                  "Sensitivity (Li et al. Sec. 3.3; one layer pruned alone, no fine-tuning, first "
+                  f"{SENSITIVITY_IMAGES:,} test images; plot: `results/seed_sensitivity_{name}.png`): at 50% the most "
+                  f"sensitive layer is `{worst['layer']}` ({worst['drop']:.2f} points lost), the least "
+                  f"`{safest['layer']}` ({safest['drop']:.2f}).", "",
                   "| layer | " + " | ".join(f"drop at {r:.0%}" for r in PRUNE_RATIOS) + " |",
                   "|:---|" + "---:|" * len(PRUNE_RATIOS)]
         for layer in dict.fromkeys(r["layer"] for r in scan):
@@ -325,15 +359,24 @@ def pruning_section(name: str, base_top1: float, rows: list[dict[str, Any]], sca
             label = f"`{layer}` + {len(joined)} convs joined by residual adds" if joined else f"`{layer}`"
             lines.append(f"| {label} | " + " | ".join(pct(drops[r]) for r in PRUNE_RATIOS) + " |")
         for joined in (r for r in scan if r.get("joined") and r["ratio"] == 0.25):
-            others = [r["drop"] for r in scan if r["ratio"] == 0.5 and r["layer"] != joined["layer"] and r["drop"] is not None]
-            lines += ["", f"Residual adds tie `{joined['layer']}` and {len(joined['joined'])} "
-                      f"other convs into one set of channels, pruned together: alone it costs {pct(joined['drop'])} points "
-                      f"at 25%, while no other conv alone costs more than {max(others):.2f} points at 50%: the set is where "
-                      "this model is sensitive."]
+            others = [
+                r["drop"] for r in scan if r["ratio"] == 0.5 and r["layer"] != joined["layer"] and r["drop"] is not None
+            ]
+            lines += [
+                "",
+                f"Residual adds tie `{joined['layer']}` and {len(joined['joined'])} "
+                f"other convs into one set of channels, pruned together: alone it costs {pct(joined['drop'])} points "
+                f"at 25%, while no other conv alone costs more than {max(others):.2f} points at 50%: the set is where "
+                "this model is sensitive.",
+            ]
         if alone:
-            lines += ["", f"–: the layer cannot lose that fraction alone (a grouped conv it feeds would keep zero or "
-                      f"unequal channels per group); {alone} layer(s) affected. Pruning the whole model at one ratio, "
-                      "`prune_l1` keeps uneven-group layers whole (with a warning) and refuses a ratio that would empty a group."]
+            lines += [
+                "",
+                f"–: the layer cannot lose that fraction alone (a grouped conv it feeds would keep zero or "
+                f"unequal channels per group); {alone} layer(s) affected. Pruning the whole model at one ratio, "
+                "`prune_l1` keeps uneven-group layers whole (with a warning) "
+                "and refuses a ratio that would empty a group.",
+            ]
     return lines + [""]
 
 
@@ -346,7 +389,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--stage", choices=("train", "measure", "all"), default="all")
     parser.add_argument("--epochs", type=float, default=2.0, help="fine-tuning epochs per variant")
     parser.add_argument("--lr", type=float, default=0.01, help="peak fine-tuning learning rate")
-    parser.add_argument("--device", default="cpu", help="where the train stage fine-tunes (e.g. cuda); measuring is on the CPU")
+    parser.add_argument(
+        "--device", default="cpu", help="where the train stage fine-tunes (e.g. cuda); measuring is on the CPU"
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch threads while timing")
     parser.add_argument("--repeats", type=int, default=10, help="latency repeats per model and batch size")
     parser.add_argument("--retrain", action="store_true", help="fine-tune again even if runs/seed_experiment has it")

@@ -9,9 +9,10 @@ Every request is logged in ``requests`` so tests can check that a cache hit sent
 Uploads (``HfApi.create_repo`` + ``upload_folder``, what ``lightnets.publish.push_to_hub`` calls) go through
 ``POST /api/repos/create`` (409 if the repo exists), ``POST /api/models/{repo}/preupload/{revision}``
 and ``POST /api/models/{repo}/commit/{revision}`` (an NDJSON body: a header line, then one base64 ``file``
-line per file), after ``POST /api/validate-yaml`` has checked the model card's YAML metadata. The stand-in answers ``uploadMode: regular`` for every file, so the contents arrive
-inside the commit; the real Hub sends large binaries through LFS/Xet storage instead, a transfer this
-stand-in does not speak. A created repo is a folder under ``upload_root``, served like the others.
+line per file), after ``POST /api/validate-yaml`` has checked the model card's YAML metadata. The stand-in answers
+``uploadMode: regular`` for every file, so the contents arrive inside the commit; the real Hub sends large binaries
+through LFS/Xet storage instead, a transfer this stand-in does not speak. A created repo is a folder under
+``upload_root``, served like the others.
 The ``Authorization`` header of every upload request is kept in ``tokens``.
 """
 from __future__ import annotations

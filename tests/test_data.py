@@ -117,7 +117,8 @@ def test_fashion_mnist_download_from_a_local_server(tmp_path, http_folder, monke
     assert sorted(p.name for p in target.iterdir()) == sorted(f.name for f in files)
 
     # A download whose checksum does not match is discarded, not kept under the final name.
-    monkeypatch.setitem(fashion_mnist.FASHION_MNIST_FILES, "train", (data.DataFile(files[0].name, "0" * 32), data.DataFile(files[1].name, md5(files[1]))))
+    monkeypatch.setitem(fashion_mnist.FASHION_MNIST_FILES, "train",
+                        (data.DataFile(files[0].name, "0" * 32), data.DataFile(files[1].name, md5(files[1]))))
     other = tmp_path / "other"
     with pytest.raises(CorruptDataError, match="expected 0{32}; the file was discarded"):
         load_dataset("fashion_mnist", "train", data_dir=other, download=True)
@@ -137,7 +138,9 @@ def write_cifar(root: Path, per_batch: int = 4) -> Path:
     folder.mkdir(parents=True)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [name.encode() for name in CIFAR_CLASSES], b"num_vis": 3072}, f)
-    for index, name in enumerate(["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]):
+    for index, name in enumerate(
+        ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+    ):
         pixels = (np.arange(per_batch * 3072).reshape(per_batch, 3072) + 7 * index) % 256
         labels = [(index + i) % 10 for i in range(per_batch)]
         with open(folder / name, "wb") as f:
@@ -179,7 +182,9 @@ def test_cifar10_missing_corrupt_and_downloaded(tmp_path, http_folder, monkeypat
         load_dataset("cifar10", data_dir=tmp_path / "empty")
     folder = write_cifar(tmp_path / "corrupt")
     (folder / "data_batch_3").write_bytes(b"not a pickle")
-    with pytest.raises(CorruptDataError, match="data_batch_3 is not a CIFAR-10 python batch.*c58f30108f718f92721af3b95e74349a"):
+    with pytest.raises(
+        CorruptDataError, match="data_batch_3 is not a CIFAR-10 python batch.*c58f30108f718f92721af3b95e74349a"
+    ):
         load_dataset("cifar10", "train", data_dir=tmp_path / "corrupt")
 
     served, url = http_folder
@@ -247,7 +252,8 @@ def test_synthetic_is_seeded():
 
 @pytest.mark.parametrize("kwargs, error", [
     ({"name": "fashion-mnist"}, r"unknown dataset 'fashion-mnist'.*did you mean fashion_mnist\?"),
-    ({"name": "imagenet"}, r"unknown dataset 'imagenet'; choose one of fashion_mnist, cifar10, imagefolder:PATH, synthetic"),
+    ({"name": "imagenet"},
+     r"unknown dataset 'imagenet'; choose one of fashion_mnist, cifar10, imagefolder:PATH, synthetic"),
     ({"name": "fashion_mnist", "split": "val"}, r"unknown split 'val' for fashion_mnist; choose train or test"),
     ({"name": "fashion_mnist", "limit": 0}, r"limit must be an integer >= 1, got 0"),
 ])

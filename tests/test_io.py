@@ -133,7 +133,8 @@ def test_dash_writes_to_standard_output(capsys):
 
 @pytest.mark.parametrize("where", ["pipe", "file"])
 def test_dev_stdout_is_written_in_place(tmp_path, where):
-    """/dev/stdout leads through /proc to whatever fd 1 is: a pipe, or a file the shell opened (kept, not renamed over)."""
+    """/dev/stdout leads through /proc to whatever fd 1 is: a pipe, or a file the shell opened (kept, not renamed
+    over)."""
     code = "from lightnets._io import write_text; write_text('/dev/stdout', 'hello\\n')"
     if where == "pipe":
         result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -144,7 +145,9 @@ def test_dev_stdout_is_written_in_place(tmp_path, where):
     out.write_text("")
     inode = out.stat().st_ino
     with open(out, "w") as handle:
-        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=handle, stderr=subprocess.PIPE, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, stdout=handle, stderr=subprocess.PIPE, text=True, timeout=60
+        )
     assert result.returncode == 0, result.stderr
     assert out.read_text() == "hello\n" and out.stat().st_ino == inode and leftovers(tmp_path) == []
 
@@ -180,7 +183,9 @@ def test_a_read_only_folder_is_refused_even_as_root(tmp_path):
 def test_an_existing_file_is_refused_as_a_folder_and_a_folder_as_a_file(tmp_path):
     file = tmp_path / "notes.txt"
     file.write_text("mine")
-    with pytest.raises(WriteError, match=r"notes.txt is an existing file, not a folder: name a folder, or move the file away"):
+    with pytest.raises(
+        WriteError, match=r"notes.txt is an existing file, not a folder: name a folder, or move the file away"
+    ):
         with _io.staged_folder(file) as staging:
             (staging / "a").write_text("x")
     assert file.read_text() == "mine" and leftovers(tmp_path) == []
@@ -273,7 +278,9 @@ def test_a_replaced_folder_keeps_the_users_other_files_but_not_a_killed_writes_t
 def test_a_full_disk_is_one_error_naming_the_path_with_the_old_content_intact(tmp_path, monkeypatch):
     path = tmp_path / "table.txt"
     path.write_text("old")
-    with pytest.raises(WriteError, match=r"could not write .*table.txt: the disk is full; it was left unchanged") as raised:
+    with pytest.raises(
+        WriteError, match=r"could not write .*table.txt: the disk is full; it was left unchanged"
+    ) as raised:
         with _io.atomic_open(path, "w") as out:
             out.write("half")
             raise OSError(errno.ENOSPC, "No space left on device")  # what a write on a full disk raises

@@ -47,7 +47,9 @@ def test_save_pretrained_refuses_an_existing_file_naming_it(tmp_path, model):
     file = tmp_path / "weights.bin"
     file.write_bytes(b"the user's own file")
     for overwrite in (False, True):
-        with pytest.raises(WriteError, match=r"weights.bin is an existing file, not a folder: name a folder, or move the file away"):
+        with pytest.raises(
+            WriteError, match=r"weights.bin is an existing file, not a folder: name a folder, or move the file away"
+        ):
             lightnets.save_pretrained(model, file, overwrite=overwrite)
     assert file.read_bytes() == b"the user's own file" and leftovers(tmp_path) == []
 
@@ -146,7 +148,9 @@ def test_export_onnx_follows_a_symlink_and_streams_into_a_fifo(tmp_path, model):
     link.symlink_to(tmp_path / "exports" / "v1.onnx")
     export_onnx(model, link)
     assert link.is_symlink() and leftovers(tmp_path) == [] and leftovers(tmp_path / "exports") == []
-    torch.testing.assert_close(_onnx_logits((tmp_path / "exports" / "v1.onnx").read_bytes(), x), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        _onnx_logits((tmp_path / "exports" / "v1.onnx").read_bytes(), x), expected, atol=1e-4, rtol=0
+    )
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
@@ -206,7 +210,9 @@ def test_sigkill_during_export_onnx_leaves_a_whole_file(tmp_path):
     for seed in range(2):
         torch.manual_seed(seed)
         with torch.no_grad():
-            expected.append(lightnets.create_model("smallcnn_3x2", in_chans=1, num_classes=10, small_input=True).eval()(x))
+            expected.append(
+                lightnets.create_model("smallcnn_3x2", in_chans=1, num_classes=10, small_input=True).eval()(x)
+            )
     path = tmp_path / "model.onnx"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for delay in (0.03, 0.17, 0.41, 0.8):

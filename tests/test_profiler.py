@@ -131,7 +131,9 @@ def _assert_three_way_agreement(model: nn.Module, input_size) -> None:
     assert sum(row["params"] for row in result.by_type) == result.params == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name, kwargs", [(name, {}) for name in FAMILY_REPRESENTATIVES] + list(SOURCE_LAYOUTS.values()))
+@pytest.mark.parametrize(
+    "name, kwargs", [(name, {}) for name in FAMILY_REPRESENTATIVES] + list(SOURCE_LAYOUTS.values())
+)
 def test_counts_agree_small_input(name, kwargs):
     model = lightnets.create_model(name, small_input=True, img_size=32, num_classes=10, **kwargs)
     _assert_three_way_agreement(model, (3, 32, 32))
@@ -346,7 +348,10 @@ def test_cli_module_output_is_clean():
         [sys.executable, "-m", "lightnets.flops", "--model", "shufflenet_g3", "--by-type", "--format", "csv"],
         capture_output=True, text=True, check=True,
     )
-    assert result.stderr == "not counted (no fvcore formula, 0 MACs): aten::add x13, aten::avg_pool2d x3, aten::max_pool2d x1\n"
+    assert (
+        result.stderr
+        == "not counted (no fvcore formula, 0 MACs): aten::add x13, aten::avg_pool2d x3, aten::max_pool2d x1\n"
+    )
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     # ShuffleNet spends its MACs in grouped 1x1 convs (87%); only stage 2's first unit has a plain 1x1.
     assert [row["type"] for row in rows] == ["grouped 1x1", "conv 3x3", "pointwise 1x1", "depthwise 3x3",

@@ -38,7 +38,9 @@ def test_the_readme_command_cannot_replace_a_shipped_weight(monkeypatch):
     shipped = manifest.WEIGHTS_DIR / "mobilenet_v1_050.fmnist"
     before = {path.name: sha256sum(path) for path in shipped.iterdir()}
     model = lightnets.create_model("mobilenet_v1_050", **ARGS)
-    with pytest.raises(ValueError, match=r"weights/mobilenet_v1_050\.fmnist is inside the bundled weights folder .*overwrite=True"):
+    with pytest.raises(
+        ValueError, match=r"weights/mobilenet_v1_050\.fmnist is inside the bundled weights folder .*overwrite=True"
+    ):
         save_pretrained(model, "weights/mobilenet_v1_050.fmnist", tag="fmnist")
     assert {path.name: sha256sum(path) for path in shipped.iterdir()} == before
 
@@ -52,7 +54,9 @@ def test_save_pretrained_refuses_the_bundled_folder_unless_told_to_overwrite(wei
     with torch.no_grad():
         model.classifier.bias.add_(1.0)
     save_pretrained(model, weights_dir / "mobilenet_v1_025.fmnist", tag="fmnist", overwrite=True)
-    loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=weights_dir / "mobilenet_v1_025.fmnist")
+    loaded = lightnets.create_model(
+        "mobilenet_v1_025", pretrained=True, pretrained_path=weights_dir / "mobilenet_v1_025.fmnist"
+    )
     torch.testing.assert_close(loaded.classifier.bias, model.classifier.bias)
 
 
@@ -85,14 +89,19 @@ def load_bundled():
 @pytest.mark.parametrize("where, advice, not_advised", [
     ("checkout", r"git checkout -- weights/mobilenet_v1_025\.fmnist` in the source checkout", "reinstall"),
     ("installed", r"reinstall lightnets \(`pip install --force-reinstall --no-deps lightnets`\)", "git checkout"),
-    ("elsewhere", r"git checkout -- weights/mobilenet_v1_025\.fmnist` in a source checkout, or reinstall lightnets", None),
+    ("elsewhere", r"git checkout -- weights/mobilenet_v1_025\.fmnist` in a source checkout, or reinstall lightnets",
+     None),
 ])
-def test_a_bundled_weight_that_fails_its_checksum_is_restored_not_deleted(weights_dir, monkeypatch, where, advice, not_advised):
+def test_a_bundled_weight_that_fails_its_checksum_is_restored_not_deleted(
+    weights_dir, monkeypatch, where, advice, not_advised
+):
     load_bundled()  # intact: loads
     corrupt(weights_dir / "mobilenet_v1_025.fmnist" / "model.safetensors")
     if where != "elsewhere":  # LIGHTNETS_WEIGHTS_DIR (or a test) points elsewhere: both ways are given
         monkeypatch.setattr(manifest, f"{where.upper()}_WEIGHTS_DIR", weights_dir.resolve())
-    with pytest.raises(ChecksumError, match=r"sha256 mismatch for .*mobilenet_v1_025\.fmnist/model\.safetensors") as error:
+    with pytest.raises(
+        ChecksumError, match=r"sha256 mismatch for .*mobilenet_v1_025\.fmnist/model\.safetensors"
+    ) as error:
         load_bundled()
     message = str(error.value)
     assert "It is a bundled weight" in message and "do not delete it" in message
@@ -107,7 +116,9 @@ def test_a_local_folder_that_fails_its_checksum_is_not_called_bundled(tmp_path):
     sha = sha256sum(folder / "model.safetensors")
     corrupt(folder / "model.safetensors")
     with pytest.raises(ChecksumError, match="write it again .*save_pretrained") as error:
-        lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg={"file": str(folder), "sha256": sha}, **ARGS)
+        lightnets.create_model(
+            "mobilenet_v1_025", pretrained=True, pretrained_cfg={"file": str(folder), "sha256": sha}, **ARGS
+        )
     assert "bundled" not in str(error.value)
 
 

@@ -9,7 +9,9 @@ from lightnets.registry import UnknownModelError, split_model_name
 
 def test_list_models_glob_and_names():
     names = lightnets.list_models("mobilenet_v1*")
-    assert {"mobilenet_v1", "mobilenet_v1_025", "mobilenet_v1_050", "mobilenet_v1_075", "mobilenet_v1_100"} <= set(names)
+    assert {"mobilenet_v1", "mobilenet_v1_025", "mobilenet_v1_050", "mobilenet_v1_075", "mobilenet_v1_100"} <= set(
+        names
+    )
     assert names == sorted(names)
     assert lightnets.list_models("no_such_*") == []
     assert all(not n.startswith("mobilenet") for n in lightnets.list_models(exclude="mobilenet*"))
@@ -102,7 +104,8 @@ def test_a_tag_without_weights_builds_the_architecture_its_weights_were_trained_
     assert (model.in_chans, model.img_size, model.num_classes, model.small_input) == (1, 28, 10, True)
     assert model.pretrained_cfg["tag"] == "fmnist"
     assert count_macs(model, model.pretrained_cfg["input_size"]) == shipped["macs"] == 10_865_216
-    other = lightnets.create_model("mobilenet_v1_050.fmnist", small_input=False, img_size=64, num_classes=3)  # the user's still win
+    # the user's still win
+    other = lightnets.create_model("mobilenet_v1_050.fmnist", small_input=False, img_size=64, num_classes=3)
     assert (other.small_input, other.img_size, other.num_classes) == (False, 64, 3)
     with pytest.raises(ValueError, match="MobileNetV1 takes images of at least 32x32, got img_size=28"):
         lightnets.create_model("mobilenet_v1_050.fmnist", small_input=False)  # the tag's 28 px needs the small form

@@ -8,7 +8,6 @@ at our boundary; 5. arguments mean what they say; 6. command lines print one lin
 from __future__ import annotations
 
 import json
-import math
 import re
 import os
 import signal
@@ -149,9 +148,9 @@ def test_a_too_small_map_names_the_minimum(name):
 
 
 @pytest.mark.parametrize("kwargs, argument", [
-    ({"epochs": 0}, "epochs"), ({"epochs": 0.5}, "epochs"), ({"epochs": float("nan")}, "epochs"), ({"epochs": -1}, "epochs"),
-    ({"lr": 0}, "lr"), ({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"), ({"lr": -0.1}, "lr"),
-    ({"weight_decay": -1e-4}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"epochs": 0}, "epochs"), ({"epochs": 0.5}, "epochs"), ({"epochs": float("nan")}, "epochs"),
+    ({"epochs": -1}, "epochs"), ({"lr": 0}, "lr"), ({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"),
+    ({"lr": -0.1}, "lr"), ({"weight_decay": -1e-4}, "weight_decay"), ({"weight_decay": float("nan")}, "weight_decay"),
     ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"), ({"batch_size": True}, "batch_size"),
     ({"label_smoothing": 1.0}, "label_smoothing"), ({"label_smoothing": float("nan")}, "label_smoothing"),
     ({"distill_alpha": 1.5}, "distill_alpha"), ({"temperature": 0}, "temperature"),
@@ -315,7 +314,9 @@ def test_sigkill_during_lightnets_train_output_leaves_a_complete_folder(tmp_path
         recorded = config["lightnets"]["metrics"]
         model = lightnets.create_model("smallcnn_3x2", pretrained=True, pretrained_path=folder).eval()
         scored = evaluate(model, data.images, data.labels)
-        assert (scored["top1"], scored["top5"]) == (recorded["top1"], recorded["top5"]), f"attempt {attempt}: mixed folder"
+        assert (scored["top1"], scored["top5"]) == (recorded["top1"], recorded["top5"]), (
+            f"attempt {attempt}: mixed folder"
+        )
         seen.add(config["lightnets"]["training"]["seed"])
     assert folder.exists() and len(seen) > 1  # the kills landed in different runs
 
@@ -376,7 +377,9 @@ def test_a_malformed_sha256_in_the_manifest_is_an_error(tmp_path, monkeypatch, s
         resolve_weights({"architecture": SMALL, "tag": "mine"})
 
 
-@pytest.mark.parametrize("index_text", ["{", "[]", '{"weights": 3}', '{"weights": {"a.b": 1}}', '{"weights": {"a.b": {}}}'])
+@pytest.mark.parametrize(
+    "index_text", ["{", "[]", '{"weights": 3}', '{"weights": {"a.b": 1}}', '{"weights": {"a.b": {}}}']
+)
 def test_a_broken_manifest_does_not_break_import_but_fails_the_load_that_needs_it(tmp_path, index_text):
     (tmp_path / "index.json").write_text(index_text)
     code = ("import warnings, lightnets\n"
@@ -495,7 +498,7 @@ def test_train_refuses_a_device_this_machine_lacks_in_one_line(capsys, device):
         pytest.skip("this machine has a GPU")
     assert main(["--model", SMALL, "--device", device, "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"--device" in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and "--device" in err[0] and "Traceback" not in err[0]
 
 
 @pytest.fixture()
@@ -547,8 +550,9 @@ def test_a_forward_pass_too_large_for_memory_is_refused_before_it_starts(name, s
 
 
 @pytest.mark.parametrize("name, kwargs", [
-    ("mobilenet_v1", {"alpha": 100}), ("mobilenet_v1", {"num_classes": 10**9}), ("shufflenet_g3", {"num_classes": 10**10}),
-    ("smallcnn_3x2", {"img_size": 100_000}), ("vgg11_bn", {"num_classes": 10**9}),
+    ("mobilenet_v1", {"alpha": 100}), ("mobilenet_v1", {"num_classes": 10**9}),
+    ("shufflenet_g3", {"num_classes": 10**10}), ("smallcnn_3x2", {"img_size": 100_000}),
+    ("vgg11_bn", {"num_classes": 10**9}),
 ])
 def test_an_absurd_size_is_refused_before_allocating_with_the_estimate(name, kwargs):
     with pytest.raises(ValueError, match=r"G parameters: [\d.]+ GiB in float32, more than half of this machine's"):

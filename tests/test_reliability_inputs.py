@@ -92,11 +92,17 @@ def test_normalize_batch_refuses_other_arguments_torch_would_reject(argument, va
 # 6: inputs a model cannot take
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype, fix", [
-    (torch.float64, "convert it with x.float(), or the model with model.to(torch.float64)"),
-    (torch.float16, "convert it with x.float(), or the model with model.to(torch.float16), or run it under torch.autocast"),
-    (torch.bfloat16, "or the model with model.to(torch.bfloat16), or run it under torch.autocast"),
-])
+@pytest.mark.parametrize(
+    "dtype, fix",
+    [
+        (torch.float64, "convert it with x.float(), or the model with model.to(torch.float64)"),
+        (
+            torch.float16,
+            "convert it with x.float(), or the model with model.to(torch.float16), or run it under torch.autocast",
+        ),
+        (torch.bfloat16, "or the model with model.to(torch.bfloat16), or run it under torch.autocast"),
+    ],
+)
 def test_a_float32_model_refuses_another_float_dtype_outside_autocast(small_model, dtype, fix):
     with pytest.raises(TypeError, match=rf"weights are torch.float32 but the input is {dtype}") as error:
         small_model(torch.zeros(2, 1, 28, 28, dtype=dtype))
@@ -105,7 +111,9 @@ def test_a_float32_model_refuses_another_float_dtype_outside_autocast(small_mode
 
 def test_a_half_model_refuses_a_float32_input(small_model):
     half = copy.deepcopy(small_model).half()
-    with pytest.raises(TypeError, match=r"weights are torch.float16 but the input is torch.float32; convert it with x.half\(\)"):
+    with pytest.raises(
+        TypeError, match=r"weights are torch.float16 but the input is torch.float32; convert it with x.half\(\)"
+    ):
         half(torch.zeros(2, 1, 28, 28))
 
 
@@ -149,7 +157,9 @@ def test_forward_head_refuses_a_map_of_another_width_naming_what_it_takes(small_
 
 @pytest.mark.parametrize("shape", [(2, 7, 1, 1), (2, 256)])
 def test_forward_head_of_a_pooling_model_takes_any_side_but_only_its_width(pooling_model, shape):
-    with pytest.raises(ValueError, match=re.escape(f"(N, 256, H, W) (num_features=256), got a tensor of shape {shape}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"(N, 256, H, W) (num_features=256), got a tensor of shape {shape}")
+    ):
         pooling_model.forward_head(torch.zeros(shape))
     assert pooling_model.forward_head(torch.zeros(2, 256, 5, 3)).shape == (2, 10)
 
@@ -200,7 +210,9 @@ def test_int8_calibration_images_the_graph_cannot_take_are_refused(small_onnx, t
 
 def test_onnxruntime_module_refuses_an_input_of_other_channels(small_onnx):
     runner = deploy.OnnxRuntimeModule(small_onnx)
-    with pytest.raises(ValueError, match=re.escape("the input has shape (2, 3, 28, 28), but small.onnx takes (batch, 1, 28, 28)")):
+    with pytest.raises(
+        ValueError, match=re.escape("the input has shape (2, 3, 28, 28), but small.onnx takes (batch, 1, 28, 28)")
+    ):
         runner(torch.zeros(2, 3, 28, 28))
     assert runner(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
@@ -213,9 +225,12 @@ def test_flops_cli_refuses_an_image_too_large_for_memory_in_one_line(capsys):
     code = flops_main(["--model", "mobilenet_v1_025", "--img-size", "100000"])
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err
-    assert re.fullmatch(r"lightnets-flops: error: MobileNetV1: a forward pass of a \(1, 3, 100000, 100000\) batch needs "
-                        r"about [\d.]+ GiB for its largest feature maps, more than half of this machine's [\d.]+ GiB; "
-                        r"pass a smaller batch or smaller images\n", err)
+    assert re.fullmatch(
+        r"lightnets-flops: error: MobileNetV1: a forward pass of a \(1, 3, 100000, 100000\) batch needs "
+        r"about [\d.]+ GiB for its largest feature maps, more than half of this machine's [\d.]+ GiB; "
+        r"pass a smaller batch or smaller images\n",
+        err,
+    )
 
 
 def test_count_macs_estimates_before_allocating_the_input(pooling_model):
@@ -225,7 +240,9 @@ def test_count_macs_estimates_before_allocating_the_input(pooling_model):
 
 @pytest.mark.parametrize("name", ["./mobilenet_v1", "weights/mobilenet_v1_050.fmnist", "runs\\best.pt", "/tmp/model"])
 def test_a_model_name_with_a_path_is_named_as_given(name):
-    with pytest.raises(lightnets.UnknownModelError, match=re.escape(f"unknown model {name!r}: ") + ".*not a path.*pretrained_path="):
+    with pytest.raises(
+        lightnets.UnknownModelError, match=re.escape(f"unknown model {name!r}: ") + ".*not a path.*pretrained_path="
+    ):
         lightnets.create_model(name)
 
 

@@ -105,7 +105,9 @@ def hub(tmp_path, monkeypatch, weight):
     settings (a test that passes has them set per call by lightnets, not by this fixture)."""
     with MisbehavingHub({REPO: weight[1]}) as server:
         monkeypatch.setattr(hf_constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
         monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
         monkeypatch.setattr(manifest, "WEIGHTS_DIR", tmp_path / "no_bundled_weights")
@@ -124,7 +126,8 @@ def not_cached() -> bool:
 
 
 def one_error(call, pattern: str) -> tuple[str, float]:
-    """``call()`` raises one WeightsUnavailableError matching ``pattern``, on one line; its message and how long it took."""
+    """``call()`` raises one WeightsUnavailableError matching ``pattern``, on one line; its message and how long it
+    took."""
     started = time.monotonic()
     with pytest.raises(WeightsUnavailableError, match=pattern) as raised:
         call()
@@ -166,7 +169,8 @@ def test_the_timeout_is_read_at_each_call(hub, monkeypatch):
     monkeypatch.setenv("LIGHTNETS_DOWNLOAD_TIMEOUT", "0.5")
     _, seconds = one_error(from_hub, r"sent nothing for 0\.5 s")
     assert seconds < 2.5
-    assert (hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, hf_constants.HF_HUB_ETAG_TIMEOUT) == (10, 10)  # restored after the call
+    # restored after the call
+    assert (hf_constants.HF_HUB_DOWNLOAD_TIMEOUT, hf_constants.HF_HUB_ETAG_TIMEOUT) == (10, 10)
 
 
 def test_a_bad_timeout_setting_is_named(hub, monkeypatch):
@@ -182,7 +186,10 @@ def test_a_file_larger_than_any_weight_of_the_architecture_is_refused_before_it_
     limit = 8 * numbers + (1 << 20)
     message, _ = one_error(from_hub, rf"smallcnn_3x2: model\.safetensors of Hub repo .*/{REPO} is "
                                      rf"{50 << 30:,} bytes, more than a weight of smallcnn_3x2 can be")
-    assert f"8 bytes (float64) for each of its {numbers:,} parameters and buffers, plus 1 MiB of header: {limit:,} bytes" in message
+    assert (
+        f"8 bytes (float64) for each of its {numbers:,} parameters and buffers, plus 1 MiB of header: {limit:,} bytes"
+        in message
+    )
     assert "it was not downloaded" in message and "check hf_hub_id and hf_hub_filename" in message
     assert hub.gets("model.safetensors") == 0
 
@@ -221,7 +228,8 @@ def test_the_hub_download_is_not_retried_behind_the_users_back(hub, monkeypatch)
     hub.mode[("GET", "model.safetensors")] = "truncate"
     one_error(from_hub, "closed before the whole file arrived")
     assert sum(1 for method, path in hub.requests if method == "GET" and path.endswith("model.safetensors")) == 1
-    assert (file_download.http_get, file_download._ETAG_RETRY_TIMEOUT, file_download._DEFAULT_RETRY_ON_EXCEPTIONS) == before
+    assert (file_download.http_get, file_download._ETAG_RETRY_TIMEOUT,
+            file_download._DEFAULT_RETRY_ON_EXCEPTIONS) == before
 
 
 # --- the same promises on the url path (lightnets._io.download) ------------------------------------------------
@@ -292,7 +300,9 @@ def _damaged(kind: str, other_run: Path, marker: Path) -> bytes:
     if kind == "empty":
         return b""
     if kind == "random bytes":
-        return bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).tolist())
+        return bytes(
+            torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).tolist()
+        )
     buffer = io.BytesIO()
     if kind == "pickled object":  # torch.save's own format, with a Python object where the weights should be
         torch.save({"model": _Payload(marker), "epoch": 1}, buffer)
@@ -313,13 +323,15 @@ def _damaged(kind: str, other_run: Path, marker: Path) -> bytes:
     ("truncated", "it is cut short or corrupt"),
     ("empty", "it is cut short or corrupt"),
     ("random bytes", "it is not a PyTorch checkpoint"),
-    ("pickled object", r"it holds Python objects other than tensors, which are not unpickled \(nothing in it was run\)"),
+    ("pickled object", r"it holds Python objects other than tensors, which are not unpickled "
+                       r"\(nothing in it was run\)"),
     ("plain pickle", "it is not a PyTorch checkpoint"),
-    ("foreign", r"it is not the checkpoint of a lightnets-train run \(no model, optimizer, scheduler, scaler, epoch in it\)"),
+    ("foreign", r"it is not the checkpoint of a lightnets-train run "
+                r"\(no model, optimizer, scheduler, scaler, epoch in it\)"),
     ("other model, no settings", r"it holds the weights of another model than this smallcnn_3x2 \(\d+ of this model's "
                                  r"tensors missing, e\.g\. \S+; \d+ tensors it does not have, e\.g\. \S+\)"),
-    ("other shapes, no settings", r"it holds the weights of another model than this smallcnn_3x2 \(classifier\.weight is "
-                                  r"\(5, \d+\) there, \(10, \d+\) here, and 1 more shapes differ\)"),
+    ("other shapes, no settings", r"it holds the weights of another model than this smallcnn_3x2 \(classifier\.weight "
+                                  r"is \(5, \d+\) there, \(10, \d+\) here, and 1 more shapes differ\)"),
 ])
 def test_resume_from_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_choices(tmp_path, capsys, other_run, kind,
                                                                                        reason):
@@ -332,9 +344,11 @@ def test_resume_from_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_ch
     assert lightnets.cli.train.main([*TRAIN, "--work-dir", str(work_dir), "--resume"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and "weights_only=False" not in err, err
-    assert re.fullmatch(rf"lightnets-train: error: --resume: {re.escape(str(checkpoint))} cannot be resumed from: {reason}.*"
-                        rf"\. It was left as it is: run again without --resume to start over .*, or give another --work-dir\n",
-                        err), err
+    assert re.fullmatch(
+        rf"lightnets-train: error: --resume: {re.escape(str(checkpoint))} cannot be resumed from: {reason}.*"
+        rf"\. It was left as it is: run again without --resume to start over .*, or give another --work-dir\n",
+        err,
+    ), err
     assert checkpoint.read_bytes() == before and sorted(p.name for p in work_dir.iterdir()) == ["last.pth"]
     assert not (tmp_path / "pwned").exists()
 
@@ -348,9 +362,11 @@ def test_resume_from_another_models_run_names_the_file_the_setting_and_the_choic
     capsys.readouterr()
     assert lightnets.cli.train.main([*TRAIN, "--work-dir", str(work_dir), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert err == (f"lightnets-train: error: --resume: {work_dir / 'last.pth'} holds a run with other settings (--model "
-                   f"'smallcnn_3x2_dw1' then, 'smallcnn_3x2' now); resume it with the same settings, run again without "
-                   f"--resume to start over, or start this one in another --work-dir\n")
+    assert err == (
+        f"lightnets-train: error: --resume: {work_dir / 'last.pth'} holds a run with other settings (--model "
+        f"'smallcnn_3x2_dw1' then, 'smallcnn_3x2' now); resume it with the same settings, run again without "
+        f"--resume to start over, or start this one in another --work-dir\n"
+    )
     assert {path.name: path.read_bytes() for path in work_dir.iterdir()} == before
 
 
@@ -363,7 +379,8 @@ output = sys.argv[1]
 run = 0
 while True:  # one short measurement after another, each replacing --output with a table of another --seed
     main(["--model", "smallcnn_3x2", "--model", "smallcnn_3x2_dw1", "--dataset", "synthetic", "--no-accuracy",
-          "--repeats", "1", "--warmup", "0", "--format", "json", "--output", output, "--no-progress", "--seed", str(run)])
+          "--repeats", "1", "--warmup", "0", "--format", "json", "--output", output, "--no-progress",
+          "--seed", str(run)])
     if run == 0:
         print("ready", flush=True)  # the first table is written: the kills land in the loop from here
     run += 1
@@ -398,8 +415,8 @@ def test_sigkill_during_eval_output_leaves_a_whole_table_and_no_temporary(tmp_pa
         assert all(f"-{process.pid}." in name for name in _temporaries(output)), (attempt, _temporaries(output))
     assert len(seeds) > 1  # the kills landed after different writes
 
-    assert eval_main(["--model", "smallcnn_3x2", "--dataset", "synthetic", "--no-accuracy", "--repeats", "1", "--warmup", "0",
-                 "--format", "json", "--output", str(output), "--no-progress"]) == 0
+    assert eval_main(["--model", "smallcnn_3x2", "--dataset", "synthetic", "--no-accuracy", "--repeats", "1",
+                      "--warmup", "0", "--format", "json", "--output", str(output), "--no-progress"]) == 0
     assert json.loads(output.read_text())["rows"][0]["model"] == "smallcnn_3x2" and _temporaries(output) == []
 
 

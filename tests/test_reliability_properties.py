@@ -24,7 +24,11 @@ FEW = settings(max_examples=_EXPLORE or 60, derandomize=not _EXPLORE, deadline=N
                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**12), 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=6,
 )
@@ -62,7 +66,9 @@ def _replaced(document, path, new):
 
 @FEW
 @given(data=st.data())
-def test_a_config_with_any_one_field_replaced_loads_the_same_model_or_is_refused_naming_the_folder(saved_folder, tmp_path_factory, data):
+def test_a_config_with_any_one_field_replaced_loads_the_same_model_or_is_refused_naming_the_folder(
+    saved_folder, tmp_path_factory, data
+):
     """Structure-aware fuzzing of config.json: one field anywhere (or the whole document) replaced by any
     JSON value. The folder then loads as the model it holds, or the error names the folder."""
     original = json.loads((saved_folder / "config.json").read_text())
@@ -101,7 +107,9 @@ def test_any_width_multiplier_builds_a_model_or_is_refused_naming_alpha(alpha):
 @FEW
 @given(
     shape=st.lists(st.integers(0, 40), min_size=0, max_size=5),
-    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool]),
+    dtype=st.sampled_from(
+        [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool]
+    ),
 )
 def test_any_input_tensor_gives_logits_or_an_error_stating_what_was_expected(shape, dtype):
     model = lightnets.create_model("mobilenet_v1_025", num_classes=4, small_input=True).eval()
@@ -111,7 +119,9 @@ def test_any_input_tensor_gives_logits_or_an_error_stating_what_was_expected(sha
             out = model(x)
     except (ValueError, TypeError) as error:
         message = str(error)
-        assert message.startswith("MobileNetV1 ") and any(word in message for word in ("expects", "built for", "at least"))
+        assert message.startswith("MobileNetV1 ") and any(
+            word in message for word in ("expects", "built for", "at least")
+        )
         return
     assert dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and len(shape) == 4
     assert shape[1] == 3 and min(shape[2:]) >= model.min_input_size and out.shape == (shape[0], 4)

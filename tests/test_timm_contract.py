@@ -1,7 +1,7 @@
-"""timm's contract, asserted on one configuration per family and per source layout (issue #32): the default cfg describes the network a
-name builds, ``pretrained`` never changes that network, FX and TorchScript work, and ``num_features`` /
-``head_hidden_size`` / ``pool_size`` mean what timm means. timm's own ``tests/test_models.py`` runs on
-these models through ``scripts/timm_suite`` (docs/timm.md)."""
+"""timm's contract, asserted on one configuration per family and per source layout (issue #32): the default cfg
+describes the network a name builds, ``pretrained`` never changes that network, FX and TorchScript work, and
+``num_features`` / ``head_hidden_size`` / ``pool_size`` mean what timm means. timm's own ``tests/test_models.py`` runs
+on these models through ``scripts/timm_suite`` (docs/timm.md)."""
 import math
 
 import pytest
@@ -173,8 +173,9 @@ def test_timms_data_config_and_transform_are_the_weights_own(name, tmp_path):
     model = lightnets.create_model(name)
     cfg = model.pretrained_cfg
     data_cfg = resolve_data_config({}, model=model)
-    assert data_cfg == {"input_size": cfg["input_size"], "interpolation": cfg["interpolation"], "mean": tuple(cfg["mean"]),
-                        "std": tuple(cfg["std"]), "crop_pct": cfg["crop_pct"], "crop_mode": "center"}
+    assert data_cfg == {"input_size": cfg["input_size"], "interpolation": cfg["interpolation"],
+                        "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "crop_pct": cfg["crop_pct"],
+                        "crop_mode": "center"}
     transform = create_transform(**data_cfg)
     side = cfg["input_size"][-1]
     resize, crop = transform.transforms[:2]
@@ -185,12 +186,16 @@ def test_timms_data_config_and_transform_are_the_weights_own(name, tmp_path):
     (tmp_path / "class").mkdir()
     image = Image.fromarray(torch.randint(0, 256, (301, 257, 3), dtype=torch.uint8).numpy())
     image.save(tmp_path / "class" / "image.png")
-    ours, _ = ImageFolderDataset(tmp_path, img_size=side, crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"])[0]
+    ours, _ = ImageFolderDataset(tmp_path, img_size=side, crop_pct=cfg["crop_pct"], interpolation=cfg["interpolation"])[
+        0
+    ]
     mean, std = (torch.tensor(v).view(3, 1, 1) for v in (cfg["mean"], cfg["std"]))
     torch.testing.assert_close((ours / 255 - mean) / std, transform(image))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_025", "shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2_dw1"])
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v1_025", "shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2_dw1"]
+)
 def test_timms_layer_decay_optimizer_and_model_ema_work(name):
     from timm.models import group_parameters
     from timm.optim import create_optimizer_v2
@@ -202,8 +207,10 @@ def test_timms_layer_decay_optimizer_and_model_ema_work(name):
     layers = len(group_parameters(model, model.group_matcher()))  # stem, each body layer with weights, the head
     # timm scales layer i of n by 0.5 ** (n - 1 - i): the stem least, the classifier by 1, in the order layers run.
     in_order = [scales[id(p)] for p in model.parameters()]
-    assert sorted(set(in_order)) == [0.5 ** power for power in range(layers - 1, -1, -1)] and in_order == sorted(in_order)
-    classifier_group = next(g for g in optimizer.param_groups if any(p is model.get_classifier().weight for p in g["params"]))
+    assert sorted(set(in_order)) == [0.5**power for power in range(layers - 1, -1, -1)] and in_order == sorted(in_order)
+    classifier_group = next(
+        g for g in optimizer.param_groups if any(p is model.get_classifier().weight for p in g["params"])
+    )
     assert classifier_group["lr_scale"] == 1.0
 
     ema = ModelEmaV3(model, decay=0.5)

@@ -9,7 +9,8 @@ from lightnets.models import catalog, mobilenet_v1, shufflenet_v1
 from lightnets.models.imagenet_sources import SOURCES
 from lightnets.pretrained import manifest
 from lightnets.pretrained.folder_config import FolderConfig
-from lightnets.pretrained.manifest import WEIGHTS_DIR, ManifestError, bundled_cfgs, entry_weight_cfg, index_entry, read_index
+from lightnets.pretrained.manifest import (WEIGHTS_DIR, ManifestError, bundled_cfgs, entry_weight_cfg, index_entry,
+                                           read_index)
 from lightnets.pretrained.native import WeightsFileError
 from lightnets.pretrained.published import published_cfgs
 from lightnets.weight_cfg import Metric, Metrics, WeightCfg

@@ -31,7 +31,7 @@ from .folders import staged_folder
 from .targets import STDOUT, PathLike, WriteError, check_writable, resolve_target
 
 __all__ = [
-    "DOWNLOAD_TIMEOUT_ENV", "DOWNLOAD_TIMEOUT_S", "STDOUT", "DigestError", "DownloadError", "PathLike", "WriteError", "append_text",
-    "atomic_open", "atomic_path", "check_writable", "download", "download_timeout", "resolve_target", "staged_folder",
-    "write_bytes", "write_text",
+    "DOWNLOAD_TIMEOUT_ENV", "DOWNLOAD_TIMEOUT_S", "STDOUT", "DigestError", "DownloadError", "PathLike", "WriteError",
+    "append_text", "atomic_open", "atomic_path", "check_writable", "download", "download_timeout", "resolve_target",
+    "staged_folder", "write_bytes", "write_text",
 ]

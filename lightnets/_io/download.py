@@ -170,7 +170,9 @@ def download(
                     except TimeoutError:
                         raise _stalled(url, timeout, received) from None
                     except (OSError, http.client.HTTPException, ValueError) as error:
-                        raise DownloadError(f"could not download {url}: {error!r} after {received} bytes", url) from None
+                        raise DownloadError(
+                            f"could not download {url}: {error!r} after {received} bytes", url
+                        ) from None
                     if not chunk:
                         break
                     out.write(chunk)  # a full disk here is a WriteError naming the path

@@ -70,7 +70,8 @@ def _copy_ownership(source: os.stat_result, path: Path) -> None:
 
 
 def _writer() -> str:
-    """This process as a temporary's name records it: ``host-pid`` (the host's first label, letters, digits and dashes)."""
+    """This process as a temporary's name records it: ``host-pid`` (the host's first label, letters, digits and
+    dashes)."""
     host = re.sub(r"[^A-Za-z0-9-]", "", socket.gethostname().split(".")[0])[:32] or "host"
     return f"{host}-{os.getpid()}"
 
@@ -93,7 +94,9 @@ def _remove_killed_writers_temporaries(target: Path) -> None:
     if os.name != "posix":
         return
     host = _writer().rsplit("-", 1)[0]
-    ours = re.compile(rf"\.{re.escape(target.name[:150])}\.{re.escape(host)}-(\d+)\.[a-z0-9_]{{8}}\.tmp{re.escape(target.suffix[:20])}")
+    ours = re.compile(
+        rf"\.{re.escape(target.name[:150])}\.{re.escape(host)}-(\d+)\.[a-z0-9_]{{8}}\.tmp{re.escape(target.suffix[:20])}"
+    )
     with contextlib.suppress(OSError):
         for entry in os.scandir(target.parent):
             match = ours.fullmatch(entry.name)
@@ -178,7 +181,9 @@ def atomic_path(path: PathLike, *, parents: bool = False, check: Optional[Check]
 
 
 @contextlib.contextmanager
-def atomic_open(path: PathLike, mode: str = "wb", *, encoding: Optional[str] = None, parents: bool = False) -> Iterator[IO]:
+def atomic_open(
+    path: PathLike, mode: str = "wb", *, encoding: Optional[str] = None, parents: bool = False
+) -> Iterator[IO]:
     """Open ``path`` for writing so that it is replaced whole when the block ends without an error.
 
     ``mode`` is ``"wb"`` or ``"w"`` (text, UTF-8 unless ``encoding`` says otherwise). ``-`` writes to standard

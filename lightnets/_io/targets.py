@@ -134,7 +134,9 @@ def check_target(path: PathLike, *, what: str = "file") -> Target:
         return target
     if target.in_place:
         if what == "folder":
-            raise WriteError(errno.ENOTDIR, f"{target.shown} is not a folder (a FIFO, device or open file): name a folder")
+            raise WriteError(
+                errno.ENOTDIR, f"{target.shown} is not a folder (a FIFO, device or open file): name a folder"
+            )
         if _read_only(Path(target.given)):
             raise WriteError(errno.EACCES, f"{target.shown} is read-only: make it writable, or name another path")
         return target
@@ -142,7 +144,9 @@ def check_target(path: PathLike, *, what: str = "file") -> Target:
         if what == "file" and target.path.is_dir():
             raise WriteError(errno.EISDIR, f"{target.shown} is a folder: name a file to write")
         if what == "folder" and not target.path.is_dir():
-            raise WriteError(errno.ENOTDIR, f"{target.shown} is an existing file, not a folder: name a folder, or move the file away")
+            raise WriteError(
+                errno.ENOTDIR, f"{target.shown} is an existing file, not a folder: name a folder, or move the file away"
+            )
         if _read_only(target.path):
             raise WriteError(errno.EACCES, f"{target.shown} is read-only: make it writable, or name another path")
     parent = target.path.parent
@@ -150,8 +154,11 @@ def check_target(path: PathLike, *, what: str = "file") -> Target:
         raise WriteError(errno.ENOENT, f"cannot write {target.shown}: the folder {parent} does not exist")
     if _read_only(parent):
         # Even an existing writable file: it is replaced through a temporary sibling, which its folder must take.
-        raise WriteError(errno.EACCES, f"cannot write {target.shown}: the folder {parent} is read-only; make it writable, "
-                                       f"or name a path in another folder")
+        raise WriteError(
+            errno.EACCES,
+            f"cannot write {target.shown}: the folder {parent} is read-only; make it writable, "
+            f"or name a path in another folder",
+        )
     return target
 
 
@@ -180,7 +187,8 @@ def new_folder_mode() -> int:
 
 
 def is_storage_error(error: BaseException) -> bool:
-    """True for an OSError of the storage itself (a full disk or quota, a file too large, an I/O or read-only-disk error)."""
+    """True for an OSError of the storage itself (a full disk or quota, a file too large, an I/O or read-only-disk
+    error)."""
     return isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS
 
 

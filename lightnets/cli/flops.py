@@ -70,7 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ..profiler import SUMMARY_COLUMNS, profile, render_rows
     from ..registry import UnknownModelError, create_model
 
-    kwargs = {key: getattr(args, key) for key in ("img_size", "in_chans", "num_classes") if getattr(args, key) is not None}
+    kwargs = {
+        key: getattr(args, key) for key in ("img_size", "in_chans", "num_classes") if getattr(args, key) is not None
+    }
     if args.small_input:
         kwargs["small_input"] = True
     try:

@@ -43,7 +43,12 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        unset = action.default is None or action.default is False or action.default == [] or action.default == argparse.SUPPRESS
+        unset = (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or action.default == argparse.SUPPRESS
+        )
         if "default" in text or unset:
             return text
         return f"{text} (default: %(default)s)".lstrip()
@@ -70,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--finetune-from", metavar="NAME_OR_PATH",
                        help="start from weights (name.tag, file or Hub folder) with a new head / in_chans")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="fashion_mnist", metavar="NAME", help="fashion_mnist, cifar10, imagefolder:PATH or synthetic")
+    data.add_argument("--dataset", default="fashion_mnist", metavar="NAME",
+                      help="fashion_mnist, cifar10, imagefolder:PATH or synthetic")
     data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files (default: the cache)")
     data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
     data.add_argument("--limit", type=int, metavar="N", help="use only the first N training images (tiny runs)")
@@ -80,11 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--opt", choices=("sgd", "adamw"), default="sgd", help="SGD (Nesterov momentum) or AdamW")
     optim.add_argument("--lr", type=float, default=0.05, help="peak learning rate")
     optim.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum")
-    optim.add_argument("--weight-decay", type=float, default=5e-4, metavar="WD", help="on conv and linear weights (not BN, biases)")
+    optim.add_argument(
+        "--weight-decay", type=float, default=5e-4, metavar="WD", help="on conv and linear weights (not BN, biases)"
+    )
     optim.add_argument("--layer-decay", type=float, metavar="FACTOR",
-                       help="layer-wise LR decay for fine-tuning, in (0, 1]: each layer learns at FACTOR times the LR of "
-                            "the layer after it, the classifier at --lr (see ClassifierNet.group_matcher)")
-    optim.add_argument("--label-smoothing", type=float, default=0.1, metavar="EPS", help="cross-entropy label smoothing")
+                       help="layer-wise LR decay for fine-tuning, in (0, 1]: each layer learns at FACTOR times the "
+                            "LR of the layer after it, the classifier at --lr (see ClassifierNet.group_matcher)")
+    optim.add_argument(
+        "--label-smoothing", type=float, default=0.1, metavar="EPS", help="cross-entropy label smoothing"
+    )
     optim.add_argument("--bn-l1", type=float, default=0.0, metavar="LAMBDA",
                        help="L1 penalty on every BatchNorm scale γ (network slimming, Liu et al. 2017: 1e-4 or 1e-5); "
                             "prune the result with lightnets.prune(model, ratio, 'slimming')")
@@ -92,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--epochs", type=int, default=30, metavar="N", help="passes over the training images")
     schedule.add_argument("--sched", choices=("cosine", "onecycle", "constant"), default="cosine",
                           help="per-step LR schedule (onecycle: Smith 2018)")
-    schedule.add_argument("--warmup-epochs", type=float, default=1.0, metavar="E", help="linear LR warm-up of the cosine schedule")
+    schedule.add_argument(
+        "--warmup-epochs", type=float, default=1.0, metavar="E", help="linear LR warm-up of the cosine schedule"
+    )
     aug = p.add_argument_group("augmentation")
     aug.add_argument("--pad", type=int, default=4, metavar="PX", help="random-crop padding in pixels (0: no crop)")
     aug.add_argument("--no-flip", action="store_true", help="no random horizontal flip")
@@ -132,16 +144,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile", action="store_true",
                      help="train through torch.compile (inductor; on the CPU it needs a C++ compiler). Checkpoints and "
                           "--output are the same as without it; the first steps are slow while it compiles")
-    run.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the model's init, the data order and augmentation")
+    run.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the model's init, the data order and augmentation"
+    )
     run.add_argument("--deterministic", action="store_true", help="deterministic kernels (slower on GPU)")
     out = p.add_argument_group("output")
     out.add_argument("--work-dir", metavar="DIR", help="checkpoints and log (default: runs/<model>-<dataset>-s<seed>)")
     out.add_argument("--resume", action="store_true", help="continue from <work-dir>/last.pth if it exists")
     out.add_argument("--output", metavar="DIR", help="write the final model here as a Hub-layout folder")
     out.add_argument("--tag", metavar="TAG", help="pretrained tag recorded in --output (e.g. fmnist)")
-    out.add_argument("--fp16-weights", action="store_true", help="store --output weights in float16 (metrics measured on them)")
+    out.add_argument(
+        "--fp16-weights", action="store_true", help="store --output weights in float16 (metrics measured on them)"
+    )
     out.add_argument("--overwrite", action="store_true",
-                     help="let --output replace a weight in the bundled weights/ folder, or a folder holding another model")
+                     help="let --output replace a weight in the bundled weights/ folder, "
+                          "or a folder holding another model")
     out.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     return p
 
@@ -207,7 +224,8 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Run a training from command-line arguments; returns the model and the last epoch's record (test metrics included).
+    """Run a training from command-line arguments; returns the model and the last epoch's record (test metrics
+    included).
 
     ``train_set`` / ``test_set`` replace ``--dataset`` with datasets in lightnets.data's in-memory form
     (``.images`` uint8 N×C×H×W, ``.labels``, ``.classes``). Each epoch prints its record as a JSON line.
@@ -231,7 +249,8 @@ def train(argv: Sequence[str], train_set: Any = None, test_set: Any = None) -> t
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``python -m lightnets.train`` / ``lightnets-train``; returns the exit status: 2, with one
-    line ``lightnets-train: error: ...`` on stderr, for a user's mistake (a bad value, an unknown model, a missing file).
+    line ``lightnets-train: error: ...`` on stderr, for a user's mistake (a bad value, an unknown model,
+    a missing file).
 
     >>> main(["--model", "smallcnn_3x2", "--epochs", "0"])
     2

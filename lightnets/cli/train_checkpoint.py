@@ -64,7 +64,8 @@ def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
     ValueError: --resume: .../last.pth cannot be resumed from: it is not a PyTorch checkpoint. It was left as it is: ...
     """
     try:
-        with warnings.catch_warnings():  # torch's remarks on a file it then refuses ("pickle protocol 4"): not the user's
+        # torch's remarks on a file it then refuses ("pickle protocol 4"): not the user's
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
@@ -78,7 +79,9 @@ def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
                                   "writing it keeps the previous epoch's, so it was damaged afterwards)") from None
     if not isinstance(state, dict):
         raise cannot_resume(path, f"it holds a {type(state).__name__}, not the checkpoint of a lightnets-train run")
-    wrong = [key for key, kind in _PARTS.items() if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)]
+    wrong = [
+        key for key, kind in _PARTS.items() if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool)
+    ]
     if wrong:
         raise cannot_resume(path, f"it is not the checkpoint of a lightnets-train run (no {', '.join(wrong)} in it)")
     return state
@@ -102,7 +105,9 @@ def restore(state: Mapping[str, Any], path: Path, parts: Mapping[str, Optional[A
             part.load_state_dict(state[name])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
             first = str(error).strip().splitlines()
-            raise cannot_resume(path, f"its {name} does not fit this run ({first[0] if first else type(error).__name__})") from None
+            raise cannot_resume(
+                path, f"its {name} does not fit this run ({first[0] if first else type(error).__name__})"
+            ) from None
 
 
 def _misfit(model: nn.Module, saved: Mapping[str, Any]) -> str:
@@ -124,10 +129,13 @@ def _misfit(model: nn.Module, saved: Mapping[str, Any]) -> str:
 
 
 def check_same_run(config: TrainRunConfig, saved: dict[str, Any], path: Path) -> None:
-    """Refuse to resume a checkpoint (``path``) made with other settings (another --epochs would change the schedule)."""
+    """Refuse to resume a checkpoint (``path``) made with other settings (another --epochs would change the
+    schedule)."""
     changed = [key for key in RUN_SETTINGS if key in saved and saved[key] != getattr(config, key)]
     if changed:
-        differences = ", ".join(f"--{key.replace('_', '-')} {saved[key]!r} then, {getattr(config, key)!r} now" for key in changed)
+        differences = ", ".join(
+            f"--{key.replace('_', '-')} {saved[key]!r} then, {getattr(config, key)!r} now" for key in changed
+        )
         raise ValueError(f"--resume: {path} holds a run with other settings ({differences}); resume it with the same "
                          f"settings, run again without --resume to start over, or start this one in another --work-dir")
 
@@ -143,11 +151,14 @@ def saved_settings(state: dict[str, Any], work_dir: Path) -> dict[str, Any]:
     try:
         saved = json.loads(args_path.read_text())
     except (OSError, ValueError) as error:
-        raise cannot_resume(work_dir / CHECKPOINT_NAME, f"the {ARGS_NAME} beside it, which holds its settings, cannot be "
-                                                         f"read ({error})") from None
+        raise cannot_resume(
+            work_dir / CHECKPOINT_NAME, f"the {ARGS_NAME} beside it, which holds its settings, cannot be read ({error})"
+        ) from None
     if not isinstance(saved, dict):
-        raise cannot_resume(work_dir / CHECKPOINT_NAME, f"the {ARGS_NAME} beside it holds a JSON {type(saved).__name__}, "
-                                                         f"not its settings")
+        raise cannot_resume(
+            work_dir / CHECKPOINT_NAME,
+            f"the {ARGS_NAME} beside it holds a JSON {type(saved).__name__}, not its settings",
+        )
     return saved
 
 

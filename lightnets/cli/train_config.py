@@ -23,10 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["RUN_SETTINGS", "TrainRunConfig"]
 
 # Settings that define a run: resuming with another value would silently train something else.
-RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum", "weight_decay",
-                "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "reprob", "seed", "finetune_from",
-                "teacher", "distill_alpha", "distill_T", "mixup", "cutmix", "mix_prob", "bn_l1", "distill_features",
-                "feature_weight", "feature_pairs")
+RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum",
+                "weight_decay", "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "reprob",
+                "seed", "finetune_from", "teacher", "distill_alpha", "distill_T", "mixup", "cutmix", "mix_prob",
+                "bn_l1", "distill_features", "feature_weight", "feature_pairs")
 
 
 @dataclass(frozen=True)

@@ -43,11 +43,15 @@ def parse_model_args(pairs: Sequence[str]) -> dict[str, Any]:
         try:
             args[key] = json.loads(value)
         except json.JSONDecodeError:
-            args[key] = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}.get(value.lower(), value)
+            args[key] = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}.get(
+                value.lower(), value
+            )
     return args
 
 
-def build_model(choice: ModelChoice, num_classes: int, in_chans: int, img_size: int) -> tuple[nn.Module, dict[str, Any]]:
+def build_model(
+    choice: ModelChoice, num_classes: int, in_chans: int, img_size: int
+) -> tuple[nn.Module, dict[str, Any]]:
     """The model to train (``--model``, or ``--finetune-from`` weights with a new head / in_chans) and the
     architecture arguments that rebuild it.
 
@@ -66,19 +70,26 @@ def build_model(choice: ModelChoice, num_classes: int, in_chans: int, img_size: 
         saved = read_config(source)
         name = choice.model or saved.get("lightnets", {}).get("architecture")
         if not name:
-            raise ValueError(f"--finetune-from {source}: give --model (the file does not say which architecture it holds)")
+            raise ValueError(
+                f"--finetune-from {source}: give --model (the file does not say which architecture it holds)"
+            )
         kwargs = _finetune_args(name, saved.get("model_args", {}), kwargs, img_size)
-        model = create_model(name, pretrained=True, pretrained_path=source, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        model = create_model(
+            name, pretrained=True, pretrained_path=source, num_classes=num_classes, in_chans=in_chans, **kwargs
+        )
     elif source:  # a registered name.tag
         name = split_model_name(source)[0]
         if choice.model and choice.model != name:
-            raise ValueError(f"--model {choice.model} is not the architecture of --finetune-from {source} ({name}); drop --model")
+            raise ValueError(
+                f"--model {choice.model} is not the architecture of --finetune-from {source} ({name}); drop --model"
+            )
         kwargs = _finetune_args(name, get_pretrained_cfg(source).get("model_args", {}), kwargs, img_size)
         model = create_model(source, pretrained=True, num_classes=num_classes, in_chans=in_chans, **kwargs)
     else:
         name = choice.model
         if "img_size" in model_arguments(name) and "img_size" not in kwargs and "rho" not in kwargs:
-            kwargs["img_size"] = img_size  # train at the data's native size (a fixed-size model too): the cfg records it
+            # train at the data's native size (a fixed-size model too): the cfg records it
+            kwargs["img_size"] = img_size
         model = create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     return model, kwargs
 
@@ -145,7 +156,8 @@ def teacher_sources(teacher: str) -> list[str]:
 
 
 def weight_sha256(source: str) -> str:
-    """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder) resolves to.
+    """sha256 of the weight file a ``--finetune-from`` / ``--teacher`` source (name.tag, file or Hub folder)
+    resolves to.
 
     Recorded in the card: a name such as ``mobilenet_v1_100.fmnist`` names whichever weight ships under it
     today, which may be the very weight this run replaces."""

@@ -17,8 +17,9 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data import load_dataset
-from ..training import (FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats, evaluate, fit,
-                        in_memory, lr_lambda, main_process_first, param_groups, prepare_for, setup_runtime)
+from ..training import (FeatureDistillation, FeatureStudent, FitConfig, Runtime, autocast_dtype, channel_stats,
+                        evaluate, fit, in_memory, lr_lambda, main_process_first, param_groups, prepare_for,
+                        setup_runtime)
 from .train_checkpoint import (CHECKPOINT_NAME, LOG_NAME, append_log, check_same_run, read_checkpoint, reconcile_log,
                                restore, save_arguments, save_checkpoint, saved_settings)
 from .train_config import TrainRunConfig
@@ -27,7 +28,9 @@ from .train_model import build_model, build_teacher, feature_pairs, teacher_sour
 __all__ = ["run_training"]
 
 
-def run_training(config: TrainRunConfig, train_set: Any = None, test_set: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+def run_training(
+    config: TrainRunConfig, train_set: Any = None, test_set: Any = None
+) -> tuple[nn.Module, dict[str, Any]]:
     """Train as ``config`` says; returns the model and the last epoch's record (test metrics included).
 
     ``train_set`` / ``test_set`` replace ``config.dataset`` with datasets in lightnets.data's in-memory form.
@@ -39,16 +42,19 @@ def run_training(config: TrainRunConfig, train_set: Any = None, test_set: Any = 
     cudnn_benchmark = torch.backends.cudnn.benchmark
     try:
         if config.batch_size % runtime.world_size:
-            raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of processes ({runtime.world_size})")
+            raise ValueError(
+                f"--batch-size {config.batch_size} must be divisible by the number of processes ({runtime.world_size})"
+            )
         torch.manual_seed(config.seed)
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not config.deterministic
         if train_set is None:
             with main_process_first(runtime):  # one process downloads; the others then read its files
-                train_set = load_dataset(config.dataset, split="train", data_dir=config.data_dir, download=config.download,
-                                         limit=config.limit)
-                test_set = load_dataset(config.dataset, split="test", data_dir=config.data_dir, download=config.download,
+                train_set = load_dataset(config.dataset, split="train", data_dir=config.data_dir,
+                                         download=config.download, limit=config.limit)
+                test_set = load_dataset(config.dataset, split="test", data_dir=config.data_dir,
+                                        download=config.download,
                                         limit=config.limit_test if config.limit_test is not None else config.limit)
         return _fit(config, runtime, train_set, test_set)
     finally:
@@ -79,7 +85,9 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
     cfg.update(mean=tuple(mean), std=tuple(std))
     # The eval transform the weights are tested with: the test images as they are in memory, i.e. whole
     # (crop_pct 1.0) for Fashion-MNIST / CIFAR-10, or as an image folder was decoded (its crop and filter).
-    cfg.update(crop_pct=getattr(test_set, "crop_pct", 1.0), interpolation=getattr(test_set, "interpolation", "bilinear"))
+    cfg.update(
+        crop_pct=getattr(test_set, "crop_pct", 1.0), interpolation=getattr(test_set, "interpolation", "bilinear")
+    )
 
     memory_format = torch.preserve_format if config.no_channels_last else torch.channels_last
     model = model.to(runtime.device, memory_format=memory_format)
@@ -90,7 +98,9 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
     for source in teacher_names:
         teacher = build_teacher(source).to(runtime.device, memory_format=memory_format).eval()
         if teacher.num_classes != len(classes):
-            raise ValueError(f"--teacher {source} predicts {teacher.num_classes} classes, the dataset has {len(classes)}")
+            raise ValueError(
+                f"--teacher {source} predicts {teacher.num_classes} classes, the dataset has {len(classes)}"
+            )
         teachers.append(teacher)
 
     features = None
@@ -100,13 +110,17 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
                                        config.feature_weight).to(runtime.device, memory_format=memory_format)
         if config.finetune_from:  # a trained student's adapters start at their least-squares fit (a resume loads them)
             first = train_images[:256].to(runtime.device)
-            features.fit_adapters(model, prepare_for(model, memory_format)(first), prepare_for(teachers[0], memory_format)(first))
+            features.fit_adapters(
+                model, prepare_for(model, memory_format)(first), prepare_for(teachers[0], memory_format)(first)
+            )
 
     amp_dtype = autocast_dtype(runtime.device, config.amp)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=amp_dtype == torch.float16)
     net = model if features is None else FeatureStudent(model, features)
     if runtime.world_size > 1:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
+        )
     if config.compile:  # only the training forward/backward: `model` (saved, evaluated) stays the eager module
         net = torch.compile(net)
     groups = param_groups(model, config.weight_decay, config.lr, config.layer_decay)
@@ -116,8 +130,8 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     else:
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    sampler = torch.utils.data.DistributedSampler(range(len(train_labels)), num_replicas=runtime.world_size, rank=runtime.rank,
-                                                  shuffle=True, seed=config.seed, drop_last=True)
+    sampler = torch.utils.data.DistributedSampler(range(len(train_labels)), num_replicas=runtime.world_size,
+                                                  rank=runtime.rank, shuffle=True, seed=config.seed, drop_last=True)
     local_batch = config.batch_size // runtime.world_size
     steps_per_epoch = max(1, len(sampler) // local_batch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
@@ -131,9 +145,11 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
     work_dir = config.run_dir
     checkpoint_path = work_dir / CHECKPOINT_NAME
     start_epoch = 0
-    sources: Optional[dict[str, str]] = None  # sha256 of the --finetune-from / --teacher weights when the run first started
+    # sha256 of the --finetune-from / --teacher weights when the run first started
+    sources: Optional[dict[str, str]] = None
     if config.resume and checkpoint_path.is_file():
-        state = read_checkpoint(checkpoint_path, runtime.device)  # damaged, foreign or pickled: one line, file untouched
+        # damaged, foreign or pickled: one line, file untouched
+        state = read_checkpoint(checkpoint_path, runtime.device)
         check_same_run(config, saved_settings(state, work_dir), checkpoint_path)
         restore(state, checkpoint_path, {"model": model, "feature_adapters": features, "optimizer": optimizer,
                                          "scheduler": scheduler, "scaler": scaler})
@@ -183,22 +199,28 @@ def _fit(config: TrainRunConfig, runtime: Runtime, train_set: Any, test_set: Any
                     if tensor.is_floating_point():
                         tensor.copy_(tensor.half().float())
         # The recorded metrics are the float32 model's, as a user runs it (training may have used bf16 autocast).
-        test = evaluate(model, test_images, test_labels, batch_size=local_batch * 2, runtime=runtime, memory_format=memory_format)
+        test = evaluate(
+            model, test_images, test_labels, batch_size=local_batch * 2, runtime=runtime, memory_format=memory_format
+        )
         record.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"])
         if runtime.is_main:
             _publish(config, model, model_args, classes, test, sources, runtime, amp_dtype, len(train_labels))
     return model, record
 
 
-def _publish(config: TrainRunConfig, model: nn.Module, model_args: dict[str, Any], classes: list[str], test: dict[str, Any],
-             sources: dict[str, str], runtime: Runtime, amp_dtype: Any, train_images: int) -> None:
+def _publish(config: TrainRunConfig, model: nn.Module, model_args: dict[str, Any], classes: list[str],
+             test: dict[str, Any], sources: dict[str, str], runtime: Runtime, amp_dtype: Any,
+             train_images: int) -> None:
     """Write --output: the weights, with the measured test metrics and how they were trained in the card."""
     from ..publish import save_pretrained
 
-    metrics = {"top1": test["top1"], "top5": test["top5"], "dataset": config.dataset, "split": "test", "images": test["count"]}
+    metrics = {"top1": test["top1"], "top5": test["top5"], "dataset": config.dataset, "split": "test",
+               "images": test["count"]}
     training = {"dataset": config.dataset, "command": "python -m lightnets.train " + shlex.join(config.command),
-                "epochs": config.epochs, "seed": config.seed, "processes": runtime.world_size, "device": runtime.device.type,
-                "precision": f"{str(amp_dtype).removeprefix('torch.')} autocast" if amp_dtype is not None else "float32",
+                "epochs": config.epochs, "seed": config.seed, "processes": runtime.world_size,
+                "device": runtime.device.type,
+                "precision": (f"{str(amp_dtype).removeprefix('torch.')} autocast" if amp_dtype is not None
+                              else "float32"),
                 "train_images": train_images}
     if config.finetune_from:
         training.update(finetuned_from=config.finetune_from, finetuned_from_sha256=sources["finetuned_from"])
@@ -207,6 +229,7 @@ def _publish(config: TrainRunConfig, model: nn.Module, model_args: dict[str, Any
     if config.distill_features:
         training.update(distill_features=config.distill_features)
     folder = save_pretrained(model.cpu(), config.output, metrics=metrics, tag=config.tag, model_args=model_args,
-                             label_names=classes, training=training, fp16=config.fp16_weights, overwrite=config.overwrite)
+                             label_names=classes, training=training, fp16=config.fp16_weights,
+                             overwrite=config.overwrite)
     print(f"wrote {folder} (test top-1 {test['top1']}%)")
 

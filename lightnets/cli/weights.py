@@ -29,17 +29,25 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The argument parser (no torch import: ``--help`` is instant)."""
-    parser = _Parser(prog=prog, description="Rebuild the bundled weights' index.json, convert a published ImageNet weight "
-                                            "into a Hub-layout folder, or upload a Hub-layout weight folder (written by "
-                                            "lightnets.save_pretrained) to the Hugging Face Hub.")
+    parser = _Parser(
+        prog=prog,
+        description="Rebuild the bundled weights' index.json, convert a published ImageNet weight "
+        "into a Hub-layout folder, or upload a Hub-layout weight folder (written by "
+        "lightnets.save_pretrained) to the Hugging Face Hub.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{index,convert,push}")
     index = commands.add_parser("index", help="rebuild index.json from the weight folders")
     index.add_argument("--weights-dir", default=None,
                        help="the folder of Hub-layout weight folders (default: the bundled weights/)")
-    convert = commands.add_parser("convert", help="write a published weight (pytorchcv, megvii, Keras, timm) as a Hub-layout folder")
-    convert.add_argument("tag", help="the weight's tag, e.g. shufflenet_g3.megvii_in1k (see lightnets.list_pretrained('*in1k'))")
+    convert = commands.add_parser(
+        "convert", help="write a published weight (pytorchcv, megvii, Keras, timm) as a Hub-layout folder"
+    )
+    convert.add_argument(
+        "tag", help="the weight's tag, e.g. shufflenet_g3.megvii_in1k (see lightnets.list_pretrained('*in1k'))"
+    )
     convert.add_argument("file", nargs="?", default=None,
-                         help="the source's own file (.pth, .pth.zip, .pth.tar, .h5); default: download it from the tag's URL")
+                         help="the source's own file (.pth, .pth.zip, .pth.tar, .h5); "
+                              "default: download it from the tag's URL")
     convert.add_argument("--output", required=True, help="the folder to write")
     convert.add_argument("--overwrite", action="store_true", help="replace a folder that holds another model")
     push = commands.add_parser("push", help="upload a Hub-layout folder (needs a token: HF_TOKEN or `hf auth login`)")

@@ -1,4 +1,5 @@
-"""Model compression: conv → depthwise-separable conversion, filter pruning by four criteria, fine-tuning with distillation.
+"""Model compression: conv → depthwise-separable conversion, filter pruning by four criteria, fine-tuning with
+distillation.
 
 Every tool returns a new model and leaves its input untouched; every tool works on any model of the
 zoo (and on a plain ``nn.Module`` whose forward torch.fx can trace). One concept per module:
@@ -41,5 +42,6 @@ from .separable import rank1_factors, standard_convs, to_separable
 
 __all__ = [
     "CostChange", "compare_cost", "standard_convs", "to_separable", "prunable_layers", "joined_layers",
-    "prune", "prune_l1", "CRITERIA", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy", "rank1_factors", "ChannelGraph",
+    "prune", "prune_l1", "CRITERIA", "sensitivity_scan", "iterative_prune", "finetune", "top1_accuracy",
+    "rank1_factors", "ChannelGraph",
 ]

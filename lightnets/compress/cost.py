@@ -25,7 +25,8 @@ from ..models.restructure import model_input_size
 __all__ = ["CostChange", "compare_cost", "derived_copy", "model_input_size"]
 
 # What a pretrained cfg says about one weight file; a changed model is no longer that file.
-_WEIGHT_IDENTITY = (*WEIGHT_SOURCE_KEYS, "hf_hub_filename", "revision", "sha256", "metrics", "params", "macs", "source_format")
+_WEIGHT_IDENTITY = (*WEIGHT_SOURCE_KEYS, "hf_hub_filename", "revision", "sha256", "metrics", "params", "macs",
+                    "source_format")
 
 
 def derived_copy(model: nn.Module) -> nn.Module:

@@ -38,14 +38,18 @@ _RELUS = {F.relu, torch.relu, F.relu6}
 def _is_relu(module: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(module.get_submodule(node.target), (nn.ReLU, nn.ReLU6))
-    return (node.op == "call_function" and node.target in _RELUS) or (node.op == "call_method" and node.target == "relu")
+    return (node.op == "call_function" and node.target in _RELUS) or (
+        node.op == "call_method" and node.target == "relu"
+    )
 
 
 def _is_batch_norm(module: fx.GraphModule, node: fx.Node) -> bool:
     return node.op == "call_module" and isinstance(module.get_submodule(node.target), nn.BatchNorm2d)
 
 
-def _follow(graph: ChannelGraph, conv: str, wanted: Callable[[fx.GraphModule, fx.Node], bool]) -> Optional[tuple[fx.Node, int]]:
+def _follow(
+    graph: ChannelGraph, conv: str, wanted: Callable[[fx.GraphModule, fx.Node], bool]
+) -> Optional[tuple[fx.Node, int]]:
     """The first node after ``conv``'s output that ``wanted`` accepts, through BatchNorm, residual adds and
     concatenations, and where the conv's channels start in it; None when another op comes first."""
     module = graph.module
@@ -100,7 +104,9 @@ def check_calibration(calibration: object, criterion: str) -> None:
 
 
 @torch.no_grad()
-def apoz_scores(graph: ChannelGraph, convs: Sequence[str], calibration: torch.Tensor, batch_size: int = 64) -> dict[str, torch.Tensor]:
+def apoz_scores(
+    graph: ChannelGraph, convs: Sequence[str], calibration: torch.Tensor, batch_size: int = 64
+) -> dict[str, torch.Tensor]:
     """1 − APoZ of each conv's channels after the ReLU that follows it, over the ``calibration`` images."""
     check_calibration(calibration, "apoz")
     places = {}

@@ -57,13 +57,14 @@ def finetune(
     reduction), weighted by ``feature_weight`` (default 1 for hints, 50 for attention); it may be the same
     model as ``teacher``. ``bn_l1`` adds network slimming's L1 penalty on every BatchNorm scale
     (:attr:`lightnets.training.FitConfig.bn_l1`). Inputs are normalised with each
-    model's ``pretrained_cfg`` mean / std. ``epochs`` is at least one pass and may end part-way (1.5). Training runs on the
-    device of the model's parameters (``model.cuda()`` first to fine-tune on a GPU; the teacher must be there
+    model's ``pretrained_cfg`` mean / std. ``epochs`` is at least one pass and may end part-way (1.5). Training runs on
+    the device of the model's parameters (``model.cuda()`` first to fine-tune on a GPU; the teacher must be there
     too); the images stay on the CPU until each batch is drawn. ``progress`` shows a tqdm bar on stderr.
     A non-finite loss stops the run with FloatingPointError (lower ``lr``) and restores the weights the model
     started from. Arguments are checked first: ``epochs`` finite and >= 1 (a fraction below one pass is refused: it
-    leaves part of the dataset unseen), ``lr``, ``temperature`` finite and > 0, ``weight_decay`` >= 0, ``label_smoothing`` in [0, 1), ``distill_alpha`` in [0, 1],
-    ``batch_size`` an integer >= 1, and the dataset not empty.
+    leaves part of the dataset unseen), ``lr``, ``temperature`` finite and > 0, ``weight_decay`` >= 0,
+    ``label_smoothing`` in [0, 1), ``distill_alpha`` in [0, 1], ``batch_size`` an integer >= 1, and the dataset
+    not empty.
     Returns ``{"steps", "loss"}`` (mean training loss of the last 10% of steps).
 
     >>> import lightnets

@@ -70,7 +70,9 @@ class ChannelGraph:
             with torch.no_grad():
                 ShapeProp(module.eval()).propagate(torch.zeros(2, *input_size, dtype=param.dtype, device=param.device))
         except Exception as error:  # fx raises several types; all mean the same thing to the caller
-            raise ValueError(f"cannot prune {type(model).__name__}: its forward is not traceable by torch.fx ({error})") from error
+            raise ValueError(
+                f"cannot prune {type(model).__name__}: its forward is not traceable by torch.fx ({error})"
+            ) from error
         finally:
             model.train(was_training)
         self.root = root
@@ -223,7 +225,8 @@ class ChannelGraph:
     # -- decisions -------------------------------------------------------------------------------
 
     def layers(self) -> dict[str, str]:
-        """Every conv whose filters can be ranked → its component: the first conv of the set its channels share slots with."""
+        """Every conv whose filters can be ranked → its component: the first conv of the set its channels share slots
+        with."""
         names = [name for name, _ in self.producers if name is not None]
         component = {name: name for name in names}
 
@@ -361,7 +364,8 @@ class ChannelGraph:
         low, high = zip(*bounds)
         result = milp(np.concatenate([np.zeros(n + m), np.ones(n)]),
                       integrality=np.concatenate([np.ones(n + m), np.zeros(n)]),
-                      bounds=Bounds(np.zeros(2 * n + m), np.concatenate([sizes, np.full(m, sizes.sum()), np.full(n, np.inf)])),
+                      bounds=Bounds(np.zeros(2 * n + m),
+                                    np.concatenate([sizes, np.full(m, sizes.sum()), np.full(n, np.inf)])),
                       constraints=LinearConstraint(np.array(rows), low, high))
         if result.x is None:
             return None

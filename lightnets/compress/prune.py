@@ -171,7 +171,9 @@ def prune(
         if not ratios or ratios == {0}:
             continue
         if len(ratios) > 1:
-            raise ValueError(f"convs {members} are joined by an add and must be pruned with one ratio, got {sorted(ratios)}")
+            raise ValueError(
+                f"convs {members} are joined by an add and must be pruned with one ratio, got {sorted(ratios)}"
+            )
         try:
             removed |= graph.select(members, ratios.pop())
         except ValueError as error:
@@ -184,8 +186,10 @@ def prune(
     rebuilt = {}
     with num_features_follow_classifier(pruned):
         for name, ids_in, ids_out in graph.uses:
-            keep_in, keep_out = (None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()
-                                 for ids in (ids_in, ids_out))
+            keep_in, keep_out = (
+                None if ids is None else torch.tensor([i not in removed for i in ids.tolist()]).nonzero().flatten()
+                for ids in (ids_in, ids_out)
+            )
             module = pruned.get_submodule(name)
             if len(keep_in) < len(ids_in) or len(keep_out) < len(ids_out):
                 pruned.set_submodule(name, _rebuild(module, keep_in, keep_out))
@@ -238,7 +242,8 @@ def check_ratio(name: str, value: Any) -> None:
 
 @torch.no_grad()
 def _rebuild(module: nn.Module, keep_in: Optional[torch.Tensor], keep_out: Optional[torch.Tensor]) -> nn.Module:
-    """A copy of a Conv2d / BatchNorm2d / Linear keeping input positions ``keep_in`` and output positions ``keep_out``."""
+    """A copy of a Conv2d / BatchNorm2d / Linear keeping input positions ``keep_in`` and output positions
+    ``keep_out``."""
     if isinstance(module, nn.BatchNorm2d):
         new = copy.deepcopy(module)
         new.num_features = len(keep_out)

@@ -36,13 +36,13 @@ _MAX_COLUMNS = 8192
 _PATH_STEPS = 16
 _PATH_RANGE = 1e-4
 _FISTA_ITERATIONS = 200
-_BATCH = 16
+_BATCH = 16  # calibration images per forward: an unfolded early VGG input is 16·784 rows × 576 columns
 # The refit's ridge, relative to the mean energy of a reader's inputs. Plain least squares on 512 images gave
 # mobilenet_v1_050.fmnist's classifier, pruned to 4× fewer MACs, 20× its original norm (inputs that cancel
 # out); one epoch of fine-tuning at lr 0.01 on 1,000 images then took it from 90.4% to 57.0%. With 10⁻² the
 # pruned model scored 90.8% before and after (scripts/criteria_experiment.py's setting).
 _RIDGE = 1e-2
-_MIN_ROWS_PER_COLUMN = 2  # a reader is refit only when the calibration gives this many rows per weight column  # calibration images per forward: an unfolded early VGG input is 16·784 rows × 576 columns
+_MIN_ROWS_PER_COLUMN = 2  # a reader is refit only when the calibration gives this many rows per weight column
 
 Reader = Union[nn.Conv2d, nn.Linear]
 
@@ -118,7 +118,9 @@ def _lasso(gram: torch.Tensor, target: torch.Tensor, penalty: torch.Tensor, star
         updated = _soft_threshold(momentum - (gram @ momentum[..., None])[..., 0] + target, penalty[:, None])
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         momentum = updated + (t - 1) / t_next * (updated - beta)
-        converged = iteration % 10 == 9 and float((updated - beta).abs().max()) <= 1e-9 * (1 + float(updated.abs().max()))
+        converged = iteration % 10 == 9 and float((updated - beta).abs().max()) <= 1e-9 * (
+            1 + float(updated.abs().max())
+        )
         beta, t = updated, t_next
         if converged:
             break
@@ -153,7 +155,9 @@ def lasso_path_scores(gram: torch.Tensor) -> torch.Tensor:
     return torch.where(largest[:, None] > 0, scores, 0.0).reshape(gram.shape[:-1])
 
 
-def reconstruction_scores(graph: ChannelGraph, convs: Sequence[str], calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+def reconstruction_scores(
+    graph: ChannelGraph, convs: Sequence[str], calibration: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """Each conv's filter scores for He et al.'s channel selection: for every layer that reads the filter's
     channel, how long the channel survives the LASSO path of that layer's output (summed over readers)."""
     wanted = {graph.find(i) for conv in convs for i in graph.channels(conv)}
@@ -227,8 +231,10 @@ def refit_readers(original: nn.Module, pruned: nn.Module, readers: Sequence[tupl
             weight = _weight(source).double()
             kept = keep_out.view(groups, -1) - torch.arange(groups, device=keep_out.device)[:, None] * weight.shape[1]
             captured: dict[str, torch.Tensor] = {}
-            handles = [module.register_forward_pre_hook(lambda _, args, key=key: captured.__setitem__(key, args[0].detach()))
-                       for key, module in (("original", source), ("pruned", target))]
+            handles = [
+                module.register_forward_pre_hook(lambda _, args, key=key: captured.__setitem__(key, args[0].detach()))
+                for key, module in (("original", source), ("pruned", target))
+            ]
             normal = cross = None
             before = total = 0.0
             count = 0

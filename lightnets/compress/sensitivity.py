@@ -7,7 +7,8 @@
 
 >>> import lightnets
 >>> from lightnets.data import load_dataset
->>> top1_accuracy(lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True), load_dataset("fashion_mnist", limit=500))
+>>> top1_accuracy(lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True),
+...               load_dataset("fashion_mnist", limit=500))
 94.0
 """
 from __future__ import annotations

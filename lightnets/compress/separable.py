@@ -185,7 +185,9 @@ def to_separable(
     if freeze not in ("none", "untouched"):
         raise ValueError(f"freeze must be 'none' or 'untouched', got {freeze!r}")
     if init == "lowrank" and calibration is None:
-        raise ValueError("init='lowrank' needs calibration=<a batch of model inputs> to place the BN between the factors")
+        raise ValueError(
+            "init='lowrank' needs calibration=<a batch of model inputs> to place the BN between the factors"
+        )
     names = _select_convs(model, layers, input_size)
     converted = derived_copy(model)
     if freeze == "untouched":

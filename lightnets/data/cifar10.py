@@ -65,7 +65,9 @@ def _read_cifar_batch(path: Path) -> dict:
         with open(path, "rb") as f:
             batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-        raise CorruptDataError(f"{path} is not a CIFAR-10 python batch ({err}); the official archive has md5 {CIFAR10_MD5}") from err
+        raise CorruptDataError(
+            f"{path} is not a CIFAR-10 python batch ({err}); the official archive has md5 {CIFAR10_MD5}"
+        ) from err
     if not isinstance(batch, dict):
         raise CorruptDataError(f"{path} is not a CIFAR-10 python batch (it holds a {type(batch).__name__}, not a dict)")
     return batch
@@ -114,7 +116,12 @@ def load_cifar10(split: str, data_dir: Optional[PathLike], download: bool) -> In
     for name in CIFAR10_BATCHES[split]:
         batch = _read_cifar_batch(folder / name)
         data, batch_labels = np.asarray(batch.get(b"data")), np.asarray(batch.get(b"labels"), dtype=np.int64)
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or batch_labels.shape != (len(data),):
+        if (
+            data.dtype != np.uint8
+            or data.ndim != 2
+            or data.shape[1] != 3 * 32 * 32
+            or batch_labels.shape != (len(data),)
+        ):
             raise CorruptDataError(
                 f"{folder / name}: expected uint8 data (N, 3072) and N labels, got {data.dtype} {data.shape} and "
                 f"{batch_labels.shape} labels; the official archive has md5 {CIFAR10_MD5}"

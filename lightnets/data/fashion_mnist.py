@@ -29,7 +29,8 @@ PathLike = Union[str, Path]
 EMBEDDED_DIR = Path(__file__).resolve().parent.parent / "datasets"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # the official release
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
 # Mean / std of the 60k train images on the 0–1 scale (computed from the train split).
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 # md5: the official gzip files (zalandoresearch/fashion-mnist README); content_sha256: the decompressed
@@ -62,7 +63,11 @@ def read_idx(path: PathLike, expected: Optional[DataFile] = None) -> np.ndarray:
         data = b""
         if expected is None:
             raise CorruptDataError(f"{path} is not a valid gzip file: {err}") from err
-    if expected is not None and digest(raw, "md5") != expected.md5 and digest(data, "sha256") != expected.content_sha256:
+    if (
+        expected is not None
+        and digest(raw, "md5") != expected.md5
+        and digest(data, "sha256") != expected.content_sha256
+    ):
         raise CorruptDataError(
             f"{path} is corrupt: expected gzip md5 {expected.md5} or decompressed sha256 {expected.content_sha256}, "
             f"got md5 {digest(raw, 'md5')}; delete it and download it again"
@@ -73,7 +78,9 @@ def read_idx(path: PathLike, expected: Optional[DataFile] = None) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     offset = 4 + 4 * ndim
     if len(data) - offset != int(np.prod(shape)):
-        raise CorruptDataError(f"{path} is truncated: its header says {shape}, it holds {len(data) - offset} bytes of data")
+        raise CorruptDataError(
+            f"{path} is truncated: its header says {shape}, it holds {len(data) - offset} bytes of data"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 

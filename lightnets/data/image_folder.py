@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 from ..models.base import check_positive_int
 from .files import CorruptDataError
 
-__all__ = ["ImageFolderDataset", "load_image_folder", "check_crop_pct", "SPLIT_FOLDERS", "RESIZE_FILTERS", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolderDataset", "load_image_folder", "check_crop_pct", "SPLIT_FOLDERS", "RESIZE_FILTERS",
+           "IMAGE_EXTENSIONS"]
 
 PathLike = Union[str, Path]
 
@@ -73,11 +74,15 @@ class ImageFolderDataset(Dataset):
                 image = image.convert("RGB")
         except (OSError, Image.DecompressionBombError) as err:  # unreadable, truncated, or a decompression bomb
             raise CorruptDataError(f"cannot decode image {path}: {err}") from err
-        image = TF.resize(image, math.floor(self.img_size / self.crop_pct), interpolation=InterpolationMode(self.interpolation))
+        image = TF.resize(
+            image, math.floor(self.img_size / self.crop_pct), interpolation=InterpolationMode(self.interpolation)
+        )
         return TF.pil_to_tensor(TF.center_crop(image, self.img_size)), label
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.root}: {len(self)} images, {len(self.classes)} classes, {self.img_size} px)"
+        return (
+            f"{type(self).__name__}({self.root}: {len(self)} images, {len(self.classes)} classes, {self.img_size} px)"
+        )
 
 
 SPLIT_FOLDERS = ("train", "val", "test")
@@ -94,11 +99,18 @@ def check_crop_pct(value: Any) -> float:
 
 def load_image_folder(path: str, split: str, img_size: int, crop_pct: float, interpolation: str,
                       limit: Optional[int]) -> ImageFolderDataset:
-    """``imagefolder:PATH``'s ``split``: the subfolder of that name when ``path`` has split subfolders, else ``path`` itself."""
+    """``imagefolder:PATH``'s ``split``: the subfolder of that name when ``path`` has split subfolders, else ``path``
+    itself."""
     root = Path(path).expanduser()
     if not path or not root.is_dir():
-        raise FileNotFoundError(f"imagefolder:{path}: no such folder (give imagefolder:PATH to a folder of class subfolders)")
+        raise FileNotFoundError(
+            f"imagefolder:{path}: no such folder (give imagefolder:PATH to a folder of class subfolders)"
+        )
     present = [name for name in SPLIT_FOLDERS if (root / name).is_dir()]
     if present and split not in present:
-        raise ValueError(f"split {split!r} not found: {root} has the split folders {', '.join(present)}; choose one of them")
-    return ImageFolderDataset(root / split if present else root, img_size, crop_pct, interpolation, limit=limit, split=split)
+        raise ValueError(
+            f"split {split!r} not found: {root} has the split folders {', '.join(present)}; choose one of them"
+        )
+    return ImageFolderDataset(
+        root / split if present else root, img_size, crop_pct, interpolation, limit=limit, split=split
+    )

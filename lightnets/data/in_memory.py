@@ -43,12 +43,17 @@ class InMemoryDataset(Dataset):
         return self.images[index], int(self.labels[index])
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name}/{self.split}: {len(self)} images {tuple(self.images.shape[1:])}, {len(self.classes)} classes)"
+        return (f"{type(self).__name__}({self.name}/{self.split}: {len(self)} images {tuple(self.images.shape[1:])}, "
+                f"{len(self.classes)} classes)")
 
 
-def synthetic_dataset(split: str, img_size: int, in_chans: int, num_classes: int, length: int, seed: int) -> InMemoryDataset:
-    """``length`` seeded random images of side ``img_size`` and labels below ``num_classes`` (another seed per split)."""
-    for argument, value in (("img_size", img_size), ("in_chans", in_chans), ("num_classes", num_classes), ("length", length)):
+def synthetic_dataset(
+    split: str, img_size: int, in_chans: int, num_classes: int, length: int, seed: int
+) -> InMemoryDataset:
+    """``length`` seeded random images of side ``img_size`` and labels below ``num_classes`` (another seed per
+    split)."""
+    for argument, value in (("img_size", img_size), ("in_chans", in_chans), ("num_classes", num_classes),
+                            ("length", length)):
         check_positive_int(argument, value)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, got {seed!r}")

@@ -45,7 +45,8 @@ def load_dataset(
             of that name when the folder has split subfolders).
         data_dir: folder holding the dataset's files (default: the embedded / system / cache copies).
         download: fetch missing files from the official source, verifying their checksum.
-        limit: keep only the first ``limit`` images (of an imagefolder, with its classes interleaved: a balanced subset).
+        limit: keep only the first ``limit`` images (of an imagefolder, with its classes interleaved: a balanced
+            subset).
         img_size, crop_pct, interpolation: output side, crop fraction and resize filter (``bilinear``,
             ``bicubic``, ``nearest``) of ``imagefolder`` images (``img_size``: ``synthetic``'s side too).
         in_chans, num_classes, seed: shape, label range and seed of ``synthetic`` data

@@ -39,8 +39,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_example_input, default_input, export_onnx, pools_globally,
-                     quiet_deprecations)
+from .export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_example_input, default_input, export_onnx,
+                     pools_globally, quiet_deprecations)
 from .fold import conv_bn_pairs, fold_batchnorm
 from .runtimes import BackendUnavailableError, OnnxRuntimeModule, OpenVinoModule, ort_session_options, quantize_onnx
 
@@ -168,14 +168,18 @@ def optimize_for_inference(
     """
     backend = _resolve_backend(backend)
     if backend == "onnxruntime-int8" and calibration_images is None:
-        raise ValueError("backend 'onnxruntime-int8' needs calibration_images: a few hundred normalised training images")
+        raise ValueError(
+            "backend 'onnxruntime-int8' needs calibration_images: a few hundred normalised training images"
+        )
     if backend != "onnxruntime-int8" and calibration_images is not None:
         raise ValueError(f"calibration_images is only used by backend 'onnxruntime-int8', not {backend!r}")
     folded = fold_batchnorm(model)
     example_input = default_input(folded) if example_input is None else example_input
     if backend.startswith("onnxruntime") or backend == "openvino":
         if onnx_path is not None:
-            return _onnx_backend(folded, backend, Path(onnx_path), example_input, calibration_images, opset, num_threads, spin_wait)
+            return _onnx_backend(
+                folded, backend, Path(onnx_path), example_input, calibration_images, opset, num_threads, spin_wait
+            )
         folder = Path(tempfile.mkdtemp(prefix="lightnets-onnx-"))
         try:
             runner = _onnx_backend(folded, backend, folder / "model.onnx", example_input, calibration_images, opset,

@@ -18,8 +18,8 @@ from .. import _io
 from .fold import fold_batchnorm
 from .runtimes import INPUT_NAME, OUTPUT_NAME, require_package
 
-__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "check_example_input", "default_input", "pools_globally", "export_onnx",
-           "quiet_deprecations"]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "MAX_OPSET", "check_example_input", "default_input", "pools_globally",
+           "export_onnx", "quiet_deprecations"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -65,7 +65,8 @@ def pools_globally(model: nn.Module) -> bool:
     traced size), and no ``fixed_input_size`` (smallcnn flattens its map into an FC layer).
 
     >>> import lightnets
-    >>> pools_globally(lightnets.create_model("mobilenet_v1_025")), pools_globally(lightnets.create_model("smallcnn_3x2"))
+    >>> (pools_globally(lightnets.create_model("mobilenet_v1_025")),
+    ...  pools_globally(lightnets.create_model("smallcnn_3x2")))
     (True, False)
     """
     if getattr(model, "fixed_input_size", False):
@@ -117,7 +118,9 @@ def export_onnx(
     """
     require_package("onnx")
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ValueError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset!r}")
+        raise ValueError(
+            f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET} (the exporter's range), got {opset!r}"
+        )
     model = (fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()).to(device="cpu", dtype=torch.float32)
     if example_input is None:
         example_input = default_input(model)

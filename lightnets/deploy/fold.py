@@ -25,7 +25,9 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     >>> conv_bn_pairs(nn.Sequential(ConvBNAct(3, 8), ConvBNAct(8, 8)))
     [('0.conv', '0.bn'), ('1.conv', '1.bn')]
     """
-    traced_root = UncheckedLogits(model) if hasattr(model, "forward_features") and hasattr(model, "forward_head") else model
+    traced_root = (
+        UncheckedLogits(model) if hasattr(model, "forward_features") and hasattr(model, "forward_head") else model
+    )
     prefix = "model." if traced_root is not model else ""
     try:
         graph = torch.fx.symbolic_trace(traced_root).graph
@@ -67,6 +69,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """
     folded = copy.deepcopy(model).eval()
     for conv_name, bn_name in conv_bn_pairs(folded):
-        folded.set_submodule(conv_name, fuse_conv_bn_eval(folded.get_submodule(conv_name), folded.get_submodule(bn_name)))
+        folded.set_submodule(
+            conv_name, fuse_conv_bn_eval(folded.get_submodule(conv_name), folded.get_submodule(bn_name))
+        )
         folded.set_submodule(bn_name, nn.Identity())
     return folded

@@ -25,8 +25,9 @@ class BackendUnavailableError(RuntimeError):
 
 def require_package(package: str, extra: str = "onnx") -> None:
     if importlib.util.find_spec(package) is None:
-        raise BackendUnavailableError(f"{package} is not installed: pip install 'lightnets[{extra}]' (or pip install {package})")
-
+        raise BackendUnavailableError(
+            f"{package} is not installed: pip install 'lightnets[{extra}]' (or pip install {package})"
+        )
 
 
 def ort_session_options(num_threads: Optional[int] = None, spin_wait: bool = True) -> Any:
@@ -64,7 +65,9 @@ def check_graph_input(x: torch.Tensor, takes: Dims, argument: str, graph: PathLi
     """Refuse a batch whose shape the ONNX graph cannot take (rank, channels, a static height and width),
     naming ``argument`` and the shape the graph takes, before ONNX Runtime fails on it."""
     given = tuple(x.shape)
-    if len(given) == len(takes) and all(not isinstance(want, int) or want == got for want, got in zip(takes[1:], given[1:])):
+    if len(given) == len(takes) and all(
+        not isinstance(want, int) or want == got for want, got in zip(takes[1:], given[1:])
+    ):
         return
     hint = ""
     if len(given) == len(takes) == 4 and isinstance(takes[1], int) and given[1] != takes[1]:
@@ -93,7 +96,9 @@ class OnnxRuntimeModule(nn.Module):
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), ort_session_options(num_threads, spin_wait), providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(self.path), ort_session_options(num_threads, spin_wait), providers=["CPUExecutionProvider"]
+        )
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
         self.input_shape: Dims = tuple("?" if dim is None else dim for dim in graph_input.shape)
@@ -184,8 +189,16 @@ def quantize_onnx(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if not isinstance(calibration_images, torch.Tensor) or calibration_images.dim() != 4 or len(calibration_images) == 0:
-        shape = tuple(calibration_images.shape) if isinstance(calibration_images, torch.Tensor) else type(calibration_images).__name__
+    if (
+        not isinstance(calibration_images, torch.Tensor)
+        or calibration_images.dim() != 4
+        or len(calibration_images) == 0
+    ):
+        shape = (
+            tuple(calibration_images.shape)
+            if isinstance(calibration_images, torch.Tensor)
+            else type(calibration_images).__name__
+        )
         raise ValueError(f"calibration_images must be a non-empty (N, C, H, W) tensor, got {shape}")
     check_graph_input(calibration_images, onnx_input_shape(onnx_path), "calibration_images", onnx_path)
     output_path = Path(output_path)

@@ -26,6 +26,9 @@ def accuracy_backend(backend: str = "auto") -> str:
     if backend == "auto":
         return next(name for name in ACCURACY_BACKENDS if name in available)
     if backend not in available:
-        raise ValueError(f"accuracy backend {backend!r} is not installed here (pip install 'lightnets[{backend.replace('onnxruntime', 'onnx')}]'); "
-                         f"installed: {', '.join(b for b in ACCURACY_BACKENDS if b in available)}")
+        raise ValueError(
+            f"accuracy backend {backend!r} is not installed here "
+            f"(pip install 'lightnets[{backend.replace('onnxruntime', 'onnx')}]'); "
+            f"installed: {', '.join(b for b in ACCURACY_BACKENDS if b in available)}"
+        )
     return backend

@@ -55,9 +55,9 @@ def accuracy_cache_key(candidate: Candidate, data: Dataset, backend: str, batch_
     cfg = getattr(candidate.model, "pretrained_cfg", None) or {}
     if not cfg.get("sha256") or not loaded_by_name(candidate) or getattr(data, "name", None) not in FIXED_DATASETS:
         return None
-    fields = {"weights": cfg["sha256"], "dataset": data.name, "split": getattr(data, "split", None), "images": len(data),
-              "input_size": candidate.input_size, "mean": candidate.mean, "std": candidate.std, "backend": backend,
-              "batch_size": batch_size, "torch": torch.__version__, "code": _code_fingerprint()}
+    fields = {"weights": cfg["sha256"], "dataset": data.name, "split": getattr(data, "split", None),
+              "images": len(data), "input_size": candidate.input_size, "mean": candidate.mean, "std": candidate.std,
+              "backend": backend, "batch_size": batch_size, "torch": torch.__version__, "code": _code_fingerprint()}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -87,7 +87,9 @@ def _create(spec: str, dataset: Optional[Dataset], pretrained: Optional[bool], c
         model = load_checkpoint(create_model(name, **kwargs), checkpoint)
         saved_cfg = config.get("pretrained_cfg", {})
         model.pretrained_cfg.update({key: tuple(saved_cfg[key]) for key in ("mean", "std") if saved_cfg.get(key)})
-        model.pretrained_cfg.update({key: saved_cfg[key] for key in ("crop_pct", "interpolation") if saved_cfg.get(key)})
+        model.pretrained_cfg.update(
+            {key: saved_cfg[key] for key in ("crop_pct", "interpolation") if saved_cfg.get(key)}
+        )
         return model, f"{CHECKPOINT_PREFIX}{Path(checkpoint).name}", not saved_cfg.get("mean")
     if pretrained is None:  # auto: the weights when there are any, those trained on this dataset first
         from ..registry import get_pretrained_cfg
@@ -133,8 +135,11 @@ def build_candidate(spec: ModelSpec, dataset: Optional[Dataset], *, pretrained: 
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     if classes is not None and cfg.get("label_names") and tag != RANDOM_INIT \
             and list(cfg["label_names"]) != list(dataset.classes):
-        warnings.warn(f"{label} ({tag}) was trained on the classes {_few(cfg['label_names'])} but the dataset's are "
-                      f"{_few(dataset.classes)}: its accuracy is measured against labels it did not learn", stacklevel=2)
+        warnings.warn(
+            f"{label} ({tag}) was trained on the classes {_few(cfg['label_names'])} but the dataset's are "
+            f"{_few(dataset.classes)}: its accuracy is measured against labels it did not learn",
+            stacklevel=2,
+        )
     return candidate
 
 
@@ -144,7 +149,11 @@ def _few(names: Sequence[str], shown: int = 3) -> str:
 
 def _check_feedable(candidate: Candidate, data_chans: Optional[int], classes: Optional[int]) -> None:
     in_chans, side, _ = candidate.input_size
-    if data_chans is not None and data_chans != in_chans and not (data_chans == 1 or (data_chans == 3 and in_chans == 1)):
+    if (
+        data_chans is not None
+        and data_chans != in_chans
+        and not (data_chans == 1 or (data_chans == 3 and in_chans == 1))
+    ):
         raise ValueError(f"{candidate.label} takes {in_chans}-channel input; the dataset's {data_chans}-channel images "
                          "cannot be converted to it")
     check_input = getattr(candidate.model, "check_input", None)
@@ -155,5 +164,7 @@ def _check_feedable(candidate: Candidate, data_chans: Optional[int], classes: Op
             raise ValueError(f"{candidate.label} cannot be evaluated at {in_chans}x{side}x{side}: {err}") from err
     num_classes = getattr(candidate.model, "num_classes", None)
     if classes is not None and num_classes is not None and num_classes != classes:
-        raise ValueError(f"{candidate.label} ({candidate.tag}) predicts {num_classes} classes but the dataset has {classes}; "
-                         "evaluate a checkpoint trained on this dataset, or measure it with --no-accuracy")
+        raise ValueError(
+            f"{candidate.label} ({candidate.tag}) predicts {num_classes} classes but the dataset has {classes}; "
+            "evaluate a checkpoint trained on this dataset, or measure it with --no-accuracy"
+        )

@@ -54,19 +54,25 @@ def batch_size_list(text: str) -> list[int]:
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description="Accuracy, parameters, MACs, latency and memory of lightnets models, "
-                "side by side, in one run.", epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+                                       "side by side, in one run.",
+                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     models = p.add_argument_group("models")
     models.add_argument("--model", action="append", default=[], metavar="NAME",
                         help="model name, name.tag or glob ('mobilenet_v1*'); repeatable")
-    models.add_argument("--all-pretrained", action="store_true", help="every model.tag with weights trained on --dataset")
+    models.add_argument(
+        "--all-pretrained", action="store_true", help="every model.tag with weights trained on --dataset"
+    )
     models.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=None,
                         help="load pretrained weights (default: when the model has any)")
-    models.add_argument("--checkpoint", metavar="PATH", help="weights to load: .safetensors, .pth, or a Hub-layout folder (one model)")
+    models.add_argument(
+        "--checkpoint", metavar="PATH", help="weights to load: .safetensors, .pth, or a Hub-layout folder (one model)"
+    )
     models.add_argument("--small-input", action="store_true", help="build the small-image form at the dataset's size")
     models.add_argument("--img-size", type=int, metavar="PX", help="input side to evaluate at (default: the model's)")
     models.add_argument("--baseline", metavar="NAME", help="add ratio columns against this model (added if not listed)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist (default, embedded), cifar10, imagefolder:PATH, synthetic")
+    data.add_argument("--dataset", default="fashion_mnist",
+                      help="fashion_mnist (default, embedded), cifar10, imagefolder:PATH, synthetic")
     data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files")
     data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
     data.add_argument("--split", default="test", help="train, test (imagefolder: train, val, test); default test")
@@ -90,7 +96,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     timing.add_argument("--repeats", type=int, default=10, help="timed repeats per model and batch size (default 10)")
     timing.add_argument("--warmup", type=int, default=5, help="warm-up passes per model and batch size (default 5)")
     timing.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's, e.g. OMP_NUM_THREADS)")
-    timing.add_argument("--channels-last", action="store_true", help="channels-last memory format for models and inputs")
+    timing.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory format for models and inputs"
+    )
     timing.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     timing.add_argument("--seed", type=int, default=0, help="seed of the random latency input (default 0)")
     output = p.add_argument_group("output")
@@ -108,7 +116,9 @@ def pretrained_for(dataset: str, num_classes: Optional[int] = None) -> list[str]
 
     names = list(list_pretrained())
     if dataset.partition(":")[0] in ("imagefolder", "synthetic"):
-        return [name for name in names if num_classes is None or get_pretrained_cfg(name).get("num_classes") == num_classes]
+        return [
+            name for name in names if num_classes is None or get_pretrained_cfg(name).get("num_classes") == num_classes
+        ]
     return [name for name in names if get_pretrained_cfg(name).get("dataset") == dataset]
 
 
@@ -153,7 +163,10 @@ def _check_writable(option: str, path: Optional[str]) -> None:
     if path is None or path == STDOUT:
         return
     if Path(path).is_dir():
-        raise ValueError(f"{option} {path} is a folder; give a file name, e.g. {Path(path) / ('zoo.png' if option == '--plot' else 'zoo.md')}")
+        raise ValueError(
+            f"{option} {path} is a folder; give a file name, "
+            f"e.g. {Path(path) / ('zoo.png' if option == '--plot' else 'zoo.md')}"
+        )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     check_writable(path)
 
@@ -201,12 +214,12 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
         backend = _backend(args.accuracy_backend, args.device)
         rows = evaluate(
             names, args.dataset, split=args.split, data_dir=args.data_dir, download=args.download, limit=args.limit,
-            batch_size=args.batch_size, img_size=args.img_size, small_input=args.small_input, pretrained=args.pretrained,
-            checkpoint=args.checkpoint, accuracy=not args.no_accuracy, memory=args.memory,
+            batch_size=args.batch_size, img_size=args.img_size, small_input=args.small_input,
+            pretrained=args.pretrained, checkpoint=args.checkpoint, accuracy=not args.no_accuracy, memory=args.memory,
             accuracy_backend=backend, latency_batch_sizes=args.latency_batch_sizes,
             repeats=args.repeats, warmup=args.warmup, channels_last=args.channels_last,
-            device=args.device, baseline=args.baseline, workers=args.workers, progress=not args.no_progress, seed=args.seed,
-            accuracy_cache=not args.remeasure,
+            device=args.device, baseline=args.baseline, workers=args.workers, progress=not args.no_progress,
+            seed=args.seed, accuracy_cache=not args.remeasure,
             # A backend named on the command line is a question about that backend: measure on it.
             recorded=not args.remeasure and args.accuracy_backend == "auto",
         )
@@ -215,7 +228,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
             "dataset": args.dataset, "split": args.split, "images": rows[0]["images"],
             "repeats": args.repeats, "warmup": args.warmup, "latency_batch_sizes": args.latency_batch_sizes,
             "peak_batch_size": max(args.latency_batch_sizes) if args.memory else None, "baseline": args.baseline,
-            "accuracy_backend": None if args.no_accuracy or all(row.get("accuracy_recorded") for row in rows) else backend,
+            "accuracy_backend": (None if args.no_accuracy or all(row.get("accuracy_recorded") for row in rows)
+                                 else backend),
             "accuracy_cached": sum(bool(row.get("accuracy_cached")) for row in rows),
             "accuracy_recorded": sum(bool(row.get("accuracy_recorded")) for row in rows),
         }
@@ -229,8 +243,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
         if args.plot:
             plot(rows, args.plot, title=f"{args.dataset} / {args.split}")
         if load and load["busy"]:
-            print(f"{prog}: warning: the machine was busy (load {load['load_1min']:.2f} on {load['cores']} cores) when "
-                  "this run began: its latency figures are not to be trusted; measure on an idle machine", file=sys.stderr)
+            print(
+                f"{prog}: warning: the machine was busy (load {load['load_1min']:.2f} on {load['cores']} cores) when "
+                "this run began: its latency figures are not to be trusted; measure on an idle machine",
+                file=sys.stderr,
+            )
     except WriteError as err:  # a file it could not write: one line naming it, no traceback
         print(f"{prog}: error: {err.strerror}", file=sys.stderr)
         return 2

@@ -96,8 +96,8 @@ def evaluate(
             kept under the weights cache (``$LIGHTNETS_CACHE``); rows say ``accuracy_cached``. False
             measures again (the results scripts do).
         recorded: for a bundled weight whose ``weights/index.json`` entry records its accuracy on exactly
-            this data and input (:func:`~lightnets.evaluation.recorded.recorded_accuracy`), take those top-1 / top-5 instead of measuring
-            (``python -m eval``'s default); rows say ``accuracy_recorded`` and have no loss.
+            this data and input (:func:`~lightnets.evaluation.recorded.recorded_accuracy`), take those top-1 / top-5
+            instead of measuring (``python -m eval``'s default); rows say ``accuracy_recorded`` and have no loss.
         accuracy_backend: what the accuracy pass runs on: ``"eager"`` (the model itself), ``"openvino"`` or
             ``"onnxruntime"`` (its BatchNorm-folded float32 export, several times faster on a CPU), or
             ``"auto"`` (the fastest installed; see :data:`lightnets.evaluation.backends.ACCURACY_BACKENDS`). Latency
@@ -148,7 +148,8 @@ def evaluate(
             c.model.to(device, memory_format=memory_format)
             params = sum(p.numel() for p in c.model.parameters())
             rows.append({"model": c.label, "tag": c.tag, "input_size": "x".join(map(str, c.input_size)),
-                         "params": params, "macs": _count_macs(c), "top1": None, "top5": None, "loss": None, "images": None})
+                         "params": params, "macs": _count_macs(c), "top1": None, "top5": None, "loss": None,
+                         "images": None})
         if accuracy:
             # Decoded image folders are made per eval transform: each model reads them as its weights expect
             # (side, crop_pct, interpolation); models that share a transform share the set.
@@ -169,7 +170,9 @@ def evaluate(
                     measured = cached_accuracy(key)
                     row["accuracy_cached"] = measured is not None
                     if measured is None:
-                        measured = measure_accuracy(c, eval_set, batch_size, device, memory_format, workers, progress, backend)
+                        measured = measure_accuracy(
+                            c, eval_set, batch_size, device, memory_format, workers, progress, backend
+                        )
                         store_accuracy(key, measured)
                 row.update(measured)
                 if progress:  # each model's accuracy as it is known: the table waits for the latency of all
@@ -187,7 +190,9 @@ def evaluate(
             if memory:
                 row["peak_mem_mb"] = measure_peak_memory(c, max(batch_sizes), device, memory_format, seed)
         if baseline is not None:
-            _add_ratios(rows, rows[next(i for i, m in enumerate(models) if m is baseline or m == baseline)], batch_sizes)
+            _add_ratios(
+                rows, rows[next(i for i, m in enumerate(models) if m is baseline or m == baseline)], batch_sizes
+            )
         return rows
     finally:
         torch.set_num_threads(previous_threads)

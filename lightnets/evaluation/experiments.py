@@ -96,7 +96,9 @@ def cached(key: str, build: Callable[[], nn.Module], train: Optional[Callable[[n
     return model.eval(), record
 
 
-def measure_against(base: nn.Module, variants: list[dict[str, Any]], *, repeats: int, threads: int) -> list[dict[str, Any]]:
+def measure_against(
+    base: nn.Module, variants: list[dict[str, Any]], *, repeats: int, threads: int
+) -> list[dict[str, Any]]:
     """params, MACs and latency at batch 1 and 100 (:func:`~lightnets.evaluation.engine.evaluate`) of ``base``
     and each variant's ``model``, against ``base``; each row carries its variant's other keys (the accuracy
     recorded when it was fine-tuned)."""
@@ -110,9 +112,11 @@ def measure_against(base: nn.Module, variants: list[dict[str, Any]], *, repeats:
 def cost_cells(row: dict[str, Any]) -> str:
     """The :data:`COST_HEADER` cells of a :func:`measure_against` row, as Markdown."""
     reduction = 1 / row["mac_ratio"]
-    return (f"| {row['params']:,} | {row['macs'] / 1e6:.2f} | {row['ms_per_img_bs1']:.3f} | {row['ms_per_img_bs100']:.4f} "
-            f"| {reduction:.2f}× | {row['speedup_bs1']:.2f}× | {row['speedup_bs100']:.2f}× "
-            f"| {row['speedup_per_mac_reduction_bs1']:.2f} | {row['speedup_per_mac_reduction_bs100']:.2f} |")
+    return (
+        f"| {row['params']:,} | {row['macs'] / 1e6:.2f} | {row['ms_per_img_bs1']:.3f} | {row['ms_per_img_bs100']:.4f} "
+        f"| {reduction:.2f}× | {row['speedup_bs1']:.2f}× | {row['speedup_bs100']:.2f}× "
+        f"| {row['speedup_per_mac_reduction_bs1']:.2f} | {row['speedup_per_mac_reduction_bs100']:.2f} |"
+    )
 
 
 def header(title: str, command: str, *, repeats: int, threads: int) -> list[str]:

@@ -50,8 +50,10 @@ def plot(rows: Sequence[dict[str, Any]], path: str, latency_batch_size: Optional
     b = latency_batch_size or batch_sizes(rows)[0]
     figure = Figure(figsize=(12, 5), layout="constrained")
     FigureCanvasAgg(figure)
-    for axis, (key, label) in zip(figure.subplots(1, 2), [("macs", "MMACs per image (conv + FC)"),
-                                                          (f"ms_per_img_bs{b}", f"latency, ms per image at batch {b}")]):
+    for axis, (key, label) in zip(
+        figure.subplots(1, 2),
+        [("macs", "MMACs per image (conv + FC)"), (f"ms_per_img_bs{b}", f"latency, ms per image at batch {b}")],
+    ):
         scale = 1e6 if key == "macs" else 1.0
         points = [(row[key] / scale, row["top1"]) for row in rows]
         axis.scatter(*zip(*points), color="tab:blue", zorder=3)

@@ -53,7 +53,9 @@ def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     # Shown only for passes that last more than a second; on stderr so stdout stays parseable.
-    return tqdm(total=total, desc=desc, disable=not enabled, delay=1.0, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total, desc=desc, disable=not enabled, delay=1.0, leave=False, file=sys.stderr, dynamic_ncols=True
+    )
 
 
 def _batches(dataset: Dataset, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -93,8 +95,9 @@ def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, de
                      backend: str = "eager") -> dict[str, Any]:
     """top-1 / top-5 (%) and mean cross-entropy of ``candidate`` over ``dataset``.
 
-    ``backend``: ``"eager"`` runs the model as it is; another of :data:`~lightnets.evaluation.backends.ACCURACY_BACKENDS` runs its
-    BatchNorm-folded float32 export (CPU only), which gives the same predictions up to float rounding.
+    ``backend``: ``"eager"`` runs the model as it is; another of
+    :data:`~lightnets.evaluation.backends.ACCURACY_BACKENDS` runs its BatchNorm-folded float32 export (CPU only), which
+    gives the same predictions up to float rounding.
     """
     in_chans, side, _ = candidate.input_size
     model = candidate.model

@@ -2,8 +2,8 @@
 of a measurement that would ask exactly the same question.
 
 The index records each weight's accuracy as measured when it was published (eager, float32, on the whole
-test split); tests/pretrained/test_bundled_weights.py measures it again and requires the same figures. ``python -m eval``
-shows these by default, so the zoo table answers in seconds.
+test split); tests/pretrained/test_bundled_weights.py measures it again and requires the same figures.
+``python -m eval`` shows these by default, so the zoo table answers in seconds.
 
 >>> from lightnets.data import load_dataset
 >>> from lightnets.evaluation.candidate import build_candidate
@@ -38,8 +38,9 @@ def _bundled_by_sha256() -> dict[str, dict[str, Any]]:
 
 def recorded_accuracy(candidate: Candidate, data: Dataset) -> Optional[dict[str, Any]]:
     """A bundled weight's top-1 / top-5 as ``weights/index.json`` records them (measured eager, float32; re-measured by
-    tests/pretrained/test_bundled_weights.py) when they answer exactly this question: the same bytes, a lightnets measurement (not a
-    source's reported figure), dataset, split, image count, input size and normalisation. None otherwise."""
+    tests/pretrained/test_bundled_weights.py) when they answer exactly this question: the same bytes, a lightnets
+    measurement (not a source's reported figure), dataset, split, image count, input size and normalisation.
+    None otherwise."""
     sha256 = (getattr(candidate.model, "pretrained_cfg", None) or {}).get("sha256")
     entry = _bundled_by_sha256().get(sha256) if sha256 and loaded_by_name(candidate) else None
     metrics = (entry or {}).get("metrics") or {}

@@ -78,16 +78,24 @@ def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
                      f"logical cores{busy}")
     memory = (f"; peak MB: weights + input + the forward pass's peak allocation at bs{settings['peak_batch_size']} "
               "(CPU: replayed from torch.profiler memory events)") if settings.get("peak_batch_size") else ""
-    lines.append(f"MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s{memory}")
+    lines.append(
+        f"MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s{memory}"
+    )
     if settings.get("accuracy_backend") not in (None, "eager") and settings.get("images"):
-        lines.append(f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: the eager model")
+        lines.append(
+            f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: the eager model"
+        )
     if settings.get("accuracy_recorded"):
-        lines.append(f"top-1 / top-5 of {settings['accuracy_recorded']} bundled weight(s): as weights/index.json records "
-                     "them (measured eager, float32, on the same images when published; the test suite measures them "
-                     "again and requires the same figures), loss not recorded; --remeasure measures them now")
+        lines.append(
+            f"top-1 / top-5 of {settings['accuracy_recorded']} bundled weight(s): as weights/index.json records "
+            "them (measured eager, float32, on the same images when published; the test suite measures them "
+            "again and requires the same figures), loss not recorded; --remeasure measures them now"
+        )
     if settings.get("accuracy_cached"):
-        lines.append(f"top-1 of {settings['accuracy_cached']} model(s): an identical earlier measurement, cached (the same "
-                     "weights by sha256, data, backend and lightnets code); --remeasure measures again")
+        lines.append(
+            f"top-1 of {settings['accuracy_cached']} model(s): an identical earlier measurement, cached (the same "
+            "weights by sha256, data, backend and lightnets code); --remeasure measures again"
+        )
     if settings.get("dataset"):
         lines.append(f"data: {settings['dataset']} / {settings['split']}, {settings['images']} images"
                      if settings.get("images") else f"data: {settings['dataset']} (no accuracy measured)")
@@ -109,5 +117,6 @@ def render(rows: Sequence[dict[str, Any]], fmt: str = "table", environment: Opti
     check_format(fmt)
     notes = footer(environment, settings) if environment and settings else []
     document = {"environment": environment or {}, "settings": settings or {}, "rows": list(rows)}
-    every_key = list(dict.fromkeys(key for row in rows for key in row))  # CSV: every key of the rows, raw, as JSON has them
+    # CSV: every key of the rows, raw, as JSON has them
+    every_key = list(dict.fromkeys(key for row in rows for key in row))
     return render_rows(rows, columns(rows), fmt, notes=notes, document=document, csv_keys=every_key)

@@ -37,14 +37,21 @@ def check_min_input_size(model_name: str, img_size: int, min_size: int, small_in
     if img_size < min_size:
         raise ValueError(
             f"{model_name} takes images of at least {min_size}x{min_size}, got img_size={img_size}{given}"
-            + ("" if small_input else f"; build it with small_input=True for images down to {small_min_size}x{small_min_size}")
+            + (
+                ""
+                if small_input
+                else f"; build it with small_input=True for images down to {small_min_size}x{small_min_size}"
+            )
         )
 
 
 def check_num_classes(value: Any) -> int:
-    """``num_classes`` is an int >= 1, or 0 for no classifier (the model returns its pre-logits features, as in timm)."""
+    """``num_classes`` is an int >= 1, or 0 for no classifier (the model returns its pre-logits features, as in
+    timm)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"num_classes must be an integer >= 0 (0: no classifier, the model returns features), got {value!r}")
+        raise ValueError(
+            f"num_classes must be an integer >= 0 (0: no classifier, the model returns features), got {value!r}"
+        )
     return value
 
 
@@ -348,8 +355,10 @@ class ClassifierNet(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} expects a torch.Tensor batch of images (N, C, H, W), got {type(x).__name__}")
         if not x.is_floating_point():
-            raise TypeError(f"{name} expects a floating-point image tensor (normalised, e.g. float32), got dtype "
-                            f"{x.dtype}; convert it with x.float() and normalise with the model's pretrained_cfg mean/std")
+            raise TypeError(
+                f"{name} expects a floating-point image tensor (normalised, e.g. float32), got dtype "
+                f"{x.dtype}; convert it with x.float() and normalise with the model's pretrained_cfg mean/std"
+            )
         self._check_dtype(x, "the input")
         if x.dim() != 4:
             raise ValueError(f"{name} expects a batch of images (N, C, H, W), got a tensor of shape {tuple(x.shape)}")
@@ -406,7 +415,11 @@ class ClassifierNet(nn.Module):
         if weight is None or x.dtype == weight.dtype:
             return
         autocast = _autocast_dtype(x.device.type)
-        if autocast is not None and torch.float64 not in (x.dtype, weight.dtype) and weight.dtype in (torch.float32, autocast):
+        if (
+            autocast is not None
+            and torch.float64 not in (x.dtype, weight.dtype)
+            and weight.dtype in (torch.float32, autocast)
+        ):
             return
         convert = {torch.float32: "x.float()", torch.float16: "x.half()", torch.bfloat16: "x.bfloat16()"}.get(
             weight.dtype, f"x.to({weight.dtype})")

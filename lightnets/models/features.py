@@ -39,13 +39,17 @@ def feature_extractor(model: nn.Module, out_indices: Union[None, int, Sequence[i
         from timm.models._features import FeatureGetterNet
         from timm.models._features_fx import FeatureGraphNet
     except ImportError as error:  # moved or absent in a timm this version does not know
-        raise ImportError(f"features_only needs timm's FeatureGetterNet and FeatureGraphNet (timm >= 1.0): {error}") from error
+        raise ImportError(
+            f"features_only needs timm's FeatureGetterNet and FeatureGraphNet (timm >= 1.0): {error}"
+        ) from error
     indices = model.feature_indices(out_indices)  # our error message for a bad index, before timm's assert
     extractor = FeatureGetterNet if feature_cls == "getter" else FeatureGraphNet
     backbone = extractor(model, out_indices=tuple(indices))
     cfg = getattr(model, "pretrained_cfg", {})
     # As timm's pretrained_cfg_for_features: a backbone has no classifier.
-    backbone.pretrained_cfg = {key: value for key, value in cfg.items() if key not in ("num_classes", "classifier", "global_pool")}
+    backbone.pretrained_cfg = {
+        key: value for key, value in cfg.items() if key not in ("num_classes", "classifier", "global_pool")
+    }
     backbone.default_cfg = backbone.pretrained_cfg
     backbone.in_chans = model.in_chans
     return backbone

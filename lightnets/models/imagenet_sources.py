@@ -55,7 +55,9 @@ def reported_accuracy(top1: float, top5: float, reported_by: str) -> Metrics:
 
 def imagenet_weight(source: str, **fields: Any) -> WeightCfg:
     """The cfg of one of ``source``'s ImageNet-1k weights: its licence, the dataset and 1000 classes, and ``fields``."""
-    return WeightCfg(source=source, license=SOURCES[source]["license"], dataset="imagenet-1k", num_classes=1000, **fields)
+    return WeightCfg(
+        source=source, license=SOURCES[source]["license"], dataset="imagenet-1k", num_classes=1000, **fields
+    )
 
 
 # pytorchcv's GitHub releases: the file name carries the top-5 error × 100 and the sha1's first 8 digits
@@ -65,9 +67,9 @@ _OSMR_RELEASES = "https://github.com/osmr/imgclsmob/releases/download"
 
 def pytorchcv_weight(source_name: str, release: str, sha1: str, top1_err: float, top5_err: float, source_format: str,
                      model_args: Optional[dict[str, Any]] = None) -> WeightCfg:
-    """A pytorchcv ``.pth.zip`` release: its name in pytorchcv, release tag, the sha1 of the .pth, and the (top-1, top-5)
-    error of that .pth as imgclsmob's PyTorch results table reports it (pytorchcv/models/common/model_metainfos.csv has
-    the same sha1 and top-5 error)."""
+    """A pytorchcv ``.pth.zip`` release: its name in pytorchcv, release tag, the sha1 of the .pth, and the (top-1,
+    top-5) error of that .pth as imgclsmob's PyTorch results table reports it
+    (pytorchcv/models/common/model_metainfos.csv has the same sha1 and top-5 error)."""
     file_name = f"{source_name}-{round(top5_err * 100):04d}-{sha1[:8]}.pth"
     return imagenet_weight(
         "pytorchcv",

@@ -97,7 +97,11 @@ def restructure(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, fir
     """
     changed = []
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Conv2d) and f"{name}.weight" not in state_dict and f"{name}.conv_dw.weight" in state_dict:
+        if (
+            isinstance(module, nn.Conv2d)
+            and f"{name}.weight" not in state_dict
+            and f"{name}.conv_dw.weight" in state_dict
+        ):
             model.set_submodule(name, separable_pair(module).train(module.training))
             changed.append(name)
     with num_features_follow_classifier(model):
@@ -107,7 +111,9 @@ def restructure(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, fir
     return changed
 
 
-def _take_saved_shapes(model: nn.Module, state_dict: Mapping[str, torch.Tensor], first_conv: str, classifier: str) -> list[str]:
+def _take_saved_shapes(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], first_conv: str, classifier: str
+) -> list[str]:
     """Rebuild every Conv2d / BatchNorm2d / Linear whose saved weight has another shape (see :func:`restructure`)."""
     changed = []
     for name, module in list(model.named_modules()):
@@ -147,7 +153,9 @@ def refresh_feature_info(model: nn.Module, input_size: Sequence[int]) -> None:
                                                   intermediates_only=True)
     finally:
         model.train(was_training)
-    model.feature_info = [{**info, "num_chs": feature_map.shape[1]} for info, feature_map in zip(model.feature_info, maps)]
+    model.feature_info = [
+        {**info, "num_chs": feature_map.shape[1]} for info, feature_map in zip(model.feature_info, maps)
+    ]
     if hasattr(model, "num_features"):  # timm's meaning: the channels of the last map, which forward_features returns
         model.num_features = maps[-1].shape[1]
 

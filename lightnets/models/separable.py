@@ -196,7 +196,10 @@ class SmallCNN(ClassifierNet):
         for number, out_chs in enumerate(SMALLCNN_LAYERS, start=1):
             layers[f"conv{number}"] = conv3x3(in_chs, out_chs, separable=number in self.separable_layers)
             layers[f"pool{number}"] = nn.MaxPool2d(2)
-            body += [(f"features.conv{number}", out_chs, 2 ** (number - 1)), (f"features.pool{number}", out_chs, 2 ** number)]
+            body += [
+                (f"features.conv{number}", out_chs, 2 ** (number - 1)),
+                (f"features.pool{number}", out_chs, 2**number),
+            ]
             in_chs = out_chs
         self.features = nn.Sequential(layers)
         self.init_feature_info(body)

@@ -59,7 +59,9 @@ SCALES = tuple(STEM_CHANNELS)
 def check_shuffle_layout(shuffle_layout: str) -> str:
     """``shuffle_layout`` if it is one of :data:`SHUFFLE_LAYOUTS`, else a ValueError naming it."""
     if shuffle_layout not in SHUFFLE_LAYOUTS:
-        raise ValueError(f"shuffle_layout must be one of {', '.join(map(repr, SHUFFLE_LAYOUTS))}, got {shuffle_layout!r}")
+        raise ValueError(
+            f"shuffle_layout must be one of {', '.join(map(repr, SHUFFLE_LAYOUTS))}, got {shuffle_layout!r}"
+        )
     return shuffle_layout
 
 

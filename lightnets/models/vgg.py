@@ -11,9 +11,9 @@ Small form (``small_input=True``, 32 px by default) for CIFAR / Fashion-MNIST im
 layer is kept as it is, but
 
 * the pools after stages 4 and 5 are dropped (total stride 8 instead of 32; ``nn.Identity`` in
-  their place keeps the layer numbering), so a 32 px image ends in a 4×4 map and a 28 px one in 3×3. Dropping the last pools rather than the first keeps the cost
-  near the common CIFAR VGG's, which keeps all five pools and ends in 1×1: VGG-16 at 32 px costs
-  399 M MACs here, 313 M there, and 1.13 G with the first and last pools dropped instead;
+  their place keeps the layer numbering), so a 32 px image ends in a 4×4 map and a 28 px one in 3×3. Dropping the last
+  pools rather than the first keeps the cost near the common CIFAR VGG's, which keeps all five pools and ends in 1×1:
+  VGG-16 at 32 px costs 399 M MACs here, 313 M there, and 1.13 G with the first and last pools dropped instead;
 * the 120 M-parameter FC head, sized for a 7×7 map, is replaced by global average pool → dropout →
   classifier on the 512 features (``num_features = 512``).
 
@@ -31,7 +31,8 @@ from torch import nn
 
 from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
-from .base import ClassifierNet, check_bool, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
+from .base import (ClassifierNet, check_bool, check_drop_rate, check_num_classes, check_positive_int, classifier_layer,
+                   init_weights)
 
 # Table 1: output channels of the five stages, and 3×3 conv layers per stage for configurations
 # A (VGG-11), B (VGG-13), D (VGG-16) and E (VGG-19); the key counts weight layers (convs + 3 FC).
@@ -50,7 +51,8 @@ POOL_SIZE = 7  # 224 px / 2⁵: the first FC layer sees a 7×7×512 map
 
 
 def vgg_features(depth: int, in_chans: int, batch_norm: bool, pool_after_stage: tuple[bool, ...]) -> nn.Sequential:
-    """The conv body, torchvision's layout: Conv2d (bias) [→ BatchNorm2d] → ReLU per layer, a max pool after each stage."""
+    """The conv body, torchvision's layout: Conv2d (bias) [→ BatchNorm2d] → ReLU per layer, a max pool after each
+    stage."""
     layers: list[nn.Module] = []
     in_chs = in_chans
     for out_chs, num_convs, pool in zip(STAGE_CHANNELS, CONVS_PER_STAGE[depth], pool_after_stage):
@@ -107,7 +109,9 @@ class VGG(ClassifierNet):
         self.depth = depth
         self.batch_norm = check_bool("batch_norm", batch_norm)
         self.small_input = check_bool("small_input", small_input)
-        self.img_size = check_positive_int("img_size", img_size if img_size is not None else (32 if small_input else 224))
+        self.img_size = check_positive_int(
+            "img_size", img_size if img_size is not None else (32 if small_input else 224)
+        )
         self.in_chans = check_positive_int("in_chans", in_chans)
         pools = SMALL_INPUT_POOL_AFTER_STAGE if small_input else POOL_AFTER_STAGE
         self.min_input_size = 2 ** sum(pools)  # one pixel left after the floor-mode pools

@@ -67,8 +67,8 @@ def adapt_state_dict(model: nn.Module, state_dict: StateDict,
         if getattr(model.get_submodule(first_conv_name), "groups", 1) > 1:
             # A depthwise first conv has one filter per input channel: summing or repeating them has no meaning.
             raise ValueError(
-                f"{first_conv_name} is a depthwise conv, so weights saved for {weight.shape[0]} input channel(s) cannot "
-                f"be adapted to in_chans={model.in_chans}; build the model with the weights' in_chans"
+                f"{first_conv_name} is a depthwise conv, so weights saved for {weight.shape[0]} input channel(s) "
+                f"cannot be adapted to in_chans={model.in_chans}; build the model with the weights' in_chans"
             )
         state_dict[first_conv] = adapt_input_conv(weight, model.in_chans)
     classifier = cfg.classifier or "classifier"

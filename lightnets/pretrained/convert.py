@@ -106,9 +106,11 @@ def _renamed(state_dict: StateDict, rename: Callable[[str], Optional[str]], sour
 
 _PYTORCHCV_STEM = re.compile(r"features\.init_block\.(conv|bn)\.(.+)")
 _PYTORCHCV_MOBILENET_UNIT = re.compile(r"features\.stage(\d+)\.unit(\d+)\.(dw_conv|pw_conv)\.(conv|bn)\.(.+)")
-_PYTORCHCV_SHUFFLENET_UNIT = re.compile(r"features\.stage(\d+)\.unit(\d+)\.(compress_conv1|compress_bn1|dw_conv2|dw_bn2|expand_conv3|expand_bn3)\.(.+)")
-_PYTORCHCV_SHUFFLENET_LAYERS = {"compress_conv1": "conv1", "compress_bn1": "bn1", "dw_conv2": "conv_dw", "dw_bn2": "bn_dw",
-                                "expand_conv3": "conv2", "expand_bn3": "bn2"}
+_PYTORCHCV_SHUFFLENET_UNIT = re.compile(
+    r"features\.stage(\d+)\.unit(\d+)\.(compress_conv1|compress_bn1|dw_conv2|dw_bn2|expand_conv3|expand_bn3)\.(.+)"
+)
+_PYTORCHCV_SHUFFLENET_LAYERS = {"compress_conv1": "conv1", "compress_bn1": "bn1", "dw_conv2": "conv_dw",
+                                "dw_bn2": "bn_dw", "expand_conv3": "conv2", "expand_bn3": "bn2"}
 
 
 def _pytorchcv_common(key: str) -> Optional[str]:

@@ -23,13 +23,15 @@ from ..weight_cfg import WeightCfg
 from .download import ChecksumError, SizeLimit, WeightsUnavailableError, _too_large, sha256sum
 from .native import WeightsFileError, read_weights, zip_member_sha1
 
-__all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "safetensors_bytes", "save_state_dict"]
+__all__ = ["cache_dir", "converted_from_file", "converted_from_url", "download_file", "safetensors_bytes",
+           "save_state_dict"]
 
 StateDict = dict[str, torch.Tensor]
 
 
 def cache_dir() -> Path:
-    """Where converted weights are cached: ``$LIGHTNETS_CACHE``, ``$XDG_CACHE_HOME/lightnets`` or ``~/.cache/lightnets``."""
+    """Where converted weights are cached: ``$LIGHTNETS_CACHE``, ``$XDG_CACHE_HOME/lightnets`` or
+    ``~/.cache/lightnets``."""
     if os.environ.get("LIGHTNETS_CACHE"):
         return Path(os.environ["LIGHTNETS_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lightnets"
@@ -133,8 +135,10 @@ def _verify_source(path: Path, cfg: WeightCfg, url: str, name: str) -> None:
         return
     actual = zip_member_sha1(path) if path.suffix == ".zip" else hashlib.sha1(path.read_bytes()).hexdigest()
     if actual != expected:
-        raise ChecksumError(f"{name}: sha1 mismatch for the file downloaded from {url}: expected {expected}, got {actual}. "
-                            f"The download is corrupt or the file at the URL changed; load again, or report it")
+        raise ChecksumError(
+            f"{name}: sha1 mismatch for the file downloaded from {url}: expected {expected}, got {actual}. "
+            f"The download is corrupt or the file at the URL changed; load again, or report it"
+        )
 
 
 def converted_from_url(cfg: WeightCfg, name: str, limit: Optional[SizeLimit] = None) -> tuple[StateDict, Path]:

@@ -108,7 +108,9 @@ def _weights_file(path: Path) -> Path:
     if path.is_dir():
         path = path / WEIGHTS_NAME
     if not path.is_file():
-        raise WeightsUnavailableError(f"no weight file at {path} (expected a .safetensors file or a folder holding {WEIGHTS_NAME})")
+        raise WeightsUnavailableError(
+            f"no weight file at {path} (expected a .safetensors file or a folder holding {WEIGHTS_NAME})"
+        )
     return path
 
 
@@ -145,7 +147,9 @@ def resolve_weights(cfg: Union[WeightCfg, Mapping[str, Any]], pretrained_path: O
     if hf_hub_id:
         filename = cfg.hf_hub_filename or WEIGHTS_NAME
         if not filename.endswith(".safetensors"):
-            raise ValueError(f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}")
+            raise ValueError(
+                f"{name}: only .safetensors weights are loaded from the Hub, got hf_hub_filename={filename!r}"
+            )
         repo_id, revision = _split_revision(hf_hub_id, cfg.revision)
         path = _download_from_hub(repo_id, filename, revision, name, limit=limit)
         if not _intact(path, expected_sha):  # a corrupt cached file is fetched again, once, and checked again
@@ -158,7 +162,9 @@ def resolve_weights(cfg: Union[WeightCfg, Mapping[str, Any]], pretrained_path: O
     if cfg.url:
         return _download_url(cfg.url, name, expected_sha, limit)
     if bundled:
-        raise WeightsUnavailableError(f"{name}: bundled weights not found at {weights_dir / bundled} and no hf_hub_id or url to fetch them from")
+        raise WeightsUnavailableError(
+            f"{name}: bundled weights not found at {weights_dir / bundled} and no hf_hub_id or url to fetch them from"
+        )
     if cfg.download_page:
         raise WeightsUnavailableError(
             f"{name}: its publisher ({cfg.source or 'the source'}) gives this weight only as a manual download: get "
@@ -184,8 +190,10 @@ def _expected_sha256(cfg: WeightCfg, indexed: Mapping[str, Any], name: str) -> O
     else:
         return None
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
-        raise ChecksumError(f"{name}: the sha256 recorded in {where} is {value!r}, not 64 hex digits, so the file cannot be "
-                            f"verified; rebuild the manifest with `lightnets-weights index` (or give the right sha256)")
+        raise ChecksumError(
+            f"{name}: the sha256 recorded in {where} is {value!r}, not 64 hex digits, so the file cannot be "
+            f"verified; rebuild the manifest with `lightnets-weights index` (or give the right sha256)"
+        )
     return value
 
 
@@ -200,7 +208,8 @@ def _split_revision(hf_hub_id: str, revision: Optional[str]) -> tuple[str, Optio
 
 
 def _intact(path: Path, expected_sha: Optional[str]) -> bool:
-    """The file has the expected sha256 (when one is known) and, if it is a ``.safetensors`` file, a header that parses."""
+    """The file has the expected sha256 (when one is known) and, if it is a ``.safetensors`` file, a header that
+    parses."""
     if expected_sha and sha256sum(path) != expected_sha:
         return False
     return path.suffix != ".safetensors" or _parses_as_safetensors(path)
@@ -233,7 +242,8 @@ class SizeLimit(NamedTuple):
         """
         max_bytes = 8 * numbers + HEADER_ALLOWANCE
         return cls(max_bytes, f"a weight of {architecture}",
-                   f"8 bytes (float64) for each of its {numbers:,} parameters and buffers, plus 1 MiB of header: {max_bytes:,} bytes")
+                   f"8 bytes (float64) for each of its {numbers:,} parameters and buffers, plus 1 MiB of header: "
+                   f"{max_bytes:,} bytes")
 
 
 HEADER_ALLOWANCE = 1 << 20
@@ -304,7 +314,9 @@ def _download_from_hub(repo_id: str, filename: str, revision: Optional[str], nam
         raise
     except (*hub.transport_errors(), ValueError) as error:  # ValueError: hf's "force download failed", "install hf_xet"
         what, advice = hub.describe(error, timeout)
-        raise WeightsUnavailableError(f"{name}: could not download {filename} from {where}: {what}; {advice}") from error
+        raise WeightsUnavailableError(
+            f"{name}: could not download {filename} from {where}: {what}; {advice}"
+        ) from error
 
 
 def _url_cache_path(url: str) -> Path:
@@ -332,13 +344,17 @@ def _download_url(url: str, name: str, expected_sha: Optional[str], limit: Optio
     def verified(temporary: Path) -> None:
         actual = sha256sum(temporary) if expected_sha else None
         if actual != expected_sha:
-            raise ChecksumError(f"{name}: sha256 mismatch for the download of {url}: expected {expected_sha}, got {actual}. "
-                                f"The download is corrupt or the file at the URL changed: load again, or use the URL of "
-                                f"the version the checksum was recorded for")
+            raise ChecksumError(
+                f"{name}: sha256 mismatch for the download of {url}: expected {expected_sha}, got {actual}. "
+                f"The download is corrupt or the file at the URL changed: load again, or use the URL of "
+                f"the version the checksum was recorded for"
+            )
         if not _parses_as_safetensors(temporary):
-            raise WeightsUnavailableError(f"{name}: the download of {url} is not a readable safetensors file (a truncated "
-                                          f"or corrupt response, not cached): load again, or download the file "
-                                          f"yourself and pass it as pretrained_path=")
+            raise WeightsUnavailableError(
+                f"{name}: the download of {url} is not a readable safetensors file (a truncated "
+                f"or corrupt response, not cached): load again, or download the file "
+                f"yourself and pass it as pretrained_path="
+            )
 
     try:
         return _io.download(url, target, check=verified, max_bytes=limit.max_bytes if limit else None)

@@ -60,7 +60,8 @@ def read_config(path: PathLike) -> dict[str, Any]:
         if path.is_dir():
             raise WeightsFileError(
                 f"{path} has no {CONFIG_NAME}: a weight folder must say which model it holds (save_pretrained writes "
-                f"it). To load a bare weight file as the model you name, pass the file itself: {path / 'model.safetensors'}"
+                f"it). To load a bare weight file as the model you name, pass the file itself: "
+                f"{path / 'model.safetensors'}"
             )
         return {}
     try:
@@ -69,7 +70,9 @@ def read_config(path: PathLike) -> dict[str, Any]:
         raise WeightsFileError(f"{config_path} is not readable JSON ({error}); restore it, or write the folder again "
                                f"with save_pretrained") from None
     if not isinstance(config, dict):
-        raise WeightsFileError(f"{config_path} holds a JSON {type(config).__name__}, not an object describing the model")
+        raise WeightsFileError(
+            f"{config_path} holds a JSON {type(config).__name__}, not an object describing the model"
+        )
     if not config:
         raise WeightsFileError(f"{config_path} is an empty object: it does not say which model the folder holds; "
                                f"write the folder again with save_pretrained")
@@ -117,7 +120,8 @@ class FolderConfig:
             described = {
                 "architecture": info.get("architecture"),
                 "tag": info.get("tag"),
-                "model_args": None if model_args is None else {k: v for k, v in model_args.items() if k not in _IO_ARGS},
+                "model_args": (None if model_args is None
+                               else {k: v for k, v in model_args.items() if k not in _IO_ARGS}),
                 "num_classes": config.get("num_classes", cfg.num_classes),
                 "params": info.get("params"),
                 "macs": info.get("macs"),
@@ -133,7 +137,8 @@ class FolderConfig:
                    model_args=model_args, version=info.get("version"), dtype=info.get("dtype"))
 
     def to_json(self) -> dict[str, Any]:
-        """The config.json object save_pretrained writes (keys in its order; None-valued pretrained_cfg fields left out)."""
+        """The config.json object save_pretrained writes (keys in its order; None-valued pretrained_cfg fields left
+        out)."""
         cfg = self.cfg
         pretrained_cfg = {field: getattr(cfg, field) for field in _PRETRAINED_CFG_FIELDS}
         for field in ("input_size", "mean", "std", "label_names"):

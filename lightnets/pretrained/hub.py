@@ -159,12 +159,18 @@ def describe(error: BaseException, timeout: float) -> tuple[str, str]:
     for cause in _chain(error):
         kinds = {kind.__name__ for kind in type(cause).__mro__}
         if kinds & {"TimeoutException", "TimeoutError", "ReadTimeout", "ConnectTimeout", "Timeout"}:
-            return (f"the server sent nothing for {timeout:g} s ({DOWNLOAD_TIMEOUT_ENV}={timeout:g})",
-                    f"load again; if the server is slow rather than stalled, give it longer with {DOWNLOAD_TIMEOUT_ENV}")
+            return (
+                f"the server sent nothing for {timeout:g} s ({DOWNLOAD_TIMEOUT_ENV}={timeout:g})",
+                f"load again; if the server is slow rather than stalled, give it longer with {DOWNLOAD_TIMEOUT_ENV}",
+            )
         if "TooManyRedirects" in kinds:
             return ("the server redirected in a loop (one redirect after another, never the file)",
                     f"check HF_ENDPOINT and any proxy between you and the Hub, {_YOURSELF}")
-        if "RemoteProtocolError" in kinds or "ChunkedEncodingError" in kinds or "Consistency check failed" in str(cause):
+        if (
+            "RemoteProtocolError" in kinds
+            or "ChunkedEncodingError" in kinds
+            or "Consistency check failed" in str(cause)
+        ):
             return ("the connection closed before the whole file arrived (the partial download was not kept)",
                     f"load again; if it keeps failing, check the network (or a proxy), {_YOURSELF}")
         if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
@@ -178,8 +184,11 @@ def describe(error: BaseException, timeout: float) -> tuple[str, str]:
                     f"load again later; if it keeps failing, check HF_ENDPOINT, {_YOURSELF}")
         if kinds & {"ConnectError", "ConnectionError"}:
             first = str(cause).strip().splitlines()
-            return (f"could not connect ({first[0] if first else type(cause).__name__})",
-                    f"check the network, HF_ENDPOINT and any proxy; set HF_HUB_OFFLINE=1 to use only the cache, {_YOURSELF}")
+            return (
+                f"could not connect ({first[0] if first else type(cause).__name__})",
+                f"check the network, HF_ENDPOINT and any proxy; set HF_HUB_OFFLINE=1 to use only the cache, "
+                f"{_YOURSELF}",
+            )
     first = str(error).strip().splitlines()
     return (first[0] if first else type(error).__name__,
             f"load again; if it keeps failing, check the network and HF_ENDPOINT, {_YOURSELF}")

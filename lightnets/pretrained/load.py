@@ -37,8 +37,8 @@ from .folder_config import FolderConfig, read_config
 from .manifest import CONFIG_NAME
 from .native import WeightsFileError, is_native, read_weights
 
-__all__ = ["folder_cfg", "folder_weight_cfg", "hub_repo_cfg", "hub_repo_weight_cfg", "load_checkpoint", "load_pretrained",
-           "read_config"]
+__all__ = ["folder_cfg", "folder_weight_cfg", "hub_repo_cfg", "hub_repo_weight_cfg", "load_checkpoint",
+           "load_pretrained", "read_config"]
 
 PathLike = Union[str, Path]
 StateDict = dict[str, torch.Tensor]
@@ -136,7 +136,9 @@ def _source_state_dict(cfg: WeightCfg, pretrained_path: Optional[PathLike],
     return state_dict, path
 
 
-def _load_checked(model: nn.Module, state_dict: StateDict, source: Path, strict: bool, left_to_init: set[str] = frozenset()) -> None:
+def _load_checked(
+    model: nn.Module, state_dict: StateDict, source: Path, strict: bool, left_to_init: set[str] = frozenset()
+) -> None:
     """load_state_dict with an error that says which keys and shapes do not fit, and what to do."""
     own = model.state_dict()
     missing = [key for key in own if key not in state_dict and key not in left_to_init]
@@ -146,7 +148,8 @@ def _load_checked(model: nn.Module, state_dict: StateDict, source: Path, strict:
         problems = []
         if mismatched:
             problems.append("shape mismatch: " + "; ".join(
-                f"{key} is {tuple(state_dict[key].shape)} in the file, {tuple(own[key].shape)} in the model" for key in mismatched[:5]))
+                f"{key} is {tuple(state_dict[key].shape)} in the file, {tuple(own[key].shape)} in the model"
+                for key in mismatched[:5]))
         if missing:
             problems.append(f"{len(missing)} missing keys, e.g. {missing[:5]}")
         if unexpected:
@@ -168,7 +171,9 @@ def _take_saved_layers(model: nn.Module, state_dict: StateDict, cfg: WeightCfg) 
     if cfg.restructured:
         from ..models.restructure import restructure
 
-        restructure(model, state_dict, first_conv=cfg.first_conv or "stem.conv", classifier=cfg.classifier or "classifier")
+        restructure(
+            model, state_dict, first_conv=cfg.first_conv or "stem.conv", classifier=cfg.classifier or "classifier"
+        )
 
 
 def load_pretrained(model: nn.Module, cfg: Union[WeightCfg, dict[str, Any], None] = None,

@@ -64,8 +64,10 @@ def read_index(weights_dir: Union[str, os.PathLike]) -> dict[str, dict[str, Any]
         if not isinstance(weights, dict) or not all(isinstance(entry, dict) for entry in weights.values()):
             raise TypeError("'weights' must map each name.tag to an object")
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-        raise ManifestError(f"{index} is not a readable weights manifest ({type(error).__name__}: {error}); restore it "
-                          f"(`git checkout -- {index}` in a source checkout) or rebuild it with `lightnets-weights index`") from None
+        raise ManifestError(
+            f"{index} is not a readable weights manifest ({type(error).__name__}: {error}); restore it "
+            f"(`git checkout -- {index}` in a source checkout) or rebuild it with `lightnets-weights index`"
+        ) from None
     return weights
 
 
@@ -101,7 +103,8 @@ def bundled_cfgs(weights_dir: Optional[Union[str, os.PathLike]] = None) -> dict[
 
 
 # The keys of a manifest entry; the first ones must be there.
-_REQUIRED_KEYS = ("folder", "sha256", "model_args", "num_classes", "input_size", "mean", "std", "params", "macs", "metrics")
+_REQUIRED_KEYS = ("folder", "sha256", "model_args", "num_classes", "input_size", "mean", "std", "params", "macs",
+                  "metrics")
 _OPTIONAL_KEYS = ("hf_hub_id", "crop_pct", "interpolation", "label_names", "license", "training", "restructured")
 
 

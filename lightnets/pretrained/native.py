@@ -62,7 +62,9 @@ def _unwrap(checkpoint: object, path: Path) -> StateDict:
             checkpoint = checkpoint[key]
             break
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise WeightsFileError(f"{path} holds no state dict (a mapping of names to tensors): found {type(checkpoint).__name__}")
+        raise WeightsFileError(
+            f"{path} holds no state dict (a mapping of names to tensors): found {type(checkpoint).__name__}"
+        )
     # DDP and torch.compile prefix every key; a checkpoint of the bare model must not.
     return {str(key).removeprefix("module.").removeprefix("_orig_mod."): value for key, value in checkpoint.items()}
 
@@ -79,7 +81,9 @@ def _torch_load(source: Union[Path, io.BytesIO], path: Path) -> StateDict:
             f"(or safetensors) instead"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise WeightsFileError(f"{path} is not a readable PyTorch checkpoint (truncated or not a .pth file?): {error}") from None
+        raise WeightsFileError(
+            f"{path} is not a readable PyTorch checkpoint (truncated or not a .pth file?): {error}"
+        ) from None
     return _unwrap(checkpoint, path)
 
 
@@ -133,7 +137,9 @@ def _read_hdf5(path: Path) -> StateDict:
     except WeightsFileError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as error:
-        raise WeightsFileError(f"{path} is not a readable Keras HDF5 weight file (truncated download?): {error}") from None
+        raise WeightsFileError(
+            f"{path} is not a readable Keras HDF5 weight file (truncated download?): {error}"
+        ) from None
     return state_dict
 
 

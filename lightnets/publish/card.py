@@ -1,4 +1,6 @@
-"""The ``README.md`` model card of a weight folder: Hub metadata, the numbers its config.json records, how to load it."""
+"""The ``README.md`` model card of a weight folder: Hub metadata, the numbers its config.json records, how to load
+it."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -48,10 +50,12 @@ def model_card(folder: FolderConfig) -> str:
         # A published weight's numbers are its source's (each metric's reported_by names where), not lightnets' own.
         reported = any(row.reported_by is not None for row in metrics.rows)
         heading = "reported by its source, not measured by lightnets" if reported else "measured"
-        lines += [f"| {heading} | |", "|---|---|", *[f"| {key} | {value} |" for key, value in metrics.to_dict().items()], ""]
+        lines += [f"| {heading} | |", "|---|---|",
+                  *[f"| {key} | {value} |" for key, value in metrics.to_dict().items()], ""]
     if training:
         lines += ["| training | |", "|---|---|",
-                  *[f"| {key} | `{value}` |" if key == "command" else f"| {key} | {value} |" for key, value in training.items()], ""]
+                  *[f"| {key} | `{value}` |" if key == "command" else f"| {key} | {value} |"
+                    for key, value in training.items()], ""]
     lines += [
         "```python",
         "import lightnets",

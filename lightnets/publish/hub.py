@@ -23,10 +23,14 @@ def push_to_hub(directory: PathLike, repo_id: str, token: Optional[str] = None, 
     directory = Path(directory)
     for required in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
         if not (directory / required).is_file():
-            raise ValueError(f"{directory} is not a Hub-layout folder: {required} is missing (write it with save_pretrained)")
+            raise ValueError(
+                f"{directory} is not a Hub-layout folder: {required} is missing (write it with save_pretrained)"
+            )
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    commit = api.upload_folder(folder_path=str(directory), repo_id=repo_id, repo_type="model", commit_message=commit_message)
+    commit = api.upload_folder(
+        folder_path=str(directory), repo_id=repo_id, repo_type="model", commit_message=commit_message
+    )
     return str(commit.commit_url)

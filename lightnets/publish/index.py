@@ -36,7 +36,9 @@ def build_index(weights_dir: Optional[PathLike] = None) -> dict[str, dict[str, A
                              "write the folder with lightnets.save_pretrained")
         cfg = FolderConfig.from_json(config, config_path).cfg
         if not cfg.tag:
-            raise ValueError(f"{config_path.parent} has no tag: save bundled weights with save_pretrained(..., tag=...)")
+            raise ValueError(
+                f"{config_path.parent} has no tag: save bundled weights with save_pretrained(..., tag=...)"
+            )
         cfg = dataclasses.replace(
             cfg,
             file=config_path.parent.name,

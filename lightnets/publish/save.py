@@ -129,7 +129,9 @@ def save_pretrained(
     cfg = as_weight_cfg(getattr(model, "pretrained_cfg", None) or None, "the model's pretrained_cfg")
     architecture = cfg.architecture
     if not architecture:
-        raise ValueError("save_pretrained needs a model built by lightnets.create_model (its pretrained_cfg names the architecture)")
+        raise ValueError(
+            "save_pretrained needs a model built by lightnets.create_model (its pretrained_cfg names the architecture)"
+        )
     directory = Path(directory).expanduser()
     check_output_folder(directory, weight_name(architecture, tag), overwrite)
     # Everything is checked before the first byte is written.

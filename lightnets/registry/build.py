@@ -96,7 +96,8 @@ def _check_memory(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
     if needed > _ESTIMATE_ABOVE_BYTES and available is not None and needed > available // 2:
         raise ValueError(
             f"{entry.name} with {given} has {params / 1e9:.2f} G parameters: {needed / 2**30:.1f} GiB in float32, more "
-            f"than half of this machine's {available / 2**30:.1f} GiB of memory; choose a smaller width, input or fewer classes"
+            f"than half of this machine's {available / 2**30:.1f} GiB of memory; choose a smaller width, input or "
+            "fewer classes"
         )
 
 

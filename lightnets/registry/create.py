@@ -72,7 +72,9 @@ def create_model(
     _check_call(model_name, pretrained, pretrained_path)
     entry, tag = entry_of(model_name), split_model_name(model_name)[1]
     cfg = resolve_cfg(entry, tag, pretrained, pretrained_path, pretrained_cfg)
-    kwargs = _model_kwargs(entry, cfg, kwargs, num_classes, in_chans, from_weight=pretrained or bool(tag), strict=pretrained)
+    kwargs = _model_kwargs(
+        entry, cfg, kwargs, num_classes, in_chans, from_weight=pretrained or bool(tag), strict=pretrained
+    )
     _check_feature_args(features_only, out_indices, feature_cls)
     model = build(entry, cfg, kwargs)
     model.pretrained_cfg = _describe(model, cfg).to_dict()
@@ -205,10 +207,14 @@ def _model_kwargs(entry: ModelEntry, cfg: WeightCfg, kwargs: dict[str, Any], num
     return kwargs
 
 
-def _check_feature_args(features_only: bool, out_indices: Union[None, int, Sequence[int]], feature_cls: Optional[str]) -> None:
+def _check_feature_args(
+    features_only: bool, out_indices: Union[None, int, Sequence[int]], feature_cls: Optional[str]
+) -> None:
     if not features_only and (out_indices is not None or feature_cls is not None):
-        raise TypeError(f"out_indices and feature_cls only apply with features_only=True (got out_indices={out_indices!r}, "
-                        f"feature_cls={feature_cls!r})")
+        raise TypeError(
+            f"out_indices and feature_cls only apply with features_only=True (got out_indices={out_indices!r}, "
+            f"feature_cls={feature_cls!r})"
+        )
     if feature_cls not in (None, *FEATURE_CLASSES):
         raise ValueError(f"feature_cls must be one of {', '.join(map(repr, FEATURE_CLASSES))} (timm's feature "
                          f"extractors these models take), got {feature_cls!r}")

@@ -28,7 +28,9 @@ def entry_of(model_name: str) -> ModelEntry:
             "pass it as pretrained_path= with pretrained=True"
         )
     if not name:
-        raise catalog.UnknownModelError(f"unknown model {model_name!r}: no name before the tag; see lightnets.list_models()")
+        raise catalog.UnknownModelError(
+            f"unknown model {model_name!r}: no name before the tag; see lightnets.list_models()"
+        )
     return catalog.entry(name)
 
 

@@ -107,7 +107,9 @@ class FeatureDistillation(nn.Module):
                  pairs: Optional[Sequence[tuple[int, int]]] = None, weight: Optional[float] = None) -> None:
         super().__init__()
         if kind not in FEATURE_LOSSES:
-            raise ValueError(f"feature distillation kind must be one of {', '.join(map(repr, FEATURE_LOSSES))}, got {kind!r}")
+            raise ValueError(
+                f"feature distillation kind must be one of {', '.join(map(repr, FEATURE_LOSSES))}, got {kind!r}"
+            )
         weight = DEFAULT_WEIGHTS[kind] if weight is None else weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
             raise ValueError(f"feature distillation weight must be a finite number > 0, got {weight!r}")
@@ -120,9 +122,11 @@ class FeatureDistillation(nn.Module):
                      if info["reduction"] in deepest
                      and all(later["reduction"] != info["reduction"] for later in student_info[index + 1:])]
             if not pairs:
-                raise ValueError("the student and the teacher have no feature map at a common reduction "
-                                 f"({[i['reduction'] for i in student_info]} vs {[i['reduction'] for i in teacher_info]}); "
-                                 "give pairs=[(student index, teacher index), ...]")
+                raise ValueError(
+                    "the student and the teacher have no feature map at a common reduction "
+                    f"({[i['reduction'] for i in student_info]} vs {[i['reduction'] for i in teacher_info]}); "
+                    "give pairs=[(student index, teacher index), ...]"
+                )
         pairs = [tuple(pair) for pair in pairs]
         for pair in pairs:
             if len(pair) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in pair) \
@@ -157,7 +161,9 @@ class FeatureDistillation(nn.Module):
         return self.teacher.forward_head(final), [by_index[t] for _, t in self.pairs]
 
     @torch.no_grad()
-    def fit_adapters(self, student: nn.Module, images: torch.Tensor, teacher_images: Optional[torch.Tensor] = None) -> None:
+    def fit_adapters(
+        self, student: nn.Module, images: torch.Tensor, teacher_images: Optional[torch.Tensor] = None
+    ) -> None:
         """Set each 1×1 adapter to the least-squares map from the student's channels to the teacher's over
         ``images`` (every position a sample; ``teacher_images``: the same images normalised for the teacher,
         default ``images``), so the hint term starts from its minimum for the student as it

@@ -116,7 +116,10 @@ def prepare_for(model: nn.Module, memory_format: torch.memory_format = torch.con
     std = config.std if std is None else std
 
     def prepare(batch: torch.Tensor) -> torch.Tensor:
-        return normalize_batch(batch, config.in_chans, config.img_size, mean, std).contiguous(memory_format=memory_format)
+        return normalize_batch(batch, config.in_chans, config.img_size, mean, std).contiguous(
+            memory_format=memory_format
+        )
+
     return prepare
 
 
@@ -131,7 +134,9 @@ def set_train_mode(model: nn.Module, frozen_bn_eval: bool = False) -> None:
     model.train()
     if frozen_bn_eval:
         for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in module.parameters()):
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
                 module.eval()
 
 
@@ -197,7 +202,9 @@ def fit(
     if scaler is None:
         scaler = torch.amp.GradScaler(device.type, enabled=config.amp_dtype == torch.float16)
 
-    def loss_against(output: torch.Tensor, teacher_logits: Optional[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    def loss_against(
+        output: torch.Tensor, teacher_logits: Optional[torch.Tensor], target: torch.Tensor
+    ) -> torch.Tensor:
         if teacher_logits is None:
             return criterion(output, target)
         return distillation_loss(output, teacher_logits, target, config.distill_alpha, config.temperature,
@@ -212,10 +219,14 @@ def fit(
     seen = correct = 0
     loss_sum = 0.0
     started = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=not config.progress or not runtime.is_main)
+    bar = tqdm(
+        range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=not config.progress or not runtime.is_main
+    )
     for step in bar:
         index = order[step * batch_size:(step + 1) * batch_size]
-        batch = augment(images[index].to(device, non_blocking=True), config.pad, config.flip, generator, config.erase_prob)
+        batch = augment(
+            images[index].to(device, non_blocking=True), config.pad, config.flip, generator, config.erase_prob
+        )
         batch, lam = mix_batch(batch, generator, config.mixup, config.cutmix, config.mix_prob)
         target = labels[index].to(device, non_blocking=True)
         with config.autocast(device):

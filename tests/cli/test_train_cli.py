@@ -18,7 +18,9 @@ from lightnets.cli.train_model import build_model, parse_model_args
 from lightnets.publish import save_pretrained
 
 
-@pytest.mark.parametrize("teacher", ["smallcnn_3x2.fmnist,", ",smallcnn_3x2.fmnist", "smallcnn_3x2.fmnist,,vgg11_bn.fmnist"])
+@pytest.mark.parametrize(
+    "teacher", ["smallcnn_3x2.fmnist,", ",smallcnn_3x2.fmnist", "smallcnn_3x2.fmnist,,vgg11_bn.fmnist"]
+)
 def test_a_teacher_list_with_an_empty_name_is_refused(teacher):
     with pytest.raises(ValueError, match="an empty name between commas"):
         lightnets.cli.train_model.teacher_sources(teacher)
@@ -42,7 +44,9 @@ def test_parse_model_args():
 def test_compile_without_a_cpp_compiler_is_refused_before_any_work(monkeypatch):
     monkeypatch.setattr(lightnets.deploy, "cpp_compiler", lambda: None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match=r"--compile on the CPU needs a C\+\+ compiler .* drop --compile to train eagerly"):
+    with pytest.raises(
+        ValueError, match=r"--compile on the CPU needs a C\+\+ compiler .* drop --compile to train eagerly"
+    ):
         train(["--model", "mobilenet_v1_025", "--compile", "--dataset", "no-such-dataset"])
 
 
@@ -67,9 +71,11 @@ def test_impossible_settings_are_refused_before_any_work(argv, message):
     (["--model", "mobilenetv1_025"], "unknown model 'mobilenetv1_025'; did you mean mobilenet_v1_025"),
     (["--model", "mobilenet_v1_025", "--model-arg", "depth=3", "--limit", "8", "--dataset", "synthetic"],
      "mobilenet_v1_025 got unknown argument(s) depth"),
-    (["--finetune-from", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025", "--dataset", "synthetic", "--limit", "8"],
+    (["--finetune-from", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025", "--dataset", "synthetic",
+      "--limit", "8"],
      "--model mobilenet_v1_025 is not the architecture of --finetune-from smallcnn_3x2.fmnist (smallcnn_3x2)"),
-    (["--finetune-from", str(Path("no/such/folder")), "--dataset", "synthetic", "--limit", "8"], "unknown model 'no/such/folder'"),
+    (["--finetune-from", str(Path("no/such/folder")), "--dataset", "synthetic", "--limit", "8"],
+     "unknown model 'no/such/folder'"),
 ])
 def test_cli_errors_are_one_line(capsys, argv, message):
     assert lightnets.cli.train.main([*argv, "--epochs", "1", "--no-progress"]) == 2
@@ -82,17 +88,21 @@ def test_a_bad_argument_value_is_one_line_too(capsys):
         lightnets.cli.train.main(["--model", "mobilenet_v1_025", "--epochs", "many"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("lightnets-train: error: argument --epochs: invalid int value: 'many'")
+    assert err.count("\n") == 1 and err.startswith(
+        "lightnets-train: error: argument --epochs: invalid int value: 'many'"
+    )
 
 
 def test_help_is_grouped_and_shows_each_default_once():
     """--help groups the options and states every default once (tests/repository/test_architecture.py checks
     that it answers before torch is imported)."""
     text = lightnets.cli.train.build_parser().format_help()
-    for group in ("model:", "data:", "optimisation:", "schedule:", "augmentation:", "distillation:", "runtime:", "output:"):
+    for group in ("model:", "data:", "optimisation:", "schedule:", "augmentation:", "distillation:", "runtime:",
+                  "output:"):
         assert f"\n{group}\n" in text
-    for default in ("(default: 30)", "(default: 0.05)", "(default: fashion_mnist)", "(default: sgd)", "(default: cosine)",
-                    "(default: 0)", "(default: 128)", "(default: the cache)", "(default: cuda if available)"):
+    for default in ("(default: 30)", "(default: 0.05)", "(default: fashion_mnist)", "(default: sgd)",
+                    "(default: cosine)", "(default: 0)", "(default: 128)", "(default: the cache)",
+                    "(default: cuda if available)"):
         assert default in text.replace("\n" + " " * 24, " "), default
     parser = lightnets.cli.train.build_parser()
     for action in parser._actions:
@@ -108,7 +118,10 @@ def test_the_log_is_reconciled_with_the_checkpoint(tmp_path):
     log = tmp_path / "log.jsonl"
     log.write_text('{"epoch": 1, "top1": 50.0}\n{"epoch": 2, "to')  # killed while writing epoch 2's line
     reconcile_log(log, 2, {"epoch": 2, "top1": 60.0})
-    assert [json.loads(line) for line in log.read_text().splitlines()] == [{"epoch": 1, "top1": 50.0}, {"epoch": 2, "top1": 60.0}]
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        {"epoch": 1, "top1": 50.0},
+        {"epoch": 2, "top1": 60.0},
+    ]
     log.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')  # lines past the checkpoint's epoch go
     reconcile_log(log, 2, None)
     assert log.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
@@ -116,13 +129,15 @@ def test_the_log_is_reconciled_with_the_checkpoint(tmp_path):
 
 def test_training_from_scratch_builds_the_model_at_the_datas_size():
     args = Namespace(model="smallcnn_3x2", model_arg=[], finetune_from=None)
-    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)  # CIFAR-10: its FC layer sized for 32
+    # CIFAR-10: its FC layer sized for 32
+    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)
     assert model.img_size == 32 and model_args["img_size"] == 32
 
 
 def test_finetune_runs_at_the_datas_own_size_when_the_model_pools_globally():
     args = Namespace(model=None, model_arg=[], finetune_from="mobilenet_v1_025.fmnist")
-    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)  # CIFAR-10 from the Fashion-MNIST weight
+    # CIFAR-10 from the Fashion-MNIST weight
+    model, model_args = build_model(args, num_classes=10, in_chans=3, img_size=32)
     assert (model.img_size, model.in_chans, model.small_input) == (32, 3, True)
     assert model_args == {"small_input": True, "img_size": 32}
     shipped = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True)

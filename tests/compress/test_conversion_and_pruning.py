@@ -1,4 +1,5 @@
-"""Model compression (lightnets.compress): conversion to depthwise-separable convs, L1-norm filter pruning, fine-tuning and distillation.
+"""Model compression (lightnets.compress): conversion to depthwise-separable convs, L1-norm filter pruning, fine-tuning
+and distillation.
 
 The distillation loss itself is checked by hand in test_train.py; here a short run must move a
 student toward its teacher.
@@ -48,11 +49,13 @@ def params(model):
 # ---------------------------------------------------------------------------------------------
 
 # (conv, M in, N out, output side) of the 3+2 CNN at 28 px: conv k is followed by a 2x2 pool.
-SMALLCNN_CONVS = {"features.conv1.conv": (1, 32, 28), "features.conv2.conv": (32, 64, 14), "features.conv3.conv": (64, 128, 7)}
+SMALLCNN_CONVS = {"features.conv1.conv": (1, 32, 28), "features.conv2.conv": (32, 64, 14),
+                  "features.conv3.conv": (64, 128, 7)}
 
 
 @pytest.mark.parametrize("layers", [["features.conv1.conv"], ["features.conv2.conv"], ["features.conv3.conv"],
-                                    ["features.conv1.conv", "features.conv2.conv"], ["features.conv2.conv", "features.conv3.conv"]])
+                                    ["features.conv1.conv", "features.conv2.conv"],
+                                    ["features.conv2.conv", "features.conv3.conv"]])
 def test_conversion_costs_follow_mobilenet_eq5(layers):
     model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     converted = compress.to_separable(model, layers)
@@ -64,7 +67,10 @@ def test_conversion_costs_follow_mobilenet_eq5(layers):
     assert count_macs(model, (1, 28, 28)) - count_macs(converted, (1, 28, 28)) == saved_macs
     assert params(model) - params(converted) == saved_params
     change = compress.compare_cost(model, converted)
-    assert (change.macs_before - change.macs_after, change.params_before - change.params_after) == (saved_macs, saved_params)
+    assert (change.macs_before - change.macs_after, change.params_before - change.params_after) == (
+        saved_macs,
+        saved_params,
+    )
     assert converted(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
@@ -82,7 +88,10 @@ def test_conversion_keeps_every_other_weight_bit_identical():
     model = lightnets.create_model("smallcnn_3x2", in_chans=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     converted = compress.to_separable(model, ["features.conv2"])  # a block holding one conv names that conv
-    assert isinstance(converted.features.conv2.conv.conv_dw, nn.Conv2d) and converted.features.conv2.conv.conv_dw.groups == 32
+    assert (
+        isinstance(converted.features.conv2.conv.conv_dw, nn.Conv2d)
+        and converted.features.conv2.conv.conv_dw.groups == 32
+    )
     new = converted.state_dict()
     for key, value in before.items():
         assert torch.equal(model.state_dict()[key], value)  # the input model is untouched
@@ -104,7 +113,9 @@ def test_freeze_untouched_trains_only_the_new_layers(fmnist_test):
     model.pretrained_cfg.update(mean=(0.286,), std=(0.353,))
     converted = compress.to_separable(model, ["features.conv3"], freeze="untouched")
     trainable = {name for name, p in converted.named_parameters() if p.requires_grad}
-    assert trainable == {f"features.conv3.conv.{name}" for name in ("conv_dw.weight", "bn_dw.weight", "bn_dw.bias", "conv_pw.weight")}
+    assert trainable == {
+        f"features.conv3.conv.{name}" for name in ("conv_dw.weight", "bn_dw.weight", "bn_dw.bias", "conv_pw.weight")
+    }
     frozen = {k: v.clone() for k, v in converted.state_dict().items() if not k.startswith("features.conv3.conv.")}
     new_before = converted.features.conv3.conv.conv_pw.weight.clone()
     compress.finetune(converted, load_dataset("fashion_mnist", limit=256), epochs=1, batch_size=64, lr=0.05)
@@ -223,7 +234,9 @@ def test_every_family_prunes_to_a_smaller_model_that_computes_the_masked_one(nam
     assert change.params_after < 0.7 * change.params_before and change.macs_after < 0.9 * change.macs_before
     assert change.params_after == params(pruned)
     convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    smaller = [n for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels < convs[n].out_channels]
+    smaller = [
+        n for n, m in pruned.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels < convs[n].out_channels
+    ]
     assert len(smaller) >= 2
     assert all(m.weight.shape[0] == m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d))
     # Exactness: the pruned model computes what the original computes with those channels silenced.
@@ -250,7 +263,9 @@ def test_removed_filters_are_those_of_smallest_l1_norm():
     model = lightnets.create_model("smallcnn_3x2", in_chans=1).eval()
     conv = model.features.conv2.conv
     with torch.no_grad():
-        conv.weight.mul_(torch.linspace(2.0, 0.1, 64).view(64, 1, 1, 1) / conv.weight.abs().sum((1, 2, 3), keepdim=True))
+        conv.weight.mul_(
+            torch.linspace(2.0, 0.1, 64).view(64, 1, 1, 1) / conv.weight.abs().sum((1, 2, 3), keepdim=True)
+        )
     pruned = compress.prune_l1(model, {"features.conv2.conv": 0.25})
     assert pruned.features.conv2.conv.weight.shape == (48, 32, 3, 3)
     torch.testing.assert_close(pruned.features.conv2.conv.weight, conv.weight[:48], rtol=0, atol=0)
@@ -285,7 +300,9 @@ def test_shufflenet_joined_and_grouped_layers_stay_consistent():
 
 
 def test_plain_sequential_prunes_and_its_output_layer_is_refused():
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 4)
+    )
     pruned = compress.prune_l1(model, {"0": 0.5}, input_size=(3, 8, 8))
     assert pruned[0].out_channels == 8 and pruned[3].in_channels == 8
     assert pruned(torch.randn(2, 3, 8, 8)).shape == (2, 4)
@@ -315,7 +332,8 @@ def test_pruning_errors_name_the_problem():
 
 @pytest.mark.slow
 def test_pruned_model_recovers_accuracy_after_a_short_finetune(trained, fmnist_test):
-    """Recorded run: prune the trained 3+2 CNN by half, fine-tune 150 steps on test images 0–4,999, score 8,000–9,999."""
+    """Recorded run: prune the trained 3+2 CNN by half, fine-tune 150 steps on test images 0–4,999, score
+    8,000–9,999."""
     tune_set = load_dataset("fashion_mnist", "test", limit=5000)
     held_out = copy.copy(fmnist_test)
     held_out.images, held_out.labels = fmnist_test.images[8000:], fmnist_test.labels[8000:]
@@ -338,7 +356,9 @@ def test_distillation_moves_the_student_toward_the_teacher(trained, fmnist_test)
     def kl_to_teacher():
         with torch.no_grad():
             teacher_p = F.log_softmax(trained(x), 1)
-            return F.kl_div(F.log_softmax(student.eval()(x), 1), teacher_p, log_target=True, reduction="batchmean").item()
+            return F.kl_div(
+                F.log_softmax(student.eval()(x), 1), teacher_p, log_target=True, reduction="batchmean"
+            ).item()
 
     before = kl_to_teacher()
     compress.finetune(student, load_dataset("fashion_mnist", limit=1280), epochs=2, batch_size=64, lr=0.05,
@@ -351,11 +371,15 @@ def test_distillation_moves_the_student_toward_the_teacher(trained, fmnist_test)
 def test_sensitivity_scan_rows_table_and_plot(trained, tmp_path, capsys):
     data = load_dataset("fashion_mnist", "test", limit=300)
     rows = compress.sensitivity_scan(trained, data, ratios=(0.25, 0.75), plot=str(tmp_path / "scan.png"))
-    assert [(r["layer"], r["ratio"]) for r in rows] == [(f"features.conv{k}.conv", ratio) for k in (1, 2, 3) for ratio in (0.25, 0.75)]
+    assert [(r["layer"], r["ratio"]) for r in rows] == [
+        (f"features.conv{k}.conv", ratio) for k in (1, 2, 3) for ratio in (0.25, 0.75)
+    ]
     base = compress.top1_accuracy(trained, data)
     for row in rows:
         assert row["drop"] == pytest.approx(base - row["top1"])
-        assert row["top1"] == pytest.approx(compress.top1_accuracy(compress.prune_l1(trained, {row["layer"]: row["ratio"]}), data))
+        assert row["top1"] == pytest.approx(
+            compress.top1_accuracy(compress.prune_l1(trained, {row["layer"]: row["ratio"]}), data)
+        )
     # Li et al. Fig. 2b: removing more filters of a layer costs more accuracy.
     assert all(rows[i]["top1"] >= rows[i + 1]["top1"] for i in (0, 2, 4))
     assert (tmp_path / "scan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -388,7 +412,9 @@ def test_sensitivity_scan_covers_each_joined_set_once():
     assert [r["layer"] for r in rows] == list(sets)
     assert rows[0]["joined"] == trunk[1:] and rows[1]["joined"] == []
     pruned = compress.prune_l1(model, {"stage3.4.conv2": 0.25})  # any member prunes the set: the 12-filter stem loses 3
-    assert pruned.stem.conv.out_channels == 9 and pruned.stage4[3].conv2.out_channels < model.stage4[3].conv2.out_channels
+    assert (
+        pruned.stem.conv.out_channels == 9 and pruned.stage4[3].conv2.out_channels < model.stage4[3].conv2.out_channels
+    )
 
 
 def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly():
@@ -397,7 +423,9 @@ def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly(
     # form runs of 3, 2 and 3 columns in groups 0, 1, 2.
     model = lightnets.create_model("shufflenet_g3_050", small_input=True, in_chans=1, num_classes=10).eval()
     expected = {
-        0.5: 21,   # each run alone would lose round(1.5), round(1.0), round(1.5) = 2, 1, 2: uneven, so each loses round(0.5 · 8/3) = 1
+        # each run alone would lose round(1.5), round(1.0), round(1.5) = 2, 1, 2: uneven, so each loses
+        # round(0.5 · 8/3) = 1
+        0.5: 21,
         0.75: 12,  # round(2.25), round(1.5), round(2.25) = 2, 2, 2 columns: 18 of 30 filters go
     }
     for ratio, filters in expected.items():
@@ -471,7 +499,8 @@ def test_iterative_prune_applies_each_step_to_the_last_model():
 @pytest.mark.parametrize("name, kwargs, convert", [
     ("mobilenet_v1_025", {"small_input": True}, None),
     ("smallcnn_3x2", {}, ["features.conv2"]),
-    ("shufflenet_v1", {"groups": 4, "scale": 0.5, "small_input": True}, None),  # grouped convs keep their groups; the integer program's layout
+    # grouped convs keep their groups; the integer program's layout
+    ("shufflenet_v1", {"groups": 4, "scale": 0.5, "small_input": True}, None),
     ("sepcnn_regular", {"small_input": True}, "deepest:2"),
 ])
 def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert, tmp_path):
@@ -498,14 +527,19 @@ def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert,
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), derived(x), atol=0, rtol=0)
     assert loaded.num_features == derived.num_features
-    checkpoint = lightnets.load_checkpoint(lightnets.create_model(name, num_classes=10, in_chans=1, img_size=28, **kwargs),
-                                           folder).eval()  # also what `python -m eval --checkpoint` loads with
+    checkpoint = lightnets.load_checkpoint(
+        lightnets.create_model(name, num_classes=10, in_chans=1, img_size=28, **kwargs), folder
+    ).eval()  # also what `python -m eval --checkpoint` loads with
     with torch.no_grad():
         torch.testing.assert_close(checkpoint(x), derived(x), atol=0, rtol=0)
     with pytest.raises(ValueError, match="does not fit"):  # a model built for other classes is an error, not adapted
-        lightnets.load_checkpoint(lightnets.create_model(name, num_classes=5, in_chans=1, img_size=28, **kwargs), folder)
+        lightnets.load_checkpoint(
+            lightnets.create_model(name, num_classes=5, in_chans=1, img_size=28, **kwargs), folder
+        )
     # fine-tuning the compressed model for another task: a new head, 3-channel input
-    adapted = lightnets.create_model(name, pretrained=True, pretrained_path=str(folder), num_classes=5, in_chans=3).eval()
+    adapted = lightnets.create_model(
+        name, pretrained=True, pretrained_path=str(folder), num_classes=5, in_chans=3
+    ).eval()
     assert adapted(torch.randn(2, 3, 28, 28)).shape == (2, 5)
     assert adapted.get_classifier().in_features == derived.get_classifier().in_features
 
@@ -521,5 +555,6 @@ def test_a_changed_model_no_longer_claims_the_weights_it_came_from():
         cfg = derived.pretrained_cfg
         assert cfg["derived_from"] == SMALLCNN and cfg["tag"] is None
         assert not {"sha256", "metrics", "file", "params", "macs"} & set(cfg)
-        assert cfg["mean"] == model.pretrained_cfg["mean"] and cfg["architecture"] == "smallcnn_3x2"  # still how to feed it
+        # still how to feed it
+        assert cfg["mean"] == model.pretrained_cfg["mean"] and cfg["architecture"] == "smallcnn_3x2"
     assert model.pretrained_cfg["metrics"]["top1"] == 92.35  # the original is untouched

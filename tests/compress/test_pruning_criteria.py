@@ -122,7 +122,8 @@ class _NoReluAfterFirstConv(nn.Module):
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"criterion": "taylor"}, ValueError, "criterion must be one of 'l1', 'apoz', 'reconstruction', 'slimming', got 'taylor'"),
+    ({"criterion": "taylor"}, ValueError,
+     "criterion must be one of 'l1', 'apoz', 'reconstruction', 'slimming', got 'taylor'"),
     ({"criterion": "reconstruction"}, ValueError, "criterion='reconstruction' needs calibration images"),
     ({"criterion": "reconstruction", "calibration": torch.full((2, 1, 28, 28), math.nan)}, ValueError, "finite float"),
     ({"criterion": "apoz"}, ValueError, "criterion='apoz' needs calibration images"),
@@ -157,7 +158,8 @@ def test_the_bn_l1_penalty_drives_batch_norm_scales_toward_zero():
     def scale_sum(bn_l1):
         model = small("smallcnn_3x2")
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-        fit(model, images, labels, optimizer, FitConfig(batch_size=16, bn_l1=bn_l1), order=torch.arange(64).repeat(2), steps=8)
+        fit(model, images, labels, optimizer, FitConfig(batch_size=16, bn_l1=bn_l1), order=torch.arange(64).repeat(2),
+            steps=8)
         return sum(float(m.weight.abs().sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
     scales = sum(m.num_features for m in small("smallcnn_3x2").modules() if isinstance(m, nn.BatchNorm2d))
@@ -283,7 +285,9 @@ def test_the_refit_lowers_the_readers_error_to_what_it_reports(name, kwargs, con
         unrefit = prune(model, {conv: 0.5}, "reconstruction", calibration=images)
     outputs = {}
     for key, network in (("original", model), ("refit", pruned), ("unrefit", unrefit)):
-        handle = network.get_submodule(reader).register_forward_hook(lambda m, a, out, key=key: outputs.__setitem__(key, out))
+        handle = network.get_submodule(reader).register_forward_hook(
+            lambda m, a, out, key=key: outputs.__setitem__(key, out)
+        )
         with torch.no_grad():
             outputs[key + " logits"] = network(images)
         handle.remove()
@@ -295,7 +299,10 @@ def test_the_refit_lowers_the_readers_error_to_what_it_reports(name, kwargs, con
     assert relative("unrefit") == pytest.approx(before, rel=1e-4)
     assert relative("refit") == pytest.approx(after, rel=1e-3, abs=1e-7)
     assert after < before - 1e-3
-    logits = {key: float(((outputs[key + " logits"] - outputs["original logits"]) ** 2).mean()) for key in ("refit", "unrefit")}
+    logits = {
+        key: float(((outputs[key + " logits"] - outputs["original logits"]) ** 2).mean())
+        for key in ("refit", "unrefit")
+    }
     assert logits["refit"] < logits["unrefit"]
 
 
@@ -310,7 +317,9 @@ def test_a_reader_with_too_few_calibration_rows_is_left_as_pruned():
 
 def pruned_positions(model, pruned):
     kept = pruned.blocks[12].conv_pw.weight.flatten(1)
-    return [i for i, row in enumerate(model.blocks[12].conv_pw.weight.flatten(1)) if any(torch.equal(row, k) for k in kept)]
+    return [
+        i for i, row in enumerate(model.blocks[12].conv_pw.weight.flatten(1)) if any(torch.equal(row, k) for k in kept)
+    ]
 
 
 def test_lasso_path_scores_rank_contributions_by_how_much_of_the_target_they_explain():
@@ -322,7 +331,9 @@ def test_lasso_path_scores_rank_contributions_by_how_much_of_the_target_they_exp
     scores = lasso_path_scores(contributions @ contributions.T)
     assert scores.argsort(descending=True).tolist()[:3] == [0, 1, 2]
     assert scores[3] == 0 and scores[0] > scores[1] > scores[2] > 0
-    batch = lasso_path_scores(torch.stack([contributions @ contributions.T, contributions.flip(0) @ contributions.flip(0).T]))
+    batch = lasso_path_scores(
+        torch.stack([contributions @ contributions.T, contributions.flip(0) @ contributions.flip(0).T])
+    )
     torch.testing.assert_close(batch[1], scores.flip(0))
 
 

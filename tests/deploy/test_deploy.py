@@ -160,9 +160,13 @@ def test_export_onnx_leaves_height_and_width_symbolic_only_when_the_model_pools_
     def input_dims(path):
         return [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
 
-    assert input_dims(deploy.export_onnx(make_model("shufflenet_v1"), tmp_path / "a.onnx")) == ["batch", 3, "height", "width"]
-    assert input_dims(deploy.export_onnx(make_model("smallcnn"), tmp_path / "b.onnx")) == ["batch", 1, 28, 28]  # flattens
-    fixed = deploy.export_onnx(make_model("shufflenet_v1"), tmp_path / "c.onnx", dynamic_batch=False, dynamic_size=False)
+    assert (input_dims(deploy.export_onnx(make_model("shufflenet_v1"), tmp_path / "a.onnx"))
+            == ["batch", 3, "height", "width"])
+    # flattens
+    assert input_dims(deploy.export_onnx(make_model("smallcnn"), tmp_path / "b.onnx")) == ["batch", 1, 28, 28]
+    fixed = deploy.export_onnx(
+        make_model("shufflenet_v1"), tmp_path / "c.onnx", dynamic_batch=False, dynamic_size=False
+    )
     assert input_dims(fixed) == [1, 3, 32, 32]
     grid = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(4 * 49, 2))  # VGG's head
     assert not deploy.pools_globally(grid)
@@ -241,7 +245,9 @@ def test_int8_needs_calibration_images_and_only_int8_takes_them():
         deploy.optimize_for_inference(model, backend="onnxruntime-int8")
     with pytest.raises(ValueError, match="only used by backend 'onnxruntime-int8'"):
         deploy.optimize_for_inference(model, backend="eager", calibration_images=torch.zeros(2, 1, 28, 28))
-    with pytest.raises(ValueError, match=r"calibration_images must be a non-empty \(N, C, H, W\) tensor, got \(28, 28\)"):
+    with pytest.raises(
+        ValueError, match=r"calibration_images must be a non-empty \(N, C, H, W\) tensor, got \(28, 28\)"
+    ):
         deploy.quantize_onnx("unused.onnx", "unused.int8.onnx", torch.zeros(28, 28))
 
 

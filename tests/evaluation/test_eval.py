@@ -22,7 +22,8 @@ from lightnets.evaluation.cli import main
 from lightnets.evaluation.figure import pareto_front
 from lightnets.evaluation.report import render
 
-FAST = ["--limit", "200", "--repeats", "2", "--warmup", "1", "--latency-batch-sizes", "1,8", "--threads", "1", "--no-progress", "--memory"]
+FAST = ["--limit", "200", "--repeats", "2", "--warmup", "1", "--latency-batch-sizes", "1,8", "--threads", "1",
+        "--no-progress", "--memory"]
 PAIR = ["--model", "smallcnn_3x2", "--model", "smallcnn_3x2_dw123"]
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -68,7 +69,9 @@ def test_cli_reports_every_column_with_sane_values(json_run):
     assert separable["mac_ratio"] == pytest.approx(separable["macs"] / base["macs"]) and separable["mac_ratio"] < 0.2
     for b in (1, 8):
         assert separable[f"speedup_bs{b}"] == pytest.approx(base[f"ms_bs{b}"] / separable[f"ms_bs{b}"])
-        assert separable[f"speedup_per_mac_reduction_bs{b}"] == pytest.approx(separable[f"speedup_bs{b}"] * separable["mac_ratio"])
+        assert separable[f"speedup_per_mac_reduction_bs{b}"] == pytest.approx(
+            separable[f"speedup_bs{b}"] * separable["mac_ratio"]
+        )
     assert report["environment"]["threads"] == 1 and report["environment"]["torch"] == torch.__version__
     assert report["settings"]["latency_batch_sizes"] == [1, 8]
 
@@ -88,7 +91,8 @@ def test_every_output_format_parses_back(json_run):
     first = [cell.strip() for cell in markdown[2].strip("|").split("|")]
     assert len(first) == len(header) and first[0] == "smallcnn_3x2" and first[4] == f"{rows[0]['macs'] / 1e6:.2f}"
     assert any("threads: 1" in line for line in markdown)
-    assert any("command: `python -m eval --model smallcnn_3x2" in line for line in markdown)  # reproducible from the table
+    # reproducible from the table
+    assert any("command: `python -m eval --model smallcnn_3x2" in line for line in markdown)
 
     table = render(rows, "table", report["environment"], report["settings"]).splitlines()
     assert table[0].split()[:3] == ["model", "tag", "input"] and set(table[1]) == {"-", " "}
@@ -108,8 +112,11 @@ def test_latency_is_measured_in_real_time():
             time.sleep(0.02)
             return x.mean((2, 3))
 
-    row, = evaluate([Sleeper()], accuracy=False, latency_batch_sizes=(1, 4), repeats=3, warmup=1, progress=False, img_size=8)
-    for b in (1, 4):  # a sleep overshoots by up to ~10 ms on a busy host; time per image (5 ms at bs4) would be far below
+    (row,) = evaluate(
+        [Sleeper()], accuracy=False, latency_batch_sizes=(1, 4), repeats=3, warmup=1, progress=False, img_size=8
+    )
+    # a sleep overshoots by up to ~10 ms on a busy host; time per image (5 ms at bs4) would be far below
+    for b in (1, 4):
         assert 20.0 <= row[f"ms_bs{b}"] < 40.0
     assert row["ms_per_img_bs4"] == pytest.approx(row["ms_bs4"] / 4) and row["macs"] == 0 and row["top1"] is None
 
@@ -139,10 +146,12 @@ def test_imagefolder_and_synthetic_through_the_engine(tmp_path):
         (tmp_path / name).mkdir()
         for i in range(3):
             Image.new("RGB", (40 + 10 * i, 36), color).save(tmp_path / name / f"{i}.png")
-    row, = evaluate(["smallcnn_3x2"], f"imagefolder:{tmp_path}", pretrained=False, latency_batch_sizes=(1,), repeats=1, warmup=0,
-                    workers=0, progress=False)
+    row, = evaluate(["smallcnn_3x2"], f"imagefolder:{tmp_path}", pretrained=False, latency_batch_sizes=(1,), repeats=1,
+                    warmup=0, workers=0, progress=False)
     assert row["images"] == 6 and row["input_size"] == "3x28x28" and row["top1"] in (0.0, 50.0, 100.0)
-    row, = evaluate(["smallcnn_3x2"], "synthetic", pretrained=False, latency_batch_sizes=(2,), repeats=1, warmup=0, progress=False)
+    (row,) = evaluate(
+        ["smallcnn_3x2"], "synthetic", pretrained=False, latency_batch_sizes=(2,), repeats=1, warmup=0, progress=False
+    )
     assert row["top1"] is None and row["ms_bs2"] > 0
 
 
@@ -186,7 +195,10 @@ def test_each_model_reads_an_image_folder_with_its_own_crop_and_filter(tmp_path,
     monkeypatch.setattr(engine, "load_dataset", lambda *a, **k: loads.append(k) or load_dataset(*a, **k))
     evaluate([model], f"imagefolder:{tmp_path}", img_size=32, latency_batch_sizes=(1,), repeats=1, warmup=0,
              workers=0, progress=False)
-    assert [(k["img_size"], k.get("crop_pct"), k.get("interpolation")) for k in loads] == [(32, None, None), (32, 0.9, "bicubic")]
+    assert [(k["img_size"], k.get("crop_pct"), k.get("interpolation")) for k in loads] == [
+        (32, None, None),
+        (32, 0.9, "bicubic"),
+    ]
 
 
 def test_a_float_dataset_object_is_not_scaled_twice():
@@ -213,21 +225,28 @@ def test_a_weight_evaluated_on_other_classes_is_warned_about():
 
     test = load_dataset("fashion_mnist", limit=20)
     digits = InMemoryDataset(test.images, test.labels, [str(i) for i in range(10)], "digits", "test")
-    with pytest.warns(UserWarning, match=r"trained on the classes T-shirt/top, Trouser, Pullover ... \(10\) but the dataset's are 0, 1, 2"):
+    with pytest.warns(
+        UserWarning,
+        match=r"trained on the classes T-shirt/top, Trouser, Pullover ... \(10\) but the dataset's are 0, 1, 2",
+    ):
         evaluate(["smallcnn_3x2.fmnist"], digits, latency_batch_sizes=(1,), repeats=1, warmup=0, progress=False)
 
 
 def test_a_tagged_name_without_its_weights_is_the_architecture_they_were_trained_with():
-    (row,) = evaluate(["mobilenet_v1_025.fmnist"], pretrained=False, accuracy=False, latency_batch_sizes=(1,), repeats=1,
-                      warmup=0, progress=False)
+    (row,) = evaluate(["mobilenet_v1_025.fmnist"], pretrained=False, accuracy=False, latency_batch_sizes=(1,),
+                      repeats=1, warmup=0, progress=False)
     assert (row["tag"], row["input_size"], round(row["macs"] / 1e6, 2)) == ("random init", "1x28x28", 2.90)
 
 
 def test_globs_name_each_weight_once():
     from lightnets.evaluation.cli import model_names
 
-    assert model_names(["mobilenet_v1_025*"], False) == ["mobilenet_v1_025.fmnist"]  # not also the bare name: same weight
-    assert model_names(["mobilenet_v1_025*"], False, pretrained=False) == ["mobilenet_v1_025", "mobilenet_v1_025.fmnist"]
+    # not also the bare name: same weight
+    assert model_names(["mobilenet_v1_025*"], False) == ["mobilenet_v1_025.fmnist"]
+    assert model_names(["mobilenet_v1_025*"], False, pretrained=False) == [
+        "mobilenet_v1_025",
+        "mobilenet_v1_025.fmnist",
+    ]
     names = model_names(["smallcnn_3x2*"], False)
     assert len(names) == len(set(names)) == len(lightnets.list_pretrained("smallcnn_3x2*"))
     assert "mobilenet_v1" in model_names(["mobilenet_v1*"], False)  # a model without weights stays
@@ -238,7 +257,8 @@ def test_all_pretrained_on_an_image_folder_takes_the_weights_for_its_classes():
 
     ten = pretrained_for("imagefolder:x", num_classes=10)
     assert "mobilenet_v1_100.timm_in1k" not in ten and set(ten) == set(pretrained_for("fashion_mnist"))
-    assert pretrained_for("imagefolder:x", num_classes=1000) == lightnets.list_pretrained("*_in1k")  # every ImageNet weight
+    # every ImageNet weight
+    assert pretrained_for("imagefolder:x", num_classes=1000) == lightnets.list_pretrained("*_in1k")
     assert pretrained_for("imagefolder:x", num_classes=2) == []
 
 
@@ -249,8 +269,8 @@ def test_a_failing_plot_keeps_the_table(tmp_path, monkeypatch, capsys):
         raise OSError("disk full")
 
     monkeypatch.setattr(cli, "plot", broken_plot)
-    status, out, err = run(capsys, *PAIR, "--no-pretrained", *FAST, "--format", "csv", "--output", str(tmp_path / "t.csv"),
-                           "--plot", str(tmp_path / "p.png"))
+    status, out, err = run(capsys, *PAIR, "--no-pretrained", *FAST, "--format", "csv", "--output",
+                           str(tmp_path / "t.csv"), "--plot", str(tmp_path / "p.png"))
     assert status == 2 and "disk full" in err
     assert len((tmp_path / "t.csv").read_text().splitlines()) == 3  # header + two models
 
@@ -275,7 +295,9 @@ def test_peak_memory_counts_a_temporary_freed_inside_an_op():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs Fashion-MNIST's train split (Debian's dataset-fashion-mnist)")
+@pytest.mark.skipif(
+    not DEBIAN_DIR.is_dir(), reason="needs Fashion-MNIST's train split (Debian's dataset-fashion-mnist)"
+)
 def test_a_trained_model_scores_well_above_chance(tmp_path, capsys):
     from safetensors.torch import save_file
 
@@ -331,7 +353,9 @@ def bad_files(tmp_path):
         (tmp_path / "fmnist" / name).write_bytes(b"\x1f\x8b not really gzip")
     from safetensors.torch import save_file
 
-    save_file(lightnets.create_model("smallcnn_3x2_dw123", num_classes=10).state_dict(), str(tmp_path / "other.safetensors"))
+    save_file(
+        lightnets.create_model("smallcnn_3x2_dw123", num_classes=10).state_dict(), str(tmp_path / "other.safetensors")
+    )
     return tmp_path
 
 
@@ -342,10 +366,13 @@ def bad_files(tmp_path):
     (["--model", "smallcnn_3x2", "--dataset", "imagenet"], "unknown dataset 'imagenet'; choose one of fashion_mnist"),
     (["--model", "smallcnn_3x2", "--split", "val"], "unknown split 'val' for fashion_mnist; choose train or test"),
     (["--model", "smallcnn_3x2", "--dataset", "cifar10", "--data-dir", "{tmp}/none"], "CIFAR-10 not found"),
-    (["--model", "smallcnn_3x2", "--data-dir", "{tmp}/fmnist"], "t10k-images-idx3-ubyte.gz is corrupt: expected gzip md5"),
-    (["--model", "smallcnn_3x2", "--checkpoint", "{tmp}/other.safetensors"], "other.safetensors does not fit smallcnn_3x2: "),
+    (["--model", "smallcnn_3x2", "--data-dir", "{tmp}/fmnist"],
+     "t10k-images-idx3-ubyte.gz is corrupt: expected gzip md5"),
+    (["--model", "smallcnn_3x2", "--checkpoint", "{tmp}/other.safetensors"],
+     "other.safetensors does not fit smallcnn_3x2: "),
     (["--model", "smallcnn_3x2", "--checkpoint", "{tmp}/missing.safetensors"], "no weight file at"),
-    (["--model", "smallcnn_3x2", "--model", "sepcnn_regular", "--checkpoint", "{tmp}/other.safetensors"], "a checkpoint belongs to one model"),
+    (["--model", "smallcnn_3x2", "--model", "sepcnn_regular", "--checkpoint", "{tmp}/other.safetensors"],
+     "a checkpoint belongs to one model"),
     (["--model", "smallcnn_3x2", "--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
     (["--model", "smallcnn_3x2", "--latency-batch-sizes", "0,4"], "batch sizes must be integers >= 1"),
     (["--model", "smallcnn_3x2", "--repeats", "0"], "repeats must be an integer >= 1, got 0"),
@@ -362,8 +389,11 @@ def bad_files(tmp_path):
 def test_bad_input_gets_a_one_line_error(argv, message, bad_files, capsys):
     argv = [arg.replace("{tmp}", str(bad_files)) for arg in argv]
     try:
-        status = main([*argv, "--limit", "10", "--repeats", "1", "--warmup", "0", "--latency-batch-sizes", "1", "--no-progress"]
-                      if "--latency-batch-sizes" not in argv and "--repeats" not in argv else [*argv, "--no-progress"])
+        status = main(
+            [*argv, "--limit", "10", "--repeats", "1", "--warmup", "0", "--latency-batch-sizes", "1", "--no-progress"]
+            if "--latency-batch-sizes" not in argv and "--repeats" not in argv
+            else [*argv, "--no-progress"]
+        )
     except SystemExit as exit_:  # argparse's own errors
         status = exit_.code
     captured = capsys.readouterr()
@@ -383,4 +413,6 @@ def test_all_pretrained_picks_the_weights_of_the_dataset():
 
     assert "mobilenet_v1_100.timm_in1k" in pretrained_for("synthetic")
     assert "mobilenet_v1_100.timm_in1k" not in pretrained_for("fashion_mnist")
-    assert all(lightnets.get_pretrained_cfg(name)["dataset"] == "fashion_mnist" for name in pretrained_for("fashion_mnist"))
+    assert all(
+        lightnets.get_pretrained_cfg(name)["dataset"] == "fashion_mnist" for name in pretrained_for("fashion_mnist")
+    )

@@ -88,7 +88,9 @@ def test_an_identical_accuracy_measurement_is_reused_and_remeasure_measures_agai
     first, = evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=200, **common)
     second, = evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=200, **common)
     assert len(measured) == 1 and (first["accuracy_cached"], second["accuracy_cached"]) == (False, True)
-    assert {k: second[k] for k in ("top1", "top5", "loss", "images")} == {k: first[k] for k in ("top1", "top5", "loss", "images")}
+    assert {k: second[k] for k in ("top1", "top5", "loss", "images")} == {
+        k: first[k] for k in ("top1", "top5", "loss", "images")
+    }
     evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=100, **common)
     again, = evaluation.evaluate(["smallcnn_3x2.fmnist"], limit=200, accuracy_cache=False, **common)
     assert len(measured) == 3 and again["accuracy_cached"] is False and again["top1"] == first["top1"]
@@ -119,7 +121,8 @@ def test_the_cache_key_changes_with_each_input_it_names():
 def test_each_models_accuracy_is_shown_as_soon_as_it_is_known(capsys):
     """The table waits for the latency of every model; the accuracy of each is on stderr when it is measured,
     in order, and a second run says it came from the cache."""
-    argv = ["--model", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025.fmnist", *[a for a in QUICK if a != "--no-progress"]]
+    argv = ["--model", "smallcnn_3x2.fmnist", "--model", "mobilenet_v1_025.fmnist",
+            *[a for a in QUICK if a != "--no-progress"]]
     # measured whatever ran before; then measured or read (and now stored); then read from the cache
     for how, again in (("s)", ["--remeasure"]), ("", []), ("(cached)", [])):
         assert main(argv + ["--format", "json", *again]) == 0
@@ -154,15 +157,19 @@ def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(ac
     assert accuracy_passes == [] and report["settings"]["accuracy_recorded"] == 2
     for row in report["rows"]:
         metrics = INDEX[row["model"]]["metrics"]
-        assert (row["top1"], row["top5"], row["images"], row["loss"]) == (metrics["top1"], metrics["top5"], 10_000, None)
+        assert ((row["top1"], row["top5"], row["images"], row["loss"])
+                == (metrics["top1"], metrics["top5"], 10_000, None))
         assert row["accuracy_recorded"] and not row["accuracy_cached"]
-        assert f"{row['model']}: top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}% on 10,000 images (recorded)" \
+        assert (
+            f"{row['model']}: top-1 {metrics['top1']:.2f}%, top-5 {metrics['top5']:.2f}% on 10,000 images (recorded)"
             in captured.err
+        )
     assert main(["--model", "smallcnn_3x2.fmnist", "--repeats", "1", "--warmup", "0", "--no-progress"]) == 0
     table = capsys.readouterr().out
     assert "top-1 / top-5 of 1 bundled weight(s): as weights/index.json records them" in table
     assert "accuracy pass:" not in table  # there was none
-    assert "top-1 %" in table.splitlines()[0] and "loss" not in table.splitlines()[0]  # not recorded: no column of dashes
+    # not recorded: no column of dashes
+    assert "top-1 %" in table.splitlines()[0] and "loss" not in table.splitlines()[0]
 
 
 @pytest.mark.parametrize("changed", [["--limit", "9999"], ["--remeasure"],
@@ -170,7 +177,8 @@ def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(ac
 def test_accuracy_is_measured_when_the_record_does_not_answer_the_question(accuracy_passes, capsys, changed):
     """Fewer images, --remeasure, a backend asked for by name, random init: measured."""
     assert main(["--model", "smallcnn_3x2.fmnist" if changed != ["--no-pretrained"] else "smallcnn_3x2",
-                 "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-progress", "--format", "json", *changed]) == 0
+                 "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-progress", "--format", "json",
+                 *changed]) == 0
     (row,) = json.loads(capsys.readouterr().out)["rows"]
     assert accuracy_passes == [row["model"]] and not row["accuracy_recorded"] and row["loss"] is not None
 

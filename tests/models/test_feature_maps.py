@@ -22,7 +22,9 @@ def test_intermediates_match_feature_info_and_forward_features(name):
     with torch.no_grad():
         final, maps = model.forward_intermediates(x)
         torch.testing.assert_close(final, model.forward_features(x), rtol=0, atol=0)
-    assert [(m.shape[1], 32 // m.shape[-1]) for m in maps] == [(f["num_chs"], f["reduction"]) for f in model.feature_info]
+    assert [(m.shape[1], 32 // m.shape[-1]) for m in maps] == [
+        (f["num_chs"], f["reduction"]) for f in model.feature_info
+    ]
     reductions = [f["reduction"] for f in model.feature_info]
     assert reductions == sorted(set(reductions)), "one map per resolution, coarser and coarser"
     assert torch.equal(maps[-1], final), "the last map is the body's output"
@@ -72,7 +74,8 @@ def test_indices_as_timm_reads_them():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"indices": 6}, ValueError, "has 5 feature maps; an int takes the last n, n from 1 to 5, got 6"),
-    ({"indices": (0, 5)}, ValueError, "indices 0 to 4, or -5 to -1 from the end\\), got index 5; reductions: \\[1, 2, 4, 8, 16\\]"),
+    ({"indices": (0, 5)}, ValueError,
+     "indices 0 to 4, or -5 to -1 from the end\\), got index 5; reductions: \\[1, 2, 4, 8, 16\\]"),
     ({"indices": (3, 1)}, ValueError, "distinct feature maps in increasing order, got \\[3, 1\\]"),
     ({"indices": "all"}, ValueError, "indices must be None, an int or a non-empty sequence of ints, got 'all'"),
     ({"output_fmt": "NHWC"}, ValueError, "output_fmt must be 'NCHW'"),
@@ -87,13 +90,19 @@ def test_intermediates_check_the_input():
         _small("shufflenet_g3_050").forward_intermediates(torch.zeros(1, 1, 32, 32))
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v1_025", "shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2_dw2"])
+@pytest.mark.parametrize(
+    "name", ["mobilenet_v1_025", "shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2_dw2"]
+)
 def test_features_only_backbone(name):
     import timm
 
     model = _small(name)
-    backbone = lightnets.create_model(name, small_input=True, img_size=32, features_only=True, out_indices=(1, 2)).eval()
-    backbone.load_state_dict({f"model.{k}": v for k, v in model.state_dict().items() if f"model.{k}" in backbone.state_dict()})
+    backbone = lightnets.create_model(
+        name, small_input=True, img_size=32, features_only=True, out_indices=(1, 2)
+    ).eval()
+    backbone.load_state_dict(
+        {f"model.{k}": v for k, v in model.state_dict().items() if f"model.{k}" in backbone.state_dict()}
+    )
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         maps = backbone(x)

@@ -104,7 +104,9 @@ def test_bad_arguments(kwargs, message):
 
 def test_too_small_image_is_a_clear_error():
     model = lightnets.create_model("mobilenet_v1_025")
-    with pytest.raises(ValueError, match=r"at least 32x32, got 28x28; build it with small_input=True for images down to 16x16$"):
+    with pytest.raises(
+        ValueError, match=r"at least 32x32, got 28x28; build it with small_input=True for images down to 16x16$"
+    ):
         model(torch.zeros(1, 3, 28, 28))
     with pytest.raises(ValueError, match=r"at least 32x32, got 8x8$"):  # too small for the small form too: no such hint
         model(torch.zeros(1, 3, 8, 8))

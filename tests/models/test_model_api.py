@@ -26,7 +26,9 @@ def test_zoo_has_every_family():
 
 
 # Default-size canaries: the ImageNet forms at their 224 px (VGG's is covered at its size by tests/models/test_vgg.py).
-@pytest.mark.parametrize("name, kwargs", [("mobilenet_v1_025", {}), ("shufflenet_g8_050", {"shuffle_layout": "megvii"})])
+@pytest.mark.parametrize(
+    "name, kwargs", [("mobilenet_v1_025", {}), ("shufflenet_g8_050", {"shuffle_layout": "megvii"})]
+)
 def test_default_size_forward_backward(name, kwargs):
     model = lightnets.create_model(name, num_classes=7, **kwargs)
     channels, height, width = model.pretrained_cfg["input_size"]
@@ -151,9 +153,11 @@ def test_global_pool_through_create_model_and_timm():
 
     mapped = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True, num_classes=0, global_pool="")
     assert mapped(torch.zeros(1, 1, 28, 28)).shape == (1, 256, 2, 2)  # the weights are loaded before pooling is set
-    assert timm.create_model("shufflenet_g3_050", num_classes=0, global_pool="")(torch.zeros(1, 3, 64, 64)).shape == (1, 480, 2, 2)
+    assert (timm.create_model("shufflenet_g3_050", num_classes=0, global_pool="")(torch.zeros(1, 3, 64, 64)).shape
+            == (1, 480, 2, 2))
     # A head that flattens the map (with hidden layers) is skipped as well: the model returns its last map.
-    assert lightnets.create_model("smallcnn_3x2", num_classes=0, global_pool="")(torch.zeros(1, 3, 28, 28)).shape == (1, 128, 3, 3)
+    assert (lightnets.create_model("smallcnn_3x2", num_classes=0, global_pool="")(torch.zeros(1, 3, 28, 28)).shape
+            == (1, 128, 3, 3))
     with pytest.raises(ValueError, match=r"global_pool='' \(no pooling\) needs num_classes=0, got 10"):
         lightnets.create_model("smallcnn_3x2", global_pool="")
     with pytest.raises(ValueError, match="global_pool must be 'avg' or '' \\(no pooling\\), got 'max'"):
@@ -236,7 +240,9 @@ def test_group_matcher_lists_the_layers_in_the_order_they_run(name):
         else:
             layer_key[param_name] = (position[layer],)
             # the stem alone, then one group per feature map: the maps that end before this layer
-            stage_key[param_name] = (-1,) if position[layer] == 0 else (sum(end < position[layer] for end in stage_ends),)
+            stage_key[param_name] = (
+                (-1,) if position[layer] == 0 else (sum(end < position[layer] for end in stage_ends),)
+            )
     assert group_parameters(model, model.group_matcher(), reverse=True) == _ranks(layer_key)
     coarse = group_parameters(model, model.group_matcher(coarse=True), reverse=True)
     assert coarse == _ranks(stage_key)
@@ -247,7 +253,9 @@ def test_timm_layer_decay_follows_the_group_matcher():
     from timm.optim import param_groups_layer_decay
 
     model = lightnets.create_model("mobilenet_v1_025")  # stem, 13 blocks, classifier
-    scales = {id(p): group["lr_scale"] for group in param_groups_layer_decay(model, layer_decay=0.5) for p in group["params"]}
+    scales = {
+        id(p): group["lr_scale"] for group in param_groups_layer_decay(model, layer_decay=0.5) for p in group["params"]
+    }
     assert scales[id(model.classifier.weight)] == 1.0
     assert scales[id(model.blocks[12].conv_pw.weight)] == 0.5
     assert scales[id(model.stem.conv.weight)] == 0.5 ** 14

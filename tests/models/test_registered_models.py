@@ -93,7 +93,9 @@ def test_every_registered_name_is_recorded(measured, expected):
 
 @pytest.mark.parametrize("name", lightnets.list_models())
 def test_registered_network_matches_its_record(name, measured, expected):
-    assert measured[name] == expected.get(name), f"{name}'s numbers changed; if on purpose, LIGHTNETS_ACCEPT=1 records them"
+    assert measured[name] == expected.get(name), (
+        f"{name}'s numbers changed; if on purpose, LIGHTNETS_ACCEPT=1 records them"
+    )
 
 
 def test_the_record_holds_the_papers_numbers(expected):

@@ -57,7 +57,9 @@ def _skeleton(model: SepCNN) -> list[tuple]:
     rows = []
     for layer in model.features:
         if isinstance(layer, (ConvBNAct, DepthwiseSeparableConv)):
-            out_chs = layer.conv_pw.out_channels if isinstance(layer, DepthwiseSeparableConv) else layer.conv.out_channels
+            out_chs = (
+                layer.conv_pw.out_channels if isinstance(layer, DepthwiseSeparableConv) else layer.conv.out_channels
+            )
             norms_then_relu = [type(m) for m in layer if isinstance(m, (nn.BatchNorm2d, nn.ReLU))][-2:]
             rows.append(("conv3x3", out_chs, tuple(norms_then_relu)))
         else:
@@ -78,7 +80,8 @@ def test_sepcnn_forms_share_everything_but_the_conv_type():
     assert skeleton[-1] == (nn.AdaptiveAvgPool2d, 0.2, 256, (10, 256))
     # ... and the conv types are what the names say: none, the deeper half, all six separable.
     for name, model in models.items():
-        separable = [i for i, layer in enumerate((l for l in model.features if not isinstance(l, nn.MaxPool2d)), 1)
+        separable = [i for i, layer in enumerate((block for block in model.features
+                                                  if not isinstance(block, nn.MaxPool2d)), 1)
                      if isinstance(layer, DepthwiseSeparableConv)]
         assert tuple(separable) == SEPCNN_FORMS[name.removeprefix("sepcnn_")] == model.separable_layers
     assert SEPCNN_FORMS == {"regular": (), "both": (4, 5, 6), "separable": (1, 2, 3, 4, 5, 6)}
@@ -207,7 +210,8 @@ def test_small_input_is_the_only_form():
 
 
 @pytest.mark.parametrize("name, kwargs, message", [
-    ("smallcnn_3x2", {"separable_layers": (4,)}, r"separable_layers must be a tuple of distinct layer numbers from 1 to 3"),
+    ("smallcnn_3x2", {"separable_layers": (4,)},
+     r"separable_layers must be a tuple of distinct layer numbers from 1 to 3"),
     ("smallcnn_3x2", {"separable_layers": (1, 1)}, "distinct layer numbers"),
     ("smallcnn_3x2", {"separable_layers": "12"}, r"got '12'"),
     ("sepcnn", {"separable_layers": (0,)}, "from 1 to 6"),
@@ -215,7 +219,8 @@ def test_small_input_is_the_only_form():
     ("sepcnn_both", {"separable_layers": ()}, r"create_model\('sepcnn', separable_layers=\(\)\)"),
     ("smallcnn_3x2", {"img_size": 7}, "img_size must be at least 8"),
     ("sepcnn_regular", {"drop_rate": 1.0}, r"drop_rate must be a float in \[0, 1\)"),
-    ("smallcnn_3x2", {"num_classes": 1.5}, r"num_classes must be an integer >= 0 \(0: no classifier, the model returns features\), got 1.5"),
+    ("smallcnn_3x2", {"num_classes": 1.5},
+     r"num_classes must be an integer >= 0 \(0: no classifier, the model returns features\), got 1.5"),
 ])
 def test_bad_arguments(name, kwargs, message):
     with pytest.raises(ValueError, match=message):

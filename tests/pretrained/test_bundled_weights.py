@@ -40,8 +40,11 @@ def test_the_measured_zoo_table_agrees_with_every_record():
     show the top-1 and top-5 its record states, so a weight or a record changed since is caught."""
     if not ZOO_TABLE.exists():
         pytest.skip("an installed lightnets has no results/ folder")
-    header, _, *rows = [[cell.strip() for cell in line.strip("|\n").split("|")] for line in ZOO_TABLE.read_text().splitlines()
-                        if line.startswith("|")]
+    header, _, *rows = [
+        [cell.strip() for cell in line.strip("|\n").split("|")]
+        for line in ZOO_TABLE.read_text().splitlines()
+        if line.startswith("|")
+    ]
     table = {row[header.index("model")]: row for row in rows}
     assert set(FMNIST_WEIGHTS) <= set(table), "results/zoo.md lacks weights: run scripts/make_results.sh"
     for name in FMNIST_WEIGHTS:
@@ -52,12 +55,16 @@ def test_the_measured_zoo_table_agrees_with_every_record():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REMEASURED_WEIGHTS)
 def test_shipped_weight_reproduces_its_recorded_accuracy(name):
-    (row,) = evaluate([name], "fashion_mnist", split="test", latency_batch_sizes=(1,), repeats=1, warmup=1, progress=False)
+    (row,) = evaluate(
+        [name], "fashion_mnist", split="test", latency_batch_sizes=(1,), repeats=1, warmup=1, progress=False
+    )
     assert row["images"] == 10_000  # the whole embedded test split, not a subset
     # exactly, to the recorded two decimals: `python -m eval` shows the recorded figures in place of measuring them
     for metric in ("top1", "top5"):
         recorded = INDEX[name]["metrics"][metric]
-        assert round(row[metric], 2) == recorded, f"{name}: measured {metric} {row[metric]:.2f}%, recorded {recorded:.2f}%"
+        assert round(row[metric], 2) == recorded, (
+            f"{name}: measured {metric} {row[metric]:.2f}%, recorded {recorded:.2f}%"
+        )
 
 
 def test_every_shipped_weight_records_the_eval_transform_it_was_tested_with():

@@ -58,17 +58,23 @@ def fake_hub(tmp_path, monkeypatch, saved):
     _, folder = saved
     with FakeHub({REPO: folder}, upload_root=tmp_path / "hub_uploads") as server:
         monkeypatch.setattr(hf_constants, "ENDPOINT", server.endpoint)
-        monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
         monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
         # huggingface_hub retries 5xx five times with 1-8 s waits; one quick retry keeps the 500 test fast.
-        monkeypatch.setattr(hf_http, "http_backoff", functools.partial(hf_http.http_backoff, max_retries=1, base_wait_time=0.01))
+        monkeypatch.setattr(
+            hf_http, "http_backoff", functools.partial(hf_http.http_backoff, max_retries=1, base_wait_time=0.01)
+        )
         monkeypatch.setattr(manifest, "WEIGHTS_DIR", tmp_path / "no_bundled_weights")
         yield server
 
 
 def from_hub(**cfg):
-    return lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_cfg={"hf_hub_id": REPO, **cfg}, **ARGS)
+    return lightnets.create_model(
+        "mobilenet_v1_025", pretrained=True, pretrained_cfg={"hf_hub_id": REPO, **cfg}, **ARGS
+    )
 
 
 def test_save_pretrained_writes_the_hub_layout(saved):
@@ -92,7 +98,9 @@ def test_save_pretrained_writes_the_hub_layout(saved):
     assert "lightnets.create_model('mobilenet_v1_025.fmnist', pretrained=True)" in card
     untagged = (save_pretrained(model, folder.parent / "untagged") / "README.md").read_text()
     # without a tag, pretrained=True alone would load the bundled default weight: the card points at the folder
-    assert "lightnets.create_model('mobilenet_v1_025', pretrained=True, pretrained_path='path/to/this/folder')" in untagged
+    assert (
+        "lightnets.create_model('mobilenet_v1_025', pretrained=True, pretrained_path='path/to/this/folder')" in untagged
+    )
 
 
 def test_save_pretrained_records_the_models_own_arguments_not_those_of_a_shipped_weight(tmp_path):
@@ -155,7 +163,9 @@ def test_a_corrupt_cached_download_is_fetched_again_once(fake_hub, saved, damage
 def test_offline_without_cache_is_a_clear_error(fake_hub):
     hf_constants.HF_HUB_OFFLINE = True
     # the repo's config.json comes first: without it the model would be built with the wrong arguments
-    with pytest.raises(WeightsUnavailableError, match="HF_HUB_OFFLINE is set and config.json of .* is not in the cache"):
+    with pytest.raises(
+        WeightsUnavailableError, match="HF_HUB_OFFLINE is set and config.json of .* is not in the cache"
+    ):
         from_hub()
     assert fake_hub.requests == []
 
@@ -163,7 +173,9 @@ def test_offline_without_cache_is_a_clear_error(fake_hub):
 def test_checksum_mismatch_names_file_and_both_checksums(fake_hub, saved):
     _, folder = saved
     actual = pretrained.sha256sum(folder / "model.safetensors")
-    with pytest.raises(ChecksumError, match=rf"sha256 mismatch for .*model\.safetensors: expected {'0' * 64}, got {actual}"):
+    with pytest.raises(
+        ChecksumError, match=rf"sha256 mismatch for .*model\.safetensors: expected {'0' * 64}, got {actual}"
+    ):
         from_hub(sha256="0" * 64)
     from_hub(sha256=actual)  # the right checksum loads
 
@@ -202,14 +214,19 @@ def test_push_uploads_the_folder_and_it_loads_back_from_the_hub(fake_hub, saved,
     # again, through the command line: the repo exists (create_repo's 409 is fine), a second commit lands
     assert weights_cli.main(["push", str(folder), "lightnets-test/pushed"]) == 0
     assert len(fake_hub.commits["lightnets-test/pushed"]) == 2
-    assert capsys.readouterr().out.strip() == f"{fake_hub.endpoint}/lightnets-test/pushed/commit/{fake_hub.commits['lightnets-test/pushed'][-1]}"
+    assert (
+        capsys.readouterr().out.strip()
+        == f"{fake_hub.endpoint}/lightnets-test/pushed/commit/{fake_hub.commits['lightnets-test/pushed'][-1]}"
+    )
 
 
 def test_push_refuses_a_folder_that_is_not_in_hub_layout_before_any_request(fake_hub, tmp_path):
     folder = tmp_path / "loose"
     folder.mkdir()
     save_file({"w": torch.zeros(1)}, str(folder / "model.safetensors"))
-    with pytest.raises(ValueError, match=r"is not a Hub-layout folder: config\.json is missing \(write it with save_pretrained\)"):
+    with pytest.raises(
+        ValueError, match=r"is not a Hub-layout folder: config\.json is missing \(write it with save_pretrained\)"
+    ):
         publish.push_to_hub(folder, "lightnets-test/loose", token="hf_test_token")
     assert fake_hub.requests == []
 
@@ -270,8 +287,8 @@ def test_bundled_weights_resolve_through_the_index_and_are_verified(tmp_path, mo
     assert entries["mobilenet_v1_025.fmnist"]["sha256"] == pretrained.sha256sum(bundled / "model.safetensors")
     cfg = manifest.bundled_cfgs(weights_dir)["mobilenet_v1_025.fmnist"]
     assert cfg["file"] == "mobilenet_v1_025.fmnist" and cfg["input_size"] == (1, 28, 28)
-    assert cfg["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu", "small_input": True,
-                                 "padding": "symmetric", "bn_eps": 1e-5}
+    assert cfg["model_args"] == {"alpha": 0.25, "img_size": 28, "drop_rate": 0.0, "act_layer": "relu",
+                                 "small_input": True, "padding": "symmetric", "bn_eps": 1e-5}
     assert cfg["metrics"] == {"top1": 12.5}
 
     monkeypatch.setattr(manifest, "WEIGHTS_DIR", weights_dir)
@@ -317,7 +334,9 @@ def test_load_checkpoint_reads_training_checkpoints_and_explains_misfits(tmp_pat
 
     with pytest.raises(ValueError, match=r"classifier.weight is \(10, 256\) in the file, \(1000, 256\) in the model"):
         load_checkpoint(lightnets.create_model("mobilenet_v1_025", small_input=True, img_size=28, in_chans=1), folder)
-    with pytest.raises(ValueError, match=r"shape mismatch: stem.conv.weight is \(8, 1, 3, 3\) in the file, \(16, 1, 3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"shape mismatch: stem.conv.weight is \(8, 1, 3, 3\) in the file, \(16, 1, 3, 3\)"
+    ):
         load_checkpoint(lightnets.create_model("mobilenet_v1_050", **ARGS), folder)
     partial = {k: v for k, v in model.state_dict().items() if k != "classifier.bias"}
     save_file(partial, str(tmp_path / "partial.safetensors"))
@@ -382,7 +401,9 @@ def test_first_conv_adaptation_is_timms(base, target):
 
 def test_a_weight_file_with_its_config_beside_it_rebuilds_its_model(saved):
     model, folder = saved
-    loaded = lightnets.create_model("mobilenet_v1_025", pretrained=True, pretrained_path=str(folder / "model.safetensors"))
+    loaded = lightnets.create_model(
+        "mobilenet_v1_025", pretrained=True, pretrained_path=str(folder / "model.safetensors")
+    )
     assert (loaded.num_classes, loaded.in_chans, loaded.small_input, loaded.img_size) == (10, 1, True, 28)
     torch.testing.assert_close(logits(loaded), logits(model), atol=0, rtol=0)
 

@@ -80,7 +80,8 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def pytorchcv_zip(tmp_path_factory) -> tuple[bytes, str, torch.nn.Module]:
-    """pytorchcv's mobilenet_wd4 with random weights, zipped as its releases are: (zip bytes, sha1 of the .pth, model)."""
+    """pytorchcv's mobilenet_wd4 with random weights, zipped as its releases are: (zip bytes, sha1 of the .pth,
+    model)."""
     from pytorchcv.model_provider import get_model
 
     model = get_model("mobilenet_wd4", pretrained=False).eval()
@@ -166,7 +167,9 @@ def test_a_truncated_h5_is_a_clear_error(cache, tmp_path):
     with _Server() as server:
         server.files["/mobilenet_2_5_128_tf.h5"] = body
         server.mode["/mobilenet_2_5_128_tf.h5"] = "truncate"
-        with pytest.raises(WeightsFileError, match=r"mobilenet_2_5_128_tf\.h5 is not a readable Keras HDF5 weight file"):
+        with pytest.raises(
+            WeightsFileError, match=r"mobilenet_2_5_128_tf\.h5 is not a readable Keras HDF5 weight file"
+        ):
             lightnets.create_model("mobilenet_v1_025.keras_r128_in1k", pretrained=True,
                                    pretrained_cfg={"url": server.url("/mobilenet_2_5_128_tf.h5")})
 
@@ -217,7 +220,12 @@ def test_convert_command_mistakes_are_one_line(cache, tmp_path, capsys):
     assert weights_main(["convert", TAG, str(tmp_path / "missing.pth"), "--output", str(tmp_path / "o")]) == 2
     assert weights_main(["convert", "shufflenet_g8.megvii_in1k", "--output", str(tmp_path / "o")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 3 and "give a tagged name" in errors[0] and "no such file" in errors[1] and "1drv.ms" in errors[2]
+    assert (
+        len(errors) == 3
+        and "give a tagged name" in errors[0]
+        and "no such file" in errors[1]
+        and "1drv.ms" in errors[2]
+    )
 
 
 def test_timm_create_model_keeps_the_tags_checksum_and_converter(cache, monkeypatch):

@@ -39,7 +39,9 @@ def test_the_issue_names_exactly_these_tags():
     expected |= {f"shufflenet_g{g}.osmr_in1k" for g in (1, 2, 3, 4, 8)}
     expected |= {f"shufflenet_g{g}_{s}.osmr_in1k" for g in (1, 3) for s in ("025", "050", "075")}
     expected |= {f"shufflenet_g{g}{s}.megvii_in1k" for g in (3, 8) for s in ("_050", "", "_150", "_200")}
-    expected |= {f"mobilenet_v1_{w}.keras_r{r}_in1k" for w in ("025", "050", "075", "100") for r in (128, 160, 192, 224)}
+    expected |= {
+        f"mobilenet_v1_{w}.keras_r{r}_in1k" for w in ("025", "050", "075", "100") for r in (128, 160, 192, 224)
+    }
     assert len(expected) == 39
     expected |= {"mobilenet_v1_100.timm_in1k", "mobilenet_v1_125.timm_in1k"}
     assert set(lightnets.list_pretrained("*in1k")) == expected == set(published_cfgs())
@@ -128,7 +130,9 @@ def _keras_model(tag: str):
         pytest.skip(f"Keras runs on the {keras.backend.backend()} backend in this process")
     size = lightnets.get_pretrained_cfg(tag)["input_size"][1]
     alpha = int(tag.split(".")[0][-3:]) / 100
-    model = keras.applications.MobileNet(input_shape=(size, size, 3), alpha=alpha, weights=None, classifier_activation=None)
+    model = keras.applications.MobileNet(
+        input_shape=(size, size, 3), alpha=alpha, weights=None, classifier_activation=None
+    )
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -193,7 +197,8 @@ def test_keras_weights_need_tf_padding(tmp_path):
 
 # --- megvii: a functional forward of ShuffleNet-Series' ShuffleNetV1 over its own state-dict keys --------------
 
-MEGVII_WIDTHS = {("3", "0.5x"): [12, 120, 240, 480], ("8", "0.5x"): [16, 192, 384, 768], ("3", "1.0x"): [24, 240, 480, 960]}
+MEGVII_WIDTHS = {("3", "0.5x"): [12, 120, 240, 480], ("8", "0.5x"): [16, 192, 384, 768],
+                 ("3", "1.0x"): [24, 240, 480, 960]}
 
 
 def _megvii_state_dict(groups: int, widths: list[int], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -245,7 +250,10 @@ def _megvii_forward(sd: dict[str, torch.Tensor], groups: int, bgr_255: torch.Ten
             stride = 2 if unit == 0 else 1
             first_groups = 1 if stage == 0 and unit == 0 else groups
             y = F.relu(bn(F.conv2d(x, sd[f"{p}.branch_main_1.0.weight"], groups=first_groups), f"{p}.branch_main_1.1"))
-            y = bn(F.conv2d(y, sd[f"{p}.branch_main_1.3.weight"], stride=stride, padding=1, groups=y.shape[1]), f"{p}.branch_main_1.4")
+            y = bn(
+                F.conv2d(y, sd[f"{p}.branch_main_1.3.weight"], stride=stride, padding=1, groups=y.shape[1]),
+                f"{p}.branch_main_1.4",
+            )
             b, c, h, w = y.shape
             y = y.reshape(b, c // groups, groups, h, w).permute(0, 2, 1, 3, 4).reshape(b, c, h, w)
             y = bn(F.conv2d(y, sd[f"{p}.branch_main_2.0.weight"], groups=groups), f"{p}.branch_main_2.1")

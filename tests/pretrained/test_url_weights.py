@@ -122,7 +122,9 @@ def test_a_body_of_another_sha256_is_refused_and_not_cached(tmp_path, server, we
     expected = hashlib.sha256(b"another file").hexdigest()
     with pytest.raises(ChecksumError, match=rf"sha256 mismatch for the download of .*: expected {expected}, got "
                                             rf"{hashlib.sha256(body).hexdigest()}"):
-        resolve_weights({"architecture": "mobilenet_v1_025", "url": server.url("/w/model.safetensors"), "sha256": expected})
+        resolve_weights(
+            {"architecture": "mobilenet_v1_025", "url": server.url("/w/model.safetensors"), "sha256": expected}
+        )
     assert cached_files(tmp_path) == []
 
 

@@ -37,7 +37,8 @@ NOT_RUN_REASONS = {
     "needs the network": "a download (a dataset, a Hub weight) or an upload; tests run offline",
     "needs several GPUs": "torchrun over several processes and devices",
     "serves until stopped": "a server such as mkdocs serve",
-    "runs the whole test suite": "the suite itself; tests/repository/test_readme.py checks CI runs the README's command",
+    "runs the whole test suite": "the suite itself; tests/repository/test_readme.py checks CI runs the "
+                                 "README's command",
     "tested by tests/": "the same command runs in the named test",
     "changes the shipped weights": "a maintainer's command that rewrites weights/",
     "takes hours": "a full training or experiment run",
@@ -47,7 +48,9 @@ NOT_RUN = re.compile(r"^<!--\s*not run:\s*(?P<reason>.+?)\s*-->$")
 SLOW = re.compile(r"^<!--\s*test:\s*slow\s*-->$")
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)\s*$")
 # Flags and redirections through which a command writes a file: each must point under runs/.
-WRITES = re.compile(r"(?:--output|--plot|--work-dir|--site-dir)[ =](?P<flag>\S+)|(?<![<>&\d])>{1,2}\s*(?P<redirect>\S+)")
+WRITES = re.compile(
+    r"(?:--output|--plot|--work-dir|--site-dir)[ =](?P<flag>\S+)|(?<![<>&\d])>{1,2}\s*(?P<redirect>\S+)"
+)
 RUNS_DIR = re.compile(r"(?<![\w./-])runs/")
 COMMAND_TIMEOUT_S = 1200
 
@@ -75,7 +78,8 @@ def parse_blocks(page: Path) -> list[Block]:
             i += 1
             continue
         start, fence = i, match.group("fence")
-        end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith(fence) and not lines[j].strip(fence[0]).strip()), None)
+        end = next((j for j in range(i + 1, len(lines))
+                    if lines[j].startswith(fence) and not lines[j].strip(fence[0]).strip()), None)
         if end is None:
             raise ValueError(f"{page.relative_to(ROOT)}:{start + 1}: code fence never closed")
         above = next((lines[j].strip() for j in range(start - 1, -1, -1) if lines[j].strip()), "")
@@ -117,8 +121,9 @@ def test_every_block_runs_or_says_why_not(block):
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.lang in RUN_LANGUAGES], ids=lambda block: block.id)
 def test_no_example_writes_into_the_shipped_weights(block):
     """Issue #28, finding 1: a copied example replaced a shipped weight. Examples write under runs/."""
-    writes_weights = re.search(r"""(--output|--work-dir|--plot)[ =]["']?(\./)?weights/|save_pretrained\([^)]*["'](\./)?weights/""",
-                               block.code)
+    writes_weights = re.search(
+        r"""(--output|--work-dir|--plot)[ =]["']?(\./)?weights/|save_pretrained\([^)]*["'](\./)?weights/""", block.code
+    )
     assert not writes_weights, f"{block.id}: writes into weights/ ({writes_weights.group(0)}); write under runs/"
 
 
@@ -227,7 +232,8 @@ def _run_bash(block: Block, state: PageState) -> None:
     if not python.exists():
         python.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
         python.chmod(0o755)
-    env = {**os.environ, "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    env = {**os.environ,
+           "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
            "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     for command in _bash_commands(block.code):
         _check_writes_under_runs(block, command)
@@ -236,7 +242,8 @@ def _run_bash(block: Block, state: PageState) -> None:
             redirected = RUNS_DIR.sub(shlex.quote(str(state.workdir)) + "/runs/", command)
             try:
                 result = subprocess.run(["bash", "-o", "pipefail", "-c", redirected], cwd=ROOT, env=env,
-                                        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+                                        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                        timeout=COMMAND_TIMEOUT_S)
                 _commands[key] = (result.returncode, (result.stdout + result.stderr)[-4000:])
             except subprocess.TimeoutExpired:
                 _commands[key] = (124, f"no answer after {COMMAND_TIMEOUT_S} s")

@@ -11,7 +11,8 @@ MODULES = sorted({"lightnets", *(info.name for info in pkgutil.walk_packages(lig
 
 
 def test_the_modules_with_examples_are_all_found():
-    assert {"lightnets.registry", "lightnets.pretrained.load", "lightnets.publish", "lightnets.train", "lightnets.models.mobilenet_v1"} <= set(MODULES)
+    assert {"lightnets.registry", "lightnets.pretrained.load", "lightnets.publish", "lightnets.train",
+            "lightnets.models.mobilenet_v1"} <= set(MODULES)
 
 
 @pytest.mark.slow

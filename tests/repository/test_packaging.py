@@ -21,8 +21,8 @@ def wheel(tmp_path_factory):
     for name in ("lightnets", "eval", "weights"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-v",
-                            "-w", str(out), str(source)], check=True, capture_output=True, text=True)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                            "-v", "-w", str(out), str(source)], check=True, capture_output=True, text=True)
     (path,) = out.glob("lightnets-*.whl")
     return path, build.stdout + build.stderr
 

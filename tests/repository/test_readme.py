@@ -76,12 +76,17 @@ def test_results_quote_the_shipped_weights_as_they_are_now():
 
     index = {name: entry["metrics"]["top1"] for name, entry in read_index(ROOT / "weights").items()}
     results = ROOT / "results"
-    zoo = _quoted_top1((results / "zoo.md").read_text(), r"^\| (\w+\.fmnist\w*) \| fmnist\w* \| \S+ \| [\d.]+ \| [\d.]+ \| (\d+\.\d+) \|")
+    zoo = _quoted_top1(
+        (results / "zoo.md").read_text(),
+        r"^\| (\w+\.fmnist\w*) \| fmnist\w* \| \S+ \| [\d.]+ \| [\d.]+ \| (\d+\.\d+) \|",
+    )
     assert sorted(name for name, _ in zoo) == sorted(index)  # the zoo table lists every shipped weight once
     train_cost = _quoted_top1((results / "train_cost.md").read_text(), r"^\| (\w+) \|.* \| (\d+\.\d+) \|$")
     # one row per architecture the recipe trains (an ablation's weight costs what its architecture does)
     assert sorted(name for name, _ in train_cost) == sorted(recipe_cycles(ablations=False))
-    int8 = _quoted_top1((results / "speed.md").read_text(), r"^\| (\w+\.fmnist) \| (\d+\.\d+) \| \d+\.\d+ \| [-+]?\d+\.\d+ \|")
+    int8 = _quoted_top1(
+        (results / "speed.md").read_text(), r"^\| (\w+\.fmnist) \| (\d+\.\d+) \| \d+\.\d+ \| [-+]?\d+\.\d+ \|"
+    )
     headings = [(path.name, quote) for path in sorted(results.glob("*.md"))
                 for quote in _quoted_top1(path.read_text(), r"(\w+\.fmnist) \((\d+\.\d+)% top-1\)")]
     assert int8 and len(headings) >= 6

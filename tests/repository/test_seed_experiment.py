@@ -144,7 +144,9 @@ def test_conversion_part_compares_converted_layers_with_their_scratch_weights(se
         assert rows[2][2] == "–"
         # converted and scratch forms have the same layer shapes: the same MACs
         assert rows[0][6] == rows[2][6]
-        tuned_best = max(cached_record(cache, f"{form.replace('+', '_')}-{mode}")["top1"] for mode in ("new_layers", "everything"))
+        tuned_best = max(
+            cached_record(cache, f"{form.replace('+', '_')}-{mode}")["top1"] for mode in ("new_layers", "everything")
+        )
         scratch_top1 = scratch.pretrained_cfg["metrics"]["top1"]
         assert (f"* Layers {form}: converted and fine-tuned {tuned_best:.2f}% vs. trained separable from scratch "
                 f"{scratch_top1:.2f}% ({tuned_best - scratch_top1:+.2f}).") in text
@@ -190,4 +192,6 @@ def test_pruning_conclusions_state_refusals_and_compare_guided_with_nearest_unif
     assert ("50% of the filters of the 2 of 5 scanned convs (or joined sets) that lose at most 2 points alone at 50%, "
             "the rest kept whole: 2.00× fewer MACs at -0.20 points; uniform 25% with the same recipe: 1.67× fewer "
             "MACs at -0.50 points.") in lines
-    assert re.search(r"\| 50% of 2 insensitive convs \| fine-tune \+ distillation \| 10\.00 \| 89\.80 \| -0\.20 \|", lines)
+    assert re.search(
+        r"\| 50% of 2 insensitive convs \| fine-tune \+ distillation \| 10\.00 \| 89\.80 \| -0\.20 \|", lines
+    )

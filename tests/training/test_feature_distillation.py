@@ -39,7 +39,8 @@ def test_hint_loss_is_the_mean_squared_difference_after_the_adapter():
 
 def test_attention_loss_compares_normalised_channel_energy_maps():
     a = torch.rand(2, 8, 4, 4)
-    assert attention_loss(a, 3 * torch.cat([a, a], dim=1)).item() == pytest.approx(0, abs=1e-12)  # width and scale do not matter
+    # width and scale do not matter
+    assert attention_loss(a, 3 * torch.cat([a, a], dim=1)).item() == pytest.approx(0, abs=1e-12)
     left, right = torch.zeros(1, 1, 1, 2), torch.zeros(1, 5, 1, 2)
     left[..., 0], right[..., 1] = 1.0, 2.0  # all energy at opposite positions: unit vectors (1, 0) and (0, 1)
     assert attention_loss(left, right).item() == pytest.approx(1.0)  # ((1 − 0)² + (0 − 1)²) / 2
@@ -54,7 +55,9 @@ def test_default_pairs_are_the_deepest_maps_at_each_common_reduction():
     for s, t in distill.pairs:
         assert student.feature_info[s]["reduction"] == teacher.feature_info[t]["reduction"]
         assert all(info["reduction"] != teacher.feature_info[t]["reduction"] for info in teacher.feature_info[t + 1:])
-    assert len(distill.pairs) == len({i["reduction"] for i in student.feature_info} & {i["reduction"] for i in teacher.feature_info})
+    assert len(distill.pairs) == len(
+        {i["reduction"] for i in student.feature_info} & {i["reduction"] for i in teacher.feature_info}
+    )
     images = torch.randn(2, 1, 28, 28)
     logits, maps = distill.student_outputs(student, images)
     _, teacher_maps = distill.teacher_outputs(images)
@@ -112,13 +115,15 @@ def test_a_short_run_moves_the_students_maps_toward_the_teachers(kind):
 def test_a_teacher_that_also_gives_soft_targets_runs_once_per_batch(monkeypatch):
     teacher = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True).eval()
     calls = []
-    monkeypatch.setattr(teacher, "forward", lambda x: calls.append(1) or teacher.forward_head(teacher.forward_features(x)))
-    finetune(mobilenet("025"), load_dataset("fashion_mnist", "test", limit=64), epochs=1, batch_size=32, teacher=teacher,
-             feature_teacher=teacher, feature_loss="attention")
+    monkeypatch.setattr(
+        teacher, "forward", lambda x: calls.append(1) or teacher.forward_head(teacher.forward_features(x))
+    )
+    finetune(mobilenet("025"), load_dataset("fashion_mnist", "test", limit=64), epochs=1, batch_size=32,
+             teacher=teacher, feature_teacher=teacher, feature_loss="attention")
     assert calls == []  # its logits came from the feature pass
     other = lightnets.create_model("mobilenet_v1_025.fmnist", pretrained=True).eval()
-    finetune(mobilenet("025"), load_dataset("fashion_mnist", "test", limit=64), epochs=1, batch_size=32, teacher=teacher,
-             feature_teacher=other, feature_loss="attention")
+    finetune(mobilenet("025"), load_dataset("fashion_mnist", "test", limit=64), epochs=1, batch_size=32,
+             teacher=teacher, feature_teacher=other, feature_loss="attention")
     assert len(calls) == 2
 
 
@@ -140,7 +145,9 @@ def test_the_trainer_distils_features_resumes_its_adapters_and_records_it(tmp_pa
             "--distill-features", "hint", "--feature-weight", "0.5", "--feature-pairs", "3:3,4:4",
             "--work-dir", str(tmp_path / "run"), "--output", str(tmp_path / "out")]
     train(argv + ["--epochs", "1"], fmnist, fmnist)
-    assert [(kind, weight, shapes) for kind, weight, shapes, _ in terms] == [("hint", 0.5, [(32, 256, 4, 4), (32, 512, 2, 2)])] * 2
+    assert [(kind, weight, shapes) for kind, weight, shapes, _ in terms] == [
+        ("hint", 0.5, [(32, 256, 4, 4), (32, 512, 2, 2)])
+    ] * 2
     state = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
     assert sorted(state["feature_adapters"]) == ["adapters.0.weight", "adapters.1.weight"]  # 128→256 and 256→512
     card = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -153,7 +160,8 @@ def test_the_trainer_distils_features_resumes_its_adapters_and_records_it(tmp_pa
     (["--distill-features", "hint"], "--distill-features matches one teacher's feature maps"),
     (["--distill-features", "hint", "--teacher", "a.b,c.d"], "one model"),
     (["--feature-weight", "2"], "apply to --distill-features"),
-    (["--distill-features", "attention", "--teacher", "x.y", "--feature-weight", "nan"], "--feature-weight must be a finite"),
+    (["--distill-features", "attention", "--teacher", "x.y", "--feature-weight", "nan"],
+     "--feature-weight must be a finite"),
     (["--distill-features", "attention", "--teacher", "x.y", "--feature-pairs", "3-3"], "each pair is STUDENT:TEACHER"),
 ])
 def test_the_trainer_refuses_feature_options_that_cannot_work(extra, message):
@@ -191,7 +199,9 @@ def test_fit_adapters_starts_the_hint_term_at_its_least_squares_minimum():
         original = adapter.weight.detach().clone()
         for _ in range(3):
             with torch.no_grad():
-                adapter.weight.copy_(original + 1e-2 * original.std() * torch.randn(original.shape, generator=generator))
+                adapter.weight.copy_(
+                    original + 1e-2 * original.std() * torch.randn(original.shape, generator=generator)
+                )
             assert term() >= fitted * (1 - 1e-3)
         with torch.no_grad():
             adapter.weight.copy_(original)

@@ -60,7 +60,8 @@ def test_reprob_reaches_the_training_batches(tmp_path, monkeypatch):
         return augment(*args, **kwargs)
 
     monkeypatch.setattr(lightnets.training.loop, "augment", recording_augment)
-    train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--reprob", "0.5", "--work-dir", str(tmp_path)],
+    train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--reprob", "0.5",
+                  "--work-dir", str(tmp_path)],
           Shapes(64, 0), Shapes(32, 1))
     assert probs == [0.5, 0.5]  # both steps of the epoch
     assert json.loads((tmp_path / "args.json").read_text())["reprob"] == 0.5  # a resume checks it
@@ -83,12 +84,14 @@ def test_mixup_and_cutmix_reach_the_training_loss(tmp_path, monkeypatch):
 
     monkeypatch.setattr(lightnets.training.loop, "mix_batch", recording_mix)
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", recording_loss)
-    _, record = train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--mixup", "0.4", "--cutmix", "1.0",
-                              "--work-dir", str(tmp_path)], Shapes(64, 0), Shapes(32, 1))
+    _, record = train(TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--mixup", "0.4",
+                              "--cutmix", "1.0", "--work-dir", str(tmp_path)], Shapes(64, 0), Shapes(32, 1))
     assert [share[:3] for share in shares] == [(0.4, 1.0, 1.0)] * 2 and all(0 <= share[3] < 1 for share in shares)
     # each step scores the output against its labels and against the mirrored labels
     train_losses = [entry for entry in losses if len(entry[1]) == 32][:4]
-    assert torch.equal(train_losses[1][1], train_losses[0][1].flip(0)) and torch.equal(train_losses[0][0], train_losses[1][0])
+    assert torch.equal(train_losses[1][1], train_losses[0][1].flip(0)) and torch.equal(
+        train_losses[0][0], train_losses[1][0]
+    )
     assert math.isfinite(record["train_loss"])
     assert json.loads((tmp_path / "args.json").read_text())["mixup"] == 0.4  # a resume checks it
 
@@ -137,7 +140,8 @@ def test_teacher_distils_through_the_loss_and_is_recorded(tmp_path, monkeypatch,
     mean, std = shipped.pretrained_cfg["mean"][0], shipped.pretrained_cfg["std"][0]
     with torch.no_grad():
         logits = [teacher((batches[0].float() / 255 - mean) / std) for teacher in teachers]
-    assert torch.allclose(calls[0][0], ensemble_logits(logits), atol=1e-4)  # the teachers saw the student's mixed images
+    # the teachers saw the student's mixed images
+    assert torch.allclose(calls[0][0], ensemble_logits(logits), atol=1e-4)
     if source == "ensemble":  # taught by the average of the two softmax outputs, which differ
         assert not torch.allclose(logits[0].softmax(-1), logits[1].softmax(-1), atol=1e-2)
         assert torch.allclose(calls[0][0].softmax(-1), (logits[0].softmax(-1) + logits[1].softmax(-1)) / 2, atol=1e-5)
@@ -229,13 +233,17 @@ def test_compile_trains_through_inductor_and_saves_the_eager_model(tmp_path, mon
     common = TINY + ["--epochs", "1", "--batch-size", "32", "--lr", "0.001", "--dataset", "shapes"]
     eager, _ = train(common + ["--work-dir", str(tmp_path / "eager")], Shapes(64, 0), Shapes(32, 1))
     monkeypatch.setattr(torch, "compile", watched_compile)
-    model, record = train(common + ["--compile", "--work-dir", str(tmp_path / "compiled")], Shapes(64, 0), Shapes(32, 1))
+    model, record = train(
+        common + ["--compile", "--work-dir", str(tmp_path / "compiled")], Shapes(64, 0), Shapes(32, 1)
+    )
     assert compiled == ["MobileNetV1"]
     # The checkpoint holds the module itself, not the compiled wrapper (no "_orig_mod." keys): it resumes either way.
     saved = torch.load(tmp_path / "compiled" / "last.pth", weights_only=True)["model"]
     assert list(saved) == list(eager.state_dict())
     torch.manual_seed(0)  # the weights both runs started from (train seeds, then builds the model)
-    start = lightnets.create_model("mobilenet_v1_025", small_input=True, num_classes=4, in_chans=1, img_size=28).state_dict()
+    start = lightnets.create_model(
+        "mobilenet_v1_025", small_input=True, num_classes=4, in_chans=1, img_size=28
+    ).state_dict()
 
     def update(net: torch.nn.Module) -> torch.Tensor:
         return torch.cat([(param.detach() - start[name]).flatten() for name, param in net.named_parameters()])
@@ -252,7 +260,9 @@ def test_compile_trains_through_inductor_and_saves_the_eager_model(tmp_path, mon
 def test_grad_checkpointing_trains_the_same_weights(tmp_path):
     common = TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes"]
     plain, _ = train(common + ["--work-dir", str(tmp_path / "plain")], Shapes(64, 0), Shapes(32, 1))
-    model, _ = train(common + ["--grad-checkpointing", "--work-dir", str(tmp_path / "ckpt")], Shapes(64, 0), Shapes(32, 1))
+    model, _ = train(
+        common + ["--grad-checkpointing", "--work-dir", str(tmp_path / "ckpt")], Shapes(64, 0), Shapes(32, 1)
+    )
     assert model.grad_checkpointing
     for (name, a), b in zip(plain.named_parameters(), model.parameters()):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)  # the same gradients, step by step
@@ -262,18 +272,27 @@ def test_grad_checkpointing_trains_the_same_weights(tmp_path):
 
 def test_layer_decay_fine_tunes_the_early_layers_at_smaller_learning_rates(tmp_path):
     model = lightnets.create_model("smallcnn_3x2", in_chans=1, img_size=28)
-    lr_of = {id(p): group["lr"] for group in param_groups(model, 5e-4, lr=0.2, layer_decay=0.5) for p in group["params"]}
+    lr_of = {
+        id(p): group["lr"] for group in param_groups(model, 5e-4, lr=0.2, layer_decay=0.5) for p in group["params"]
+    }
     # conv1, conv2, conv3, then the hidden FC and the classifier (the head, outside the body) at the full LR
-    for layer, lr in [(model.features.conv1.conv, 0.025), (model.features.conv3.conv, 0.1), (model.pre_logits.fc, 0.2), (model.classifier, 0.2)]:
+    for layer, lr in [(model.features.conv1.conv, 0.025), (model.features.conv3.conv, 0.1), (model.pre_logits.fc, 0.2),
+                      (model.classifier, 0.2)]:
         assert lr_of[id(layer.weight)] == pytest.approx(lr)
-    decay_of = {id(p): group["weight_decay"] for group in param_groups(model, 5e-4, lr=0.2, layer_decay=0.5) for p in group["params"]}
+    decay_of = {
+        id(p): group["weight_decay"]
+        for group in param_groups(model, 5e-4, lr=0.2, layer_decay=0.5)
+        for p in group["params"]
+    }
     assert decay_of[id(model.classifier.weight)] == 5e-4 and decay_of[id(model.classifier.bias)] == 0.0
 
     common = TINY + ["--epochs", "1", "--batch-size", "32", "--dataset", "shapes", "--sched", "constant", "--lr", "0.1"]
     torch.manual_seed(0)  # the model both runs start from (--seed 0)
     start = build_model(lightnets.cli.train.build_parser().parse_args(common), 4, 1, 28)[0].state_dict()
     plain, _ = train(common + ["--work-dir", str(tmp_path / "plain")], Shapes(64, 0), Shapes(32, 1))
-    decayed, record = train(common + ["--layer-decay", "0.1", "--work-dir", str(tmp_path / "decayed")], Shapes(64, 0), Shapes(32, 1))
+    decayed, record = train(
+        common + ["--layer-decay", "0.1", "--work-dir", str(tmp_path / "decayed")], Shapes(64, 0), Shapes(32, 1)
+    )
     assert record["lr"] == 0.1  # the log shows the head's LR
 
     def moved(model: torch.nn.Module, name: str) -> float:
@@ -323,7 +342,8 @@ def test_resume_refuses_a_run_with_other_settings(tmp_path):
     (tmp_path / "args.json").write_text(json.dumps({**args, "epochs": 2}))
     with pytest.raises(ValueError, match=r"--resume: .* holds a run with other settings \(--epochs 1 then, 2 now\)"):
         train(common + ["--epochs", "2", "--resume"], Shapes(64, 0), Shapes(32, 1))
-    _, record = train(common + ["--epochs", "1", "--resume"], Shapes(64, 0), Shapes(32, 1))  # the same run: nothing left
+    # the same run: nothing left
+    _, record = train(common + ["--epochs", "1", "--resume"], Shapes(64, 0), Shapes(32, 1))
     assert record["epoch"] == 1
 
 
@@ -370,8 +390,9 @@ def test_the_card_records_the_weight_a_run_started_from_as_it_was_when_the_run_b
         return sha256sum(tmp_path / "src" / "model.safetensors")
 
     started_from = new_weight()
-    argv = TINY[2:] + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes", "--finetune-from", str(tmp_path / "src"),
-                       "--work-dir", str(tmp_path / "run"), "--resume", "--output", str(tmp_path / "out")]
+    argv = TINY[2:] + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes", "--finetune-from",
+                       str(tmp_path / "src"), "--work-dir", str(tmp_path / "run"), "--resume", "--output",
+                       str(tmp_path / "out")]
     _die_after_the_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(argv, Shapes(64, 0), Shapes(32, 1))
@@ -397,7 +418,8 @@ def _loss_turns_nan_at_call(call: int):
 
 def test_a_non_finite_loss_stops_training_with_the_lr_to_lower(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", _loss_turns_nan_at_call(3))
-    argv = TINY + ["--epochs", "1", "--batch-size", "32", "--lr", "0.05", "--dataset", "shapes", "--work-dir", str(tmp_path)]
+    argv = TINY + ["--epochs", "1", "--batch-size", "32", "--lr", "0.05", "--dataset", "shapes", "--work-dir",
+                   str(tmp_path)]
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 1 step 2; lower --lr \(now 0.05\)"):
         train(argv, Shapes(128, 0), Shapes(32, 1))
 
@@ -432,13 +454,17 @@ def _ddp_diverging_worker(rank: int, world_size: int, port: int, argv: list, out
 
 @pytest.mark.slow
 def test_ddp_processes_stop_together_when_one_loss_is_not_finite(tmp_path):
-    argv = TINY + ["--epochs", "1", "--batch-size", "64", "--dataset", "shapes", "--device", "cpu", "--work-dir", str(tmp_path / "run")]
+    argv = TINY + ["--epochs", "1", "--batch-size", "64", "--dataset", "shapes", "--device", "cpu", "--work-dir",
+                   str(tmp_path / "run")]
     mp.spawn(_ddp_diverging_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     # Both stop at the same step with the same advice; before, rank 0 went on into the gradient all-reduce
     # and failed there with a connection error once rank 1 had exited.
     assert outcomes[1] == "FloatingPointError: loss is nan at epoch 1 step 1; lower --lr (now 0.05)"
-    assert outcomes[0] == "FloatingPointError: loss is not finite on another process at epoch 1 step 1; lower --lr (now 0.05)"
+    assert (
+        outcomes[0]
+        == "FloatingPointError: loss is not finite on another process at epoch 1 step 1; lower --lr (now 0.05)"
+    )
 
 
 @pytest.mark.slow
@@ -448,7 +474,9 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), argv, str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     timings = ("epoch_s", "img_per_s")  # each process times itself; every other number is reduced across processes
-    assert {k: v for k, v in rank0["record"].items() if k not in timings} == {k: v for k, v in rank1["record"].items() if k not in timings}
+    assert {k: v for k, v in rank0["record"].items() if k not in timings} == {
+        k: v for k, v in rank1["record"].items() if k not in timings
+    }
     assert rank0["record"]["epoch"] == 2
     for (name, a), b in zip(rank0["state"].items(), rank1["state"].values()):
         assert torch.equal(a, b), name  # DDP keeps the replicas identical (BN buffers synced before eval)

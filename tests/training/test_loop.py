@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import lightnets
-from lightnets.training import (FitConfig, augment, distillation_loss, ensemble_logits, evaluate, fit, lr_lambda, mix_batch,
-                                prepare_for)
+from lightnets.training import (FitConfig, augment, distillation_loss, ensemble_logits, evaluate, fit, lr_lambda,
+                                mix_batch, prepare_for)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,7 +23,9 @@ def test_distillation_loss_hand_example():
     soft, hard = 4 * 0.5 * math.tanh(0.25), math.log1p(math.exp(-1))
     loss = distillation_loss(student, teacher, target, alpha=0.5, temperature=2.0)
     assert loss.item() == pytest.approx(0.5 * soft + 0.5 * hard, abs=1e-6)
-    assert distillation_loss(student, teacher, target, alpha=0.0, temperature=2.0).item() == pytest.approx(hard, abs=1e-6)
+    assert distillation_loss(student, teacher, target, alpha=0.0, temperature=2.0).item() == pytest.approx(
+        hard, abs=1e-6
+    )
     assert distillation_loss(student, student, target, alpha=1.0).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ValueError, match="alpha must be in"):
         distillation_loss(student, teacher, target, alpha=1.5)
@@ -36,7 +38,8 @@ def test_augment_crops_and_flips_each_image_independently():
     found = []
     for i in range(6):
         candidates = [(dy, dx, flip) for dy in range(5) for dx in range(5) for flip in (False, True)
-                      if torch.equal(out[i], (lambda crop: crop.flip(-1) if flip else crop)(padded[i, :, dy:dy + 10, dx:dx + 10]))]
+                      if torch.equal(out[i], (lambda crop: crop.flip(-1) if flip else crop)(
+                          padded[i, :, dy:dy + 10, dx:dx + 10]))]
         assert candidates, f"image {i} is not a padded crop (or its mirror) of the input"
         found.append(candidates[0])
     assert len(set(found)) > 1  # not one shift for the whole batch
@@ -132,7 +135,11 @@ def test_lr_schedules():
     assert cosine(0) == pytest.approx(0.1) and cosine(9) == pytest.approx(1.0)
     assert cosine(55) == pytest.approx(0.5) and cosine(100) == pytest.approx(0.0, abs=1e-12)
     onecycle = lr_lambda("onecycle", total_steps=100, warmup_steps=0)
-    assert onecycle(0) == pytest.approx(0.04) and onecycle(30) == pytest.approx(1.0) and onecycle(100) == pytest.approx(1e-3)
+    assert (
+        onecycle(0) == pytest.approx(0.04)
+        and onecycle(30) == pytest.approx(1.0)
+        and onecycle(100) == pytest.approx(1e-3)
+    )
 
 
 def test_autocast_dtype_follows_the_hardware(monkeypatch):
@@ -157,7 +164,9 @@ def test_autocast_dtype_follows_the_hardware(monkeypatch):
 
 
 def _toy(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randint(0, 256, (n, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8), torch.arange(n) % 4
+    return torch.randint(
+        0, 256, (n, 1, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    ), torch.arange(n) % 4
 
 
 def test_fit_replays_from_its_generator_and_leaves_frozen_batchnorms_alone():
