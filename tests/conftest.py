@@ -13,9 +13,11 @@ os.environ["LIGHTNETS_CACHE"] = tempfile.mkdtemp(prefix="lightnets-test-cache-")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Two cores on CI: keep torch from oversubscribing them; an explicit OMP_NUM_THREADS wins.
+# Two cores on CI, shared by pytest-xdist's workers: each worker takes its share of the cores (at most two), so
+# torch never oversubscribes them; an explicit OMP_NUM_THREADS wins.
 if "OMP_NUM_THREADS" not in os.environ:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture(autouse=True)

@@ -140,6 +140,7 @@ def test_counts_agree_small_input(name, kwargs):
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_100", "shufflenet_g3"])
+@pytest.mark.slow
 def test_counts_agree_default_size(name):
     model = lightnets.create_model(name)
     input_size = model.pretrained_cfg["input_size"]

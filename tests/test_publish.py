@@ -60,6 +60,7 @@ def test_save_pretrained_refuses_the_bundled_folder_unless_told_to_overwrite(wei
     torch.testing.assert_close(loaded.classifier.bias, model.classifier.bias)
 
 
+@pytest.mark.slow
 def test_save_pretrained_refuses_a_folder_that_holds_another_model(tmp_path):
     folder = save_pretrained(tiny_model(), tmp_path / "out", tag="fmnist")
     save_pretrained(tiny_model(), folder, tag="fmnist")  # the same model again (a resumed run): fine

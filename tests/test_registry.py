@@ -69,6 +69,7 @@ def test_timm_create_model_builds_our_models(name):
     assert name in timm.list_models(name)
 
 
+@pytest.mark.slow
 def test_timm_names_never_clash():
     # timm owns vgg16; ours is registered there under a prefix and timm's own stays timm's.
     assert lightnets.timm_name("vgg16") == "lightnets_vgg16"

@@ -141,6 +141,7 @@ def test_the_forward_pass_explains_bad_input(small_model, bad_input, error, mess
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_025", "shufflenet_g3_050", "vgg11_bn"])
+@pytest.mark.slow
 def test_a_too_small_map_names_the_minimum(name):
     model = lightnets.create_model(name).eval()
     with pytest.raises(ValueError, match="takes images of at least"):
@@ -266,6 +267,7 @@ def _killed_at(delays, script, *args):
         yield attempt
 
 
+@pytest.mark.slow
 def test_sigkill_during_save_pretrained_leaves_a_complete_folder(tmp_path):
     """A process rewriting a 37 MB folder in a loop, killed at 3 points: the folder always loads whole."""
     folder = tmp_path / "weight"
@@ -380,6 +382,7 @@ def test_a_malformed_sha256_in_the_manifest_is_an_error(tmp_path, monkeypatch, s
 @pytest.mark.parametrize(
     "index_text", ["{", "[]", '{"weights": 3}', '{"weights": {"a.b": 1}}', '{"weights": {"a.b": {}}}']
 )
+@pytest.mark.slow
 def test_a_broken_manifest_does_not_break_import_but_fails_the_load_that_needs_it(tmp_path, index_text):
     (tmp_path / "index.json").write_text(index_text)
     code = ("import warnings, lightnets\n"
@@ -512,6 +515,7 @@ def broken_image_folder(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("bad", ["not an image", "truncated png", "bomb"])
+@pytest.mark.slow
 def test_eval_names_the_image_it_cannot_decode_in_one_line(broken_image_folder, capsys, monkeypatch, bad):
     import importlib
 
@@ -539,6 +543,7 @@ def test_eval_names_the_image_it_cannot_decode_in_one_line(broken_image_folder, 
     ("vgg11_bn", (2_000, 3, 224, 224)),
     ("sepcnn_regular", (1, 3, 100_000, 100_000)),
 ])
+@pytest.mark.slow
 def test_a_forward_pass_too_large_for_memory_is_refused_before_it_starts(name, shape):
     """The input is an expanded view (no memory of its own): the model refuses it from its feature_info's
     sizes, before allocating its first feature map, with the estimate."""

@@ -149,6 +149,7 @@ def one_error(call, pattern: str) -> tuple[str, float]:
     ("GET", "503", "the server answered HTTP 503"),
     ("HEAD", "503", "the server answered HTTP 503"),
 ])
+@pytest.mark.slow
 def test_a_network_failure_on_the_hub_is_one_error_naming_repo_file_and_what_to_do(hub, method, kind, what):
     hub.mode[(method, "model.safetensors")] = kind
     message, seconds = one_error(from_hub, rf"smallcnn_3x2: could not download model\.safetensors from "
@@ -158,6 +159,7 @@ def test_a_network_failure_on_the_hub_is_one_error_naming_repo_file_and_what_to_
     assert not_cached()
 
 
+@pytest.mark.slow
 def test_a_stall_says_how_to_wait_longer(hub):
     hub.mode[("GET", "model.safetensors")] = "stall"
     message, _ = one_error(from_hub, "sent nothing")
@@ -206,6 +208,7 @@ def test_imagenet_classes_in_the_weight_raise_the_limit_for_a_model_with_fewer(w
     assert weight_size_limit(model, WeightCfg(restructured=True)) is None  # a pruned weight's layers are its own
 
 
+@pytest.mark.slow
 def test_a_stalled_hub_leaves_the_cache_in_use(hub, weight):
     model, _ = weight
     from_hub()  # cached
@@ -251,6 +254,7 @@ def from_url(url):
     ("loop", r"redirected in a loop \(HTTP 302"),
     ("503", "answered HTTP 503"),
 ])
+@pytest.mark.slow
 def test_a_network_failure_on_the_url_path_is_one_error(hub, torch_hub, kind, what):
     hub.mode[("GET", "model.safetensors")] = kind
     url = f"{hub.endpoint}/{REPO}/resolve/main/model.safetensors"
@@ -333,6 +337,7 @@ def _damaged(kind: str, other_run: Path, marker: Path) -> bytes:
     ("other shapes, no settings", r"it holds the weights of another model than this smallcnn_3x2 \(classifier\.weight "
                                   r"is \(5, \d+\) there, \(10, \d+\) here, and 1 more shapes differ\)"),
 ])
+@pytest.mark.slow
 def test_resume_from_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_choices(tmp_path, capsys, other_run, kind,
                                                                                        reason):
     work_dir = tmp_path / "run"

@@ -87,6 +87,7 @@ def test_num_features_head_hidden_size_and_pool_size_mean_what_timm_means(name):
         assert model(x).shape == features.shape
 
 
+@pytest.mark.slow
 def test_vgg_counts_its_features_as_timm_does():
     """timm's VGG: num_features is the body's 512 channels, head_hidden_size the FC head's 4096."""
     imagenet, small = lightnets.create_model("vgg11"), lightnets.create_model("vgg11", small_input=True)
@@ -196,6 +197,7 @@ def test_timms_data_config_and_transform_are_the_weights_own(name, tmp_path):
 @pytest.mark.parametrize(
     "name", ["mobilenet_v1_025", "shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2_dw1"]
 )
+@pytest.mark.slow
 def test_timms_layer_decay_optimizer_and_model_ema_work(name):
     from timm.models import group_parameters
     from timm.optim import create_optimizer_v2

@@ -386,6 +386,7 @@ def test_sensitivity_scan_rows_table_and_plot(trained, tmp_path, capsys):
     assert "features.conv2.conv" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sensitivity_scan_reports_a_ratio_a_layer_cannot_take_alone(capsys):
     # shufflenet_g8_050's first bottleneck: 48 channels, an 8 × 6 shuffle grid. Each grid column becomes 8
     # consecutive inputs of conv2, whose groups read 6 each, so every column straddles two groups unevenly
@@ -399,6 +400,7 @@ def test_sensitivity_scan_reports_a_ratio_a_layer_cannot_take_alone(capsys):
     assert "without leaving the groups of a grouped conv uneven" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sensitivity_scan_covers_each_joined_set_once():
     # ShuffleNet's trunk: the stem and each unit's conv2 write channels that residual adds join (4 + 8 + 4 units,
     # plus the stem), so pruning one prunes all 17; the scan lists the set once, under its first conv.
@@ -417,6 +419,7 @@ def test_sensitivity_scan_covers_each_joined_set_once():
     )
 
 
+@pytest.mark.slow
 def test_shuffle_columns_that_straddle_groups_still_let_the_others_prune_evenly():
     # shufflenet_g3_050 stage2.0: conv1 has 30 filters, a 3 × 10 shuffle grid; column b lands on conv2 inputs
     # 3b..3b+2 and conv2's groups read 10 each, so columns 3 and 6 straddle two groups and stay. The others
@@ -503,6 +506,7 @@ def test_iterative_prune_applies_each_step_to_the_last_model():
     ("shufflenet_v1", {"groups": 4, "scale": 0.5, "small_input": True}, None),
     ("sepcnn_regular", {"small_input": True}, "deepest:2"),
 ])
+@pytest.mark.slow
 def test_a_pruned_or_converted_model_saves_and_loads_back(name, kwargs, convert, tmp_path):
     import json
 

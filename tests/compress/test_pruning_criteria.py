@@ -93,6 +93,7 @@ def test_slimming_meets_its_ratio_when_many_scales_are_tied_at_zero():
 
 @pytest.mark.parametrize("criterion", CRITERIA)
 @pytest.mark.parametrize("name, kwargs", FAMILIES)
+@pytest.mark.slow
 def test_every_family_prunes_under_every_criterion(name, kwargs, criterion):
     model = randomise_batch_norm_scales(small(name, **kwargs))
     images = torch.randn(8, 1, 28, 28)
@@ -272,6 +273,7 @@ def calibrated(name, **kwargs):
     ("mobilenet_v1_025", {"small_input": True}, "blocks.3.conv_pw", "blocks.4.conv_pw"),
     ("shufflenet_g3_050", {"small_input": True}, "stage3.1.conv1", "stage3.1.conv2"),  # grouped, through the shuffle
 ])
+@pytest.mark.slow
 def test_the_refit_lowers_the_readers_error_to_what_it_reports(name, kwargs, conv, reader):
     """The reader's error after the refit is its measured output error over the calibration images, below the
     error of the same channels without the refit; and the network's logits move closer to the original's."""
@@ -306,6 +308,7 @@ def test_the_refit_lowers_the_readers_error_to_what_it_reports(name, kwargs, con
     assert logits["refit"] < logits["unrefit"]
 
 
+@pytest.mark.slow
 def test_a_reader_with_too_few_calibration_rows_is_left_as_pruned():
     """The classifier reads 64 features: 16 images give 16 rows, too few to fit 64 columns without interpolating."""
     model, images = calibrated("mobilenet_v1_025", small_input=True)

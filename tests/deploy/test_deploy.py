@@ -80,6 +80,7 @@ def test_fold_batchnorm_removes_every_batchnorm_and_keeps_the_outputs(family):
 
 @pytest.mark.parametrize("backend", ["eager", "torchscript", "onnxruntime", "openvino"])
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_backend_matches_eager(family, backend):
     if backend not in deploy.available_backends():
         pytest.skip(f"{backend} is not installed (pip install 'lightnets[{backend}]')")
@@ -143,6 +144,7 @@ def test_the_temporary_onnx_folder_goes_with_the_module(backend, tmp_path, monke
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+@pytest.mark.slow
 def test_onnx_backends_take_another_image_size_when_the_model_pools_globally(backend):
     if backend not in deploy.available_backends():
         pytest.skip(f"{backend} is not installed (pip install 'lightnets[{backend}]')")
@@ -154,6 +156,7 @@ def test_onnx_backends_take_another_image_size_when_the_model_pools_globally(bac
             assert (fast(x) - model(x)).abs().max() < TOLERANCE
 
 
+@pytest.mark.slow
 def test_export_onnx_leaves_height_and_width_symbolic_only_when_the_model_pools_globally(tmp_path):
     import onnx
 
@@ -209,6 +212,7 @@ def test_export_onnx_with_a_fixed_batch_refuses_another(tmp_path):
 
 
 @pytest.mark.parametrize("weight", ["smallcnn_3x2.fmnist", "shufflenet_g3_050.fmnist"])
+@pytest.mark.slow
 def test_int8_onnxruntime_agrees_with_fp32_on_fashion_mnist(weight):
     model = lightnets.create_model(weight, pretrained=True).eval()
     cfg = model.pretrained_cfg
@@ -222,6 +226,7 @@ def test_int8_onnxruntime_agrees_with_fp32_on_fashion_mnist(weight):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_int8_builds_for_every_family_and_keeps_its_input_sizes(family):
     """A ShuffleNet exported with symbolic height and width once stopped onnxruntime's shape inference."""
     model = make_model(family)

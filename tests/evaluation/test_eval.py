@@ -44,6 +44,7 @@ def json_run(tmp_path_factory):
     return json.loads((folder / "out.json").read_text()), folder
 
 
+@pytest.mark.slow
 def test_cli_reports_every_column_with_sane_values(json_run):
     report, _ = json_run
     rows = report["rows"]

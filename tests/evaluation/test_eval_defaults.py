@@ -27,6 +27,7 @@ def test_the_defaults_are_the_quick_ones():
 
 @pytest.mark.parametrize("backend", EXPORTS)
 @pytest.mark.parametrize("name", ["shufflenet_g3_050.fmnist", "mobilenet_v1_025.fmnist", "vgg11_bn.fmnist"])
+@pytest.mark.slow
 def test_an_exported_accuracy_pass_predicts_as_eager_does(name, backend):
     data = load_dataset("fashion_mnist", limit=1000)
     quick = dict(latency_batch_sizes=(1,), repeats=1, warmup=0, progress=False, memory=False)
@@ -75,6 +76,7 @@ def test_output_files_are_checked_first_and_their_folders_made(tmp_path, capsys)
     assert output.read_text().startswith("| model |") and not list(output.parent.glob(".*partial"))
 
 
+@pytest.mark.slow
 def test_an_identical_accuracy_measurement_is_reused_and_remeasure_measures_again(monkeypatch, tmp_path):
     """The accuracy cache: a second run of the same weight on the same data takes the first run's numbers
     (and says so); another image count, or accuracy_cache=False, measures again."""
@@ -118,6 +120,7 @@ def test_the_cache_key_changes_with_each_input_it_names():
     assert accuracy_cache_key(candidate, data, "eager", 100) != key
 
 
+@pytest.mark.slow
 def test_each_models_accuracy_is_shown_as_soon_as_it_is_known(capsys):
     """The table waits for the latency of every model; the accuracy of each is on stderr when it is measured,
     in order, and a second run says it came from the cache."""
@@ -174,6 +177,7 @@ def test_a_bundled_weight_on_its_whole_test_split_shows_its_recorded_accuracy(ac
 
 @pytest.mark.parametrize("changed", [["--limit", "9999"], ["--remeasure"],
                                      ["--accuracy-backend", "eager"], ["--no-pretrained"]])
+@pytest.mark.slow
 def test_accuracy_is_measured_when_the_record_does_not_answer_the_question(accuracy_passes, capsys, changed):
     """Fewer images, --remeasure, a backend asked for by name, random init: measured."""
     assert main(["--model", "smallcnn_3x2.fmnist" if changed != ["--no-pretrained"] else "smallcnn_3x2",
@@ -183,6 +187,7 @@ def test_accuracy_is_measured_when_the_record_does_not_answer_the_question(accur
     assert accuracy_passes == [row["model"]] and not row["accuracy_recorded"] and row["loss"] is not None
 
 
+@pytest.mark.slow
 def test_a_copy_of_a_bundled_weight_loaded_as_a_checkpoint_is_measured(accuracy_passes, tmp_path):
     """A checkpoint is the user's file: its bytes may match, but it is measured, not looked up."""
     folder = WEIGHTS_DIR / INDEX["smallcnn_3x2.fmnist"]["folder"]

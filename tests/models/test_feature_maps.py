@@ -40,6 +40,7 @@ def test_intermediates_match_feature_info_and_forward_features(name):
     ("shufflenet_g8_050", [16, 16, 192, 384, 768], [2, 4, 8, 16, 32]),
     ("vgg16_bn", [64, 128, 256, 512, 512, 512], [1, 2, 4, 8, 16, 32]),
 ])
+@pytest.mark.slow
 def test_full_size_feature_info(name, channels, reductions):
     model = lightnets.create_model(name)
     assert [f["num_chs"] for f in model.feature_info] == channels
@@ -47,6 +48,7 @@ def test_full_size_feature_info(name, channels, reductions):
 
 
 @pytest.mark.parametrize("ours, theirs", [("mobilenet_v1_100", "mobilenetv1_100"), ("vgg11_bn", "vgg11_bn")])
+@pytest.mark.slow
 def test_feature_info_agrees_with_timms_twin(ours, theirs):
     import timm
 

@@ -77,6 +77,7 @@ def test_model_api(name):
 
 
 @pytest.mark.parametrize("name, kwargs", CONFIGS)
+@pytest.mark.slow
 def test_channels_last_and_trace(name, kwargs):
     model = lightnets.create_model(name, small_input=True, img_size=32, num_classes=4, **kwargs).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -98,6 +99,7 @@ def test_in_chans_and_num_classes_change_params_as_expected(name):
 
 
 @pytest.mark.parametrize("name", FAMILY_REPRESENTATIVES)
+@pytest.mark.slow
 def test_small_input_keeps_architecture(name):
     """small_input changes strides and pools only: every conv layer keeps its shape."""
     def conv_shapes(model):
@@ -116,6 +118,7 @@ def test_small_input_keeps_architecture(name):
     ("sepcnn_both", {"small_input": True}),
     ("vgg11", {"small_input": False}),  # the two hidden FC layers of the ImageNet form
 ])
+@pytest.mark.slow
 def test_num_classes_zero_builds_a_feature_extractor(name, kwargs, tmp_path):
     model = lightnets.create_model(name, num_classes=0, img_size=32, **kwargs).eval()
     assert isinstance(model.get_classifier(), nn.Identity) and model.num_classes == 0

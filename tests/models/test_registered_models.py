@@ -26,8 +26,9 @@ EXPECT_FILE = Path(__file__).parent.parent / "expect" / "registered_models.json"
 ACCEPT = os.environ.get("LIGHTNETS_ACCEPT") == "1"
 
 
-def conv_and_fc_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
-    """Multiply-adds of every conv and FC layer, from the shapes their forward hooks see (meta tensors do)."""
+def conv_and_fc_macs(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, torch.Tensor]:
+    """Multiply-adds of every conv and FC layer, from the shapes their forward hooks see (meta tensors do), and the
+    map ``forward_features`` returns."""
     total = 0
 
     def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
@@ -42,23 +43,33 @@ def conv_and_fc_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     handles = [layer.register_forward_hook(count) for layer in layers]
     try:
-        model(torch.zeros(1, *input_size, device="meta"))
+        features = model.forward_features(torch.zeros(1, *input_size, device="meta"))
+        model.forward_head(features)
     finally:
         for handle in handles:
             handle.remove()
-    return total
+    return total, features
+
+
+def _shape_only(module: nn.Module) -> None:
+    """BatchNorm keeps shapes, and on the meta device it runs a slow Python decomposition: skip its arithmetic."""
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.forward = lambda x: x
 
 
 def describe(name: str, **kwargs) -> dict:
     """The numbers that tell one registered network from another, measured without allocating a weight."""
     with torch.device("meta"):
         model = lightnets.create_model(name, **kwargs).eval()
-        input_size = tuple(model.pretrained_cfg["input_size"])
-        features = model.forward_features(torch.zeros(1, *input_size))
+    input_size = tuple(model.pretrained_cfg["input_size"])
+    params = sum(p.numel() for p in model.parameters())
+    _shape_only(model)
+    macs, features = conv_and_fc_macs(model, input_size)
     return {
         "input_size": list(input_size),
-        "params": sum(p.numel() for p in model.parameters()),
-        "conv_fc_macs": conv_and_fc_macs(model, input_size),
+        "params": params,
+        "conv_fc_macs": macs,
         "num_features": model.num_features,
         "head_hidden_size": model.head_hidden_size,
         "feature_map": list(features.shape[1:]),

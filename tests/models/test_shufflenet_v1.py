@@ -165,6 +165,7 @@ def test_rounding_rule():
             assert all(abs(width - scale * base) <= 2 * groups for width, base in zip(stages, STAGE_CHANNELS[groups]))
 
 
+@pytest.mark.slow
 def test_named_variants_equal_generic():
     # Every g × s is a name: shufflenet_g3 (1×), shufflenet_g3_050 (0.5×), ...
     expected = {f"shufflenet_g{g}" + ("" if s == 1.0 else f"_{round(s * 100):03d}"): (g, s)
@@ -309,6 +310,7 @@ def test_small_input_form():
         full(torch.zeros(1, 1, 28, 28))
 
 
+@pytest.mark.slow
 def test_trace_and_onnx_keep_a_dynamic_batch():
     """The shuffle reads sizes symbolically (torchvision PR #3158), so a traced / exported model takes any batch."""
     ort = pytest.importorskip("onnxruntime")

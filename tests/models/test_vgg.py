@@ -43,6 +43,7 @@ def vgg16_224():
     return lightnets.create_model("vgg16").eval()
 
 
+@pytest.mark.slow
 def test_vgg16_params_and_macs(vgg16_224):
     assert _params(vgg16_224) == 138_357_544
     macs = count_macs(vgg16_224, (3, 224, 224))  # convs + FC, bias adds excluded

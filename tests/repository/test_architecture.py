@@ -50,6 +50,7 @@ def test_import_lightnets_does_not_import_torch():
 
 
 @pytest.mark.parametrize("first", ["lightnets", "timm"])
+@pytest.mark.slow
 def test_models_reach_timms_registry_whichever_is_imported_first(first):
     second = "timm" if first == "lightnets" else "lightnets"
     result = _run(f"import {first}, {second}, timm; print(timm.is_model('shufflenet_g3'), "

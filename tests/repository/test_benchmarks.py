@@ -61,6 +61,7 @@ def test_speed_benchmark_timm_twin_computes_our_small_input_function():
         torch.testing.assert_close(paths["timm eager"](x), paths["eager"](x))
 
 
+@pytest.mark.slow
 def test_train_cost_times_the_recipe_models(tmp_path):
     output = tmp_path / "train_cost.md"
     argv = ["--models", "smallcnn_3x2,smallcnn_3x2_dw1", "--steps", "1", "--threads", "1", "--output", str(output)]
@@ -112,6 +113,7 @@ def test_train_cost_counts_every_cycle_of_a_warm_restart(tmp_path):
 
 
 @pytest.mark.parametrize("teacher", ["smallcnn_3x2_dw1", "smallcnn_3x2_dw1+smallcnn_3x2_dw2"])
+@pytest.mark.slow
 def test_train_cost_times_a_distilled_cycle_with_its_teachers_forward_pass(monkeypatch, teacher):
     teacher_batches = {}
     real_small = train_cost._small

@@ -31,6 +31,7 @@ def experiment(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("criterion", ["slimming"])  # the criterion whose ratio is searched over tied scales
+@pytest.mark.slow
 def test_the_matched_ratio_prunes_to_the_budget(experiment, criterion):
     base = experiment.weights("mobilenet_v1_050", experiment.START_TAGS.get(criterion, "fmnist"))
     for budget in experiment.BUDGETS:

@@ -91,6 +91,7 @@ def measured(kind, student, teacher, images):
 
 
 @pytest.mark.parametrize("kind", ["hint", "attention"])
+@pytest.mark.slow
 def test_a_short_run_moves_the_students_maps_toward_the_teachers(kind):
     """The same fine-tune (same seed, images, schedule) with and without the feature term: with it the student's
     maps end closer to the trained teacher's, by the measure the term optimises (measured: 0.65× for hints,
@@ -127,6 +128,7 @@ def test_a_teacher_that_also_gives_soft_targets_runs_once_per_batch(monkeypatch)
     assert len(calls) == 2
 
 
+@pytest.mark.slow
 def test_the_trainer_distils_features_resumes_its_adapters_and_records_it(tmp_path, monkeypatch):
     from lightnets.cli.train import train
 
@@ -171,6 +173,7 @@ def test_the_trainer_refuses_feature_options_that_cannot_work(extra, message):
         check_args(build_parser().parse_args(["--model", "smallcnn_3x2", *extra]))
 
 
+@pytest.mark.slow
 def test_fit_adapters_starts_the_hint_term_at_its_least_squares_minimum():
     """A pruned model's 1×1 adapters fitted to its teacher's maps: the hint term (in training mode, as the
     fine-tune computes it) is far below the random adapters' and no small change of an adapter lowers it

@@ -198,6 +198,7 @@ def test_short_run_learns_and_writes_a_hub_folder_whose_metrics_reproduce(tmp_pa
     assert 100 * (logits.argmax(1) == test.labels).float().mean().item() == pytest.approx(record["test_top1"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_amp_bf16_trains_under_autocast_on_the_cpu(tmp_path, monkeypatch):
     from lightnets.cli import train_run as train_module
 
@@ -315,6 +316,7 @@ def _die_after_the_first_checkpoint(monkeypatch) -> None:
     monkeypatch.setattr(os, "replace", replace_then_die)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run(tmp_path, monkeypatch):
     common = TINY + ["--epochs", "2", "--batch-size", "32", "--dataset", "shapes"]
     straight, _ = train(common + ["--work-dir", str(tmp_path / "a")], Shapes(128, 0), Shapes(64, 1))
@@ -378,6 +380,7 @@ def test_output_into_another_models_folder_needs_overwrite(tmp_path):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["lightnets"]["architecture"] == "mobilenet_v1_025"
 
 
+@pytest.mark.slow
 def test_the_card_records_the_weight_a_run_started_from_as_it_was_when_the_run_began(tmp_path, monkeypatch):
     """--finetune-from names a folder or name.tag whose content can change (a retrain replaces the very weight
     it started from): the card keeps the sha256 of the file the run started from, across a resume."""
