@@ -119,11 +119,12 @@ def test_any_input_tensor_gives_logits_or_an_error_stating_what_was_expected(sha
             out = model(x)
     except (ValueError, TypeError) as error:
         message = str(error)
-        assert message.startswith("MobileNetV1 ") and any(
-            word in message for word in ("expects", "built for", "at least")
+        assert message.startswith(("MobileNetV1 ", "MobileNetV1's weights are torch.float32 but the input is")) and any(
+            word in message for word in ("expects", "built for", "at least", "convert it")
         )
         return
-    assert dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and len(shape) == 4
+    # Another float dtype than the weights' is refused outside autocast (issue #40): only float32 runs.
+    assert dtype == torch.float32 and len(shape) == 4
     assert shape[1] == 3 and min(shape[2:]) >= model.min_input_size and out.shape == (shape[0], 4)
 
 
