@@ -203,7 +203,7 @@ while True:
 
 @pytest.mark.slow
 def test_sigkill_during_export_onnx_leaves_a_whole_file(tmp_path):
-    """A process exporting two models in turn to one path, killed at 4 points: the file always runs as one of them."""
+    """A process exporting two models in turn to one path, killed at 3 points: the file always runs as one of them."""
     pytest.importorskip("onnx")
     x = torch.randn(1, 1, 28, 28)
     expected = []
@@ -215,7 +215,7 @@ def test_sigkill_during_export_onnx_leaves_a_whole_file(tmp_path):
             )
     path = tmp_path / "model.onnx"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for delay in (0.03, 0.17, 0.41, 0.8):
+    for delay in (0.03, 0.3, 0.8):
         process = subprocess.Popen([sys.executable, "-c", _EXPORTER, str(path)], stdout=subprocess.PIPE,
                                    stderr=subprocess.DEVNULL, env=env)
         assert process.stdout.readline().strip() == b"ready"

@@ -195,7 +195,7 @@ def test_timms_data_config_and_transform_are_the_weights_own(name, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["mobilenet_v1_025", "shufflenet_g3_050", "vgg11_bn", "sepcnn_both", "smallcnn_3x2_dw1"]
+    "name", ["mobilenet_v1_025", "shufflenet_g3_050", "sepcnn_both", "smallcnn_3x2_dw1"]
 )
 @pytest.mark.slow
 def test_timms_layer_decay_optimizer_and_model_ema_work(name):
