@@ -112,3 +112,14 @@ def test_too_small_image_is_a_clear_error():
         model(torch.zeros(1, 3, 8, 8))
     with pytest.raises(ValueError, match="in_chans=3 but the input has 1 channels"):
         model(torch.zeros(1, 1, 224, 224))
+
+
+def test_tf_padding_puts_the_odd_row_and_column_at_the_bottom_right():
+    """Keras Applications' stride-2 layers pad as TensorFlow's "SAME": the extra row and column go at the bottom
+    and right (../shared/NOTES.md), which is what lets their weights give their logits."""
+    from lightnets.layers import tf_same_padding
+
+    padded = tf_same_padding(torch.ones(1, 1, 4, 4), 3, 2)[0, 0]
+    assert padded.shape == (5, 5)
+    assert padded[:4, :4].eq(1).all() and padded[4].eq(0).all() and padded[:, 4].eq(0).all()
+    assert tf_same_padding(torch.ones(1, 1, 5, 5), 3, 2).shape[-2:] == (7, 7)  # odd sides: one pixel each side
