@@ -49,7 +49,7 @@ MUTATIONS = [
              'getattr(data, "split", None), len(data),', 'getattr(data, "split", None), metrics["images"],'),
     Mutation("a feature_info reduction (MobileNet's maps all doubled)", "lightnets/models/mobilenet_v1.py",
              "reduction * block_stride", "reduction * 2"),
-    Mutation("a refused argument (num_classes < 0 accepted)", "lightnets/models/base.py",
+    Mutation("a refused argument (num_classes < 0 accepted)", "lightnets/models/arguments.py",
              "not isinstance(value, int) or value < 0:", "not isinstance(value, int):"),
     Mutation("an FX-unfriendly branch (input checks run on torch.fx proxies)", "lightnets/models/base.py",
              "and not isinstance(x, torch.fx.Proxy)\n", "\n"),

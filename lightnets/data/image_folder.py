@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 import torch
 from torch.utils.data import Dataset
 
-from ..models.base import check_positive_int
+from ..models.arguments import check_positive_int
 from .files import CorruptDataError
 
 __all__ = ["ImageFolderDataset", "load_image_folder", "check_crop_pct", "SPLIT_FOLDERS", "RESIZE_FILTERS",

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..models.base import check_positive_int
+from ..models.arguments import check_positive_int
 
 __all__ = ["InMemoryDataset", "synthetic_dataset"]
 

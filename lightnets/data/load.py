@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 from torch.utils.data import Dataset
 
-from ..models.base import check_positive_int
+from ..models.arguments import check_positive_int
 from .cifar10 import load_cifar10
 from .fashion_mnist import load_fashion_mnist
 from .image_folder import SPLIT_FOLDERS, load_image_folder

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..models.base import check_positive_int
+from ..models.arguments import check_positive_int
 
 __all__ = ["normalize_batch"]
 

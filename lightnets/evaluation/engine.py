@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..data import load_dataset
-from ..models.base import check_positive_int
+from ..models.arguments import check_positive_int
 from .backends import accuracy_backend as resolve_backend
 from .cache import accuracy_cache_key, cached_accuracy, store_accuracy
 from .candidate import Candidate, ModelSpec, build_candidate

@@ -8,7 +8,6 @@ checks — is written here once. A family's ``forward_features`` starts with
 ``if self.checkpointing_body(): return self.forward_body_checkpointed(x)``.
 """
 
-import os
 import re
 from typing import Any, Optional, Sequence, Union
 
@@ -16,43 +15,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an int >= 1, else raise a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """Return ``value`` if it is True or False: a string such as "no" would otherwise count as true."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_min_input_size(model_name: str, img_size: int, min_size: int, small_input: bool, small_min_size: int,
-                         given: str = "") -> None:
-    """Refuse a default input side the model's body cannot take (it would refuse its own default input)."""
-    if img_size < min_size:
-        raise ValueError(
-            f"{model_name} takes images of at least {min_size}x{min_size}, got img_size={img_size}{given}"
-            + (
-                ""
-                if small_input
-                else f"; build it with small_input=True for images down to {small_min_size}x{small_min_size}"
-            )
-        )
-
-
-def check_num_classes(value: Any) -> int:
-    """``num_classes`` is an int >= 1, or 0 for no classifier (the model returns its pre-logits features, as in
-    timm)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(
-            f"num_classes must be an integer >= 0 (0: no classifier, the model returns features), got {value!r}"
-        )
-    return value
+from .arguments import (check_bool, check_drop_rate, check_num_classes, check_positive_int,
+                        physical_memory)
 
 
 def classifier_layer(num_features: int, num_classes: int) -> nn.Module:
@@ -77,20 +41,6 @@ def stage_feature_info(body: Sequence[tuple[str, int, int]]) -> list[dict[str, A
 def _layer_pattern(name: str) -> str:
     """A regex that matches the parameter names under the module ``name`` ("blocks.1" but not "blocks.10")."""
     return rf"^{re.escape(name)}\."
-
-
-def physical_memory() -> Optional[int]:
-    """Bytes of RAM on this machine (None where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_drop_rate(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
-        raise ValueError(f"drop_rate must be a float in [0, 1), got {value!r}")
-    return float(value)
 
 
 class ClassifierNet(nn.Module):

@@ -18,7 +18,8 @@ from torch import nn
 from ..layers import ActLayer, ConvBNAct, DepthwiseSeparableConv, check_padding, get_act_layer
 from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
-from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
+from .arguments import check_bool, check_min_input_size, check_positive_int
+from .base import ClassifierNet, init_weights
 from .mobilenet_v1_weights import IMAGENET_WEIGHTS
 
 # Table 1: the stem is a full 3×3 conv, stride 2, 32 channels ...

@@ -35,7 +35,8 @@ from torch import nn
 from ..layers import ConvBNAct, DepthwiseSeparableConv
 from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
-from .base import ClassifierNet, check_drop_rate, check_num_classes, check_positive_int, classifier_layer, init_weights
+from .arguments import check_drop_rate, check_num_classes, check_positive_int
+from .base import ClassifierNet, classifier_layer, init_weights
 
 # sepcnn: a standard 3×3 stem conv, then three VGG-style stages of two 3×3 conv layers each, as
 # (output channels, 2×2 max pool after the layer); global average pool → dropout → classifier.

@@ -33,7 +33,8 @@ from torch import nn
 from ..layers import ActLayer, ChannelShuffle, ConvBNAct, get_act_layer, make_activation
 from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
-from .base import ClassifierNet, check_bool, check_min_input_size, check_positive_int, init_weights
+from .arguments import check_bool, check_min_input_size, check_positive_int
+from .base import ClassifierNet, init_weights
 from .shufflenet_v1_weights import IMAGENET_WEIGHTS
 
 # Table 1: output channels of stages 2, 3 and 4 at 1×, for each number of groups g.

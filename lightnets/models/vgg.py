@@ -31,8 +31,8 @@ from torch import nn
 
 from ..weight_cfg import WeightCfg
 from .catalog import register_model, variant_kwargs
-from .base import (ClassifierNet, check_bool, check_drop_rate, check_num_classes, check_positive_int, classifier_layer,
-                   init_weights)
+from .arguments import check_bool, check_drop_rate, check_num_classes, check_positive_int
+from .base import ClassifierNet, classifier_layer, init_weights
 
 # Table 1: output channels of the five stages, and 3×3 conv layers per stage for configurations
 # A (VGG-11), B (VGG-13), D (VGG-16) and E (VGG-19); the key counts weight layers (convs + 3 FC).

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Union
 import torch
 from torch import nn
 
-from ..models.base import check_positive_int
+from ..models.arguments import check_positive_int
 from ..weight_cfg import WeightCfg, as_weight_cfg
 
 __all__ = ["adapt_input_conv", "adapt_state_dict"]

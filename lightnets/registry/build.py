@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..models.base import physical_memory
+from ..models.arguments import physical_memory
 from ..models.catalog import ModelEntry
 from ..weight_cfg import WeightCfg
 from .names import has_fixed_input_size
