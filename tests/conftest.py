@@ -34,3 +34,10 @@ def one_thread():
     yield
     torch.set_num_threads(threads)
 
+
+@pytest.fixture
+def umask_027():
+    """A umask other than the usual 022, so that permissions that follow it are told from fixed ones."""
+    old = os.umask(0o027)
+    yield
+    os.umask(old)

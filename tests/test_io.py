@@ -18,22 +18,12 @@ import pytest
 
 from lightnets import _io
 from lightnets._io import DigestError, DownloadError, WriteError
+from writers import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def leftovers(folder: Path) -> list[str]:
-    """Hidden temporaries a write left in ``folder``."""
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
-
-
-@pytest.fixture
-def umask_027():
-    """A umask other than the usual 022, so that permissions that follow it are told from fixed ones."""
-    old = os.umask(0o027)
-    yield
-    os.umask(old)
 
 
 class FifoReader:

@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +16,7 @@ import torch
 
 import lightnets
 from lightnets._io import WriteError
+from writers import killed_at, leftovers
 
 SMALL = "smallcnn_3x2"
 
@@ -29,15 +26,6 @@ def model() -> torch.nn.Module:
     return lightnets.create_model(SMALL, in_chans=1, num_classes=10, small_input=True).eval()
 
 
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
-
-
-@pytest.fixture
-def umask_027():
-    old = os.umask(0o027)
-    yield
-    os.umask(old)
 
 
 # --- save_pretrained -------------------------------------------------------------------------------------------------
@@ -214,13 +202,6 @@ def test_sigkill_during_export_onnx_leaves_a_whole_file(tmp_path):
                 lightnets.create_model("smallcnn_3x2", in_chans=1, num_classes=10, small_input=True).eval()(x)
             )
     path = tmp_path / "model.onnx"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for delay in (0.03, 0.3, 0.8):
-        process = subprocess.Popen([sys.executable, "-c", _EXPORTER, str(path)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, env=env)
-        assert process.stdout.readline().strip() == b"ready"
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    for _, delay, _ in killed_at((0.03, 0.3, 0.8), _EXPORTER, path):
         logits = _onnx_logits(path.read_bytes(), x)
         assert any(torch.allclose(logits, e, atol=1e-3) for e in expected), f"killed after {delay}s: a mixed file"

@@ -23,6 +23,7 @@ import torch
 import lightnets
 from lightnets.pretrained.download import ChecksumError
 from representatives import FAMILY_REPRESENTATIVES
+from writers import killed_at
 from lightnets.pretrained.native import WeightsFileError, read_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -253,25 +254,12 @@ while True:
 """
 
 
-def _killed_at(delays, script, *args):
-    """Run ``script`` (which prints "ready", then writes in a loop) once per delay, SIGKILL it that long after
-    "ready", and yield the attempt number for the caller to inspect what was left."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for attempt, delay in enumerate(delays):
-        process = subprocess.Popen([sys.executable, "-c", script, *map(str, args)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, env=env)
-        assert process.stdout.readline().strip() == b"ready"
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        yield attempt
-
 
 @pytest.mark.slow
 def test_sigkill_during_save_pretrained_leaves_a_complete_folder(tmp_path):
     """A process rewriting a 37 MB folder in a loop, killed at 3 points: the folder always loads whole."""
     folder = tmp_path / "weight"
-    for attempt in _killed_at([0.05, 0.6, 1.7], _SAVER, folder):
+    for attempt, _, _ in killed_at([0.05, 0.6, 1.7], _SAVER, folder):
         if not folder.exists():  # killed before the first save completed: nothing, not half of something
             continue
         config = json.loads((folder / "config.json").read_text())

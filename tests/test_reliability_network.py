@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ import lightnets.cli.train
 from lightnets.evaluation.cli import main as eval_main
 from lightnets.pretrained import WeightsUnavailableError, manifest
 from lightnets.publish import save_pretrained
+from writers import killed_at
 
 from hub_server import FakeHub
 
@@ -402,22 +402,15 @@ def test_sigkill_during_eval_output_leaves_a_whole_table_and_no_temporary(tmp_pa
     parses, both models' rows, the command of the run that wrote it). A kill inside the write itself may leave that
     process's temporary, which the next write removes; at the end no temporary is left."""
     output = tmp_path / "zoo.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     seeds = set()
-    for attempt, delay in enumerate([0.05, 0.9, 2.4]):
-        process = subprocess.Popen([sys.executable, "-c", _EVALUATOR, str(output)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, env=env)
-        assert process.stdout.readline().strip() == b"ready"
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    for attempt, _, pid in killed_at([0.05, 0.9, 2.4], _EVALUATOR, output):
         table = json.loads(output.read_text())  # whole, never half of one
         assert [row["model"] for row in table["rows"]] == ["smallcnn_3x2", "smallcnn_3x2_dw1"], f"attempt {attempt}"
         seed = re.fullmatch(r"python -m eval .* --seed (\d+)", table["settings"]["command"])
         assert seed, table["settings"]["command"]
         seeds.add(int(seed.group(1)))
         # at most the temporary of the write the kill interrupted: every earlier one was removed by the next write
-        assert all(f"-{process.pid}." in name for name in _temporaries(output)), (attempt, _temporaries(output))
+        assert all(f"-{pid}." in name for name in _temporaries(output)), (attempt, _temporaries(output))
     assert len(seeds) > 1  # the kills landed after different writes
 
     assert eval_main(["--model", "smallcnn_3x2", "--dataset", "synthetic", "--no-accuracy", "--repeats", "1",
