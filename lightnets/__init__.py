@@ -40,6 +40,7 @@ _LAZY = {
     "push_to_hub": "publish",
     "optimize_for_inference": "deploy",
     "export_onnx": "deploy",
+    "export": "deploy",
     "to_separable": "compress",
     "prune_l1": "compress",
     "prune": "compress",

@@ -56,17 +56,23 @@ def simd_flags() -> list[str]:
 
 
 def library_versions(packages: Sequence[str]) -> dict[str, Optional[str]]:
-    """Each package's ``__version__`` as it imports here; None for one that is not installed.
+    """Each package's version: its installed distribution's (a name as pip knows it, ``litert-torch``), else its
+    module's ``__version__``; None for one that is not installed.
 
     >>> library_versions(["torch", "no_such_package"])["no_such_package"] is None
     True
     """
+    from importlib import metadata
+
     versions: dict[str, Optional[str]] = {}
     for package in packages:
         try:
-            versions[package] = importlib.import_module(package).__version__
-        except ImportError:
-            versions[package] = None
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            try:
+                versions[package] = getattr(importlib.import_module(package), "__version__", None)
+            except ImportError:
+                versions[package] = None
     return versions
 
 

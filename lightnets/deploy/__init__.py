@@ -39,13 +39,19 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_example_input, default_input, export_onnx,
+from .onnx_export import (DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, check_example_input, default_input, export_onnx,
                      pools_globally, quiet_deprecations)
 from .fold import conv_bn_pairs, fold_batchnorm
 from .runtimes import BackendUnavailableError, OnnxRuntimeModule, OpenVinoModule, ort_session_options, quantize_onnx
+from .executorch_file import ExecuTorchModule
+from .file_metadata import read_metadata
+from .litert_file import LiteRTModule
+from .on_device import FORMATS, QUANTIZE_MODES, ExportedFile, ExportError, export
 
 __all__ = [
     "AUTO_ORDER", "BACKENDS", "DEFAULT_OPSET", "BackendUnavailableError", "OnnxRuntimeModule", "OpenVinoModule",
+    "ExecuTorchModule", "ExportedFile", "ExportError", "FORMATS", "LiteRTModule", "QUANTIZE_MODES", "export",
+    "read_metadata",
     "available_backends", "conv_bn_pairs", "cpp_compiler", "default_input", "export_onnx", "fold_batchnorm",
     "MAX_OPSET", "MIN_OPSET", "optimize_for_inference", "ort_session_options", "pools_globally", "quantize_onnx",
 ]

@@ -1,0 +1,266 @@
+"""lightnets.export to ExecuTorch and LiteRT (issue #41): each file runs in its runtime's own interpreter here.
+
+Float files: one configuration per family and per source layout, random weights (non-trivial BatchNorm
+statistics and classifier), logits within 1e-4 × max(1, max |eager|) of the eager model. int8 files: bundled
+Fashion-MNIST weights, top-1 agreeing with the float model on ≥ 99% of test images. The whole matrix (every
+bundled weight, every format and precision, the full test split) is benchmarks/on_device.py's (results/).
+"""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import lightnets
+from lightnets import deploy
+from lightnets.data import load_dataset
+from lightnets.deploy.calibration import parse_calibration, to_pixels
+from lightnets.deploy.delegate_rewrites import FixedAverageConv, average_pools_as_convs
+from lightnets.inputs import resolve_input_config
+
+pytest.importorskip("executorch", reason="the mobile extra: pip install 'lightnets[mobile]'")
+pytest.importorskip("litert_torch", reason="the mobile extra: pip install 'lightnets[mobile]'")
+
+RUNNERS = {"executorch": deploy.ExecuTorchModule, "litert": deploy.LiteRTModule}
+SUFFIX = {"executorch": ".pte", "litert": ".tflite", "onnx": ".onnx"}
+# Float files: the layouts and families whose operators differ (TF padding + ReLU6; Megvii's and pytorchcv's
+# shuffle and concat orders; the separable CNN; VGG). MobileNet's and ShuffleNet's paper layouts and the small
+# CNN are the int8 tests' bundled weights, exported in float there too.
+FLOAT_CASES = {
+    "mobilenet_v1-keras": ("mobilenet_v1_025", {"padding": "tf", "act_layer": "relu6", "bn_eps": 1e-3}),
+    "shufflenet_v1-megvii": ("shufflenet_g8_050", {"shuffle_layout": "megvii"}),
+    "shufflenet_v1-osmr": ("shufflenet_g1_025", {"shortcut_first": False, "stem_channels": 6}),
+    "sepcnn": ("sepcnn_both", {}),
+    "vgg": ("vgg11_bn", {}),
+}
+# ShuffleNet's int8 export takes ExecuTorch about a minute (its q/dq graph is 4× MobileNet's): the benchmark's.
+INT8_WEIGHTS = ["mobilenet_v1_025.fmnist", "smallcnn_3x2.fmnist"]
+CALIBRATION_IMAGES = 64  # LiteRT's quantizer calibrates op by op in Python: 0.1 s per image on ShuffleNet
+AGREEMENT_IMAGES = 2000
+
+
+def random_weights(name: str, kwargs: dict) -> nn.Module:
+    """The configuration at its small-input size with seeded weights that make every layer count: BatchNorm
+    statistics away from (0, 1) and a classifier that is not zero."""
+    model = lightnets.create_model(name, small_input=True, num_classes=10, **kwargs)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            elif isinstance(module, nn.Linear):
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.1)
+    return model.eval()
+
+
+def within_tolerance(file_logits: torch.Tensor, eager: torch.Tensor) -> None:
+    bound = 1e-4 * max(1.0, eager.abs().max().item())
+    assert (file_logits - eager).abs().max().item() <= bound
+
+
+@pytest.fixture(scope="module")
+def fmnist_test():
+    return load_dataset("fashion_mnist", "test")
+
+
+# ------------------------------------------------------------------------------------------------
+# Float files, every family and source layout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", FLOAT_CASES)
+def test_float_files_give_the_eager_logits_in_their_runtime(case, tmp_path):
+    name, kwargs = FLOAT_CASES[case]
+    model = random_weights(name, kwargs)
+    x = torch.randn(1, *resolve_input_config(model).input_size, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        eager = model(x)
+    assert eager.abs().max() > 0.1  # a zero classifier would make any file "match"
+    for file_format, runner in RUNNERS.items():
+        exported = lightnets.export(model, tmp_path / f"{case}{SUFFIX[file_format]}", format=file_format)
+        within_tolerance(runner(exported.path)(x), eager)
+        if file_format == "executorch":
+            # ShuffleNet's stride-2 average pools included: XNNPACK runs the whole network, one subgraph.
+            assert exported.undelegated == {}
+
+
+# ------------------------------------------------------------------------------------------------
+# int8 files of the bundled weights
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weight", INT8_WEIGHTS)
+def test_int8_files_agree_with_the_float_model_on_the_test_images(weight, fmnist_test, tmp_path):
+    model = lightnets.create_model(weight, pretrained=True).eval()
+    config = resolve_input_config(model)
+    images = config.normalize(fmnist_test.images)
+    calibration, measured = images[5000:5000 + CALIBRATION_IMAGES], images[:AGREEMENT_IMAGES]
+    with torch.no_grad():
+        float_top1 = model(measured).argmax(1)
+    for file_format, runner in RUNNERS.items():
+        # ExecuTorch's file takes the model's float input; LiteRT's the app's uint8 pixels: both forms tested.
+        app_input = file_format == "litert"
+        exported = lightnets.export(model, tmp_path / f"int8{SUFFIX[file_format]}", format=file_format,
+                                    quantize="int8", calibration=calibration, app_input=app_input)
+        run = runner(exported.path)
+        feed = to_pixels(measured, config) if app_input else measured
+        file_top1 = torch.cat([run(feed[i:i + 1]) for i in range(len(feed))]).argmax(1)
+        agreement = (file_top1 == float_top1).float().mean().item()
+        assert agreement >= 0.99, f"{weight} {file_format} int8: top-1 agrees on {agreement:.2%} of the images"
+        if file_format == "executorch":
+            assert exported.undelegated == {}
+        assert exported.size_bytes < 0.4 * sum(p.numel() * 4 for p in model.parameters()) + 200_000
+
+
+# ------------------------------------------------------------------------------------------------
+# What the file says about itself, and the app's input
+
+
+@pytest.mark.slow
+def test_a_file_carries_the_models_name_input_and_labels(tmp_path):
+    model = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True)
+    for file_format in ("executorch", "litert", "onnx"):
+        exported = lightnets.export(model, tmp_path / f"m{SUFFIX[file_format]}", format=file_format, app_input=True)
+        meta = deploy.read_metadata(exported.path)
+        assert meta == exported.metadata
+        assert (meta["model"], meta["tag"], meta["format"]) == ("smallcnn_3x2", "fmnist", file_format)
+        assert meta["input"] == {"shape": [1, 28, 28, 1], "layout": "NHWC", "dtype": "uint8",
+                                 "normalised_inside": True, "mean": [0.286], "std": [0.353]}
+        assert meta["label_names"][:2] == ["T-shirt/top", "Trouser"] and len(meta["label_names"]) == 10
+
+
+def test_the_app_input_wrapper_normalises_pixels_as_the_model_does():
+    model = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
+    config = resolve_input_config(model)
+    pixels = load_dataset("fashion_mnist", "test", limit=8).images
+    wrapped = deploy.app_input.UInt8NHWCInput(model, config.mean, config.std)
+    with torch.no_grad():
+        expected = model(config.normalize(pixels))
+        got = wrapped(pixels.permute(0, 2, 3, 1).contiguous())
+    assert (got - expected).abs().max() < 1e-4
+    assert torch.equal(to_pixels(config.normalize(pixels), config), pixels.permute(0, 2, 3, 1))
+
+
+def test_shufflenets_padded_average_pools_become_fixed_depthwise_convs():
+    model = random_weights("shufflenet_g3_050", {})
+    x = torch.randn(2, 3, 32, 32)
+    rewritten = average_pools_as_convs(model, x)
+    convs = [m for m in rewritten.modules() if isinstance(m, FixedAverageConv)]
+    assert len(convs) == 3 and not any(type(m) is nn.AvgPool2d for m in rewritten.modules())
+    # The inputs of stages 2-4 of g3 at 0.5×: Table 1's 24, 240, 480 halved (the stem too, as in Megvii's code).
+    assert [c.weight.shape[0] for c in convs] == [12, 120, 240]
+    assert set(rewritten.state_dict()) == set(model.state_dict())  # fixed weights are not state
+    with torch.no_grad():
+        assert (rewritten(x) - model(x)).abs().max() < 1e-5
+    assert any(type(m) is nn.AvgPool2d for m in model.modules())  # the model given is not changed
+
+
+# ------------------------------------------------------------------------------------------------
+# Mistakes: one error each, nothing written
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"format": "coreml"}, ValueError, "format must be one of executorch, litert, onnx"),
+    ({"format": "onnx", "quantize": "int8-per-tensor", "calibration": "fashion_mnist"}, ValueError,
+     "quantize must be None or one of int8 for format 'onnx'"),
+    ({"quantize": "int4", "calibration": "fashion_mnist"}, ValueError, "quantize must be None or one of int8"),
+    ({"quantize": "int8"}, ValueError, "needs calibration"),
+    ({"calibration": "fashion_mnist"}, ValueError, "calibration is only used with quantize"),
+    ({"quantize": "int8", "calibration": torch.zeros(0, 1, 28, 28)}, ValueError, "calibration images must be"),
+    ({"quantize": "int8", "calibration": torch.zeros(4, 3, 28, 28)}, ValueError, "(N ≥ 1, 1, 28, 28)"),
+    ({"quantize": "int8", "calibration": torch.zeros(4, 1, 28, 28, dtype=torch.uint8)}, ValueError, "must be float"),
+    ({"quantize": "int8", "calibration": "mnist_digits:64"}, ValueError, "unknown dataset 'mnist_digits'"),
+])
+def test_a_bad_argument_is_one_error_and_no_file(kwargs, error, message, tmp_path):
+    model = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        lightnets.export(model, tmp_path / "m.pte", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_output_path_must_fit_the_format_exist_as_a_folder_and_not_as_a_file(tmp_path):
+    model = lightnets.create_model("smallcnn_3x2", in_chans=1)
+    with pytest.raises(ValueError, match=r"must end in \.tflite for format 'litert'"):
+        lightnets.export(model, tmp_path / "m.pte", format="litert")
+    with pytest.raises(FileNotFoundError, match="the folder .*missing does not exist"):
+        lightnets.export(model, tmp_path / "missing" / "m.pte")
+    (tmp_path / "m.pte").write_text("an earlier file")
+    with pytest.raises(FileExistsError, match="exists; pass overwrite=True"):
+        lightnets.export(model, tmp_path / "m.pte")
+    assert (tmp_path / "m.pte").read_text() == "an earlier file"
+
+
+@pytest.mark.slow
+def test_a_model_the_converter_cannot_take_is_an_error_naming_the_line_and_no_file(tmp_path):
+    class DataDependent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if y.mean() > 0:  # a branch on a value: torch.export cannot trace it
+                return y.amax(dim=(2, 3))
+            return y.amin(dim=(2, 3))
+
+    model = DataDependent()
+    model.pretrained_cfg = {"input_size": (1, 28, 28)}
+    with pytest.raises(deploy.ExportError, match=r"could not export DataDependent to executorch: .*") as caught:
+        lightnets.export(model, tmp_path / "m.pte")
+    assert "y.mean() > 0" in str(caught.value)  # the line of the layer that failed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_calibration_names_a_dataset_and_a_count():
+    assert parse_calibration("fashion_mnist:64") == ("fashion_mnist", 64)
+    assert parse_calibration("imagefolder:/data/cats:9") == ("imagefolder:/data/cats", 9)
+    assert parse_calibration("imagefolder:/data/cats") == ("imagefolder:/data/cats", 512)
+    with pytest.raises(ValueError, match="at least 1"):
+        parse_calibration("fashion_mnist:0")
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line
+
+
+@pytest.mark.slow
+def test_the_command_line_writes_a_file_that_runs_and_says_what_xnnpack_runs(tmp_path, capsys):
+    from lightnets.cli.export import main
+
+    output = tmp_path / "smallcnn.pte"
+    assert main(["smallcnn_3x2.fmnist", "--format", "executorch", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {output} (executorch, float32" in printed and "input float32 NCHW 1x1x28x28" in printed
+    assert "XNNPACK runs every operator" in printed
+    model = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
+    x = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        within_tolerance(deploy.ExecuTorchModule(output)(x), model(x))
+    assert json.loads(json.dumps(deploy.read_metadata(output)))["tag"] == "fmnist"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["smallcnn_3x2.fmnist", "--format", "executorch", "--output", "{tmp}/m.pte", "--quantize", "int8"],
+     "--quantize needs --calibration"),
+    (["smallcnn_3x2.fmnist", "--format", "executorch", "--output", "{tmp}/m.pte", "--calibration", "fashion_mnist"],
+     "--calibration is used only with --quantize"),
+    (["smallcnn_3x2.fmnist", "--format", "onnx", "--output", "{tmp}/nowhere/m.onnx"], "does not exist"),
+    (["smallcnn_3x2.nope", "--format", "onnx", "--output", "{tmp}/m.onnx"], "nope"),
+    (["smallcnn_3x2.fmnist", "--format", "onnx", "--output", "{tmp}/m.onnx", "--model-arg", "alpha=2"],
+     "--model-arg applies to a bare model name"),
+])
+def test_the_command_line_answers_a_mistake_in_one_line(argv, message, tmp_path, capsys):
+    from lightnets.cli.export import main
+
+    try:
+        status = main([arg.replace("{tmp}", str(tmp_path)) for arg in argv])
+    except SystemExit as exit_:  # argparse's usage errors
+        status = exit_.code
+    assert status == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after argparse's usage line, when it is a usage error
+    assert last.startswith("lightnets-export: error: ") and message in last and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
