@@ -62,19 +62,46 @@ def describe_file(model: nn.Module, config: InputConfig, *, file_format: str, qu
 
 
 def with_tflite_metadata(flatbuffer: bytes, metadata: dict[str, Any]) -> bytes:
-    """``flatbuffer`` (a .tflite model) with ``metadata`` added as the JSON entry :data:`METADATA_KEY`."""
-    import flatbuffers
+    """``flatbuffer`` (a .tflite model) with ``metadata`` added as the JSON entry :data:`METADATA_KEY`.
+
+    A converter may store large constants after the flatbuffer itself, each buffer naming its (offset, size)
+    from the start of the file. That tail is kept byte for byte, after the rewritten flatbuffer, at the same
+    alignment, and every offset is moved by how much the flatbuffer grew.
+    """
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    buffer = schema.BufferT()
-    buffer.data = list(json.dumps(metadata, sort_keys=True).encode())
-    model.buffers = [*(model.buffers or []), buffer]
+    buffers = list(model.buffers or [])
+    external = [buffer for buffer in buffers if (buffer.offset or 0) > 1]
+    tail_start = min((buffer.offset for buffer in external), default=len(flatbuffer))
+    tail = flatbuffer[tail_start:] if external else b""
+    entry_data = schema.BufferT()
+    entry_data.data = list(json.dumps(metadata, sort_keys=True).encode())
+    model.buffers = [*buffers, entry_data]
     entry = schema.MetadataT()
     entry.name = METADATA_KEY
     entry.buffer = len(model.buffers) - 1
     model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_KEY.encode()] + [entry]
-    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    # The offsets' values do not change the packed size (each is a fixed-width field already present): pack
+    # once to learn where the tail now starts, then again with the offsets moved there.
+    start = _aligned(len(_packed(model)), like=tail_start)
+    for buffer in external:
+        buffer.offset += start - tail_start
+    packed = _packed(model)
+    if external and len(packed) > start:
+        raise RuntimeError("the rewritten flatbuffer outgrew the room left for its constants")
+    return packed + b"\0" * (start - len(packed)) + tail if external else packed
+
+
+def _aligned(size: int, like: int, alignment: int = 64) -> int:
+    """The first position ≥ ``size`` with the alignment ``like`` had, modulo ``alignment``."""
+    return size + (like - size) % alignment
+
+
+def _packed(model: Any) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1 << 16)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
