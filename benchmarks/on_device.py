@@ -2,6 +2,7 @@
 
     python -m benchmarks.on_device                                   # every bundled weight (an hour or more)
     python -m benchmarks.on_device --weight smallcnn_3x2.fmnist --weight shufflenet_g3_050.fmnist
+    python -m benchmarks.on_device --weight none --speed mobilenet_v1_100@224 --speed shufflenet_g3@224
 
 For each weight, each format (ExecuTorch with XNNPACK, LiteRT) and each precision (float32; int8 with
 per-channel weights; int8 with per-tensor weights, where MobileNets are known to collapse):
@@ -14,6 +15,11 @@ per-channel weights; int8 with per-tensor weights, where MobileNets are known to
 
 int8 files are calibrated on ``--calibration`` (default 512 images of the train split). The numbers are
 XNNPACK on this machine's CPU, not on a phone: the results file records the CPU and its load.
+
+``--speed NAME@SIDE`` adds a latency-only table for a network at ImageNet sizes (random weights): eager, ONNX
+Runtime, OpenVINO, and the ExecuTorch and LiteRT files in float and int8, measured side by side at batch 1,
+with each file's size and the GEMM-bound ceiling (the network's MACs ÷ this CPU's fp32 matmul rate,
+measured in the same run).
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ from lightnets.inputs import resolve_input_config
 from lightnets.machine import environment, library_versions, machine_load
 from lightnets.tables import markdown_table
 
+from .speed import gemm_rate
+
 FORMATS = ("executorch", "litert")
 PRECISIONS = ("float32", "int8", "int8-per-tensor")
 RUNNERS = {"executorch": deploy.ExecuTorchModule, "litert": deploy.LiteRTModule}
@@ -51,6 +59,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="test images (default: the whole split)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--speed", action="append", default=[], metavar="NAME@SIDE",
+                        help="latency-only rows for a network at a side, e.g. mobilenet_v1_100@224")
     parser.add_argument("--output", default="results/on_device.md")
     return parser.parse_args(argv)
 
@@ -96,7 +106,63 @@ def measure_weight(weight: str, args: argparse.Namespace, folder: Path) -> list[
     return rows
 
 
-def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load_before: dict | None) -> str:
+def measure_speed(spec: str, args: argparse.Namespace, folder: Path, gemm_gmacs: float) -> list[dict]:
+    """Latency-only rows for ``NAME@SIDE``: every runtime side by side, random weights, random calibration."""
+    name, _, side = spec.partition("@")
+    model = lightnets.create_model(name, img_size=int(side)).eval()
+    input_size = (model.in_chans, int(side), int(side))
+    macs = lightnets.count_macs(model, input_size)
+    example = torch.randn(1, *input_size)
+    paths: dict[str, tuple[torch.nn.Module, int | None]] = {"eager (PyTorch)": (model, None)}
+    for backend in ("onnxruntime", "openvino"):
+        if backend in deploy.available_backends():
+            runner = deploy.optimize_for_inference(model, backend, example_input=example, num_threads=args.threads,
+                                                   spin_wait=False)
+            paths[backend] = (runner, None)
+    calibration = torch.randn(16, *input_size, generator=torch.Generator().manual_seed(0))
+    for file_format in args.format or FORMATS:
+        for precision in ("float32", "int8"):
+            quantize = None if precision == "float32" else precision
+            exported = lightnets.export(model, folder / f"{name}-{side}.{precision}{SUFFIX[file_format]}",
+                                        format=file_format, quantize=quantize, overwrite=True,
+                                        calibration=calibration if quantize else None)
+            paths[f"{file_format} {precision}"] = (RUNNERS[file_format](exported.path, num_threads=args.threads),
+                                                    exported.size_bytes)
+            print(f"{spec} {file_format} {precision}: export {exported.seconds:.1f} s", file=sys.stderr, flush=True)
+    candidates = [Candidate(label, "", runner, input_size, (0.0,), (1.0,), 1.0) for label, (runner, _) in paths.items()]
+    times = measure_latency(candidates, [1], args.repeats, warmup=3, device=torch.device("cpu"),
+                            memory_format=torch.contiguous_format, progress=False)
+    ceiling_ms = macs / (gemm_gmacs * 1e9) * 1e3
+    rows = []
+    for index, (label, (_, size)) in enumerate(paths.items()):
+        ms = statistics.median(times[index, 1]) * 1e3
+        rows.append({"network": f"`{name}` @ {side}", "runtime": label, "ms": ms, "size": size, "macs": macs,
+                     "ceiling_ms": ceiling_ms})
+    eager_ms = rows[0]["ms"]
+    for row in rows:
+        row["vs_eager"] = eager_ms / row["ms"]
+        row["vs_ceiling"] = row["ms"] / ceiling_ms
+    return rows
+
+
+def render_speed(rows: list[dict], gemm_gmacs: float) -> list[str]:
+    if not rows:
+        return []
+    body = [[row["network"], row["runtime"], f"{row['ms']:.2f}", f"{row['vs_eager']:.2f}×",
+             "–" if row["size"] is None else f"{row['size'] / 1024:,.0f}", f"{row['macs'] / 1e6:,.0f}",
+             f"{row['vs_ceiling']:.1f}×"] for row in rows]
+    return ["", "## Latency at ImageNet sizes (random weights)", "",
+            f"Batch 1, median ms, every runtime of a network measured side by side in one run. GEMM-bound ceiling: "
+            f"the network's conv + FC MACs at this CPU's fp32 matmul rate, {gemm_gmacs:.1f} GMAC/s (a 2048² matmul, "
+            "measured in the same run); `× ceiling` is the time over that bound (1.0× = as fast as fp32 GEMM "
+            "allows; int8 can beat it). int8 files calibrated on random images: speed does not depend on the ranges.",
+            "",
+            *markdown_table(["network", "runtime", "ms (bs1)", "vs eager", "KiB", "MMACs", "× ceiling"],
+                            ["---", "---", "---:", "---:", "---:", "---:", "---:"], body)]
+
+
+def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load_before: dict | None,
+           speed_rows: Sequence[dict] = (), gemm_gmacs: float = 0.0) -> str:
     env = environment(load=load_before)
     versions = library_versions(["executorch", "litert-torch", "ai-edge-litert", "ai-edge-quantizer", "torchao"])
     body = []
@@ -109,13 +175,15 @@ def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load
                      "–" if row["size"] is None else f"{row['size'] / 1024:,.0f}",
                      "–" if row["export_s"] is None else f"{row['export_s']:.1f}",
                      f"{row['ms']:.3f}", f"{row['vs_eager']:.1f}×", left or "–"])
-    lines = [
+    header = [
         "# On-device files: accuracy, size and latency", "",
         f"_Generated by `python -m benchmarks.on_device {shlex.join(argv)}`._ XNNPACK on this x86 CPU, not a phone:"
         f" {env['cpu']}, {args.threads} threads, torch {env['torch']}, "
         + ", ".join(f"{name} {version}" for name, version in versions.items() if version)
-        + f"; load before the run: {env['load']}.", "",
-        "Top-1 on the Fashion-MNIST test split "
+        + f"; load before the run: {env['load']}.",
+    ]
+    accuracy = [
+        "", "Top-1 on the Fashion-MNIST test split "
         f"({'all 10,000 images' if args.limit is None else f'first {args.limit} images'}), each file run image by "
         "image in its runtime's Python interpreter; Δ against the eager float model; agreement: images whose top-1 "
         f"class is the eager model's. int8 files calibrated on `{args.calibration}` (train split). Latency: median "
@@ -123,6 +191,11 @@ def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load
         *markdown_table(["weight", "runtime", "precision", "top-1 %", "Δ top-1", "agree %", "KiB", "export s",
                          "ms (bs1)", "vs eager", "not delegated"],
                         ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"], body),
+    ] if rows else []
+    lines = [
+        *header,
+        *accuracy,
+        *render_speed(list(speed_rows), gemm_gmacs),
     ]
     return "\n".join(lines) + "\n"
 
@@ -133,12 +206,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load_before = machine_load()
     weights = args.weight or [name for name in lightnets.list_pretrained() if name.endswith(".fmnist")]
+    weights = [weight for weight in weights if weight != "none"]
     rows: list[dict] = []
+    speed_rows: list[dict] = []
+    gemm_gmacs = gemm_rate() if args.speed else 0.0
     with tempfile.TemporaryDirectory(prefix="lightnets-on-device-") as folder:
         for weight in weights:
             rows += measure_weight(weight, args, Path(folder))
             # after each weight: a long run shows its progress, and a stopped one keeps what it measured
             _io.write_text(args.output, render(rows, args, argv, load_before), parents=True)
+        for spec in args.speed:
+            speed_rows += measure_speed(spec, args, Path(folder), gemm_gmacs)
+            _io.write_text(args.output, render(rows, args, argv, load_before, speed_rows, gemm_gmacs), parents=True)
     print(f"wrote {args.output}")
     return 0
 
