@@ -3,11 +3,11 @@
 Starting ``python`` and importing torch and timm takes about 5 s on the 2-core CI box; a test that starts many
 interpreters spends most of its time there. A :class:`ForkServer` is a helper process, started lazily (one per
 pytest worker and environment), that has imported them and run no torch op (so forking it is safe: no thread
-pool is started yet). On request it forks a child that runs what ``python -m MODULE ARGS...`` or
-``python -c SCRIPT ARGS...`` would run, with the given argv, working directory, environment and standard
-streams, and exits as that interpreter would: the code passed to ``sys.exit`` (a message passed to it printed
-to stderr, and 1), 1 with the traceback on an uncaught exception, 0 otherwise; its atexit handlers run and
-its stdio is flushed before ``os._exit``.
+pool is started yet). On request it forks a child that runs what ``python -m MODULE ARGS...``,
+``python -c SCRIPT ARGS...`` or ``python FILE ARGS...`` would run, with the given argv, working directory,
+environment and standard streams, and exits as that interpreter would: the code passed to ``sys.exit`` (a
+message passed to it printed to stderr, and 1), 1 with the traceback on an uncaught exception, 0 otherwise;
+its atexit handlers run and its stdio is flushed before ``os._exit``.
 
 The server and its client talk over a Unix socket pair: each request is one JSON packet, and the child's stdin,
 stdout and stderr travel as file descriptors beside it (SCM_RIGHTS), so the caller points them at a file or at
@@ -55,12 +55,17 @@ class ForkServer:
 
     def start(self, argv: Sequence[str], *, cwd: os.PathLike | str, env: Optional[Mapping[str, str]] = None,
               stdin: Optional[int] = None, stdout: Optional[int] = None, stderr: Optional[int] = None) -> int:
-        """Fork a child that runs ``python *argv`` (``["-m", MODULE, ...]`` or ``["-c", SCRIPT, ...]``) in
-        ``cwd``, with ``env`` as its environment (the server's when None) and the given file descriptors as
-        its standard streams (/dev/null for None); the child's pid."""
-        if len(argv) < 2 or argv[0] not in ("-m", "-c"):
-            raise ValueError(f"argv must start with -m MODULE or -c SCRIPT, got {list(argv)[:2]}")
-        request = {"op": "start", "mode": argv[0], "target": argv[1], "args": [str(a) for a in argv[2:]],
+        """Fork a child that runs ``python *argv`` (``["-m", MODULE, ...]``, ``["-c", SCRIPT, ...]`` or
+        ``[FILE, ...]``) in ``cwd``, with ``env`` as its environment (the server's when None) and the given file
+        descriptors as its standard streams (/dev/null for None); the child's pid."""
+        argv = [str(arg) for arg in argv]
+        if argv[:1] in (["-m"], ["-c"]) and len(argv) >= 2:
+            mode, target, args = argv[0], argv[1], argv[2:]
+        elif argv and not argv[0].startswith("-"):
+            mode, target, args = "file", argv[0], argv[1:]
+        else:
+            raise ValueError(f"argv must start with -m MODULE, -c SCRIPT or a file, got {argv[:2]}")
+        request = {"op": "start", "mode": mode, "target": target, "args": args,
                    "cwd": str(cwd), "env": None if env is None else dict(env)}
         with open(os.devnull, "r+b") as null:
             fds = [null.fileno() if fd is None else fd for fd in (stdin, stdout, stderr)]
@@ -107,17 +112,19 @@ class ForkServer:
             self._log.close()
 
 
-# Set by pytest for each test: a different value must not start another server (each child still gets it).
-_PER_TEST = ("PYTEST_CURRENT_TEST",)
+# Variables nothing the server imports reads (pytest sets the first for each test; matplotlib, which reads the
+# last, is not imported): servers whose environments differ only in them are one server. Each child gets the
+# environment of its own request, these included.
+_CHILD_ONLY = ("PYTEST_CURRENT_TEST", "PATH", "MPLBACKEND")
 _servers: dict[frozenset, ForkServer] = {}
 
 
 def server(env: Mapping[str, str]) -> ForkServer:
-    """This process's fork server for ``env`` (whatever its ``PYTEST_CURRENT_TEST``), started on first use; it
-    ends when this process exits. Pass ``env`` to each request too: a child's environment is what it is given."""
-    key = frozenset((name, value) for name, value in env.items() if name not in _PER_TEST)
+    """This process's fork server for ``env`` (whatever its :data:`_CHILD_ONLY` variables), started on first use;
+    it ends when this process exits. Pass ``env`` to each request too: a child's environment is what it is given."""
+    key = frozenset((name, value) for name, value in env.items() if name not in _CHILD_ONLY)
     if key not in _servers:
-        _servers[key] = ForkServer({name: value for name, value in env.items() if name not in _PER_TEST})
+        _servers[key] = ForkServer(dict(key))
     return _servers[key]
 
 
@@ -132,6 +139,7 @@ def _serve(fd: int) -> None:
 
     import lightnets  # noqa: F401
 
+    assert "matplotlib" not in sys.modules, "MPLBACKEND is read at import: it cannot be one of _CHILD_ONLY"
     channel = socket.socket(fileno=fd)
     children: set[int] = set()
     while True:
@@ -179,19 +187,28 @@ def _child(request: dict, fds: list[int]) -> None:
             sys.argv = ["-m", *request["args"]]  # runpy puts the module's path in sys.argv[0]
             sys.path[0] = os.getcwd()
             runpy.run_module(request["target"], run_name="__main__", alter_sys=True)
-        else:
+        else:  # -c SCRIPT, or a FILE: run in a fresh __main__, whose globals the code's are
             import __main__
 
-            sys.argv = ["-c", *request["args"]]
-            sys.path[0] = ""
             for name in [name for name in vars(__main__) if not name.startswith("__")]:
-                delattr(__main__, name)  # a fresh interpreter's __main__, which the script's globals are
-            exec(compile(request["target"], "<string>", "exec"), vars(__main__))
+                delattr(__main__, name)
+            if request["mode"] == "-c":
+                sys.argv = ["-c", *request["args"]]
+                sys.path[0] = ""
+                source, filename = request["target"], "<string>"
+            else:
+                sys.argv = [request["target"], *request["args"]]
+                sys.path[0] = os.path.dirname(os.path.realpath(request["target"]))
+                filename = __main__.__file__ = os.path.abspath(request["target"])
+                with open(filename, "rb") as file:
+                    source = file.read()
+            exec(compile(source, filename, "exec"), vars(__main__))
         code = 0
     except SystemExit as exit_:
         code = _exit_code(exit_.code)
     except BaseException as error:  # noqa: BLE001 - what the interpreter does with an uncaught exception
-        sys.excepthook(type(error), error, error.__traceback__.tb_next)  # from the command's own frames
+        error = error.with_traceback(error.__traceback__.tb_next)  # from the command's own frames, not this one's
+        sys.excepthook(type(error), error, error.__traceback__)
     try:
         atexit._run_exitfuncs()
         sys.stdout.flush()

@@ -268,9 +268,6 @@ def _run_bash(block: Block, state: PageState) -> None:
     env = {**os.environ,
            "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
            "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    # The fork server's own environment leaves out this page's bin/ (nothing reads PATH at import), so that the
-    # pages share one server; each command still runs with the page's environment, PATH included.
-    server_env = {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     for command in _bash_commands(block.code):
         _check_writes_under_runs(block, command)
         key = shlex.join(shlex.split(command, comments=True))  # the same command, whatever its comment
@@ -279,7 +276,7 @@ def _run_bash(block: Block, state: PageState) -> None:
             argv = _python_module_argv(redirected)
             try:
                 if argv is not None:  # what bash would run, forked from a process that has imported torch
-                    result = forkserver.server(server_env).run(argv, cwd=ROOT, env=env, timeout=COMMAND_TIMEOUT_S)
+                    result = forkserver.server(env).run(argv, cwd=ROOT, env=env, timeout=COMMAND_TIMEOUT_S)
                 else:
                     result = subprocess.run(["bash", "-o", "pipefail", "-c", redirected], cwd=ROOT, env=env,
                                             stdin=subprocess.DEVNULL, capture_output=True, text=True,
