@@ -54,11 +54,22 @@ def macs_of(model: nn.Module) -> int:
     return count_macs(model, (model.in_chans, model.img_size, model.img_size))
 
 
+_RATIOS: dict[tuple[int, str, int], tuple[nn.Module, float]] = {}
+
+
 def matched_ratio(base: nn.Module, criterion: str, budget: int) -> float:
     """The uniform (or, for slimming, global) ratio whose pruned model has ``1/budget`` of ``base``'s MACs,
     by bisection. L1, APoZ and reconstruction remove the same number of filters per conv at a ratio (only
-    which ones differs), so L1 finds their ratio; slimming's global threshold needs its own."""
+    which ones differs), so L1 finds their ratio, once per model and budget; slimming's global threshold needs
+    its own."""
     search = "slimming" if criterion == "slimming" else "l1"
+    key = (id(base), search, budget)
+    if key not in _RATIOS:  # the model is kept beside its ratio: its id names no other model meanwhile
+        _RATIOS[key] = (base, _bisect(base, search, budget))
+    return _RATIOS[key][1]
+
+
+def _bisect(base: nn.Module, search: str, budget: int) -> float:
     target = macs_of(base) / budget
     low, high = 0.0, 0.95
     with warnings.catch_warnings():

@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import re
 import os
-import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -299,16 +297,8 @@ def test_sigkill_during_lightnets_train_output_leaves_a_complete_folder(tmp_path
     data = load_dataset("fashion_mnist", limit=64)
     folder = tmp_path / "weight"
     seen = set()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for attempt, runs in enumerate([0.4, 1.3, 2.2]):  # killed that many run-lengths after the first run
-        process = subprocess.Popen([sys.executable, "-c", _TRAINER, str(folder), str(tmp_path / "runs")],
-                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        line = b""
-        while not line.startswith(b"ready") and process.poll() is None:  # the trainer logs its epoch before it
-            line = process.stdout.readline()
-        time.sleep(runs * float(line.split()[1]))
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+    # killed that many run-lengths after the first run
+    for attempt, _, _ in killed_at([0.4, 1.3, 2.2], _TRAINER, folder, tmp_path / "runs", in_runs=True):
         if not folder.exists():  # killed before the first run finished: nothing, not half of something
             continue
         config = json.loads((folder / "config.json").read_text())

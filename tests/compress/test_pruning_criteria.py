@@ -1,6 +1,7 @@
 """lightnets.prune with each ranking criterion (issue #31): APoZ (Hu et al. 2016), channel pruning with
 reconstruction (He et al. 2017) and network slimming (Liu et al. 2017) next to L1, on hand-made networks
 where the channels to prune are known, and on every family."""
+import copy
 import math
 
 import pytest
@@ -245,14 +246,27 @@ def test_the_least_squares_refit_reconstructs_a_layer_that_a_subset_of_channels_
 
 def refit_errors_of(*args, **kwargs):
     """prune(*args, **kwargs) and the errors its refit reported."""
+    pruned, _, errors = before_and_after_the_refit(*args, **kwargs)
+    return pruned, errors
+
+
+def before_and_after_the_refit(*args, **kwargs):
+    """prune(*args, **kwargs), the same pruned network as the refit received it (its channels chosen, its
+    weights not refit yet), and the errors the refit reported."""
     from lightnets.compress import reconstruction
 
-    reports = []
+    unrefit, reports = [], []
     refit = reconstruction.refit_readers
+
+    def spy(original, pruned, *rest):
+        unrefit.append(copy.deepcopy(pruned))
+        reports.append(refit(original, pruned, *rest))
+        return reports[-1]
+
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reconstruction, "refit_readers", lambda *a: reports.append(refit(*a)) or reports[-1])
+        patch.setattr(reconstruction, "refit_readers", spy)
         pruned = prune(*args, **kwargs)
-    return pruned, reports[0]
+    return pruned, unrefit[0], reports[0]
 
 
 def calibrated(name, **kwargs):
@@ -277,14 +291,10 @@ def calibrated(name, **kwargs):
 def test_the_refit_lowers_the_readers_error_to_what_it_reports(name, kwargs, conv, reader):
     """The reader's error after the refit is its measured output error over the calibration images, below the
     error of the same channels without the refit; and the network's logits move closer to the original's."""
-    from lightnets.compress import reconstruction
-
     model, images = calibrated(name, **kwargs)
-    pruned, errors = refit_errors_of(model, {conv: 0.5}, "reconstruction", calibration=images)
+    # the unrefit network is the one the refit received: no second prune (its LASSO scoring is most of the time)
+    pruned, unrefit, errors = before_and_after_the_refit(model, {conv: 0.5}, "reconstruction", calibration=images)
     assert list(errors) == [reader]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reconstruction, "refit_readers", lambda *a: {})
-        unrefit = prune(model, {conv: 0.5}, "reconstruction", calibration=images)
     outputs = {}
     for key, network in (("original", model), ("refit", pruned), ("unrefit", unrefit)):
         handle = network.get_submodule(reader).register_forward_hook(

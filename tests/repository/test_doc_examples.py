@@ -27,6 +27,8 @@ from typing import Optional
 
 import pytest
 
+import forkserver
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
@@ -225,6 +227,37 @@ def test_doc_example(block, tmp_path_factory, offline):
             pytest.fail(f"{block.id}: {where}{failure}", pytrace=False)
 
 
+# Outside quotes, these make bash do more than start one program with the words as its arguments.
+SHELL_SYNTAX = set("|&;<>()$`\\*?[]{}~!")
+
+
+def _python_module_argv(command: str) -> Optional[list[str]]:
+    """``["-m", MODULE, *ARGS]`` when ``command`` is exactly ``python -m MODULE ARGS...`` (quoting aside; a
+    trailing comment allowed): no pipe, redirection, expansion, glob or variable, which only bash would run."""
+    try:
+        words = shlex.split(command, comments=True)
+    except ValueError:
+        return None
+    unquoted, quote = [], None
+    for i, char in enumerate(command):
+        if quote:
+            if char == quote:
+                quote = None
+            elif quote == '"' and char in "$`\\!":
+                return None
+        elif char in "'\"":
+            quote = char
+        elif char == "#":
+            if i and not command[i - 1].isspace():
+                return None  # part of a word to bash, a comment to shlex
+            break  # a comment, to the end of the line
+        else:
+            unquoted.append(char)
+    if SHELL_SYNTAX & set(unquoted) or len(words) < 3 or words[:2] != ["python", "-m"]:
+        return None
+    return words[1:]
+
+
 def _run_bash(block: Block, state: PageState) -> None:
     bin_dir = state.workdir / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -240,10 +273,14 @@ def _run_bash(block: Block, state: PageState) -> None:
         key = shlex.join(shlex.split(command, comments=True))  # the same command, whatever its comment
         if key not in _commands:
             redirected = RUNS_DIR.sub(shlex.quote(str(state.workdir)) + "/runs/", command)
+            argv = _python_module_argv(redirected)
             try:
-                result = subprocess.run(["bash", "-o", "pipefail", "-c", redirected], cwd=ROOT, env=env,
-                                        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                        timeout=COMMAND_TIMEOUT_S)
+                if argv is not None:  # what bash would run, forked from a process that has imported torch
+                    result = forkserver.server(env).run(argv, cwd=ROOT, env=env, timeout=COMMAND_TIMEOUT_S)
+                else:
+                    result = subprocess.run(["bash", "-o", "pipefail", "-c", redirected], cwd=ROOT, env=env,
+                                            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                            timeout=COMMAND_TIMEOUT_S)
                 _commands[key] = (result.returncode, (result.stdout + result.stderr)[-4000:])
             except subprocess.TimeoutExpired:
                 _commands[key] = (124, f"no answer after {COMMAND_TIMEOUT_S} s")
