@@ -39,10 +39,8 @@ from lightnets.data import load_dataset
 from lightnets.evaluation.candidate import Candidate
 from lightnets.evaluation.measure import measure_latency
 from lightnets.inputs import resolve_input_config
-from lightnets.machine import environment, library_versions, machine_load
+from lightnets.machine import environment, gemm_rate, library_versions, machine_load
 from lightnets.tables import markdown_table
-
-from .speed import gemm_rate
 
 FORMATS = ("executorch", "litert")
 PRECISIONS = ("float32", "int8", "int8-per-tensor")

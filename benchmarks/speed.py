@@ -44,7 +44,7 @@ from lightnets.evaluation.cli import batch_size_list
 from lightnets.evaluation.measure import measure_latency
 from lightnets.inputs import resolve_input_config
 from lightnets.layers import ConvBNAct, DepthwiseSeparableConv
-from lightnets.machine import environment, library_versions, simd_flags
+from lightnets.machine import environment, gemm_rate, library_versions, simd_flags
 
 DEFAULT_MODELS = ("mobilenet_v1_100", "shufflenet_g3")
 # Our model name -> the timm model with the same architecture (ReLU6 in both: timm's MobileNet v1 uses it).
@@ -63,18 +63,6 @@ INT8_WEIGHTS = ("smallcnn_3x2.fmnist", "mobilenet_v1_025.fmnist", "mobilenet_v1_
 # --------------------------------------------------------------------------------------------------
 # What is measured
 # --------------------------------------------------------------------------------------------------
-
-
-def gemm_rate(size: int = 2048, repeats: int = 5) -> float:
-    """This CPU's fp32 matmul rate in GMAC/s: median over ``repeats`` of a ``size``² × ``size``² product."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return size**3 / statistics.median(times) / 1e9
 
 
 def single_layer(separable: bool) -> nn.Module:

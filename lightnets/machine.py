@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BUSY_LOAD_PER_CORE", "SIMD_FLAGS", "cpu_name", "environment", "library_versions", "machine_load",
-           "simd_flags"]
+__all__ = ["BUSY_LOAD_PER_CORE", "SIMD_FLAGS", "cpu_name", "environment", "gemm_rate", "library_versions",
+           "machine_load", "simd_flags"]
 
 # Timings taken on a machine busier than this are flagged (1-minute load average per logical core: half
 # the cores busy): on a loaded 2-core machine they came out 100-600x off and looked plausible.
@@ -110,3 +110,25 @@ def environment(device: Union[str, "torch.device"] = "cpu", channels_last: bool 
         "memory_format": "channels_last" if channels_last else "contiguous (NCHW)",
         "python": platform.python_version(),
     }
+
+
+def gemm_rate(size: int = 2048, repeats: int = 5) -> float:
+    """This CPU's fp32 matmul rate in GMAC/s: median over ``repeats`` of a ``size``² × ``size``² product, in torch's
+    current thread count (the ceiling a network's MACs are compared with: MACs ÷ this rate).
+
+    >>> gemm_rate(size=64, repeats=1) > 0
+    True
+    """
+    import statistics
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return size**3 / statistics.median(times) / 1e9

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Each console script (pyproject.toml) and the module `python -m` runs for it.
 COMMAND_LINES = {
     "lightnets-eval": "lightnets.eval",
+    "lightnets-export": "lightnets.cli.export",
     "lightnets-flops": "lightnets.cli.flops",
     "lightnets-train": "lightnets.cli.train",
     "lightnets-weights": "lightnets.cli.weights",

@@ -82,7 +82,8 @@ def test_the_console_scripts_of_an_installed_wheel_run(wheel, tmp_path):
         "print(json.dumps(found))\n"
     )
     found = json.loads(run_installed(wheel[0], tmp_path / "site", script))
-    assert sorted(found) == ["lightnets-eval", "lightnets-flops", "lightnets-train", "lightnets-weights"]
+    assert sorted(found) == ["lightnets-eval", "lightnets-export", "lightnets-flops", "lightnets-train",
+                             "lightnets-weights"]
     for name, (module, code, usage) in found.items():
         assert code == 0, name  # --help exits cleanly
         prog = usage.removeprefix("usage: ").split(" [")[0]  # named as the script or as `python -m` of its package
