@@ -41,3 +41,9 @@ def umask_027():
     old = os.umask(0o027)
     yield
     os.umask(old)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, each group in its collection order: with two workers taking tests from one queue
+    (pytest-xdist's worksteal), a long test started near the end keeps one worker busy while the other idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
