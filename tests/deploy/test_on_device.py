@@ -97,6 +97,25 @@ def test_float_files_give_the_eager_logits_in_their_runtime(case, tmp_path):
             assert exported.undelegated == {}
 
 
+@pytest.mark.slow
+def test_pruned_and_separable_converted_models_export_and_match(tmp_path):
+    """A compressed model is a lightnets model like any other to export: a pruned MobileNet (its convs rebuilt
+    with fewer channels) and a small CNN with a conv made depthwise-separable (a new block inside)."""
+    from lightnets import compress
+
+    mobilenet = random_weights("mobilenet_v1_025", {})
+    pruned = compress.prune(mobilenet, 0.5, "l1").eval()
+    assert sum(p.numel() for p in pruned.parameters()) < 0.6 * sum(p.numel() for p in mobilenet.parameters())
+    separable = compress.to_separable(lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True),
+                                      "deepest:1").eval()
+    for label, model in (("pruned", pruned), ("separable", separable)):
+        x = torch.randn(1, *resolve_input_config(model).input_size, generator=torch.Generator().manual_seed(3))
+        exported = lightnets.export(model, tmp_path / f"{label}.pte")
+        with torch.no_grad():
+            within_tolerance(deploy.ExecuTorchModule(exported.path)(x), model(x))
+        assert exported.undelegated == {}
+
+
 # ------------------------------------------------------------------------------------------------
 # int8 files of the bundled weights
 
