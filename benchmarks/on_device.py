@@ -35,7 +35,7 @@ import torch
 
 import lightnets
 from lightnets import _io, deploy
-from lightnets.data import load_dataset
+from lightnets.data import InMemoryDataset, load_dataset
 from lightnets.evaluation.candidate import Candidate
 from lightnets.evaluation.measure import measure_latency
 from lightnets.inputs import resolve_input_config
@@ -68,10 +68,9 @@ def top1_in_runtime(runner: torch.nn.Module, images: torch.Tensor) -> torch.Tens
         return torch.cat([runner(images[i:i + 1]).argmax(1) for i in range(len(images))])
 
 
-def measure_weight(weight: str, args: argparse.Namespace, folder: Path) -> list[dict]:
+def measure_weight(weight: str, test: InMemoryDataset, args: argparse.Namespace, folder: Path) -> list[dict]:
     model = lightnets.create_model(weight, pretrained=True).eval()
     config = resolve_input_config(model)
-    test = load_dataset("fashion_mnist", "test", limit=args.limit)
     images, labels = config.normalize(test.images), test.labels
     with torch.inference_mode():
         eager_top1 = torch.cat([model(images[i:i + 256]).argmax(1) for i in range(0, len(images), 256)])
@@ -209,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     speed_rows: list[dict] = []
     gemm_gmacs = gemm_rate() if args.speed else 0.0
     with tempfile.TemporaryDirectory(prefix="lightnets-on-device-") as folder:
+        test = load_dataset("fashion_mnist", "test", limit=args.limit)
         for weight in weights:
-            rows += measure_weight(weight, args, Path(folder))
+            rows += measure_weight(weight, test, args, Path(folder))
             # after each weight: a long run shows its progress, and a stopped one keeps what it measured
             _io.write_text(args.output, render(rows, args, argv, load_before), parents=True)
         for spec in args.speed:

@@ -10,3 +10,20 @@ SOURCE_LAYOUTS = {
     "megvii": ("shufflenet_g8_050", {"shuffle_layout": "megvii"}),
     "osmr": ("shufflenet_g1_025", {"shortcut_first": False, "stem_channels": 6}),
 }
+
+
+def with_nontrivial_batchnorm(model, seed: int = 1):
+    """``model`` with seeded BatchNorm statistics and affine parameters away from (0, 1), so that folding or
+    converting them has something to get wrong; returned in eval mode."""
+    import torch
+    from torch import nn
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+    return model.eval()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import logging
 import os
 import tempfile
@@ -33,9 +32,9 @@ PathLike = Union[str, os.PathLike]
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    # The converter and the quantizer print progress bars and absl/TF log lines on every call.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()), native_output_silenced():
+    # The converter and the quantizer print progress bars and absl/TF log lines on every call, from Python and
+    # from C++: silencing file descriptors 1 and 2 covers both.
+    with warnings.catch_warnings(), native_output_silenced():
         warnings.simplefilter("ignore")
         previous = logging.root.manager.disable
         logging.disable(logging.WARNING)

@@ -103,11 +103,11 @@ def _check_arguments(model: Any, path: PathLike, file_format: Any, quantize: Any
 def _prepared(model: nn.Module, config: InputConfig, file_format: str,
               app_input: bool) -> tuple[nn.Module, torch.Tensor]:
     """A CPU float32 copy, BatchNorm folded, rewritten for the delegate, optionally behind the app's input."""
-    copied = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval()
     try:
-        folded = fold_batchnorm(copied)
+        folded = fold_batchnorm(model)  # an eval-mode copy
     except ValueError:  # a forward torch.fx cannot trace: the converters fold BatchNorm themselves, or say why not
-        folded = copied
+        folded = copy.deepcopy(model).eval()
+    folded = folded.to(device="cpu", dtype=torch.float32)  # in place, on the copy (as export_onnx does)
     example = torch.randn((1, *config.input_size), generator=torch.Generator().manual_seed(0))
     check_example_input(folded, example)
     if file_format != "onnx":

@@ -26,7 +26,6 @@ BatchNorm folded, float32) than the eager model whose latency is timed;
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -40,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data import normalize_batch
+from ..deploy.native_logs import native_output_silenced
 from .backends import ACCURACY_BACKENDS, accuracy_backend
 from .candidate import Candidate
 
@@ -173,20 +173,6 @@ def measure_latency(candidates: Sequence[Candidate], batch_sizes: Sequence[int],
     return times
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Silence C++ writes to fd 2 (the profiler's kineto logs its start and stop there)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def _forward_peak_bytes(model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
     """Most bytes torch's allocator held at once during one forward pass, beyond what was allocated before."""
     with torch.inference_mode():
@@ -199,7 +185,7 @@ def _forward_peak_bytes(model: nn.Module, x: torch.Tensor, device: torch.device)
             return torch.cuda.max_memory_allocated(device) - before
         from torch.profiler import ProfilerActivity, profile
 
-        with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with native_output_silenced(fds=(2,)), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             model(x)
     # Allocations are charged to the op that made them, frees (outside any op) to "[memory]" events:
     # replaying both in time order gives the live bytes after each step. An op's negative self usage is a

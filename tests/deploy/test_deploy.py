@@ -9,6 +9,7 @@ from torch import nn
 import lightnets
 from lightnets import deploy
 from lightnets.data import load_dataset, normalize_batch
+from representatives import with_nontrivial_batchnorm
 
 # One representative per family, at its small input size (name, create_model kwargs).
 FAMILIES = {
@@ -23,16 +24,7 @@ TOLERANCE = 1e-4  # the issue's bound on |optimized − eager|
 
 def make_model(family: str) -> nn.Module:
     name, kwargs = FAMILIES[family]
-    model = lightnets.create_model(name, **kwargs)
-    # Non-trivial BatchNorm statistics, so folding has something to get wrong.
-    generator = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-            module.bias.data.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-    return model.eval()
+    return with_nontrivial_batchnorm(lightnets.create_model(name, **kwargs))
 
 
 def test_fold_batchnorm_is_exact_on_a_hand_example():

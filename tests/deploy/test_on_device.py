@@ -17,6 +17,7 @@ from lightnets.data import load_dataset
 from lightnets.deploy.calibration import parse_calibration, to_pixels
 from lightnets.deploy.delegate_rewrites import FixedAverageConv, average_pools_as_convs
 from lightnets.inputs import resolve_input_config
+from representatives import SOURCE_LAYOUTS, with_nontrivial_batchnorm
 
 pytest.importorskip("executorch", reason="the mobile extra: pip install 'lightnets[mobile]'")
 pytest.importorskip("litert_torch", reason="the mobile extra: pip install 'lightnets[mobile]'")
@@ -26,10 +27,9 @@ SUFFIX = {"executorch": ".pte", "litert": ".tflite", "onnx": ".onnx"}
 # Float files: the layouts and families whose operators differ (TF padding + ReLU6; Megvii's and pytorchcv's
 # shuffle and concat orders; the separable CNN; VGG). MobileNet's and ShuffleNet's paper layouts and the small
 # CNN are the int8 tests' bundled weights, exported in float there too.
+# (timm's layout, ReLU6 alone, is within Keras's.)
 FLOAT_CASES = {
-    "mobilenet_v1-keras": ("mobilenet_v1_025", {"padding": "tf", "act_layer": "relu6", "bn_eps": 1e-3}),
-    "shufflenet_v1-megvii": ("shufflenet_g8_050", {"shuffle_layout": "megvii"}),
-    "shufflenet_v1-osmr": ("shufflenet_g1_025", {"shortcut_first": False, "stem_channels": 6}),
+    **{layout: SOURCE_LAYOUTS[layout] for layout in ("keras", "megvii", "osmr")},
     "sepcnn": ("sepcnn_both", {}),
     "vgg": ("vgg11_bn", {}),
 }
@@ -44,18 +44,13 @@ AGREEMENT_IMAGES = 2000
 def random_weights(name: str, kwargs: dict) -> nn.Module:
     """The configuration at its small-input size with seeded weights that make every layer count: BatchNorm
     statistics away from (0, 1) and a classifier that is not zero."""
-    model = lightnets.create_model(name, small_input=True, num_classes=10, **kwargs)
-    generator = torch.Generator().manual_seed(1)
+    model = with_nontrivial_batchnorm(lightnets.create_model(name, small_input=True, num_classes=10, **kwargs))
+    generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
-            elif isinstance(module, nn.Linear):
+            if isinstance(module, nn.Linear):
                 module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * 0.1)
-    return model.eval()
+    return model
 
 
 def offset_buffers(path) -> int:
