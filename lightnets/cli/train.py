@@ -74,9 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="architecture argument, repeatable: --model-arg small_input=true --model-arg alpha=0.5")
     model.add_argument("--finetune-from", metavar="NAME_OR_PATH",
                        help="start from weights (name.tag, file or Hub folder) with a new head / in_chans")
+    model.add_argument("--freeze-backbone", action="store_true",
+                       help="train only the classifier (a linear probe); the frozen BatchNorms keep their statistics")
+    model.add_argument("--freeze-bn", action="store_true",
+                       help="keep every BatchNorm's statistics and affine parameters as loaded (small batches)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="fashion_mnist", metavar="NAME",
-                      help="fashion_mnist, cifar10, imagefolder:PATH or synthetic")
+                      help="fashion_mnist, cifar10, synthetic (held in memory), imagefolder:PATH (class folders, "
+                           "optionally under train/, val/ or validation/, test/) or hfds:PATH (a datasets "
+                           "save_to_disk folder); files are streamed, decoded in --workers processes")
+    data.add_argument("--val-split", type=float, metavar="FRACTION",
+                      help="hold out this stratified, seeded fraction of the training images for validation when "
+                           "the data has no validation split; with validation, the epoch of best validation top-1 "
+                           "is the one published and the test split is evaluated once, at the end")
+    data.add_argument("--img-size", type=int, metavar="PX",
+                      help="train and evaluate image files at this side (default: the --finetune-from weights' "
+                           "size, else the architecture's)")
+    data.add_argument("--workers", type=int, metavar="N",
+                      help="processes decoding image files (default: one per core beyond the first, at most 8)")
+    data.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip",
+                      help="an undecodable image: skip it (counted, named in the log and card; the run stops once "
+                           "over 1%% of the images read are bad, after 100 reads) or stop at once")
     data.add_argument("--data-dir", metavar="DIR", help="folder holding the dataset's files (default: the cache)")
     data.add_argument("--download", action="store_true", help="download missing dataset files (checksums verified)")
     data.add_argument("--limit", type=int, metavar="N", help="use only the first N training images (tiny runs)")
@@ -117,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "one of the two")
     aug.add_argument("--mix-prob", type=float, default=1.0, metavar="P",
                      help="share of batches that --mixup / --cutmix mix (timm's --mixup-prob)")
+    files = p.add_argument_group("augmentation of image files (timm's training transforms, in the workers)")
+    files.add_argument("--train-transform", choices=("timm", "small"), default="timm",
+                       help="timm: RandomResizedCrop, flip, colour jitter or --aa; small: the evaluation crop, then "
+                            "--pad crop and flip, as for Fashion-MNIST in memory")
+    files.add_argument("--scale", type=float, nargs=2, default=(0.25, 1.0), metavar=("MIN", "MAX"),
+                       help="RandomResizedCrop's area range (gentler than ImageNet's 0.08 for small models)")
+    files.add_argument("--ratio", type=float, nargs=2, default=(3 / 4, 4 / 3), metavar=("MIN", "MAX"),
+                       help="RandomResizedCrop's aspect-ratio range")
+    files.add_argument("--color-jitter", type=float, default=0.4, metavar="F",
+                       help="brightness, contrast and saturation jitter (off under --aa, as in timm)")
+    files.add_argument("--aa", metavar="POLICY", help="timm auto-augment policy, e.g. rand-m9-mstd0.5 (RandAugment)")
     distil = p.add_argument_group("distillation")
     distil.add_argument("--teacher", metavar="NAME_OR_PATH[,...]",
                         help="distil from this pretrained model (name.tag, or a Hub folder that train --output wrote); "
@@ -179,6 +208,20 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("limit", "limit_test"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.val_split is not None and not 0.0 < args.val_split < 1.0:
+        raise ValueError(f"--val-split must be a fraction in (0, 1), got {args.val_split}")
+    for name in ("img_size", "workers"):
+        if getattr(args, name) is not None and getattr(args, name) < (1 if name == "img_size" else 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {1 if name == 'img_size' else 0}, "
+                             f"got {getattr(args, name)}")
+    if not 0.0 < args.scale[0] <= args.scale[1] <= 1.0:
+        raise ValueError(f"--scale must be two fractions 0 < MIN <= MAX <= 1, got {args.scale[0]} {args.scale[1]}")
+    if not 0.0 < args.ratio[0] <= args.ratio[1]:
+        raise ValueError(f"--ratio must be 0 < MIN <= MAX, got {args.ratio[0]} {args.ratio[1]}")
+    if args.color_jitter < 0:
+        raise ValueError(f"--color-jitter must be >= 0, got {args.color_jitter}")
+    if args.freeze_backbone and not args.finetune_from:
+        raise ValueError("--freeze-backbone trains only a new head on pretrained features: give --finetune-from")
     if args.lr <= 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
     for name in ("weight_decay", "warmup_epochs", "pad", "bn_l1"):

@@ -23,10 +23,11 @@ if TYPE_CHECKING:
 __all__ = ["RUN_SETTINGS", "TrainRunConfig"]
 
 # Settings that define a run: resuming with another value would silently train something else.
-RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "epochs", "batch_size", "opt", "lr", "momentum",
-                "weight_decay", "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad", "no_flip", "reprob",
-                "seed", "finetune_from", "teacher", "distill_alpha", "distill_T", "mixup", "cutmix", "mix_prob",
-                "bn_l1", "distill_features", "feature_weight", "feature_pairs")
+RUN_SETTINGS = ("model", "model_arg", "dataset", "limit", "val_split", "img_size", "epochs", "batch_size", "opt",
+                "lr", "momentum", "weight_decay", "layer_decay", "sched", "warmup_epochs", "label_smoothing", "pad",
+                "no_flip", "reprob", "seed", "finetune_from", "teacher", "distill_alpha", "distill_T", "mixup",
+                "cutmix", "mix_prob", "bn_l1", "distill_features", "feature_weight", "feature_pairs",
+                "train_transform", "scale", "ratio", "color_jitter", "aa", "freeze_backbone", "freeze_bn")
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,18 @@ class TrainRunConfig:
     model: Optional[str]
     model_arg: list[str]
     finetune_from: Optional[str]
+    freeze_backbone: bool
+    freeze_bn: bool
     # data
     dataset: str
     data_dir: Optional[str]
     download: bool
     limit: Optional[int]
     limit_test: Optional[int]
+    val_split: Optional[float]
+    img_size: Optional[int]
+    workers: Optional[int]
+    on_bad_image: str
     # optimisation
     batch_size: int
     opt: str
@@ -63,6 +70,11 @@ class TrainRunConfig:
     mixup: float
     cutmix: float
     mix_prob: float
+    train_transform: str
+    scale: list[float]  # lists, as args.json holds them, so a resumed run compares equal
+    ratio: list[float]
+    color_jitter: float
+    aa: Optional[str]
     # distillation
     teacher: Optional[str]
     distill_alpha: float
@@ -92,7 +104,8 @@ class TrainRunConfig:
     @classmethod
     def from_args(cls, args: argparse.Namespace, argv: Sequence[str]) -> TrainRunConfig:
         """The config of parsed arguments; an option the config does not know is a TypeError naming it."""
-        return cls(**vars(args), command=tuple(argv))
+        values = {**vars(args), "scale": [float(v) for v in args.scale], "ratio": [float(v) for v in args.ratio]}
+        return cls(**values, command=tuple(argv))
 
     def arguments(self) -> dict[str, Any]:
         """The options and their values (without ``command``): what ``<work-dir>/args.json`` records."""

@@ -10,7 +10,11 @@ a slice and no file is read while a model is timed:
 * ``cifar10`` — 32×32 RGB, 10 classes, from the official python batches (``cifar-10-batches-py``).
 * ``imagefolder:PATH`` — one subfolder of images per class (ImageNet layout), decoded on access and
   resized / center-cropped to ``img_size`` as timm's eval transform does.
+* ``hfds:PATH`` — a Hugging Face dataset folder (``save_to_disk``), for training.
 * ``synthetic`` — seeded random images, for latency-only runs.
+
+Training reads a run's splits with :func:`load_splits` (validation folders, ``--val-split``); image files
+and ``hfds`` rows are then streamed (:class:`ImageFileDataset`), never held whole.
 
 >>> test_set = load_dataset("fashion_mnist", limit=100)
 >>> test_set.images.shape, test_set.classes[9]
@@ -20,11 +24,15 @@ torch.Size([8, 3, 32, 32])
 """
 from __future__ import annotations
 
+from .bad_images import BAD_IMAGE_MODES, BadImageError, BadImageLog
 from .files import CorruptDataError, DataFile, download_file
+from .image_files import BadImage, ImageFileDataset, decode_image
 from .image_folder import ImageFolderDataset
 from .in_memory import InMemoryDataset
 from .load import DATASET_NAMES, load_dataset
 from .normalize import normalize_batch
+from .splits import TrainingData, load_splits, stratified_split
 
 __all__ = ["DATASET_NAMES", "CorruptDataError", "DataFile", "InMemoryDataset", "ImageFolderDataset", "load_dataset",
-           "normalize_batch", "download_file"]
+           "normalize_batch", "download_file", "BAD_IMAGE_MODES", "BadImage", "BadImageError", "BadImageLog",
+           "ImageFileDataset", "decode_image", "TrainingData", "load_splits", "stratified_split"]

@@ -1,5 +1,5 @@
-"""Training: the one loop (:func:`fit`) over in-memory uint8 images, augmentation, losses, schedules and the
-process runtime (one process or torchrun's DDP group).
+"""Training: the one loop (:func:`fit`) over in-memory uint8 images or streamed image files, augmentation,
+losses, schedules and the process runtime (one process or torchrun's DDP group).
 
 ``python -m lightnets.train`` (:mod:`lightnets.cli.train`) runs it per epoch with checkpoints and logs;
 :func:`lightnets.compress.finetune` runs it to fine-tune a pruned or converted model.
@@ -14,6 +14,7 @@ from .loop import FitConfig, FitStats, channel_stats, evaluate, fit, in_memory, 
 from .losses import distillation_loss, ensemble_logits
 from .runtime import Runtime, autocast_dtype, main_process_first, setup_runtime, uses_cuda
 from .schedules import SCHEDULES, lr_lambda, param_groups
+from .streaming import FileAugment, StreamingBatches, default_workers, eval_transform, peak_rss_mb, train_transform
 
 __all__ = [
     "FitConfig",
@@ -42,4 +43,10 @@ __all__ = [
     "main_process_first",
     "uses_cuda",
     "autocast_dtype",
+    "FileAugment",
+    "StreamingBatches",
+    "train_transform",
+    "eval_transform",
+    "default_workers",
+    "peak_rss_mb",
 ]

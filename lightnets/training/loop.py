@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -77,6 +77,7 @@ class FitStats:
     correct: float = 0.0
     loss_sum: float = 0.0
     seconds: float = 0.0
+    data_seconds: float = 0.0  # waiting for the next batch (decoding workers behind the model)
     losses: list[float] = field(default_factory=list)
 
     @property
@@ -88,6 +89,11 @@ class FitStats:
     def top1(self) -> float:
         """Training accuracy (%); a mixed image counts as correct when the label with the larger share wins."""
         return 100 * self.correct / max(1, self.images)
+
+    @property
+    def data_wait(self) -> float:
+        """Share of the wall time spent waiting for batches: near 0 when the model, not the data, is the bottleneck."""
+        return self.data_seconds / self.seconds if self.seconds else 0.0
 
     @property
     def img_per_s(self) -> float:
@@ -140,10 +146,13 @@ def set_train_mode(model: nn.Module, frozen_bn_eval: bool = False) -> None:
                 module.eval()
 
 
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
 def fit(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: Union[torch.Tensor, Batches],
+    labels: Optional[torch.Tensor],
     optimizer: torch.optim.Optimizer,
     config: Optional[FitConfig] = None,
     *,
@@ -162,7 +171,10 @@ def fit(
     """Train ``model`` in place for ``steps`` steps of ``config.batch_size`` images on uint8 ``images``.
 
     Step k takes ``images[order[k·B:(k+1)·B]]`` (``order`` default: a permutation drawn from ``generator``;
-    ``steps`` default: ``len(order) // B``, at least 1). Inputs are normalised with each model's
+    ``steps`` default: ``len(order) // B``, at least 1). ``images`` may instead be an iterable of
+    ``(uint8 images, labels)`` batches (``labels`` None; ``steps`` default: its ``len``), e.g. the
+    :class:`~lightnets.training.streaming.StreamingBatches` of image files: each then goes through the same
+    step, and the time spent waiting for it is ``FitStats.data_seconds``. Inputs are normalised with each model's
     ``pretrained_cfg`` mean / std (:func:`prepare_for`). With ``teachers`` (models taking the same images)
     the loss is :func:`~lightnets.training.losses.distillation_loss` on the logits of their ensemble.
     With ``features`` the loss adds its feature term (FitNets hints or attention transfer, from
@@ -188,12 +200,19 @@ def fit(
     runtime = runtime or Runtime(0, 1, _device_of(model))
     device, batch_size = runtime.device, config.batch_size
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    order = torch.randperm(len(labels), generator=generator) if order is None else torch.as_tensor(order)
-    steps = max(1, len(order) // batch_size) if steps is None else steps
-    if steps < 1 or (steps - 1) * batch_size >= len(order):
-        raise ValueError(f"{steps} steps of {batch_size} images need {steps * batch_size} indices in order, "
-                         f"it has {len(order)}")
+    streamed = not isinstance(images, torch.Tensor)
+    if streamed:
+        if labels is not None or order is not None:
+            raise ValueError("batches of images come with their labels and order: give labels=None, no order")
+        steps = len(images) if steps is None else steps
+        batches = iter(images)
+    else:
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        order = torch.randperm(len(labels), generator=generator) if order is None else torch.as_tensor(order)
+        steps = max(1, len(order) // batch_size) if steps is None else steps
+        if steps < 1 or (steps - 1) * batch_size >= len(order):
+            raise ValueError(f"{steps} steps of {batch_size} images need {steps * batch_size} indices in order, "
+                             f"it has {len(order)}")
     forward = net if net is not None else (model if features is None else FeatureStudent(model, features))
     prepare = prepare_for(model, config.memory_format)
     teacher_inputs = [(teacher.eval(), prepare_for(teacher, config.memory_format)) for teacher in teachers]
@@ -217,18 +236,25 @@ def fit(
     set_train_mode(forward, config.frozen_bn_eval)
     stats = FitStats(steps)
     seen = correct = 0
-    loss_sum = 0.0
+    loss_sum = data_seconds = 0.0
     started = time.perf_counter()
     bar = tqdm(
         range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=not config.progress or not runtime.is_main
     )
     for step in bar:
-        index = order[step * batch_size:(step + 1) * batch_size]
-        batch = augment(
-            images[index].to(device, non_blocking=True), config.pad, config.flip, generator, config.erase_prob
-        )
+        waited = time.perf_counter()
+        if streamed:
+            fetched = next(batches, None)
+            if fetched is None:  # batches whose every image was undecodable were left out
+                break
+            source, source_labels = fetched
+        else:
+            index = order[step * batch_size:(step + 1) * batch_size]
+            source, source_labels = images[index], labels[index]
+        data_seconds += time.perf_counter() - waited
+        batch = augment(source.to(device, non_blocking=True), config.pad, config.flip, generator, config.erase_prob)
         batch, lam = mix_batch(batch, generator, config.mixup, config.cutmix, config.mix_prob)
-        target = labels[index].to(device, non_blocking=True)
+        target = source_labels.to(device, non_blocking=True)
         with config.autocast(device):
             if features is None:
                 output = forward(prepare(batch)).float()
@@ -258,14 +284,15 @@ def fit(
             scheduler.step()
         value = loss.item()
         stats.losses.append(value)
-        seen += len(index)
-        loss_sum += value * len(index)
+        seen += len(target)
+        loss_sum += value * len(target)
         # A mixed image counts as correct when the label with the larger share wins.
         correct += (output.argmax(1) == (target if lam >= 0.5 else target.flip(0))).sum().item()
+        elapsed = time.perf_counter() - started
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
-                        img_s=f"{seen * runtime.world_size / (time.perf_counter() - started):.0f}")
+                        img_s=f"{seen * runtime.world_size / elapsed:.0f}", data=f"{data_seconds / elapsed:.0%}")
     bar.close()
-    stats.seconds = time.perf_counter() - started
+    stats.seconds, stats.data_seconds = time.perf_counter() - started, data_seconds
     seen, stats.correct, stats.loss_sum = runtime.sum(seen, correct, loss_sum)
     stats.images = int(seen)
     return stats
@@ -274,8 +301,8 @@ def fit(
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: Union[torch.Tensor, Batches],
+    labels: Optional[torch.Tensor],
     *,
     batch_size: int = 256,
     runtime: Optional[Runtime] = None,
@@ -287,7 +314,8 @@ def evaluate(
 
     Inputs are normalised with the model's ``pretrained_cfg`` (or ``prepare``); it runs in eval mode on
     ``runtime.device`` (default: where the model's parameters are), each process on its shard of the
-    images, the counts summed across processes.
+    images, the counts summed across processes. ``images`` may instead be an iterable of ``(uint8 images,
+    labels)`` batches (``labels`` None), already this process's share (see :func:`fit`).
 
     >>> import lightnets
     >>> model = lightnets.create_model("smallcnn_3x2", in_chans=1, num_classes=2)
@@ -297,19 +325,24 @@ def evaluate(
     model.eval()
     runtime = runtime or Runtime(0, 1, _device_of(model))
     prepare = prepare or prepare_for(model, memory_format)
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    shard = torch.arange(runtime.rank, len(labels), runtime.world_size)
+    if isinstance(images, torch.Tensor):
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        shard = torch.arange(runtime.rank, len(labels), runtime.world_size)
+        batches: Batches = ((images[index], labels[index]) for index in shard.split(batch_size))
+    else:
+        batches = images
     correct1 = correct5 = loss_sum = 0.0
-    for start in range(0, len(shard), batch_size):
-        index = shard[start:start + batch_size]
-        target = labels[index].to(runtime.device)
+    count = 0
+    for source, source_labels in batches:
+        target = source_labels.to(runtime.device)
+        count += len(target)
         with torch.autocast(runtime.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(prepare(images[index].to(runtime.device))).float()
+            logits = model(prepare(source.to(runtime.device))).float()
         loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += (top[:, 0] == target).sum().item()
         correct5 += (top == target[:, None]).any(1).sum().item()
-    correct1, correct5, loss_sum, count = runtime.sum(correct1, correct5, loss_sum, len(shard))
+    correct1, correct5, loss_sum, count = runtime.sum(correct1, correct5, loss_sum, count)
     count = max(count, 1)
     return {"top1": round(100 * correct1 / count, 2), "top5": round(100 * correct5 / count, 2),
             "loss": round(loss_sum / count, 4), "count": int(count)}
