@@ -1,5 +1,5 @@
 """Write Fashion-MNIST as a folder of image files, the layout a user's own photos arrive in (issue #42's
-benchmark and recipe data): ``OUT/train/<class>/<n>.<ext>`` and ``OUT/val/<class>/<n>.<ext>``.
+benchmark and recipe data): ``OUT/train/<label>_<class>/<n>.<ext>`` and ``OUT/val/<label>_<class>/<n>.<ext>``.
 
     python scripts/make_image_folder.py data/fmnist-png                       # 28 px grayscale PNGs, as stored
     python scripts/make_image_folder.py data/fmnist-160 --size 160 --tint --format jpg --train 20000
@@ -29,7 +29,8 @@ def _tinted(gray: np.ndarray, index: int) -> Image.Image:
 
 def write_split(images: np.ndarray, labels: np.ndarray, classes: list[str], folder: Path, size: int, tint: bool,
                 extension: str) -> None:
-    names = [name.replace("/", "-").replace(" ", "_") for name in classes]
+    # "0_T-shirt-top": the folder names sort as the labels, so a run on the folder and one on the tensors agree
+    names = [f"{label}_{name.replace('/', '-').replace(' ', '_')}" for label, name in enumerate(classes)]
     for name in names:
         (folder / name).mkdir(parents=True, exist_ok=True)
     for index, (pixels, label) in enumerate(zip(images, labels)):

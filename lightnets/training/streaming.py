@@ -40,7 +40,7 @@ from ..data.bad_images import BadImageLog
 from ..data.image_files import BadImage, ImageFileDataset
 
 __all__ = ["FileAugment", "StreamingBatches", "collate_decoded", "eval_transform", "train_transform",
-           "default_workers", "peak_rss_mb"]
+           "default_workers", "peak_rss_mb", "children_peak_rss_mb"]
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,9 @@ def default_workers() -> int:
     return max(1, min(8, cores - 1))
 
 
-def _children_peak_kb() -> int:
-    """Summed peak resident memory (VmHWM) of this process's live children (Linux; 0 elsewhere)."""
+def children_peak_rss_mb() -> float:
+    """Summed peak resident memory (VmHWM) of this process's live children, e.g. decoding workers, in MiB (Linux;
+    0 elsewhere)."""
     total = 0
     for children in Path("/proc/self/task").glob("*/children"):
         try:
@@ -128,7 +129,7 @@ def _children_peak_kb() -> int:
             except OSError:
                 continue
             total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
-    return total
+    return total / 1024  # /proc reports KiB
 
 
 def peak_rss_mb() -> float:
@@ -176,6 +177,6 @@ class StreamingBatches:
         for images, labels, bad in loader:
             self.bad_images.record(len(labels) + len(bad), bad)
             if self.workers:
-                self.peak_workers_mb = max(self.peak_workers_mb, _children_peak_kb() / 1024)
+                self.peak_workers_mb = max(self.peak_workers_mb, children_peak_rss_mb())
             if images is not None:
                 yield images, labels

@@ -3,7 +3,9 @@ tables they promise.
 
 Not a timed test: only the code path and the table layout are checked, never a latency.
 """
+import json
 import re
+import time
 
 import pytest
 import torch
@@ -149,3 +151,23 @@ def test_train_cost_rejects_models_the_recipe_does_not_train(capsys):
         "not in scripts/train_fmnist_zoo.sh: resnet50; it trains smallcnn_3x2, mobilenet_v1_025"
         in capsys.readouterr().err
     )
+
+
+def test_streaming_benchmark_measures_both_paths_and_a_fresh_process(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from benchmarks import streaming
+
+    monkeypatch.setattr(streaming, "MODEL", "mobilenet_v1_025")
+    monkeypatch.setattr(streaming, "SIDE", 32)
+    monkeypatch.setattr(streaming, "BATCH", 4)
+    for split, label in ((split, label) for split in ("train", "val") for label in range(2)):
+        (tmp_path / split / f"{label}_class").mkdir(parents=True)
+        for index in range(8):
+            Image.new("RGB", (20, 20), (120 * label, index * 30, 0)).save(tmp_path / split / f"{label}_class" /
+                                                                         f"{index}.jpg")
+    rates = streaming.throughput(tmp_path, images=16, steps=2)
+    assert rates["plain"] > 0 and rates["streamed"] > 0 and 0 <= rates["data_wait"] < 1
+    streaming.child(tmp_path, images=16, steps=2, started=time.time() - 1.0)
+    row = json.loads(capsys.readouterr().out)
+    assert row["images"] == 16 and row["first_step_s"] >= 1.0 and row["peak_rss_mb"] > 100
