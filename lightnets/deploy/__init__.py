@@ -15,7 +15,8 @@ maps an NCHW float batch to logits and matches the eager model within 1e-4:
 * ``"onnxruntime-int8"``: the same ONNX graph statically quantised to int8 (QDQ, per-channel
   weights), calibrated on images you pass.
 
-``"auto"`` takes the first available of :data:`AUTO_ORDER`, the order measured in results/speed.md.
+``"auto"`` measures the installed candidates (ONNX Runtime, OpenVINO, TorchScript, eager) on this model, input
+and batch size on this machine and takes the fastest, caching the choice (:mod:`lightnets.deploy.auto`).
 The ONNX-based backends run on the CPU in float32, whatever the model's device and dtype: they take a
 batch on any device and return float32 logits on that device.
 
@@ -47,9 +48,11 @@ from .executorch_file import ExecuTorchModule
 from .file_metadata import read_metadata
 from .litert_file import LiteRTModule
 from .on_device import FORMATS, QUANTIZE_MODES, ExportedFile, ExportError, export
+from .auto import AUTO_CANDIDATES, AutoChoice, choose_backend
 
 __all__ = [
-    "AUTO_ORDER", "BACKENDS", "DEFAULT_OPSET", "BackendUnavailableError", "OnnxRuntimeModule", "OpenVinoModule",
+    "AUTO_CANDIDATES", "AutoChoice", "choose_backend",
+    "BACKENDS", "DEFAULT_OPSET", "BackendUnavailableError", "OnnxRuntimeModule", "OpenVinoModule",
     "ExecuTorchModule", "ExportedFile", "ExportError", "FORMATS", "LiteRTModule", "QUANTIZE_MODES", "export",
     "read_metadata",
     "available_backends", "conv_bn_pairs", "cpp_compiler", "default_input", "export_onnx", "fold_batchnorm",
@@ -59,9 +62,6 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 BACKENDS = ("auto", "eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8")
-# Fastest first, as measured by benchmarks/speed.py on a 2-core AVX2 CPU (results/speed.md). OpenVINO,
-# faster at batch 1 there, is opt-in: it compiles once per batch size, on that size's first call.
-AUTO_ORDER = ("onnxruntime", "torchscript", "eager")
 
 
 def cpp_compiler() -> Optional[str]:
@@ -116,7 +116,7 @@ def _resolve_backend(backend: str) -> str:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
     available = available_backends()
     if backend == "auto":
-        return next(name for name in AUTO_ORDER if name in available)
+        return backend
     if backend not in available:
         need = {"compile": "a C++ compiler (g++ or clang++, or set CXX)", "openvino": "pip install onnx openvino"}.get(
             backend, "pip install onnx onnxruntime")
@@ -152,8 +152,8 @@ def optimize_for_inference(
 
     Args:
         model: the model; not modified (the result works on a copy).
-        backend: one of :data:`BACKENDS` (see the module docstring); ``"auto"`` picks the first
-            available of :data:`AUTO_ORDER`.
+        backend: one of :data:`BACKENDS` (see the module docstring); ``"auto"`` the one measured fastest
+            here for this model at ``example_input``'s shape (:func:`~lightnets.deploy.auto.choose_backend`).
         example_input: a batch used to trace / export / compile (default: the model's input size,
             batch 1, on the model's device and in its dtype). Any batch size works afterwards, and any
             image size the model takes, except with the ONNX-based backends when the model does not
@@ -173,6 +173,16 @@ def optimize_for_inference(
     True
     """
     backend = _resolve_backend(backend)
+    if backend == "auto":
+        if calibration_images is not None:
+            raise ValueError("calibration_images is only used by backend 'onnxruntime-int8', not 'auto'")
+        options = dict(channels_last=channels_last, num_threads=num_threads, opset=opset, spin_wait=spin_wait)
+        example = default_input(model) if example_input is None else example_input
+        choice = choose_backend(model, example, num_threads=num_threads, build=lambda name: optimize_for_inference(
+            model, name, example_input=example, **options))
+        if choice.runner is not None and (onnx_path is None or choice.backend in ("eager", "torchscript")):
+            return choice.runner
+        return optimize_for_inference(model, choice.backend, example_input=example, onnx_path=onnx_path, **options)
     if backend == "onnxruntime-int8" and calibration_images is None:
         raise ValueError(
             "backend 'onnxruntime-int8' needs calibration_images: a few hundred normalised training images"

@@ -87,8 +87,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                              "records for the same data, and another identical measurement (same weights sha256, data, "
                              "backend and lightnets code) is read from the cache")
     timing.add_argument("--accuracy-backend", choices=("auto", *ACCURACY_BACKENDS), default="auto",
-                        help="what the accuracy pass runs on: the fastest installed (auto, default), openvino, "
-                             "onnxruntime (BatchNorm-folded float32 exports) or eager (the model itself)")
+                        help="what the accuracy pass runs on: auto (default: per model, the float path measured "
+                             "fastest here, cached), openvino, onnxruntime (BatchNorm-folded float32 exports) or eager "
+                             "(the model itself)")
     timing.add_argument("--latency-batch-sizes", type=batch_size_list, default=[1], metavar="B,B",
                         help="batch sizes to time, comma-separated (default 1)")
     timing.add_argument("--memory", action="store_true",

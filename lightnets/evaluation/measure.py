@@ -97,16 +97,22 @@ def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, de
 
     ``backend``: ``"eager"`` runs the model as it is; another of
     :data:`~lightnets.evaluation.backends.ACCURACY_BACKENDS` runs its BatchNorm-folded float32 export (CPU only), which
-    gives the same predictions up to float rounding.
+    gives the same predictions up to float rounding; ``"auto"`` the float path measured fastest for this model at
+    ``batch_size`` (:func:`lightnets.deploy.choose_backend`). The result names the path in ``accuracy_backend``.
     """
     in_chans, side, _ = candidate.input_size
     model = candidate.model
     if backend != "eager":
-        from ..deploy import optimize_for_inference
+        from ..deploy import choose_backend, optimize_for_inference
 
         if device.type != "cpu":
             raise ValueError(f"accuracy backend {backend!r} runs on the CPU; use backend 'eager' on {device}")
-        model = optimize_for_inference(candidate.model, backend, example_input=torch.zeros(1, *candidate.input_size))
+        example = torch.zeros(1, *candidate.input_size)
+        if backend == "auto":
+            choice = choose_backend(candidate.model, torch.zeros(min(batch_size, len(dataset)), *candidate.input_size))
+            backend, model = choice.backend, choice.runner
+        if model is candidate.model or model is None:
+            model = optimize_for_inference(candidate.model, backend, example_input=example)
     k = min(5, len(dataset.classes))
     correct1 = correct5 = 0
     loss_sum = 0.0
@@ -121,7 +127,8 @@ def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, de
             correct5 += int(hits.any(dim=1).sum())
             bar.update(len(labels))
     n = len(dataset)
-    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "loss": loss_sum / n, "images": n}
+    return {"top1": 100 * correct1 / n, "top5": 100 * correct5 / n, "loss": loss_sum / n, "images": n,
+            "accuracy_backend": backend}
 
 
 def _sync(device: torch.device) -> None:

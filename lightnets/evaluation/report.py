@@ -81,7 +81,10 @@ def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     lines.append(
         f"MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s{memory}"
     )
-    if settings.get("accuracy_backend") not in (None, "eager") and settings.get("images"):
+    if settings.get("accuracy_backend") == "auto" and settings.get("images"):
+        lines.append("accuracy pass: per model, the float path measured fastest here at its batch size (BatchNorm "
+                     "folded, float32; the JSON rows name it); latency: the eager model")
+    elif settings.get("accuracy_backend") not in (None, "eager") and settings.get("images"):
         lines.append(
             f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: the eager model"
         )

@@ -22,7 +22,7 @@ EXPORTS = [backend for backend in ACCURACY_BACKENDS if backend != "eager" and ba
 def test_the_defaults_are_the_quick_ones():
     args = build_parser().parse_args(["--all-pretrained"])
     assert (args.accuracy_backend, args.latency_batch_sizes, args.memory) == ("auto", [1], False)
-    assert accuracy_backend("auto") == next(b for b in ACCURACY_BACKENDS if b in available_backends())
+    assert accuracy_backend("auto") == "auto"  # measured per model, as optimize_for_inference(backend="auto")
 
 
 @pytest.mark.parametrize("backend", EXPORTS)
