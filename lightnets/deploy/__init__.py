@@ -14,6 +14,10 @@ maps an NCHW float batch to logits and matches the eager model within 1e-4:
   static-shape compilation per batch size, made on first use.
 * ``"onnxruntime-int8"``: the same ONNX graph statically quantised to int8 (QDQ, per-channel
   weights), calibrated on images you pass.
+* ``"executorch"``, ``"executorch-int8"``, ``"litert"``, ``"litert-int8"``: the on-device files of
+  :func:`lightnets.export` (XNNPACK delegate; int8: per-channel weights, calibrated on images you pass) run in
+  their runtime's Python interpreter on this machine, for a side-by-side speed table. The file takes one
+  image, as an app feeds it; a batch runs image by image.
 
 ``"auto"`` measures the installed candidates (ONNX Runtime, OpenVINO, TorchScript, eager) on this model, input
 and batch size on this machine and takes the fastest, caching the choice (:mod:`lightnets.deploy.auto`).
@@ -61,7 +65,10 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-BACKENDS = ("auto", "eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8")
+BACKENDS = ("auto", "eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8", "executorch",
+            "executorch-int8", "litert", "litert-int8")
+ON_DEVICE_BACKENDS = ("executorch", "executorch-int8", "litert", "litert-int8")
+INT8_BACKENDS = ("onnxruntime-int8", "executorch-int8", "litert-int8")
 
 
 def cpp_compiler() -> Optional[str]:
@@ -85,6 +92,10 @@ def available_backends() -> list[str]:
         backends += ["onnxruntime", "onnxruntime-int8"]
     if importlib.util.find_spec("onnx") and importlib.util.find_spec("openvino"):
         backends.append("openvino")
+    if importlib.util.find_spec("executorch"):
+        backends += ["executorch", "executorch-int8"]
+    if importlib.util.find_spec("litert_torch") and importlib.util.find_spec("ai_edge_litert"):
+        backends += ["litert", "litert-int8"]
     return backends
 
 
@@ -97,6 +108,28 @@ class _ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=torch.channels_last))
+
+
+class _ImageByImage(nn.Module):
+    """Runs a file that takes one image on a batch of any size, image by image, as an app runs it."""
+
+    def __init__(self, runner: nn.Module) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.runner(x[i:i + 1]) for i in range(len(x))]).to(x.device)
+
+
+def _on_device_backend(folded: nn.Module, backend: str, folder: Path, example_input: torch.Tensor,
+                       calibration_images: Optional[torch.Tensor], num_threads: Optional[int]) -> nn.Module:
+    file_format, _, precision = backend.partition("-")
+    path = folder / ("model" + {"executorch": ".pte", "litert": ".tflite"}[file_format])
+    exported = export(folded, path, format=file_format, quantize=precision or None, calibration=calibration_images,
+                      img_size=example_input.shape[-1])
+    runner = (ExecuTorchModule if file_format == "executorch" else LiteRTModule)(exported.path,
+                                                                                num_threads=num_threads)
+    return _ImageByImage(runner)
 
 
 class _NoGrad(nn.Module):
@@ -119,7 +152,8 @@ def _resolve_backend(backend: str) -> str:
         return backend
     if backend not in available:
         need = {"compile": "a C++ compiler (g++ or clang++, or set CXX)", "openvino": "pip install onnx openvino"}.get(
-            backend, "pip install onnx onnxruntime")
+            backend, "pip install 'lightnets[mobile]'" if backend in ON_DEVICE_BACKENDS
+            else "pip install onnx onnxruntime")
         raise BackendUnavailableError(f"backend {backend!r} is not available here: it needs {need}")
     return backend
 
@@ -160,7 +194,7 @@ def optimize_for_inference(
             :func:`pools_globally`: those take only the height and width of ``example_input``.
         channels_last: run the eager, torchscript and compile backends in channels_last memory format.
         num_threads: onnxruntime / openvino threads (default: ``torch.get_num_threads()``).
-        calibration_images: normalised images to calibrate int8 ranges on (``"onnxruntime-int8"`` only).
+        calibration_images: normalised images to calibrate int8 ranges on (the int8 backends only).
         onnx_path: where to keep the ONNX file (default: a temporary folder, deleted with the returned module).
         opset: ONNX opset for the onnxruntime and openvino backends.
         spin_wait: onnxruntime backends: idle threads busy-wait for the next call (see :func:`ort_session_options`).
@@ -175,7 +209,8 @@ def optimize_for_inference(
     backend = _resolve_backend(backend)
     if backend == "auto":
         if calibration_images is not None:
-            raise ValueError("calibration_images is only used by backend 'onnxruntime-int8', not 'auto'")
+            raise ValueError(f"calibration_images is only used by the int8 backends ({', '.join(INT8_BACKENDS)}), "
+                             f"not 'auto'")
         options = dict(channels_last=channels_last, num_threads=num_threads, opset=opset, spin_wait=spin_wait)
         example = default_input(model) if example_input is None else example_input
         choice = choose_backend(model, example, num_threads=num_threads, build=lambda name: optimize_for_inference(
@@ -183,14 +218,24 @@ def optimize_for_inference(
         if choice.runner is not None and (onnx_path is None or choice.backend in ("eager", "torchscript")):
             return choice.runner
         return optimize_for_inference(model, choice.backend, example_input=example, onnx_path=onnx_path, **options)
-    if backend == "onnxruntime-int8" and calibration_images is None:
+    if backend in INT8_BACKENDS and calibration_images is None:
         raise ValueError(
-            "backend 'onnxruntime-int8' needs calibration_images: a few hundred normalised training images"
+            f"backend {backend!r} needs calibration_images: a few hundred normalised training images"
         )
-    if backend != "onnxruntime-int8" and calibration_images is not None:
-        raise ValueError(f"calibration_images is only used by backend 'onnxruntime-int8', not {backend!r}")
+    if backend not in INT8_BACKENDS and calibration_images is not None:
+        raise ValueError(f"calibration_images is only used by the int8 backends ({', '.join(INT8_BACKENDS)}), "
+                         f"not {backend!r}")
     folded = fold_batchnorm(model)
     example_input = default_input(folded) if example_input is None else example_input
+    if backend in ON_DEVICE_BACKENDS:
+        folder = Path(tempfile.mkdtemp(prefix="lightnets-file-"))
+        try:
+            runner = _on_device_backend(folded, backend, folder, example_input, calibration_images, num_threads)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        weakref.finalize(runner, shutil.rmtree, folder, ignore_errors=True)
+        return runner
     if backend.startswith("onnxruntime") or backend == "openvino":
         if onnx_path is not None:
             return _onnx_backend(

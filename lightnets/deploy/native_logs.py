@@ -23,9 +23,15 @@ def native_output_silenced(fds: Sequence[int] = (1, 2)) -> Iterator[None]:
     sys.stderr.flush()
     saved = [os.dup(fd) for fd in fds]
     try:
-        with open(os.devnull, "wb") as devnull:
+        with open(os.devnull, "wb") as devnull, open(os.devnull, "w") as quiet, contextlib.ExitStack() as python:
             for fd in fds:
                 os.dup2(devnull.fileno(), fd)
+            # sys.stdout / sys.stderr need not be fds 1 / 2 (a caller capturing them, pytest's capsys): silence
+            # Python's writes there too (litert-torch prints its conversion progress with print()).
+            if 1 in fds:
+                python.enter_context(contextlib.redirect_stdout(quiet))
+            if 2 in fds:
+                python.enter_context(contextlib.redirect_stderr(quiet))
             yield
     finally:
         sys.stdout.flush()

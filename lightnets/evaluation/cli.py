@@ -90,6 +90,11 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         help="what the accuracy pass runs on: auto (default: per model, the float path measured "
                              "fastest here, cached), openvino, onnxruntime (BatchNorm-folded float32 exports) or eager "
                              "(the model itself)")
+    timing.add_argument("--latency-backends", type=lambda text: [b for b in text.split(",") if b], default=[],
+                        metavar="B,B",
+                        help="also time each model through these deployment paths, a row each, side by side: "
+                             "onnxruntime, openvino, torchscript, executorch, executorch-int8, litert, litert-int8, "
+                             "onnxruntime-int8 (int8 calibrated on the evaluation images)")
     timing.add_argument("--latency-batch-sizes", type=batch_size_list, default=[1], metavar="B,B",
                         help="batch sizes to time, comma-separated (default 1)")
     timing.add_argument("--memory", action="store_true",
@@ -172,6 +177,16 @@ def _check_writable(option: str, path: Optional[str]) -> None:
     check_writable(path)
 
 
+def _latency_backends(names: list[str]) -> list[str]:
+    """--latency-backends checked against what optimize_for_inference knows ("auto" excluded: name the paths)."""
+    from lightnets.deploy import BACKENDS
+
+    unknown = [name for name in names if name not in BACKENDS[1:]]
+    if unknown:
+        raise ValueError(f"--latency-backends: unknown {', '.join(unknown)}; choose from {', '.join(BACKENDS[1:])}")
+    return names
+
+
 def _backend(choice: str, device: str) -> str:
     """The accuracy pass's backend: eager on a GPU (the exports run on the CPU), else the choice resolved."""
     from .backends import accuracy_backend
@@ -223,6 +238,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
             seed=args.seed, accuracy_cache=not args.remeasure,
             # A backend named on the command line is a question about that backend: measure on it.
             recorded=not args.remeasure and args.accuracy_backend == "auto",
+            latency_backends=_latency_backends(args.latency_backends),
         )
         settings = {
             "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
@@ -233,6 +249,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = PROG) -> int:
                                  else backend),
             "accuracy_cached": sum(bool(row.get("accuracy_cached")) for row in rows),
             "accuracy_recorded": sum(bool(row.get("accuracy_recorded")) for row in rows),
+            "latency_backends": args.latency_backends,
         }
         text = render(rows, args.format, environment(args.device, args.channels_last, load), settings)
         # The table first: a plot that fails does not lose the measurements.

@@ -17,7 +17,9 @@ Row keys, raw numbers (``B`` = each latency batch size):
   memory events);
 * with a baseline: ``mac_ratio`` (MACs ÷ the baseline's), ``speedup_bsB`` (baseline time ÷ time) and
   ``speedup_per_mac_reduction_bsB`` = speedup × MAC ratio: 1.0 when time falls exactly as MACs do,
-  below 1 when it falls less — the gap between MACs and speed as a number.
+  below 1 when it falls less — the gap between MACs and speed as a number;
+* with ``latency_backends``: ``backend`` — each model has a row per backend, timed side by side with the
+  others (accuracy on the eager row only), and ``file_kib`` for an on-device file's size.
 
 How each number is measured (latency interleaved across models, the accuracy pass's backend) is
 :mod:`lightnets.evaluation.measure`'s docstring; how each model is built and fed,
@@ -76,6 +78,7 @@ def evaluate(
     seed: int = 0,
     accuracy_cache: bool = True,
     recorded: bool = False,
+    latency_backends: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Measure accuracy, parameters, MACs, latency and peak memory of ``models``; one row per model.
 
@@ -107,6 +110,9 @@ def evaluate(
         threads: torch's intra-op thread count during the run (default: as it is); restored afterwards.
         channels_last: run models and inputs in channels-last memory format.
         baseline: a model of ``models`` (or another, added first) the ratio columns compare against.
+        latency_backends: also time each model through these :func:`lightnets.optimize_for_inference` backends
+            (e.g. ``onnxruntime``, ``openvino``, ``executorch``, ``executorch-int8``, ``litert``, ``litert-int8``),
+            a row each; int8 files are calibrated on up to 256 of the evaluation images (random ones without data).
 
     See the module docstring for the row keys.
     """
@@ -180,6 +186,9 @@ def evaluate(
                            else f"{time.perf_counter() - started:.1f} s")
                     tqdm.write(f"{c.label}: top-1 {row['top1']:.2f}%, top-5 {row['top5']:.2f}% on {row['images']:,} "
                                f"images ({how})", file=sys.stderr)
+        eager_rows = list(rows)
+        if latency_backends:
+            candidates, rows = _with_backends(candidates, rows, latency_backends, data, progress)
         times = measure_latency(candidates, batch_sizes, repeats, warmup, device, memory_format, progress, seed)
         for i, (c, row) in enumerate(zip(candidates, rows)):
             for b in batch_sizes:
@@ -187,11 +196,11 @@ def evaluate(
                 row.update({f"ms_bs{b}": 1e3 * median, f"p90_ms_bs{b}": 1e3 * percentile(times[i, b], 90),
                             f"ms_per_img_bs{b}": 1e3 * median / b, f"img_per_s_bs{b}": b / median,
                             f"gmacs_per_s_bs{b}": row["macs"] * b / median / 1e9})
-            if memory:
+            if memory and row.get("backend", "eager") == "eager":
                 row["peak_mem_mb"] = measure_peak_memory(c, max(batch_sizes), device, memory_format, seed)
         if baseline is not None:
             _add_ratios(
-                rows, rows[next(i for i, m in enumerate(models) if m is baseline or m == baseline)], batch_sizes
+                rows, eager_rows[next(i for i, m in enumerate(models) if m is baseline or m == baseline)], batch_sizes
             )
         return rows
     finally:
@@ -224,3 +233,36 @@ def _add_ratios(rows: list[dict[str, Any]], base: dict[str, Any], batch_sizes: S
             speedup = base[f"ms_bs{b}"] / row[f"ms_bs{b}"]
             row[f"speedup_bs{b}"] = speedup
             row[f"speedup_per_mac_reduction_bs{b}"] = speedup * row["mac_ratio"]
+
+
+def _with_backends(candidates: list[Candidate], rows: list[dict[str, Any]], backends: Sequence[str],
+                   data: Optional[Dataset], progress: bool) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """Each candidate followed by its runs through ``backends``, and their rows (accuracy left to the eager row)."""
+    from dataclasses import replace
+
+    from ..data import normalize_batch
+    from ..deploy import INT8_BACKENDS, optimize_for_inference
+
+    all_candidates, all_rows = [], []
+    for c, row in zip(candidates, rows):
+        all_candidates.append(c)
+        all_rows.append({**row, "backend": "eager"})
+        for backend in backends:
+            if backend == "eager":
+                continue
+            calibration = None
+            if backend in INT8_BACKENDS:
+                images = getattr(data, "images", None)
+                calibration = (normalize_batch(images[:256], c.input_size[0], c.input_size[-1], c.mean, c.std)
+                               if images is not None else torch.randn(32, *c.input_size))
+            started = time.perf_counter()
+            runner = optimize_for_inference(c.model, backend, example_input=torch.zeros(1, *c.input_size),
+                                            calibration_images=calibration, spin_wait=False)
+            if progress:
+                tqdm.write(f"{c.label}: {backend} ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+            path = getattr(getattr(runner, "runner", None), "path", None)
+            all_candidates.append(replace(c, model=runner))
+            all_rows.append({**row, "top1": None, "top5": None, "loss": None, "images": None, "backend": backend,
+                             **({"file_kib": path.stat().st_size / 1024} if path is not None else {})})
+    return all_candidates, all_rows
+

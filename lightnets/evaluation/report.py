@@ -20,7 +20,7 @@ from ..tables import FORMATS, Column, check_format, render_rows
 
 __all__ = ["FORMATS", "batch_sizes", "columns", "render", "footer"]
 
-NAME_KEYS = ("model", "tag", "input_size")  # left-aligned: names, not numbers
+NAME_KEYS = ("model", "tag", "input_size", "backend")  # left-aligned: names, not numbers
 
 
 def _fixed(digits: int) -> Callable[[Any], str]:
@@ -40,6 +40,7 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
     """The columns the rows have: model, cost, accuracy, latency per batch size, memory, baseline ratios."""
     spec: list[tuple[str, str, Callable[[Any], str]]] = [
         ("model", "model", str), ("tag", "tag", str), ("input_size", "input", str),
+        *([("backend", "backend", str)] if any("backend" in row for row in rows) else []),
         ("params", "params (M)", lambda v: f"{v / 1e6:.3f}"), ("macs", "MMACs", lambda v: f"{v / 1e6:.2f}"),
         ("top1", "top-1 %", _fixed(2)), ("top5", "top-5 %", _fixed(2)),
     ]
@@ -52,6 +53,8 @@ def columns(rows: Sequence[dict[str, Any]]) -> list[Column]:
         if b > 1:  # at batch 1, ms per image is ms per batch
             spec.append((f"ms_per_img_bs{b}", f"bs{b} ms/img", _ms))
         spec += [(f"img_per_s_bs{b}", f"bs{b} img/s", _fixed(0)), (f"gmacs_per_s_bs{b}", f"bs{b} GMAC/s", _fixed(2))]
+    if any("file_kib" in row for row in rows):
+        spec.append(("file_kib", "file KiB", lambda v: "–" if v is None else f"{v:,.0f}"))
     if rows and "peak_mem_mb" in rows[0]:
         spec.append(("peak_mem_mb", "peak MB", _fixed(1)))
     if rows and "mac_ratio" in rows[0]:
@@ -81,12 +84,17 @@ def footer(environment: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     lines.append(
         f"MMACs: conv + FC multiply-adds per image at the evaluated input (fvcore); GMAC/s = MACs x img/s{memory}"
     )
+    latency = "the eager model"
+    if settings.get("latency_backends"):
+        latency = "each row's path"
+        lines.append("latency of each row: its path (backend column), timed side by side; on-device files run image "
+                     "by image in their runtime's Python interpreter: XNNPACK on this CPU, not a phone")
     if settings.get("accuracy_backend") == "auto" and settings.get("images"):
         lines.append("accuracy pass: per model, the float path measured fastest here at its batch size (BatchNorm "
-                     "folded, float32; the JSON rows name it); latency: the eager model")
+                     "folded, float32; the JSON rows name it); latency: " + latency)
     elif settings.get("accuracy_backend") not in (None, "eager") and settings.get("images"):
         lines.append(
-            f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: the eager model"
+            f"accuracy pass: {settings['accuracy_backend']} (BatchNorm folded, float32); latency: {latency}"
         )
     if settings.get("accuracy_recorded"):
         lines.append(

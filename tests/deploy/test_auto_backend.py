@@ -83,5 +83,5 @@ def test_optimize_for_inference_auto_runs_the_measured_path(idle):
     assert (fast(x) - model(x)).abs().max() < 1e-4
     cached = deploy.choose_backend(model, x)  # the same question: answered from the cache
     assert cached.cached and cached.backend in deploy.AUTO_CANDIDATES
-    with pytest.raises(ValueError, match="calibration_images is only used by backend 'onnxruntime-int8'"):
+    with pytest.raises(ValueError, match="calibration_images is only used by the int8 backends"):
         deploy.optimize_for_inference(model, "auto", calibration_images=x)

@@ -210,3 +210,14 @@ def test_the_record_answers_only_its_own_input_and_data():
     assert recorded_accuracy(candidate, load_dataset("fashion_mnist", limit=9999)) is None
     candidate.model.pretrained_cfg = {**candidate.model.pretrained_cfg, "sha256": "0" * 64}  # not bundled bytes
     assert recorded_accuracy(candidate, data) is None
+
+
+def test_latency_backends_add_a_row_per_path_timed_side_by_side(capsys):
+    argv = ["--model", "smallcnn_3x2.fmnist", *QUICK, "--format", "json", "--latency-backends", "torchscript,litert"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [row["backend"] for row in rows] == ["eager", "torchscript", "litert"]
+    assert rows[0]["top1"] is not None and rows[1]["top1"] is None and rows[2]["file_kib"] > 100
+    assert all(row["ms_bs1"] > 0 for row in rows)
+    assert main(["--model", "smallcnn_3x2.fmnist", *QUICK, "--latency-backends", "tensorrt"]) == 2
+    assert "--latency-backends: unknown tensorrt" in capsys.readouterr().err
