@@ -47,6 +47,8 @@ from lightnets.layers import ConvBNAct, DepthwiseSeparableConv
 from lightnets.machine import environment, gemm_rate, library_versions, simd_flags
 
 DEFAULT_MODELS = ("mobilenet_v1_100", "shufflenet_g3")
+# Issue #41's speed table: the phone-sized networks at 224 and 160 px, every runtime side by side.
+ON_DEVICE_MODELS = ("mobilenet_v1_025", "mobilenet_v1_050", "mobilenet_v1_100", "shufflenet_g3", "shufflenet_g8")
 # Our model name -> the timm model with the same architecture (ReLU6 in both: timm's MobileNet v1 uses it).
 TIMM_TWINS = {"mobilenet_v1_100": ("mobilenetv1_100", {"act_layer": "relu6"})}
 DEFAULT_PAIRS = (
@@ -56,7 +58,9 @@ DEFAULT_PAIRS = (
     "smallcnn_3x2:smallcnn_3x2_dw23",
     "smallcnn_3x2:smallcnn_3x2_dw123",
 )
-DEFAULT_BACKENDS = ("eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8")
+AUTO_PICKS: dict[int, str] = {}  # id(model) -> the backend "auto" picked for it in this run
+DEFAULT_BACKENDS = ("eager", "torchscript", "compile", "onnxruntime", "openvino", "onnxruntime-int8", "executorch",
+                    "executorch-int8", "litert", "litert-int8", "auto")
 INT8_WEIGHTS = ("smallcnn_3x2.fmnist", "mobilenet_v1_025.fmnist", "mobilenet_v1_050.fmnist")
 
 
@@ -112,15 +116,27 @@ def build_paths(model: nn.Module, name: str, input_size: tuple[int, int, int], b
     for backend in backends:
         if backend == "eager":
             continue
-        if backend not in deploy.available_backends():
+        if backend != "auto" and backend not in deploy.available_backends():
             print(f"skipping backend {backend!r}: not available here", file=sys.stderr)
             continue
-        calibration = torch.randn(8, *input_size) if backend == "onnxruntime-int8" else None
+        if backend == "auto":  # what optimize_for_inference(backend="auto") would run: its measured choice
+            choice = deploy.choose_backend(model, example)
+            AUTO_PICKS[id(model)] = choice.backend
+            paths[backend] = choice.runner or deploy.optimize_for_inference(model, choice.backend,
+                                                                            example_input=example, spin_wait=False)
+            continue
+        calibration = torch.randn(8, *input_size) if backend in deploy.INT8_BACKENDS else None
         # No spin-waiting: idle onnxruntime threads would otherwise take the cores from the path timed next.
         paths[backend] = deploy.optimize_for_inference(
             model, backend, example_input=example, calibration_images=calibration, spin_wait=False
         )
     return paths
+
+
+def file_kib(runner: nn.Module) -> Optional[float]:
+    """The size of the on-device file a path runs, or None for the others."""
+    path = getattr(getattr(runner, "runner", None), "path", None)
+    return path.stat().st_size / 1024 if path is not None else None
 
 
 def time_paths(paths: dict[str, nn.Module], input_size: tuple[int, int, int], batch_sizes: Sequence[int],
@@ -160,7 +176,7 @@ def _ms(seconds: float) -> str:
 
 def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
     """Section 1: every model through every path; ratios to timm's eager time and to our eager time."""
-    head = ["model", "path"]
+    head = ["model", "path", "file KiB"]
     for b in settings.batch_sizes:
         head += [f"bs{b} ms", f"bs{b} × timm", f"bs{b} × eager", f"bs{b} GMAC/s", f"bs{b} % GEMM"]
     lines = ["| " + " | ".join(head) + " |", "|:---|:---|" + "---:|" * (len(head) - 2)]
@@ -169,8 +185,12 @@ def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
         macs = macs_of(model, input_size)
         paths = build_paths(model, name, input_size, settings.backends)
         times = time_paths(paths, input_size, settings.batch_sizes, settings.repeats, settings.warmup)
+        size = f"@{input_size[-1]}"
+        auto_choice = AUTO_PICKS.get(id(model))
         for label, by_bs in times.items():
-            cells = [name, label]
+            kib = file_kib(paths[label]) if label in paths else None
+            shown = f"auto (picked {auto_choice})" if label == "auto" and auto_choice else label
+            cells = [f"{name} {size}", shown, f"{kib:,.0f}" if kib else "–"]
             for b, seconds in by_bs.items():
                 timm_s = times.get("timm eager", {}).get(b)
                 gmacs = macs * b / seconds / 1e9
@@ -179,6 +199,8 @@ def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
                           f"{100 * gmacs / settings.gemm_gmacs:.0f}"]
                 if timm_s:
                     settings.headline[f"{name} {label} bs{b} × timm"] = seconds / timm_s
+                settings.headline[f"{name}{size} {label} bs{b} s"] = seconds
+                settings.headline[f"{name}{size} {label} bs{b} × ceiling"] = settings.gemm_gmacs / gmacs
             lines.append("| " + " | ".join(cells) + " |")
         print(f"paths: {name} done", file=sys.stderr)
     return lines
@@ -361,6 +383,7 @@ def goals_section(settings: Settings) -> list[str]:
                          value, "≥ 0.60", value >= 0.6))
             if value < 0.6:
                 gaps.append(_pair_gap(pair, path, b, settings))
+    rows += _on_device_goals(settings)
     lines = ["| goal | measured | target | met |", "|:---|---:|---:|:---:|"]
     for label, value, target, met in rows:
         shown = f"{100 * value:.1f}%" if target.endswith("%") else f"{value:.2f}"
@@ -368,6 +391,31 @@ def goals_section(settings: Settings) -> list[str]:
     if gaps:
         lines += ["", "Why the unmet separable goals fall short, from this run's numbers:", "", *gaps]
     return lines
+
+
+def _on_device_goals(settings: Settings) -> list[tuple[str, float, str, bool]]:
+    """Issue #41's targets: ExecuTorch int8 ÷ float for MobileNet v1 1.0, ShuffleNet g = 3's fastest float path
+    against the GEMM-bound ceiling, and auto against the fastest path it could have picked (bs1, 224 px)."""
+    h, rows = settings.headline, []
+    float_paths = ("eager", "torchscript", "compile", "onnxruntime", "openvino", "executorch", "litert")
+    et_float = h.get("mobilenet_v1_100@224 executorch bs1 s")
+    et_int8 = h.get("mobilenet_v1_100@224 executorch-int8 bs1 s")
+    if et_float and et_int8:
+        rows.append(("ExecuTorch int8 ÷ float, mobilenet_v1_100 @224, bs1", et_int8 / et_float, "≤ 0.55",
+                     et_int8 / et_float <= 0.55))
+    ceilings = [(h[key], path) for path in float_paths if (key := f"shufflenet_g3@224 {path} bs1 × ceiling") in h]
+    if ceilings:
+        value, path = min(ceilings)
+        rows.append((f"shufflenet_g3 @224 fastest float path ({path}) ÷ GEMM-bound ceiling, bs1", value, "≤ 1.5",
+                     value <= 1.5))
+    for key, auto_s in h.items():
+        if key.endswith(" auto bs1 s"):
+            network = key.split()[0]
+            fastest = min((h[k], k.split()[1]) for k in h if k.startswith(network + " ") and k.endswith(" bs1 s")
+                          and k.split()[1] in float_paths)
+            rows.append((f"auto ÷ fastest float path ({fastest[1]}), {network}, bs1", auto_s / fastest[0], "≤ 1.10",
+                         auto_s / fastest[0] <= 1.1))
+    return rows
 
 
 def _pair_gap(pair: str, path: str, batch: int, settings: Settings) -> str:
@@ -407,7 +455,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "--pairs", default=",".join(DEFAULT_PAIRS), help="comma-separated regular:separable pairs ('' to skip)"
     )
     parser.add_argument(
-        "--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(deploy.BACKENDS[1:])}"
+        "--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated, from {', '.join(deploy.BACKENDS)}"
     )
     parser.add_argument("--latency-batch-sizes", type=batch_size_list, default=[1, 32], metavar="B,B",
                         help="batch sizes to time, comma-separated (default 1,32)")
@@ -416,9 +464,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument(
-        "--img-size", type=int, default=None, help="input side for every model (default: each model's own)"
-    )
+    parser.add_argument("--img-size", type=batch_size_list, default=None, metavar="PX,PX",
+                        help="input side(s) for every model, comma-separated: section 1 repeats per side "
+                             "(default: each model's own)")
     parser.add_argument("--gemm-size", type=int, default=2048)
     parser.add_argument("--no-accuracy", action="store_true", help="skip section 4 (int8 accuracy on Fashion-MNIST)")
     parser.add_argument("--output", type=Path, default=Path("results/speed.md"))
@@ -429,14 +477,14 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     # distinct and >= 1 (batch_size_list): a repeat would count samples twice
     args.batch_sizes = args.latency_batch_sizes
     args.backends = tuple(b for b in args.backends.split(",") if b)
-    unknown = [b for b in args.backends if b not in deploy.BACKENDS[1:]]
+    unknown = [b for b in args.backends if b not in deploy.BACKENDS]
     if unknown:
-        parser.error(f"unknown backend(s) {unknown}; choose from {', '.join(deploy.BACKENDS[1:])}")
+        parser.error(f"unknown backend(s) {unknown}; choose from {', '.join(deploy.BACKENDS)}")
     args.pairs = tuple(p for p in args.pairs.split(",") if p)
     if any(p.count(":") != 1 for p in args.pairs):
         parser.error(f"--pairs must be regular:separable names, got {args.pairs}")
     for pair in args.pairs:
-        sizes = {n: build_model(n, args.img_size)[1] for n in pair.split(":")}
+        sizes = {n: build_model(n, (args.img_size or [None])[0])[1] for n in pair.split(":")}
         if len(set(sizes.values())) > 1:
             parser.error(f"--pairs {pair}: both models must take the same input to be timed together, got "
                          + " and ".join(f"{n} {'x'.join(map(str, size))}" for n, size in sizes.items()))
@@ -448,11 +496,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = Settings(tuple(args.batch_sizes), args.repeats, args.warmup, args.backends, gemm_rate(args.gemm_size))
-    settings.img_size = args.img_size
     command = "python -m benchmarks.speed" + "".join(
         f" {shlex.quote(a)}" for a in (sys.argv[1:] if argv is None else argv)
     )
-    sections = [("Paths: timm vs our eager vs our deployment paths", paths_section(args.models, settings))]
+    sides = args.img_size or [None]
+    sections = []
+    for side in sides:
+        settings.img_size = side
+        title = "Paths: timm vs our eager vs our deployment paths" + (f", {side} px" if side else "")
+        sections.append((title, paths_section(args.models, settings)))
+    settings.img_size = sides[0]
     if args.pairs:
         sections.append(("Separable vs regular: speedup against MAC reduction", pairs_section(args.pairs, settings)))
     shufflenets = [m for m in args.models if m.startswith("shufflenet")]

@@ -19,8 +19,9 @@ maps an NCHW float batch to logits and matches the eager model within 1e-4:
   their runtime's Python interpreter on this machine, for a side-by-side speed table. The file takes one
   image, as an app feeds it; a batch runs image by image.
 
-``"auto"`` measures the installed candidates (ONNX Runtime, OpenVINO, TorchScript, eager) on this model, input
-and batch size on this machine and takes the fastest, caching the choice (:mod:`lightnets.deploy.auto`).
+``"auto"`` measures the installed candidates (ONNX Runtime, OpenVINO, TorchScript, eager; at batch 1 the LiteRT
+and ExecuTorch files too) on this model, input and batch size on this machine and takes the fastest, caching the
+choice (:mod:`lightnets.deploy.auto`).
 The ONNX-based backends run on the CPU in float32, whatever the model's device and dtype: they take a
 batch on any device and return float32 logits on that device.
 
