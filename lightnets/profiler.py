@@ -163,13 +163,60 @@ def profile(model: nn.Module, input_size: Optional[Sequence[int]] = None, ops: O
 def count_macs(model: nn.Module, input_size: Sequence[int], ops: Ops = "conv+fc") -> int:
     """Multiply-adds of one forward pass on a single image of ``input_size`` = (C, H, W).
 
+    A model on the meta device (built under ``torch.device("meta")``: no weight allocated) is counted from its
+    layers' shapes, conv + FC only, without running any arithmetic; the count is the one fvcore gives the same
+    model on the CPU.
+
     >>> from lightnets import create_model
     >>> round(count_macs(create_model("mobilenet_v1_100"), (3, 224, 224)) / 1e6)
     569
+    >>> with torch.device("meta"):
+    ...     vgg = create_model("vgg16")
+    >>> round(count_macs(vgg, (3, 224, 224)) / 1e6)
+    15470
     """
     _check_ops(ops)
-    by_op = _fvcore_analysis(model, _check_input_size(input_size)).by_operator()
+    input_size = _check_input_size(input_size)
+    param = next(model.parameters(), None)
+    if param is not None and param.is_meta:
+        if ops != "conv+fc":
+            raise ValueError(f"{type(model).__name__} is on the meta device, where only ops='conv+fc' can be counted "
+                             "(fvcore's trace, which counts the other ops, needs real tensors): build it on the CPU")
+        return _meta_conv_fc_macs(model, input_size)
+    by_op = _fvcore_analysis(model, input_size).by_operator()
     return int(sum(n for op, n in by_op.items() if ops == "all" or op in CONV_FC_OPS))
+
+
+def _meta_conv_fc_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    """Conv + FC multiply-adds of a model on the meta device, where no weight is allocated and no arithmetic runs
+    (fvcore's jit trace cannot run there): torch's ``FlopCounterMode`` counts 2 FLOPs per multiply-add of
+    convolutions and matrix products, bias adds excluded, which is fvcore's conv+FC count (tests/test_profiler.py
+    checks both agree on every family)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # BatchNorm keeps shapes and has no conv + FC MACs, and on the meta device it runs a slow Python
+    # decomposition (4× the rest of the pass): skip its arithmetic while counting.
+    norms = [layer for layer in model.modules() if isinstance(layer, nn.modules.batchnorm._BatchNorm)]
+    own_forward = {layer: layer.__dict__.get("forward") for layer in norms}
+    was_training = model.training
+    counter = FlopCounterMode(display=False)
+    try:
+        for layer in norms:
+            layer.forward = _unchanged
+        with counter, torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size, device="meta"))
+    finally:
+        for layer, forward in own_forward.items():
+            if forward is None:
+                del layer.forward
+            else:
+                layer.forward = forward
+        model.train(was_training)
+    return counter.get_total_flops() // 2
+
+
+def _unchanged(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _check_ops(ops: str) -> None:

@@ -74,8 +74,8 @@ def _bn_sides():
 
 
 # ---------------------------------------------------------------------------------------------
-# Three counts of conv + FC mult-adds agree, for every family and source layout (every registered
-# name's count is recorded in tests/expect/registered_models.json)
+# Three counts of conv + FC mult-adds agree, for every family and source layout, and with count_macs of the
+# network on the meta device (every registered name's count is recorded in tests/expect/registered_models.json)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -121,11 +121,21 @@ def flop_counter_mode_macs(model: nn.Module, input_size) -> int:
     return flops // 2
 
 
-def _assert_three_way_agreement(model: nn.Module, input_size) -> None:
+def meta_device_macs(name: str, kwargs: dict, input_size) -> int:
+    """``count_macs`` of the same configuration built on the meta device (what scripts/render_docs.py counts)."""
+    with torch.device("meta"):
+        model = lightnets.create_model(name, **kwargs)
+    return count_macs(model, input_size)
+
+
+def _assert_three_way_agreement(model: nn.Module, input_size, meta_build: tuple[str, dict]) -> None:
+    """fvcore, the closed-form formulas and torch's counter agree; and so does the count of the same configuration
+    on the meta device (``meta_build``: its name and kwargs), which runs no arithmetic."""
     result = profile(model, input_size)
     expected = closed_form_macs(model, input_size)
     assert result.total_macs == expected
     assert flop_counter_mode_macs(model, input_size) == expected
+    assert meta_device_macs(*meta_build, input_size) == expected
     assert result.total_macs_all > expected  # + BN, pooling
     assert sum(row["macs"] for row in result.by_type) == result.total_macs
     assert sum(row["params"] for row in result.by_type) == result.params == sum(p.numel() for p in model.parameters())
@@ -135,8 +145,8 @@ def _assert_three_way_agreement(model: nn.Module, input_size) -> None:
     "name, kwargs", [(name, {}) for name in FAMILY_REPRESENTATIVES] + list(SOURCE_LAYOUTS.values())
 )
 def test_counts_agree_small_input(name, kwargs):
-    model = lightnets.create_model(name, small_input=True, img_size=32, num_classes=10, **kwargs)
-    _assert_three_way_agreement(model, (3, 32, 32))
+    kwargs = dict(small_input=True, img_size=32, num_classes=10, **kwargs)
+    _assert_three_way_agreement(lightnets.create_model(name, **kwargs), (3, 32, 32), (name, kwargs))
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v1_100", "shufflenet_g3"])
@@ -144,7 +154,7 @@ def test_counts_agree_small_input(name, kwargs):
 def test_counts_agree_default_size(name):
     model = lightnets.create_model(name)
     input_size = model.pretrained_cfg["input_size"]
-    _assert_three_way_agreement(model, input_size)
+    _assert_three_way_agreement(model, input_size, (name, {}))
     assert count_macs(model, input_size) == profile(model, input_size).total_macs  # the API other code uses
     assert count_macs(model, input_size, ops="all") == profile(model, input_size).total_macs_all
 
@@ -249,6 +259,16 @@ def test_inputs_the_model_refuses_are_not_counted(input_size, message):
     with pytest.raises(ValueError) as err:
         count_macs(lightnets.create_model("mobilenet_v1_025"), input_size)
     assert message in str(err.value)
+
+
+def test_a_meta_device_model_is_counted_as_given_back():
+    """Counting on the meta device leaves the model as it was: its mode, its BatchNorm layers' own forward."""
+    with torch.device("meta"):
+        model = lightnets.create_model("mobilenet_v1_025").train()
+    assert count_macs(model, (3, 224, 224)) == 41_030_272  # MobileNet v1 Table 6: 41 M mult-adds at 0.25×
+    assert model.training and all("forward" not in layer.__dict__ for layer in model.modules())
+    with pytest.raises(ValueError, match="only ops='conv\\+fc' can be counted"):
+        count_macs(model, (3, 224, 224), ops="all")
 
 
 def test_public_api():
