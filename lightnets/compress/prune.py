@@ -119,7 +119,8 @@ def prune(
 
     Args:
         model: the model; not modified.
-        ratio: fraction in [0, 1) of filters to remove, or ``{conv name: ratio}``. For ``"slimming"`` a single
+        ratio: fraction in [0, 1) of filters to remove, or ``{conv name: ratio}`` (the criterion then ranks the
+            filters of those convs and the convs joined to them only). For ``"slimming"`` a single
             float is global, as in Liu et al.: the filters whose |γ| falls below the ``ratio`` quantile of every
             prunable conv's |γ| are removed, each conv keeping at least a tenth of its filters.
         criterion: ``"l1"`` (Σ|W|), ``"apoz"`` (zeros after the ReLU over ``calibration``), ``"reconstruction"``
@@ -144,7 +145,12 @@ def prune(
     components = graph.layers()
     if criterion != "l1":
         prunable = _prunable_components(graph)
-        graph.filter_scores = criterion_scores(graph, criterion, list(prunable), calibration)
+        scored = list(prunable)
+        if isinstance(ratio, Mapping):  # rank only the filters of the sets a ratio above 0 prunes (a reader's LASSO
+            # problem is the same whichever of its inputs are asked for: the scores do not change)
+            pruning = {components.get(name) for name, value in ratio.items() if value != 0}
+            scored = [name for name in prunable if prunable[name] in pruning]
+        graph.filter_scores = criterion_scores(graph, criterion, scored, calibration)
         if criterion == "slimming" and not isinstance(ratio, Mapping):
             check_ratio("ratio", ratio)
             ratio = _global_ratios(graph, prunable, ratio)

@@ -171,6 +171,36 @@ def test_apoz_and_slimming_name_the_conv_they_cannot_rank():
         prune(small("vgg11", small_input=True), 0.25, "slimming")
 
 
+def test_a_criterion_ranks_only_the_convs_a_ratio_per_conv_prunes():
+    """prune(model, {conv: ratio}) scores that conv's filters alone: conv1's missing ReLU does not stop APoZ from
+    pruning conv2, and reconstruction solves the LASSO of that conv's readers only (of ShuffleNet g3's 33 readers,
+    one for a unit's conv1)."""
+    from lightnets.compress import criteria
+
+    class NoReluAfterFirstConv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.conv2, self.act2, self.conv3 = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.conv3(self.act2(self.conv2(self.bn1(self.conv1(x))))).mean((2, 3))
+
+    images = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = NoReluAfterFirstConv().eval()
+    with pytest.raises(ValueError, match="'conv1' is not followed by one"):
+        prune(model, {"conv1": 0.25}, "apoz", calibration=images, input_size=(1, 8, 8))
+    assert prune(model, {"conv2": 0.25}, "apoz", calibration=images, input_size=(1, 8, 8)).conv2.out_channels == 6
+    scored = []
+    scores = criteria.criterion_scores
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(criteria, "criterion_scores", lambda graph, criterion, convs, *rest: scored.append(convs)
+                      or scores(graph, criterion, convs, *rest))
+        prune(small("smallcnn_3x2"), {"features.conv2.conv": 0.5}, "reconstruction",
+              calibration=torch.randn(4, 1, 28, 28))
+    assert scored == [["features.conv2.conv"]]
+
+
 def test_the_bn_l1_penalty_drives_batch_norm_scales_toward_zero():
     """--bn-l1 (FitConfig.bn_l1): the same run with the penalty ends with Σ|γ| smaller by what the L1
     subgradient predicts, λ·lr·steps per scale (plain SGD; the task gradients of the two runs barely differ)."""
