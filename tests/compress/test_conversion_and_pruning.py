@@ -332,7 +332,7 @@ def test_pruning_errors_name_the_problem():
 
 @pytest.mark.slow
 def test_pruned_model_recovers_accuracy_after_a_short_finetune(trained, fmnist_test):
-    """Recorded run: prune the trained 3+2 CNN by half, fine-tune 150 steps on test images 0–4,999, score
+    """Recorded run: prune the trained 3+2 CNN by half, fine-tune 100 steps on test images 0–4,999, score
     8,000–9,999."""
     tune_set = load_dataset("fashion_mnist", "test", limit=5000)
     held_out = copy.copy(fmnist_test)
@@ -340,9 +340,10 @@ def test_pruned_model_recovers_accuracy_after_a_short_finetune(trained, fmnist_t
     before = compress.top1_accuracy(trained, held_out)
     pruned = compress.prune_l1(trained, 0.5)
     pruned_top1 = compress.top1_accuracy(pruned, held_out)
-    compress.finetune(pruned, tune_set, epochs=150 * 64 / 5000, batch_size=64, lr=0.01)
+    compress.finetune(pruned, tune_set, epochs=100 * 64 / 5000, batch_size=64, lr=0.01)
     after = compress.top1_accuracy(pruned, held_out)
-    # Measured: 92.95% → 22.3% pruned → 89.15% after the 150 steps (bounds leave ~1 point for other CPUs' numerics).
+    # Measured: 92.95% → 22.3% pruned → 89.0% after the 100 steps, as after 150 (88.9% here, 89.15% when this test
+    # was written); the bounds leave ~1 point for other CPUs' numerics.
     assert pruned_top1 < before - 50
     assert after > before - 5, (before, pruned_top1, after)
 
