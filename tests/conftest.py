@@ -9,6 +9,10 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import tempfile  # noqa: E402
 
 os.environ["LIGHTNETS_CACHE"] = tempfile.mkdtemp(prefix="lightnets-test-cache-")
+# backend="auto" is measured per model, and never cached on a machine as busy as a test run: pin it to the
+# accuracy pass's fastest path here (OpenVINO at batch 100) so every test does not time five backends.
+# tests/deploy/test_auto_backend.py unsets it to test the measurement itself.
+os.environ["LIGHTNETS_AUTO_BACKEND"] = "openvino"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -7,7 +7,8 @@ fastest wins. The choice is kept under ``$LIGHTNETS_CACHE/backends/<key>.json``,
 ranking depends on: the sha256 of the state dict, the input shape (batch size included), the CPU model, the
 thread count and the versions of torch, ONNX Runtime, OpenVINO and lightnets. A measurement taken while the
 machine is busy (:func:`lightnets.machine.machine_load`) is used but not kept, so a later idle run measures
-again. Measured on the 2-core EPYC of issue #41 at batch 1, 224 px: ShuffleNet g = 3 ran 2.3× faster on
+again. ``LIGHTNETS_AUTO_BACKEND=NAME`` pins the choice without measuring (a reproducible setup, a test suite).
+Measured on the 2-core EPYC of issue #41 at batch 1, 224 px: ShuffleNet g = 3 ran 2.3× faster on
 OpenVINO than on ONNX Runtime and MobileNet v1 1.0 1.3× faster on ONNX Runtime than on OpenVINO, so no fixed
 order is right for both.
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -113,6 +115,12 @@ def choose_backend(model: nn.Module, example_input: torch.Tensor, *, num_threads
     from . import available_backends, optimize_for_inference
 
     installed = available_backends()
+    pinned = os.environ.get("LIGHTNETS_AUTO_BACKEND")
+    if pinned:
+        if pinned not in installed:
+            raise ValueError(f"LIGHTNETS_AUTO_BACKEND={pinned} is not an installed backend; installed: "
+                             f"{', '.join(installed)}")
+        return AutoChoice(pinned)
     default = AUTO_CANDIDATES + (BATCH_1_CANDIDATES if len(example_input) == 1 else ())
     candidates = [name for name in (candidates or default) if name in installed]
     if not candidates:

@@ -22,6 +22,11 @@ class Sleeper(nn.Module):
         return x
 
 
+@pytest.fixture(autouse=True)
+def measured(monkeypatch):
+    monkeypatch.delenv("LIGHTNETS_AUTO_BACKEND", raising=False)  # the suite pins auto (tests/conftest.py)
+
+
 @pytest.fixture
 def idle(monkeypatch, tmp_path):
     monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path))
@@ -85,3 +90,12 @@ def test_optimize_for_inference_auto_runs_the_measured_path(idle):
     assert cached.cached and cached.backend in deploy.AUTO_CANDIDATES
     with pytest.raises(ValueError, match="calibration_images is only used by the int8 backends"):
         deploy.optimize_for_inference(model, "auto", calibration_images=x)
+
+
+def test_the_environment_can_pin_the_choice(monkeypatch):
+    model = lightnets.create_model("smallcnn_3x2", num_classes=3)
+    monkeypatch.setenv("LIGHTNETS_AUTO_BACKEND", "torchscript")
+    assert deploy.choose_backend(model, torch.zeros(1, 1, 28, 28), build=lambda name: 1 / 0).backend == "torchscript"
+    monkeypatch.setenv("LIGHTNETS_AUTO_BACKEND", "tensorrt")
+    with pytest.raises(ValueError, match="LIGHTNETS_AUTO_BACKEND=tensorrt is not an installed backend"):
+        deploy.choose_backend(model, torch.zeros(1, 1, 28, 28))
