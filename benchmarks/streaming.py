@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 import lightnets
 from lightnets.data import load_splits
-from lightnets.machine import environment
+from lightnets.machine import environment, machine_load
 from lightnets.training import (FileAugment, FitConfig, StreamingBatches, default_workers, eval_transform, fit,
                                 param_groups, peak_rss_mb, train_transform)
 from lightnets.training.streaming import children_peak_rss_mb
@@ -184,6 +184,7 @@ def main(argv: Sequence[str]) -> int:
         folder, images, steps, started = args.child
         child(Path(folder), int(images), int(steps), float(started))
         return 0
+    load = machine_load()  # before this run's own work loads the machine
     print(f"# Streaming image files against tensors in memory\n\n`python -m benchmarks.streaming "
           f"{' '.join(argv)}`\n")
     if args.photos:
@@ -220,7 +221,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"| {name} | {result['top1']:.2f} | {result['img_per_s']:.0f} | {result['data_wait']:.1%} | "
                   f"{result['minutes']:.1f} |")
         print("\n" + "\n".join(f"- {name}: `{result['command']}`" for name, result in results.items()) + "\n")
-    env = environment()
+    env = environment(load=load)
     print(f"Measured on {env['cpu']}, {env['threads']} threads, torch {env['torch']}, load {env['load']}.")
     return 0
 

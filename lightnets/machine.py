@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["BUSY_LOAD_PER_CORE", "SIMD_FLAGS", "cpu_name", "environment", "gemm_rate", "library_versions",
-           "machine_load", "simd_flags"]
+           "machine_load", "others_busy", "simd_flags"]
 
 # Timings taken on a machine busier than this are flagged (1-minute load average per logical core: half
 # the cores busy): on a loaded 2-core machine they came out 100-600x off and looked plausible.
@@ -132,3 +132,36 @@ def gemm_rate(size: int = 2048, repeats: int = 5) -> float:
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
     return size**3 / statistics.median(times) / 1e9
+
+
+def _busy_jiffies() -> Optional[tuple[int, int]]:
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat; None where there is none."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def others_busy(interval: float = 0.2) -> bool:
+    """Whether other processes keep more than :data:`BUSY_LOAD_PER_CORE` of the cores busy, sampled over
+    ``interval`` seconds while this process waits: unlike the load average, this process's own earlier work
+    does not count (Linux; elsewhere the load average decides).
+
+    >>> isinstance(others_busy(0.05), bool)
+    True
+    """
+    import time
+
+    before, own_before = _busy_jiffies(), os.times()
+    time.sleep(interval)
+    after, own_after = _busy_jiffies(), os.times()
+    if before is None or after is None or after[1] == before[1]:
+        load = machine_load()
+        return bool(load and load["busy"])
+    cores = os.cpu_count() or 1
+    share = (after[0] - before[0]) / (after[1] - before[1])  # of all cores
+    own = (own_after.user + own_after.system - own_before.user - own_before.system) / (interval * cores)
+    return share - own > BUSY_LOAD_PER_CORE
+

@@ -6,9 +6,11 @@ side by side on the same input, in interleaved rounds so a drift in the machine'
 fastest wins. The choice is kept under ``$LIGHTNETS_CACHE/backends/<key>.json``, the key hashing what the
 ranking depends on: the sha256 of the state dict, the input shape (batch size included), the CPU model, the
 thread count and the versions of torch, ONNX Runtime, OpenVINO and lightnets. A measurement taken while the
-machine is busy (:func:`lightnets.machine.machine_load`) is used but not kept, so a later idle run measures
-again. ``LIGHTNETS_AUTO_BACKEND=NAME`` pins the choice without measuring (a reproducible setup, a test suite).
-Measured on the 2-core EPYC of issue #41 at batch 1, 224 px: ShuffleNet g = 3 ran 2.3× faster on
+machine is busy is used but not kept, so a later idle run measures
+again (:func:`lightnets.machine.others_busy`: other processes' CPU use, sampled just before measuring, so
+a long run's own earlier work does not count). ``LIGHTNETS_AUTO_BACKEND=NAME`` pins the choice without
+measuring (a reproducible setup, a test suite). Measured on the 2-core EPYC of issue #41 at batch 1, 224 px:
+ShuffleNet g = 3 ran 2.3× faster on
 OpenVINO than on ONNX Runtime and MobileNet v1 1.0 1.3× faster on ONNX Runtime than on OpenVINO, so no fixed
 order is right for both.
 
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from .._io import write_text
-from ..machine import cpu_name, library_versions, machine_load
+from ..machine import cpu_name, library_versions, others_busy
 
 __all__ = ["AUTO_CANDIDATES", "BATCH_1_CANDIDATES", "AutoChoice", "auto_cache_key", "choose_backend"]
 
@@ -43,8 +45,8 @@ __all__ = ["AUTO_CANDIDATES", "BATCH_1_CANDIDATES", "AutoChoice", "auto_cache_ke
 # batch 1 only, where LiteRT's XNNPACK ran MobileNet v1 0.25 at 64 px 2-3x faster than ONNX Runtime here.
 AUTO_CANDIDATES = ("onnxruntime", "openvino", "torchscript", "eager")
 BATCH_1_CANDIDATES = ("litert", "executorch")
-ROUNDS = 3
-MIN_ROUND_SECONDS = 0.05  # per candidate and round: enough calls that a millisecond model is not timer noise
+ROUNDS = 5
+MIN_ROUND_SECONDS = 0.1  # per candidate and round: enough calls that a millisecond model is not timer noise
 
 
 @dataclass
@@ -103,19 +105,21 @@ def _milliseconds_per_call(runner: Callable[[torch.Tensor], Any], example_input:
 
 def choose_backend(model: nn.Module, example_input: torch.Tensor, *, num_threads: Optional[int] = None,
                    candidates: Optional[Sequence[str]] = None, cache: bool = True,
-                   build: Optional[Callable[[str], nn.Module]] = None) -> AutoChoice:
+                   build: Optional[Callable[[str], nn.Module]] = None, spin_wait: bool = False) -> AutoChoice:
     """The fastest of ``candidates`` (default: the installed ones of :data:`AUTO_CANDIDATES`, and at batch 1 of
     :data:`BATCH_1_CANDIDATES` too) for ``model`` on ``example_input`` (its batch size is part of the question),
     from the cache or measured now.
 
     ``build(backend)`` makes a candidate's runner (default: :func:`lightnets.optimize_for_inference` with this
-    input and ``num_threads``); a candidate that fails to build here is left out. ``cache=False`` neither reads
-    nor writes the cache.
+    input, ``num_threads`` and ``spin_wait``); a candidate that fails to build here is left out. ONNX Runtime is
+    measured without spin-waiting by default: its idle threads spinning for work take the cores from the
+    candidate timed next (up to 2.6× slower here), which would rank the others unfairly. ``cache=False`` neither
+    reads nor writes the cache.
     """
     from . import available_backends, optimize_for_inference
 
     installed = available_backends()
-    pinned = os.environ.get("LIGHTNETS_AUTO_BACKEND")
+    pinned = os.environ.get("LIGHTNETS_AUTO_BACKEND") if candidates is None else None  # explicit ones: measure
     if pinned:
         if pinned not in installed:
             raise ValueError(f"LIGHTNETS_AUTO_BACKEND={pinned} is not an installed backend; installed: "
@@ -130,9 +134,9 @@ def choose_backend(model: nn.Module, example_input: torch.Tensor, *, num_threads
         cached = _read_cached(key, candidates)
         if cached is not None:
             return cached
-    load = machine_load()
+    busy = others_busy()  # before this measurement's own work; earlier work of this process does not count
     build = build or (lambda name: optimize_for_inference(model, name, example_input=example_input,
-                                                          num_threads=num_threads))
+                                                          num_threads=num_threads, spin_wait=spin_wait))
     runners: dict[str, nn.Module] = {}
     failures: dict[str, str] = {}
     for name in candidates:
@@ -153,7 +157,6 @@ def choose_backend(model: nn.Module, example_input: torch.Tensor, *, num_threads
                 timings[name].append(_milliseconds_per_call(runner, example_input))
     milliseconds = {name: round(statistics.median(values), 4) for name, values in timings.items()}
     best = min(milliseconds, key=milliseconds.get)
-    busy = bool(load and load["busy"])
     if cache and not busy:
         with contextlib.suppress(OSError):  # a read-only cache costs the next call a measurement, nothing more
             write_text(_cache_file(key), json.dumps({"backend": best, "milliseconds": milliseconds}), parents=True)

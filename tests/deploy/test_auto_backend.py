@@ -30,7 +30,7 @@ def measured(monkeypatch):
 @pytest.fixture
 def idle(monkeypatch, tmp_path):
     monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path))
-    monkeypatch.setattr(auto, "machine_load", lambda: {"load_1min": 0.0, "cores": 2, "busy": False})
+    monkeypatch.setattr(auto, "others_busy", lambda: False)
     monkeypatch.setattr(auto, "MIN_ROUND_SECONDS", 0.005)
 
 
@@ -74,7 +74,7 @@ def test_the_key_follows_the_weights_the_batch_and_the_threads():
 
 def test_a_busy_machine_measures_but_does_not_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("LIGHTNETS_CACHE", str(tmp_path))
-    monkeypatch.setattr(auto, "machine_load", lambda: {"load_1min": 3.0, "cores": 2, "busy": True})
+    monkeypatch.setattr(auto, "others_busy", lambda: True)
     model = lightnets.create_model("smallcnn_3x2", num_classes=3)
     choice = deploy.choose_backend(model, torch.zeros(1, 1, 28, 28), candidates=("eager",),
                                    build=lambda name: Sleeper(0))
