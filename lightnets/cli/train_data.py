@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from ..data import BadImageLog, ImageFileDataset, InMemoryDataset, TrainingData
+from ..data import BadImageLog, ImageFileDataset, TrainingData
 from ..data.splits import with_validation
 from ..training import FileAugment, Runtime, StreamingBatches, channel_stats, eval_transform, in_memory, train_transform
 from .train_config import TrainRunConfig
@@ -88,16 +88,17 @@ def file_channel_stats(dataset: ImageFileDataset, channels: int, img_size: int, 
 
 
 def feeds_for(data: TrainingData, config: TrainRunConfig, runtime: Runtime, channels: int, img_size: int,
-              crop_pct: float, interpolation: str, augment: FileAugment, bad_images: BadImageLog,
+              crop_pct: float, interpolation: str, augment: FileAugment, bad_images: BadImageLog, workers: int,
               ) -> dict[str, Feed]:
-    """A :class:`Feed` per split the data has (``train``, ``validation``, ``test``)."""
+    """A :class:`Feed` per split the data has (``train``, ``validation``, ``test``); files are decoded in
+    ``workers`` processes."""
     splits = {"train": data.train, "validation": data.validation, "test": data.test}
     feeds = {}
     local_batch = config.batch_size // runtime.world_size
     for name, split in splits.items():
         if split is None:
             continue
-        if isinstance(split, InMemoryDataset) or not isinstance(split, ImageFileDataset):
+        if not isinstance(split, ImageFileDataset):
             images, labels = in_memory(split)
             feeds[name] = Feed(images, labels, len(labels))
             continue
@@ -111,7 +112,7 @@ def feeds_for(data: TrainingData, config: TrainRunConfig, runtime: Runtime, chan
                                                                drop_last=True)
         else:  # every image once, strided across processes (no padding duplicates)
             sampler = list(range(runtime.rank, len(files), runtime.world_size))
-        batches = StreamingBatches(files, local_batch if training else local_batch * 2, workers=config.workers,
+        batches = StreamingBatches(files, local_batch if training else local_batch * 2, workers=workers,
                                    sampler=sampler, drop_last=training, seed=config.seed, bad_images=bad_images,
                                    pin_memory=runtime.device.type == "cuda")
         feeds[name] = Feed(batches, None, len(files))

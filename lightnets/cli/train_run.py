@@ -110,8 +110,8 @@ def _fit(config: TrainRunConfig, runtime: Runtime, data: Any) -> tuple[nn.Module
                           tuple(config.scale), tuple(config.ratio), not config.no_flip, config.color_jitter, config.aa)
     bad_images = BadImageLog(config.on_bad_image)
     workers = default_workers() if config.workers is None else config.workers
-    feeds = feeds_for(data, config if config.workers is not None else _with_workers(config, workers), runtime,
-                      in_chans, img_size, cfg["crop_pct"], cfg["interpolation"], augment, bad_images)
+    feeds = feeds_for(data, config, runtime, in_chans, img_size, cfg["crop_pct"], cfg["interpolation"], augment,
+                      bad_images, workers)
     validation_name = "validation" if "validation" in feeds else "test"
     if validation_name not in feeds:
         raise ValueError(f"{config.dataset} has no validation or test images; give --val-split FRACTION")
@@ -272,12 +272,6 @@ def _fit(config: TrainRunConfig, runtime: Runtime, data: Any) -> tuple[nn.Module
             _publish(config, model, model_args, classes, measured, sources, runtime, amp_dtype, data, best,
                      bad_images)
     return model, record
-
-
-def _with_workers(config: TrainRunConfig, workers: int) -> TrainRunConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, workers=workers)
 
 
 def _first_images(feed: Feed, count: int) -> torch.Tensor:

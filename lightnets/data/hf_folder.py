@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from .image_files import ImageFileDataset, to_channels
+from .image_files import ImageFileDataset, decode_image
 
 __all__ = ["HFImageDataset", "load_hf_folder"]
 
@@ -39,15 +39,11 @@ class HFImageDataset(ImageFileDataset):
         return [f"{fingerprint}:{row}\t{label}" for row, label in self.samples]
 
     def decode(self, index: int) -> Any:
-        from PIL import Image, ImageOps
-
         cell = self.table[int(self.samples[index][0])][self.image_column]
         source = io.BytesIO(cell["bytes"]) if cell.get("bytes") else cell.get("path")
         if source is None:
             raise OSError("the row holds neither image bytes nor a path")
-        with Image.open(source) as image:
-            image.load()
-            return to_channels(ImageOps.exif_transpose(image), self.channels)
+        return decode_image(source, self.channels)
 
 
 def _columns(table: Any, folder: str) -> tuple[str, str, list[str]]:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, BinaryIO, Callable, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -94,8 +94,9 @@ def to_channels(image: Any, channels: int) -> Any:
     return image.convert("L" if channels == 1 else "RGB")
 
 
-def decode_image(path: PathLike, channels: int = 3) -> Any:
-    """The image in ``path``, upright (its EXIF orientation applied) and with ``channels`` channels, fully read.
+def decode_image(path: Union[PathLike, BinaryIO], channels: int = 3) -> Any:
+    """The image in ``path`` (or an open binary file), upright (its EXIF orientation applied) and with
+    ``channels`` channels, fully read.
 
     Raises OSError for a file PIL cannot decode (truncated, corrupt, not an image) and PIL's
     DecompressionBombError for one larger than ``PIL.Image.MAX_IMAGE_PIXELS`` × 2.

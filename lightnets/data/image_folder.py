@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from ..models.arguments import check_positive_int
 from .files import CorruptDataError
+from .image_files import IMAGE_EXTENSIONS
 
 __all__ = ["ImageFolderDataset", "load_image_folder", "check_crop_pct", "SPLIT_FOLDERS", "RESIZE_FILTERS",
            "IMAGE_EXTENSIONS"]
@@ -26,7 +27,6 @@ __all__ = ["ImageFolderDataset", "load_image_folder", "check_crop_pct", "SPLIT_F
 PathLike = Union[str, Path]
 
 RESIZE_FILTERS = ("bilinear", "bicubic", "nearest", "nearest-exact", "box", "hamming", "lanczos")  # torchvision's
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 class ImageFolderDataset(Dataset):

@@ -52,7 +52,7 @@ from .runtimes import BackendUnavailableError, OnnxRuntimeModule, OpenVinoModule
 from .executorch_file import ExecuTorchModule
 from .file_metadata import read_metadata
 from .litert_file import LiteRTModule
-from .on_device import FORMATS, QUANTIZE_MODES, ExportedFile, ExportError, export
+from .on_device import FORMATS, QUANTIZE_MODES, SUFFIXES, ExportedFile, ExportError, export
 from .auto import AUTO_CANDIDATES, AutoChoice, choose_backend
 
 __all__ = [
@@ -112,11 +112,12 @@ class _ChannelsLast(nn.Module):
 
 
 class _ImageByImage(nn.Module):
-    """Runs a file that takes one image on a batch of any size, image by image, as an app runs it."""
+    """Runs a file that takes one image on a batch of any size, image by image, as an app runs it; ``path`` is
+    the file."""
 
     def __init__(self, runner: nn.Module) -> None:
         super().__init__()
-        self.runner = runner
+        self.runner, self.path = runner, runner.path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.runner(x[i:i + 1]) for i in range(len(x))]).to(x.device)
@@ -125,7 +126,7 @@ class _ImageByImage(nn.Module):
 def _on_device_backend(folded: nn.Module, backend: str, folder: Path, example_input: torch.Tensor,
                        calibration_images: Optional[torch.Tensor], num_threads: Optional[int]) -> nn.Module:
     file_format, _, precision = backend.partition("-")
-    path = folder / ("model" + {"executorch": ".pte", "litert": ".tflite"}[file_format])
+    path = folder / ("model" + SUFFIXES[file_format])
     exported = export(folded, path, format=file_format, quantize=precision or None, calibration=calibration_images,
                       img_size=example_input.shape[-1])
     runner = (ExecuTorchModule if file_format == "executorch" else LiteRTModule)(exported.path,

@@ -24,9 +24,9 @@ def accuracy_backend(backend: str = "auto") -> str:
 
     if backend not in ("auto", *ACCURACY_BACKENDS):
         raise ValueError(f"accuracy backend must be one of auto, {', '.join(ACCURACY_BACKENDS)}; got {backend!r}")
-    available = available_backends()
     if backend == "auto":
         return backend
+    available = available_backends()
     if backend not in available:
         raise ValueError(
             f"accuracy backend {backend!r} is not installed here "

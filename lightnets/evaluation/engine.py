@@ -260,7 +260,7 @@ def _with_backends(candidates: list[Candidate], rows: list[dict[str, Any]], back
                                             calibration_images=calibration, spin_wait=False)
             if progress:
                 tqdm.write(f"{c.label}: {backend} ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-            path = getattr(getattr(runner, "runner", None), "path", None)
+            path = getattr(runner, "path", None)  # an on-device file's
             all_candidates.append(replace(c, model=runner))
             all_rows.append({**row, "top1": None, "top5": None, "loss": None, "images": None, "backend": backend,
                              **({"file_kib": path.stat().st_size / 1024} if path is not None else {})})

@@ -107,12 +107,12 @@ def measure_accuracy(candidate: Candidate, dataset: Dataset, batch_size: int, de
 
         if device.type != "cpu":
             raise ValueError(f"accuracy backend {backend!r} runs on the CPU; use backend 'eager' on {device}")
-        example = torch.zeros(1, *candidate.input_size)
+        runner = None
         if backend == "auto":
             choice = choose_backend(candidate.model, torch.zeros(min(batch_size, len(dataset)), *candidate.input_size))
-            backend, model = choice.backend, choice.runner
-        if model is candidate.model or model is None:
-            model = optimize_for_inference(candidate.model, backend, example_input=example)
+            backend, runner = choice.backend, choice.runner  # no runner when the choice came from the cache
+        model = runner or optimize_for_inference(candidate.model, backend,
+                                                 example_input=torch.zeros(1, *candidate.input_size))
     k = min(5, len(dataset.classes))
     correct1 = correct5 = 0
     loss_sum = 0.0
