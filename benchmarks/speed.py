@@ -30,6 +30,7 @@ import shlex
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -44,8 +45,6 @@ from lightnets.evaluation.measure import measure_latency
 from lightnets.inputs import resolve_input_config
 from lightnets.layers import ConvBNAct, DepthwiseSeparableConv
 from lightnets.machine import environment, gemm_rate, library_versions, simd_flags
-
-from .speed_goals import Settings, goals_section, ms
 
 DEFAULT_MODELS = ("mobilenet_v1_100", "shufflenet_g3")
 # Issue #41's speed table: the phone-sized networks at 224 and 160 px, every runtime side by side.
@@ -158,6 +157,23 @@ def macs_of(model: nn.Module, input_size: tuple[int, int, int]) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Settings:
+    batch_sizes: tuple[int, ...]
+    repeats: int
+    warmup: int
+    backends: tuple[str, ...]
+    gemm_gmacs: float
+    img_size: Optional[int] = None
+    headline: dict[str, float] = field(default_factory=dict)
+    # (pair, path, batch) -> (regular s, separable s, separable MACs per image): explains unmet pair goals
+    pair_times: dict[tuple[str, str, int], tuple[float, float, int]] = field(default_factory=dict)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}" if seconds < 1e-3 else f"{seconds * 1e3:.2f}"
+
+
 def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
     """Section 1: every model through every path; ratios to timm's eager time and to our eager time."""
     head = ["model", "path", "file KiB"]
@@ -178,7 +194,7 @@ def paths_section(names: Sequence[str], settings: Settings) -> list[str]:
             for b, seconds in by_bs.items():
                 timm_s = times.get("timm eager", {}).get(b)
                 gmacs = macs * b / seconds / 1e9
-                cells += [ms(seconds), f"{seconds / timm_s:.2f}" if timm_s else "–",
+                cells += [_ms(seconds), f"{seconds / timm_s:.2f}" if timm_s else "–",
                           f"{seconds / times['eager'][b]:.2f}", f"{gmacs:.1f}",
                           f"{100 * gmacs / settings.gemm_gmacs:.0f}"]
                 if timm_s:
@@ -220,7 +236,7 @@ def pairs_section(pairs: Sequence[str], settings: Settings) -> list[str]:
                 regular_s, separable_s = times[f"{regular_name}|{label}"][b], times[f"{separable_name}|{label}"][b]
                 speedup = regular_s / separable_s
                 # Absolute times show when a model is too small for its MACs to dominate (fixed per-op cost).
-                cells += [f"{ms(regular_s)} / {ms(separable_s)}", f"{speedup:.2f}×", f"{speedup / reduction:.2f}"]
+                cells += [f"{_ms(regular_s)} / {_ms(separable_s)}", f"{speedup:.2f}×", f"{speedup / reduction:.2f}"]
                 settings.headline[f"{pair} {label} bs{b} speedup/MAC"] = speedup / reduction
                 settings.pair_times[pair, label, b] = (regular_s, separable_s, separable_macs)
             lines.append("| " + " | ".join(cells) + " |")
@@ -278,7 +294,7 @@ def shuffle_section(name: str, settings: Settings, top: int = 8) -> list[str]:
         share = 1 - without_s / with_s
         settings.headline[f"{name} shuffle share bs{b}"] = max(share, shuffle_us / total)
         lines.append(
-            f"| {b} | {ms(with_s)} | {ms(without_s)} | {100 * share:.1f}% | {100 * shuffle_us / total:.1f}% |"
+            f"| {b} | {_ms(with_s)} | {_ms(without_s)} | {100 * share:.1f}% | {100 * shuffle_us / total:.1f}% |"
         )
     b = settings.batch_sizes[0]
     events = sorted((e for e in profiles[b] if e.key != "channel_shuffle"), key=lambda e: -e.self_cpu_time_total)
@@ -328,8 +344,89 @@ def int8_section(weights: Sequence[str], settings: Settings, calibration_size: i
 
 
 # --------------------------------------------------------------------------------------------------
-# Environment, Markdown (the goals are benchmarks/speed_goals.py)
+# Goals, environment, Markdown
 # --------------------------------------------------------------------------------------------------
+
+
+def goals_section(settings: Settings) -> list[str]:
+    """Issue #7's targets against what this run measured (only those this run measured)."""
+    h = settings.headline
+    bs = settings.batch_sizes
+    fp32_backends = [b for b in settings.backends if b not in ("eager", "auto", *deploy.INT8_BACKENDS)]
+    rows, gaps = [], []
+    for b in bs:
+        if (value := h.get(f"mobilenet_v1_100 eager bs{b} × timm")) is not None:
+            rows.append((f"eager mobilenet_v1_100 ÷ timm eager, bs{b}", value, "≤ 1.00", value <= 1.0))
+    best = [(h[key], backend) for backend in fp32_backends if (key := f"mobilenet_v1_100 {backend} bs1 × timm") in h]
+    if best:
+        value, backend = min(best)
+        rows.append((f"best fp32 path ({backend}) ÷ timm eager, bs1", value, "≤ 0.45", value <= 0.45))
+    if (value := h.get("mobilenet_v1_100 onnxruntime-int8 bs1 × timm")) is not None:
+        rows.append(("int8 (onnxruntime) ÷ timm eager, bs1", value, "≤ 0.30", value <= 0.30))
+    for key, value in h.items():
+        if key.endswith("int8 top-1 loss"):
+            rows.append((f"{key.split()[0]}: top-1 points lost in int8", value, "≤ 0.5", value <= 0.5))
+    for key, value in h.items():
+        if " shuffle share " in key:
+            rows.append(
+                (f"channel shuffle share of {key.split()[0]} eager, {key.split()[-1]}", value, "≤ 10%", value <= 0.10)
+            )
+    for b in bs:
+        per_pair = {}
+        for key, value in h.items():
+            if key.endswith(f"bs{b} speedup/MAC"):
+                pair, path = key.split()[0], key.split()[1]
+                if path != "eager":
+                    per_pair[pair] = max(per_pair.get(pair, (0.0, "")), (value, path))
+        for pair, (value, path) in per_pair.items():
+            rows.append((f"{pair.replace(':', ' → ')}: speedup ÷ MAC reduction, best non-eager path ({path}), bs{b}",
+                         value, "≥ 0.60", value >= 0.6))
+            if value < 0.6:
+                gaps.append(_pair_gap(pair, path, b, settings))
+    rows += _on_device_goals(settings)
+    lines = ["| goal | measured | target | met |", "|:---|---:|---:|:---:|"]
+    for label, value, target, met in rows:
+        shown = f"{100 * value:.1f}%" if target.endswith("%") else f"{value:.2f}"
+        lines.append(f"| {label} | {shown} | {target} | {'yes' if met else '**no**'} |")
+    if gaps:
+        lines += ["", "Why the unmet separable goals fall short, from this run's numbers:", "", *gaps]
+    return lines
+
+
+def _on_device_goals(settings: Settings) -> list[tuple[str, float, str, bool]]:
+    """Issue #41's targets: ExecuTorch int8 ÷ float for MobileNet v1 1.0, ShuffleNet g = 3's fastest float path
+    against the GEMM-bound ceiling, and auto against the fastest path it could have picked (bs1, 224 px)."""
+    h, rows = settings.headline, []
+    float_paths = ("eager", "torchscript", "compile", "onnxruntime", "openvino", "executorch", "litert")
+    et_float = h.get("mobilenet_v1_100@224 executorch bs1 s")
+    et_int8 = h.get("mobilenet_v1_100@224 executorch-int8 bs1 s")
+    if et_float and et_int8:
+        rows.append(("ExecuTorch int8 ÷ float, mobilenet_v1_100 @224, bs1", et_int8 / et_float, "≤ 0.55",
+                     et_int8 / et_float <= 0.55))
+    ceilings = [(h[key], path) for path in float_paths if (key := f"shufflenet_g3@224 {path} bs1 × ceiling") in h]
+    if ceilings:
+        value, path = min(ceilings)
+        rows.append((f"shufflenet_g3 @224 fastest float path ({path}) ÷ GEMM-bound ceiling, bs1", value, "≤ 1.5",
+                     value <= 1.5))
+    for key, auto_s in h.items():
+        if key.endswith(" auto bs1 s"):
+            network = key.split()[0]
+            fastest = min((h[k], k.split()[1]) for k in h if k.startswith(network + " ") and k.endswith(" bs1 s")
+                          and k.split()[1] in float_paths)
+            rows.append((f"auto ÷ fastest float path ({fastest[1]}), {network}, bs1", auto_s / fastest[0], "≤ 1.10",
+                         auto_s / fastest[0] <= 1.1))
+    return rows
+
+
+def _pair_gap(pair: str, path: str, batch: int, settings: Settings) -> str:
+    """One sentence: how much of the separable model's time its MACs explain at this CPU's GEMM rate."""
+    regular_s, separable_s, separable_macs = settings.pair_times[pair, path, batch]
+    macs_s = separable_macs * batch / (settings.gemm_gmacs * 1e9)
+    regular_name, separable_name = pair.split(":")
+    return (f"- {separable_name}, {path}, bs{batch}: {_ms(separable_s)} ms per batch (regular: {_ms(regular_s)} ms), "
+            f"of which its {separable_macs * batch / 1e6:.1f} M MACs need {_ms(macs_s)} ms at the GEMM rate: "
+            f"{100 * (1 - macs_s / separable_s):.0f}% is per-operator cost (dispatch, memory traffic of depthwise and "
+            f"pooling layers) that a MAC reduction does not remove.")
 
 
 def machine_lines(settings: Settings) -> list[str]:
