@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="train and evaluate image files at this side (default: the --finetune-from weights' "
                            "size, else the architecture's)")
     data.add_argument("--workers", type=int, metavar="N",
-                      help="processes decoding image files (default: one per core beyond the first, at most 8)")
+                      help="processes decoding image files (default: none when training on a CPU of 2 cores or fewer, "
+                           "where decoding between steps is faster; else one per core beyond the first, at most 8)")
     data.add_argument("--on-bad-image", choices=("skip", "fail"), default="skip",
                       help="an undecodable image: skip it (counted, named in the log and card; the run stops once "
                            "over 1%% of the images read are bad, after 100 reads) or stop at once")

@@ -109,7 +109,7 @@ def _fit(config: TrainRunConfig, runtime: Runtime, data: Any) -> tuple[nn.Module
     augment = FileAugment("timm" if data.streamed and config.train_transform == "timm" else "small",
                           tuple(config.scale), tuple(config.ratio), not config.no_flip, config.color_jitter, config.aa)
     bad_images = BadImageLog(config.on_bad_image)
-    workers = default_workers() if config.workers is None else config.workers
+    workers = default_workers(runtime.device) if config.workers is None else config.workers
     feeds = feeds_for(data, config, runtime, in_chans, img_size, cfg["crop_pct"], cfg["interpolation"], augment,
                       bad_images, workers)
     validation_name = "validation" if "validation" in feeds else "test"

@@ -182,3 +182,12 @@ def test_batches_replay_from_the_seed_and_shard_across_processes(tmp_path):
 def test_a_bad_aa_policy_is_one_line():
     with pytest.raises(ValueError, match=r"--aa 'v9' is not a timm auto-augment policy"):
         train_transform(16, FileAugment(auto_augment="v9"))
+
+
+@pytest.mark.parametrize("cores, device, workers", [(2, "cpu", 0), (1, "cpu", 0), (4, "cpu", 3), (2, "cuda", 1),
+                                                    (32, "cuda", 8)])
+def test_decoding_stays_in_the_training_process_on_a_two_core_cpu(cores, device, workers, monkeypatch):
+    from lightnets.training import default_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert default_workers(device) == workers
