@@ -3,6 +3,7 @@
     python -m benchmarks.on_device                                   # every bundled weight (an hour or more)
     python -m benchmarks.on_device --weight smallcnn_3x2.fmnist --weight shufflenet_g3_050.fmnist
     python -m benchmarks.on_device --weight none --speed mobilenet_v1_100@224 --speed shufflenet_g3@224
+    python -m benchmarks.on_device --no-latency --output results/on_device_accuracy.md   # the whole matrix
 
 For each weight, each format (ExecuTorch with XNNPACK, LiteRT) and each precision (float32; int8 with
 per-channel weights; int8 with per-tensor weights, where MobileNets are known to collapse):
@@ -13,7 +14,10 @@ per-channel weights; int8 with per-tensor weights, where MobileNets are known to
 * median latency at batch 1 in ``--threads`` threads, every file and the eager model measured side by side in
   one run (lightnets.evaluation.measure: paths take turns, repeat by repeat).
 
-int8 files are calibrated on ``--calibration`` (default 512 images of the train split). The numbers are
+int8 files are calibrated on ``--calibration`` (default 512 images of the train split). Where one loses more than
+0.5 top-1 points, a row beside it gives the same int8 layout after ``--qat-epochs`` of quantization-aware training
+on ``--qat-data`` (``lightnets.quantize``, the float model distilling into it; ``--qat always`` for every int8
+file; its export time includes the training). The numbers are
 XNNPACK on this machine's CPU, not on a phone: the results file records the CPU and its load.
 
 ``--speed NAME@SIDE`` adds a latency-only table for a network at ImageNet sizes (random weights): eager, ONNX
@@ -28,6 +32,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -46,6 +51,7 @@ FORMATS = ("executorch", "litert")
 PRECISIONS = ("float32", "int8", "int8-per-tensor")
 RUNNERS = {"executorch": deploy.ExecuTorchModule, "litert": deploy.LiteRTModule}
 SUFFIX = {"executorch": ".pte", "litert": ".tflite"}
+QAT_THRESHOLD = 0.5  # top-1 points an int8 file may lose before quantization-aware training is tried (#41)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -57,6 +63,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="test images (default: the whole split)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--qat", choices=("needed", "always", "never"), default="needed",
+                        help="add a quantization-aware trained int8 file (lightnets.quantize) beside each int8 file "
+                             "that lost more than 0.5 top-1 points (needed), beside every int8 file, or never")
+    parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--qat-data", default="fashion_mnist:10000", help="DATASET[:N] the QAT trains on")
+    parser.add_argument("--no-latency", action="store_true",
+                        help="accuracy, agreement and size only: no latency or export time, so it may run while the "
+                             "machine is busy")
     parser.add_argument("--speed", action="append", default=[], metavar="NAME@SIDE",
                         help="latency-only rows for a network at a side, e.g. mobilenet_v1_100@224")
     parser.add_argument("--output", default="results/on_device.md")
@@ -95,12 +109,38 @@ def measure_weight(weight: str, test: InMemoryDataset, args: argparse.Namespace,
                                         config.mean, config.std, config.crop_pct))
             print(f"{weight} {file_format} {precision}: top-1 {rows[-1]['top1']:.2f} "
                   f"(eager {rows[0]['top1']:.2f}), export {exported.seconds:.1f} s", file=sys.stderr, flush=True)
+            lost = rows[0]["top1"] - rows[-1]["top1"]
+            if quantize and (args.qat == "always" or (args.qat == "needed" and lost > QAT_THRESHOLD)):
+                rows.append(qat_row(model, weight, file_format, precision, images, labels, eager_top1, args, folder))
+                candidates.append(Candidate(weight, f"{file_format} {precision} QAT",
+                                            RUNNERS[file_format](rows[-1].pop("path"), num_threads=args.threads),
+                                            config.input_size, config.mean, config.std, config.crop_pct))
+    if args.no_latency:
+        for row in rows:
+            row["ms"] = row["vs_eager"] = row["export_s"] = None
+        return rows
     times = measure_latency(candidates, [1], args.repeats, warmup=3, device=torch.device("cpu"),
                             memory_format=torch.contiguous_format, progress=False)
     for index, row in enumerate(rows):
         row["ms"] = statistics.median(times[index, 1]) * 1e3
         row["vs_eager"] = rows[0]["ms"] / row["ms"] if index else 1.0
     return rows
+
+
+def qat_row(model: torch.nn.Module, weight: str, file_format: str, precision: str, images: torch.Tensor,
+            labels: torch.Tensor, eager_top1: torch.Tensor, args: argparse.Namespace, folder: Path) -> dict:
+    """The row of ``precision``'s int8 file after ``args.qat_epochs`` of quantization-aware training."""
+    started = time.perf_counter()
+    trained = lightnets.quantize(model, args.qat_data, format=file_format, mode=precision, qat_epochs=args.qat_epochs)
+    exported = lightnets.export(trained, folder / f"{weight}.{precision}.qat{SUFFIX[file_format]}", format=file_format,
+                                overwrite=True)
+    top1 = top1_in_runtime(RUNNERS[file_format](exported.path, num_threads=args.threads), images)
+    row = {"weight": weight, "format": file_format, "precision": f"{precision} QAT ({args.qat_epochs} ep.)",
+           "top1": (top1 == labels).float().mean().item() * 100,
+           "agree": (top1 == eager_top1).float().mean().item() * 100, "size": exported.size_bytes,
+           "export_s": time.perf_counter() - started, "undelegated": exported.undelegated, "path": exported.path}
+    print(f"{weight} {file_format} {precision} QAT: top-1 {row['top1']:.2f}", file=sys.stderr, flush=True)
+    return row
 
 
 def measure_speed(spec: str, args: argparse.Namespace, folder: Path, gemm_gmacs: float) -> list[dict]:
@@ -171,7 +211,8 @@ def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load
                      "–" if row is eager else f"{delta:+.2f}", f"{row['agree']:.2f}",
                      "–" if row["size"] is None else f"{row['size'] / 1024:,.0f}",
                      "–" if row["export_s"] is None else f"{row['export_s']:.1f}",
-                     f"{row['ms']:.3f}", f"{row['vs_eager']:.1f}×", left or "–"])
+                     "–" if row["ms"] is None else f"{row['ms']:.3f}",
+                     "–" if row["vs_eager"] is None else f"{row['vs_eager']:.1f}×", left or "–"])
     header = [
         "# On-device files: accuracy, size and latency", "",
         f"_Generated by `python -m benchmarks.on_device {shlex.join(argv)}`._ XNNPACK on this x86 CPU, not a phone:"
@@ -183,8 +224,15 @@ def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load
         "", "Top-1 on the Fashion-MNIST test split "
         f"({'all 10,000 images' if args.limit is None else f'first {args.limit} images'}), each file run image by "
         "image in its runtime's Python interpreter; Δ against the eager float model; agreement: images whose top-1 "
-        f"class is the eager model's. int8 files calibrated on `{args.calibration}` (train split). Latency: median "
-        "of batch-1 passes, every row of a weight measured side by side in one run.", "",
+        f"class is the eager model's. int8 files calibrated on `{args.calibration}` (train split). "
+        + ({"never": "", "always": "Every int8 file also after quantization-aware training ",
+            "needed": f"An int8 file that lost more than {QAT_THRESHOLD} points also after quantization-aware training "}
+           [args.qat] + (f"({args.qat_epochs} epoch(s) on `{args.qat_data}`, `lightnets.quantize`; its export s "
+                         "includes the training). " if args.qat != "never" else ""))
+        + ("Latency and export time not measured in this run (`--no-latency`, so it could run beside other "
+           "work); results/on_device.md times a representative of each family on an idle machine."
+           if args.no_latency else
+           "Latency: median of batch-1 passes, every row of a weight measured side by side in one run."), "",
         *markdown_table(["weight", "runtime", "precision", "top-1 %", "Δ top-1", "agree %", "KiB", "export s",
                          "ms (bs1)", "vs eager", "not delegated"],
                         ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---"], body),
@@ -202,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = machine_load()
-    weights = args.weight or [name for name in lightnets.list_pretrained() if name.endswith(".fmnist")]
+    weights = args.weight or [name for name in lightnets.list_pretrained() if name.partition(".")[2].startswith("fmnist")]
     weights = [weight for weight in weights if weight != "none"]
     rows: list[dict] = []
     speed_rows: list[dict] = []

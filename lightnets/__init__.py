@@ -41,6 +41,7 @@ _LAZY = {
     "optimize_for_inference": "deploy",
     "export_onnx": "deploy",
     "export": "deploy",
+    "quantize": "deploy",
     "to_separable": "compress",
     "prune_l1": "compress",
     "prune": "compress",

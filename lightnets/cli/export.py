@@ -4,6 +4,8 @@
     lightnets-export shufflenet_g3_050.fmnist --format litert --quantize int8 --calibration fashion_mnist:512 \\
         --output shufflenet.int8.tflite
     lightnets-export runs/mine/weight --format executorch --app-input --output mine.pte
+    lightnets-export mobilenet_v1_050.fmnist --format executorch --quantize int8-per-tensor \\
+        --qat-epochs 1 --qat-data fashion_mnist:10000 --output mobilenet.qat.pte
 
 The model is a registered ``name.tag`` (its weights), a folder written by ``save_pretrained`` or
 ``lightnets-train --output`` (or the weight file in one), or a bare name (random weights, for a
@@ -42,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration", metavar="DATASET[:N]",
                         help="with --quantize: N train images of a dataset (fashion_mnist, cifar10, imagefolder:PATH; "
                              "N defaults to 512)")
+    parser.add_argument("--qat-epochs", type=int, metavar="N",
+                        help="with --quantize (executorch, litert): quantization-aware training for N epochs on "
+                             "--qat-data, the float model distilling into it, instead of calibration")
+    parser.add_argument("--qat-data", metavar="DATASET[:N]",
+                        help="with --qat-epochs: the N train images to train on (e.g. fashion_mnist:10000)")
+    parser.add_argument("--qat-lr", type=float, default=1e-3, help="with --qat-epochs: the SGD learning rate")
     parser.add_argument("--app-input", action="store_true",
                         help="the file takes uint8 NHWC pixels (0-255) and normalises them itself")
     parser.add_argument("--img-size", type=int, metavar="PX", help="input side (default: the model's)")
@@ -70,17 +78,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.calibration and not args.quantize:
         parser.error("--calibration is used only with --quantize")
-    if args.quantize and not args.calibration:
+    if args.qat_epochs is not None:
+        if not args.quantize or args.format == "onnx":
+            parser.error("--qat-epochs needs --quantize int8 or int8-per-tensor and --format executorch or litert")
+        if args.qat_epochs < 1:
+            parser.error(f"--qat-epochs must be at least 1, got {args.qat_epochs}")
+        if not args.qat_data:
+            parser.error("--qat-epochs needs --qat-data DATASET[:N], the images to train on (e.g. fashion_mnist:10000)")
+        if args.calibration:
+            parser.error("--calibration is not used with --qat-epochs: the int8 ranges are learnt in training")
+    elif args.qat_data:
+        parser.error("--qat-data is used only with --qat-epochs")
+    elif args.quantize and not args.calibration:
         parser.error("--quantize needs --calibration DATASET[:N], for example fashion_mnist:512")
     if args.img_size is not None and args.img_size < 1:
         parser.error(f"--img-size must be at least 1, got {args.img_size}")
     from ..data import CorruptDataError
-    from ..deploy import BackendUnavailableError, ExportError, export
+    from ..deploy import BackendUnavailableError, ExportError, export, quantize
+    from ..deploy.on_device import check_output_path
     from ..pretrained import WeightsUnavailableError
     from ..registry import UnknownModelError
 
     try:
         model = load_model(args.model, args.model_arg).eval()
+        if args.qat_epochs is not None:
+            check_output_path(args.output, args.format, args.overwrite)  # before minutes of training
+            model = quantize(model, args.qat_data, format=args.format, mode=args.quantize, qat_epochs=args.qat_epochs,
+                             lr=args.qat_lr)
         exported = export(model, args.output, format=args.format, quantize=args.quantize,
                           calibration=args.calibration, app_input=args.app_input, img_size=args.img_size,
                           overwrite=args.overwrite)

@@ -54,12 +54,13 @@ from .file_metadata import read_metadata
 from .litert_file import LiteRTModule
 from .on_device import FORMATS, QUANTIZE_MODES, SUFFIXES, ExportedFile, ExportError, export
 from .auto import AUTO_CANDIDATES, AutoChoice, choose_backend
+from .qat import QAT_FORMATS, QuantizedModel, quantize
 
 __all__ = [
     "AUTO_CANDIDATES", "AutoChoice", "choose_backend",
     "BACKENDS", "DEFAULT_OPSET", "BackendUnavailableError", "OnnxRuntimeModule", "OpenVinoModule",
     "ExecuTorchModule", "ExportedFile", "ExportError", "FORMATS", "LiteRTModule", "QUANTIZE_MODES", "export",
-    "read_metadata",
+    "read_metadata", "QAT_FORMATS", "QuantizedModel", "quantize",
     "available_backends", "conv_bn_pairs", "cpp_compiler", "default_input", "export_onnx", "fold_batchnorm",
     "MAX_OPSET", "MIN_OPSET", "optimize_for_inference", "ort_session_options", "pools_globally", "quantize_onnx",
 ]

@@ -54,15 +54,22 @@ def _recipe(per_channel: bool) -> list[dict[str, Any]]:
 
 
 def lower_to_litert(model: nn.Module, example: torch.Tensor, *, quantize: Optional[str] = None,
-                    calibration: Optional[torch.Tensor] = None) -> bytes:
+                    calibration: Optional[torch.Tensor] = None, pt2e_quantizer: Any = None) -> bytes:
     """``model`` (eval mode, on the CPU, float32) as a ``.tflite`` flatbuffer taking ``example``'s shape and dtype;
     ``quantize`` ``"int8"`` or ``"int8-per-tensor"``, calibrated on ``calibration`` (inputs as the model takes
-    them)."""
+    them). A model already quantized by PT2E (quantization-aware training, :mod:`lightnets.deploy.qat`) is
+    converted with the ``pt2e_quantizer`` that quantized it."""
     require_package("litert_torch", extra="mobile")
     with tempfile.TemporaryDirectory(prefix="lightnets-litert-") as folder, _quiet(), torch.no_grad():
         import litert_torch
 
         float_path = Path(folder) / "float.tflite"
+        if pt2e_quantizer is not None:
+            from litert_torch.quantize.quant_config import QuantConfig
+
+            litert_torch.convert(model, (example,), quant_config=QuantConfig(pt2e_quantizer=pt2e_quantizer)
+                                 ).export(str(float_path))
+            return float_path.read_bytes()
         litert_torch.convert(model, (example,)).export(str(float_path))
         if quantize is None:
             return float_path.read_bytes()

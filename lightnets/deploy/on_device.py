@@ -90,6 +90,13 @@ def _check_arguments(model: Any, path: PathLike, file_format: Any, quantize: Any
                          "or 'DATASET[:N]' (for example 'fashion_mnist:512')")
     if quantize is None and calibration is not None:
         raise ValueError("calibration is only used with quantize='int8' or 'int8-per-tensor'")
+    return check_output_path(path, file_format, overwrite)
+
+
+def check_output_path(path: PathLike, file_format: str, overwrite: bool) -> Path:
+    """``path`` as a file :func:`export` may write for ``file_format``: its suffix, an existing folder, and no
+    file there unless ``overwrite`` (checked before work that takes minutes, such as quantization-aware training).
+    """
     path = Path(path)
     if path.suffix != SUFFIXES[file_format]:
         raise ValueError(f"path {path} must end in {SUFFIXES[file_format]} for format {file_format!r}")
@@ -143,6 +150,10 @@ def export(
         img_size: the side of the file's input (default: the model's).
         overwrite: replace an existing file.
     """
+    from .qat import QuantizedModel
+
+    if isinstance(model, QuantizedModel):
+        return _export_quantization_aware(model, path, format, quantize, calibration, app_input, img_size, overwrite)
     path = _check_arguments(model, path, format, quantize, calibration, overwrite)
     started = time.perf_counter()
     config = resolve_input_config(model, img_size=img_size)
@@ -171,6 +182,49 @@ def export(
                           f"{' ' + quantize if quantize else ''}: {_first_lines(error)}") from error
     _write(path, data)
     return ExportedFile(path, format, quantize, metadata, time.perf_counter() - started, undelegated)
+
+
+def _export_quantization_aware(model: Any, path: PathLike, file_format: str, quantize: Optional[str],
+                               calibration: Optional[Calibration], app_input: bool, img_size: Optional[int],
+                               overwrite: bool) -> ExportedFile:
+    """A :class:`~lightnets.deploy.qat.QuantizedModel` as its runtime's int8 file: its graph is quantized
+    already, so there is nothing to calibrate or fold."""
+    if file_format != model.format:
+        raise ValueError(f"format {file_format!r}: this model was quantization-aware trained for {model.format!r} "
+                         f"(its quantizer's arithmetic); train it again with format={file_format!r}")
+    if quantize not in (None, model.mode):
+        raise ValueError(f"quantize={quantize!r}: this model was quantization-aware trained as {model.mode!r}")
+    if calibration is not None:
+        raise ValueError("calibration is not used for a quantization-aware trained model: its ranges were learnt")
+    config = resolve_input_config(model.source)
+    if img_size not in (None, config.img_size):
+        raise ValueError(f"img_size={img_size}: this model was quantization-aware trained at {config.img_size} px")
+    path = _check_arguments(model.source, path, file_format, None, None, overwrite)
+    started = time.perf_counter()
+    prepared: nn.Module = model.graph
+    example = torch.randn((1, *config.input_size), generator=torch.Generator().manual_seed(0))
+    if app_input:
+        prepared = UInt8NHWCInput(prepared, config.mean, config.std)
+        prepared.training = False  # not .eval(): the quantized graph refuses it, being in its eval form already
+        example = to_pixels(example.clamp(-2, 2), config)
+    metadata = describe_file(model.source, config, file_format=file_format, quantize=model.mode, app_input=app_input)
+    metadata["quantization_aware_training"] = {"epochs": model.epochs, "images": model.images}
+    undelegated: dict[str, int] = {}
+    try:
+        if file_format == "executorch":
+            lowered = lower_to_executorch(prepared, example, metadata=metadata)
+            data, undelegated = lowered.buffer, lowered.undelegated
+        else:
+            from .litert_file import lower_to_litert
+
+            data = with_tflite_metadata(lower_to_litert(prepared, example, pt2e_quantizer=model.quantizer), metadata)
+    except BackendUnavailableError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a converter's own exception, restated at our boundary
+        raise ExportError(f"could not export the quantization-aware trained {type(model.source).__name__} to "
+                          f"{file_format}: {_first_lines(error)}") from error
+    _write(path, data)
+    return ExportedFile(path, file_format, model.mode, metadata, time.perf_counter() - started, undelegated)
 
 
 def _write(path: Path, data: bytes) -> None:

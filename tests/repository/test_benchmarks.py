@@ -166,8 +166,24 @@ def test_streaming_benchmark_measures_both_paths_and_a_fresh_process(tmp_path, m
         for index in range(8):
             Image.new("RGB", (20, 20), (120 * label, index * 30, 0)).save(tmp_path / split / f"{label}_class" /
                                                                          f"{index}.jpg")
-    rates = streaming.throughput(tmp_path, images=16, steps=2)
-    assert rates["plain"] > 0 and rates["streamed"] > 0 and 0 <= rates["data_wait"] < 1
+    rates = streaming.throughput(tmp_path, images=16, steps=2, worker_counts=[0, 1])
+    assert rates["plain"] > 0 and rates["streamed 0"] > 0 and rates["streamed 1"] > 0
+    assert 0 <= rates["data_wait 0"] < 1 and 0 <= rates["data_wait 1"] < 1
     streaming.child(tmp_path, images=16, steps=2, started=time.time() - 1.0)
     row = json.loads(capsys.readouterr().out)
     assert row["images"] == 16 and row["first_step_s"] >= 1.0 and row["peak_rss_mb"] > 100
+
+
+@pytest.mark.slow
+def test_on_device_benchmark_writes_a_qat_row_beside_the_int8_file(tmp_path):
+    from benchmarks import on_device
+
+    output = tmp_path / "on_device.md"
+    assert on_device.main(["--weight", "smallcnn_3x2.fmnist", "--format", "litert", "--precision", "int8",
+                           "--limit", "50", "--calibration", "fashion_mnist:32", "--qat", "always",
+                           "--qat-data", "fashion_mnist:128", "--no-latency", "--output", str(output)]) == 0
+    rows = [line for line in output.read_text().splitlines() if line.startswith("| `smallcnn_3x2.fmnist`")]
+    assert [row.split(" | ")[2] for row in rows] == ["float32", "int8", "int8 QAT (1 ep.)"]
+    for row in rows[1:]:  # a top-1 over 50 images, its change against float, and no latency measured
+        cells = row.split(" | ")
+        assert 80 <= float(cells[3]) <= 100 and abs(float(cells[4])) <= 4 and cells[8] == "–"
