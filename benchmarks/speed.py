@@ -85,6 +85,9 @@ def build_model(name: str, img_size: Optional[int]) -> tuple[nn.Module, tuple[in
     if name in LAYER_MODELS:
         factory, input_size = LAYER_MODELS[name]
         return factory().eval(), input_size
+    if "." in name:  # a bundled weight, e.g. mobilenet_v1_025.fmnist: its own input (28 px grey for Fashion-MNIST)
+        model = lightnets.create_model(name, pretrained=True).eval()
+        return model, tuple(resolve_input_config(model).input_size)
     kwargs = dict(TIMM_TWINS.get(name, (None, {}))[1])
     if img_size is not None:
         kwargs.update(img_size=img_size, small_input=img_size < 64)
@@ -467,6 +470,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--img-size", type=batch_size_list, default=None, metavar="PX,PX",
                         help="input side(s) for every model, comma-separated: section 1 repeats per side "
                              "(default: each model's own)")
+    parser.add_argument("--weights", default="", metavar="NAME.TAG,...",
+                        help="comma-separated bundled weights timed through every path at their own input size "
+                             "(e.g. mobilenet_v1_025.fmnist at 28 px), a section of their own")
     parser.add_argument("--gemm-size", type=int, default=2048)
     parser.add_argument("--no-accuracy", action="store_true", help="skip section 4 (int8 accuracy on Fashion-MNIST)")
     parser.add_argument("--output", type=Path, default=Path("results/speed.md"))
@@ -489,6 +495,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
             parser.error(f"--pairs {pair}: both models must take the same input to be timed together, got "
                          + " and ".join(f"{n} {'x'.join(map(str, size))}" for n, size in sizes.items()))
     args.models = tuple(m for m in args.models.split(",") if m)
+    args.weights = tuple(w for w in args.weights.split(",") if w)
+    unknown = [w for w in args.weights if w not in lightnets.list_pretrained()]
+    if unknown:
+        parser.error(f"--weights {', '.join(unknown)}: not a bundled weight (lightnets.list_pretrained())")
     return args
 
 
@@ -505,6 +515,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings.img_size = side
         title = "Paths: timm vs our eager vs our deployment paths" + (f", {side} px" if side else "")
         sections.append((title, paths_section(args.models, settings)))
+    if args.weights:
+        settings.img_size = None
+        sections.append(("Paths: bundled weights at their own input size", paths_section(args.weights, settings)))
     settings.img_size = sides[0]
     if args.pairs:
         sections.append(("Separable vs regular: speedup against MAC reduction", pairs_section(args.pairs, settings)))
