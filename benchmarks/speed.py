@@ -29,6 +29,7 @@ import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,6 +347,46 @@ def int8_section(weights: Sequence[str], settings: Settings, calibration_size: i
     return lines
 
 
+def op_breakdown_section(specs: Sequence[str], settings: Settings, folder: Path) -> list[str]:
+    """Section 5: ExecuTorch's own per-operator times (ETDump) of the float and int8 files of NAME@SIDE, and of
+    the float file as torch exports it, before lightnets' delegate rewrites, where they change the network."""
+    from lightnets.deploy.delegate_rewrites import FixedAverageConv, average_pools_as_convs
+    from lightnets.deploy.executorch_file import lower_to_executorch
+    from lightnets.deploy.executorch_profile import operator_times
+
+    lines = ["Milliseconds per batch-1 pass, median of the passes, each operator kind summed over its instances, "
+             "from ExecuTorch's event trace (XNNPACK's per-operator profiling); `total` is the whole `forward`, the "
+             "kinds' sum falls short of it by the runtime's own work. int8 calibrated on random images.", ""]
+    for spec in specs:
+        name, _, side = spec.partition("@")
+        model, input_size = build_model(name, int(side) if side else None)
+        example = torch.randn(1, *input_size)
+        files = {}
+        if any(isinstance(m, FixedAverageConv) for m in average_pools_as_convs(model, example).modules()):
+            before = folder / f"{name}-as-exported.pte"
+            folded = deploy.fold_batchnorm(model)
+            before.write_bytes(lower_to_executorch(folded, example).buffer)
+            files["float, pools as torch exports them"] = before
+        for label, quantize in (("float", None), ("int8", "int8")):
+            calibration = torch.randn(16, *input_size) if quantize else None
+            files[label] = lightnets.export(model, folder / f"{name}-{label}.pte", format="executorch",
+                                            quantize=quantize, calibration=calibration, overwrite=True).path
+        times = {label: operator_times(path, example, runs=settings.repeats * 5, warmup=settings.warmup,
+                                       num_threads=torch.get_num_threads()) for label, path in files.items()}
+        kinds = sorted({kind for by_kind in times.values() for kind in by_kind if kind != "total"},
+                       key=lambda kind: -max(by_kind.get(kind, 0.0) for by_kind in times.values()))
+        lines += [f"**{name} @{input_size[-1]}**", "", "| operator | " + " | ".join(times) + " |",
+                  "|:---|" + "---:|" * len(times)]
+        for kind in [*kinds, "total"]:
+            cells = [f"{by_kind[kind]:.3f}" if kind in by_kind else "–" for by_kind in times.values()]
+            lines.append(f"| {'**total**' if kind == 'total' else kind} | " + " | ".join(cells) + " |")
+        settings.headline[f"{name}@{input_size[-1]} executorch int8 ÷ float, op trace"] = (
+            times["int8"]["total"] / times["float"]["total"])
+        lines.append("")
+        print(f"operator breakdown: {spec} done", file=sys.stderr)
+    return lines
+
+
 # --------------------------------------------------------------------------------------------------
 # Goals, environment, Markdown
 # --------------------------------------------------------------------------------------------------
@@ -473,6 +514,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--weights", default="", metavar="NAME.TAG,...",
                         help="comma-separated bundled weights timed through every path at their own input size "
                              "(e.g. mobilenet_v1_025.fmnist at 28 px), a section of their own")
+    parser.add_argument("--op-breakdown", default="", metavar="NAME@SIDE,...",
+                        help="comma-separated networks whose ExecuTorch float and int8 files get a per-operator "
+                             "time table from the runtime's own trace (e.g. mobilenet_v1_100@224,shufflenet_g3@224)")
     parser.add_argument("--gemm-size", type=int, default=2048)
     parser.add_argument("--no-accuracy", action="store_true", help="skip section 4 (int8 accuracy on Fashion-MNIST)")
     parser.add_argument("--output", type=Path, default=Path("results/speed.md"))
@@ -496,6 +540,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                          + " and ".join(f"{n} {'x'.join(map(str, size))}" for n, size in sizes.items()))
     args.models = tuple(m for m in args.models.split(",") if m)
     args.weights = tuple(w for w in args.weights.split(",") if w)
+    args.op_breakdown = tuple(spec for spec in args.op_breakdown.split(",") if spec)
+    if args.op_breakdown and "executorch" not in deploy.available_backends():
+        parser.error("--op-breakdown needs ExecuTorch: pip install 'lightnets[mobile]'")
     unknown = [w for w in args.weights if w not in lightnets.list_pretrained()]
     if unknown:
         parser.error(f"--weights {', '.join(unknown)}: not a bundled weight (lightnets.list_pretrained())")
@@ -524,6 +571,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     shufflenets = [m for m in args.models if m.startswith("shufflenet")]
     if shufflenets:
         sections.append(("Channel shuffle's share of ShuffleNet's time", shuffle_section(shufflenets[0], settings)))
+    if args.op_breakdown:
+        with tempfile.TemporaryDirectory(prefix="lightnets-speed-") as folder:
+            sections.append(("ExecuTorch per-operator time: float and int8",
+                             op_breakdown_section(args.op_breakdown, settings, Path(folder))))
     if not args.no_accuracy and "onnxruntime-int8" in deploy.available_backends():
         sections.append(("int8 accuracy on Fashion-MNIST", int8_section(INT8_WEIGHTS, settings)))
     sections.insert(0, ("Goals (issues #7 and #41), from this run", goals_section(settings)))

@@ -333,3 +333,17 @@ def test_the_command_line_answers_a_mistake_in_one_line(argv, message, tmp_path,
     last = err.strip().splitlines()[-1]  # after argparse's usage line, when it is a usage error
     assert last.startswith("lightnets-export: error: ") and message in last and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_runtimes_trace_times_each_operator_kind_of_a_file(bundled_export):
+    from lightnets.deploy.executorch_profile import operator_times
+
+    exported = bundled_export("mobilenet_v1_025.fmnist", "executorch", "int8")  # the int8 test's file
+    times = operator_times(exported.path, torch.randn(1, 1, 28, 28), runs=5, warmup=1, num_threads=1)
+    # MobileNet's int8 layers as XNNPACK runs them: depthwise convs, the stem, and the 1×1 convs as GEMMs
+    assert {"Convolution (NHWC, QC8) DWConv", "Convolution (NHWC, QC8) IGEMM",
+            "Fully Connected (NC, QS8, QC8W) GEMM"} <= set(times)
+    assert not any(kind.startswith("native_call") for kind in times)  # nothing on portable kernels
+    assert all(value >= 0 for value in times.values())
+    assert times["total"] >= max(value for kind, value in times.items() if kind != "total") > 0

@@ -190,3 +190,16 @@ def test_on_device_benchmark_writes_a_qat_row_beside_the_int8_file(tmp_path):
     for row in rows[1:]:  # a top-1 over 50 images, its change against float, and no latency measured
         cells = row.split(" | ")
         assert 80 <= float(cells[3]) <= 100 and abs(float(cells[4])) <= 4 and cells[8] == "–"
+
+
+@pytest.mark.slow
+def test_speed_benchmark_breaks_executorch_files_down_by_operator(tmp_path):
+    output = tmp_path / "speed.md"
+    assert speed.main(["--models", "smallcnn_3x2", "--pairs", "", "--backends", "eager", "--latency-batch-sizes", "1",
+                       "--repeats", "1", "--warmup", "1", "--gemm-size", "64", "--no-accuracy",
+                       "--op-breakdown", "smallcnn_3x2@28", "--output", str(output)]) == 0
+    text = output.read_text()
+    assert "## ExecuTorch per-operator time: float and int8" in text
+    assert "| operator | float | int8 |" in text  # no pool to rewrite: no 'as torch exports them' column
+    assert re.search(r"\| Convolution \(NHWC, F32\) IGEMM \| \d+\.\d{3} \| – \|", text)
+    assert re.search(r"\| \*\*total\*\* \| \d+\.\d{3} \| \d+\.\d{3} \|", text)
