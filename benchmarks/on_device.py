@@ -67,6 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="add a quantization-aware trained int8 file (lightnets.quantize) beside each int8 file "
                              "that lost more than 0.5 top-1 points (needed), beside every int8 file, or never")
     parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--qat-lr", type=float, default=1e-3, help="QAT's learning rate (a tenth of it if it diverges)")
     parser.add_argument("--qat-data", default="fashion_mnist:10000", help="DATASET[:N] the QAT trains on")
     parser.add_argument("--no-latency", action="store_true",
                         help="accuracy, agreement and size only: no latency or export time, so it may run while the "
@@ -112,34 +113,49 @@ def measure_weight(weight: str, test: InMemoryDataset, args: argparse.Namespace,
             lost = rows[0]["top1"] - rows[-1]["top1"]
             if quantize and (args.qat == "always" or (args.qat == "needed" and lost > QAT_THRESHOLD)):
                 rows.append(qat_row(model, weight, file_format, precision, images, labels, eager_top1, args, folder))
-                candidates.append(Candidate(weight, f"{file_format} {precision} QAT",
-                                            RUNNERS[file_format](rows[-1].pop("path"), num_threads=args.threads),
-                                            config.input_size, config.mean, config.std, config.crop_pct))
+                if "path" in rows[-1]:
+                    candidates.append(Candidate(weight, f"{file_format} {precision} QAT",
+                                                RUNNERS[file_format](rows[-1].pop("path"), num_threads=args.threads),
+                                                config.input_size, config.mean, config.std, config.crop_pct))
     if args.no_latency:
         for row in rows:
             row["ms"] = row["vs_eager"] = row["export_s"] = None
         return rows
     times = measure_latency(candidates, [1], args.repeats, warmup=3, device=torch.device("cpu"),
                             memory_format=torch.contiguous_format, progress=False)
-    for index, row in enumerate(rows):
-        row["ms"] = statistics.median(times[index, 1]) * 1e3
-        row["vs_eager"] = rows[0]["ms"] / row["ms"] if index else 1.0
+    timed = iter(range(len(candidates)))
+    for row in rows:
+        index = next(timed) if row["top1"] is not None else None  # a QAT that diverged has no file to time
+        row["ms"] = None if index is None else statistics.median(times[index, 1]) * 1e3
+        row["vs_eager"] = None if index is None else (rows[0]["ms"] / row["ms"] if index else 1.0)
     return rows
 
 
 def qat_row(model: torch.nn.Module, weight: str, file_format: str, precision: str, images: torch.Tensor,
             labels: torch.Tensor, eager_top1: torch.Tensor, args: argparse.Namespace, folder: Path) -> dict:
-    """The row of ``precision``'s int8 file after ``args.qat_epochs`` of quantization-aware training."""
+    """The row of ``precision``'s int8 file after ``args.qat_epochs`` of quantization-aware training: at
+    ``--qat-lr``, and at a tenth of it if that diverges (the row says which)."""
     started = time.perf_counter()
-    trained = lightnets.quantize(model, args.qat_data, format=file_format, mode=precision, qat_epochs=args.qat_epochs)
-    exported = lightnets.export(trained, folder / f"{weight}.{precision}.qat{SUFFIX[file_format]}", format=file_format,
-                                overwrite=True)
-    top1 = top1_in_runtime(RUNNERS[file_format](exported.path, num_threads=args.threads), images)
-    row = {"weight": weight, "format": file_format, "precision": f"{precision} QAT ({args.qat_epochs} ep.)",
-           "top1": (top1 == labels).float().mean().item() * 100,
-           "agree": (top1 == eager_top1).float().mean().item() * 100, "size": exported.size_bytes,
-           "export_s": time.perf_counter() - started, "undelegated": exported.undelegated, "path": exported.path}
-    print(f"{weight} {file_format} {precision} QAT: top-1 {row['top1']:.2f}", file=sys.stderr, flush=True)
+    row = {"weight": weight, "format": file_format, "top1": None, "agree": None, "size": None, "undelegated": {}}
+    failures = []
+    for lr in (args.qat_lr, args.qat_lr / 10):
+        try:
+            trained = lightnets.quantize(model, args.qat_data, format=file_format, mode=precision,
+                                         qat_epochs=args.qat_epochs, lr=lr)
+        except FloatingPointError:
+            failures.append(f"lr {lr:g} diverged")
+            continue
+        exported = lightnets.export(trained, folder / f"{weight}.{precision}.qat{SUFFIX[file_format]}",
+                                    format=file_format, overwrite=True)
+        top1 = top1_in_runtime(RUNNERS[file_format](exported.path, num_threads=args.threads), images)
+        row.update(top1=(top1 == labels).float().mean().item() * 100,
+                   agree=(top1 == eager_top1).float().mean().item() * 100, size=exported.size_bytes,
+                   undelegated=exported.undelegated, path=exported.path)
+        failures.append(f"lr {lr:g}")
+        break
+    row["precision"] = f"{precision} QAT ({args.qat_epochs} ep., {'; '.join(failures)})"
+    row["export_s"] = time.perf_counter() - started
+    print(f"{weight} {file_format} {row['precision']}: top-1 {row['top1']}", file=sys.stderr, flush=True)
     return row
 
 
@@ -205,10 +221,12 @@ def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load
     body = []
     for row in rows:
         eager = next(r for r in rows if r["weight"] == row["weight"] and r["format"].startswith("eager"))
-        delta = row["top1"] - eager["top1"]
         left = ", ".join(f"{op} ×{n}" for op, n in sorted(row.get("undelegated", {}).items()))
-        body.append([f"`{row['weight']}`", row["format"], row["precision"], f"{row['top1']:.2f}",
-                     "–" if row is eager else f"{delta:+.2f}", f"{row['agree']:.2f}",
+        measured = row["top1"] is not None
+        body.append([f"`{row['weight']}`", row["format"], row["precision"],
+                     f"{row['top1']:.2f}" if measured else "–",
+                     "–" if row is eager or not measured else f"{row['top1'] - eager['top1']:+.2f}",
+                     f"{row['agree']:.2f}" if measured else "–",
                      "–" if row["size"] is None else f"{row['size'] / 1024:,.0f}",
                      "–" if row["export_s"] is None else f"{row['export_s']:.1f}",
                      "–" if row["ms"] is None else f"{row['ms']:.3f}",

@@ -178,15 +178,25 @@ def test_streaming_benchmark_measures_both_paths_and_a_fresh_process(tmp_path, m
 
 
 @pytest.mark.slow
-def test_on_device_benchmark_writes_a_qat_row_beside_the_int8_file(tmp_path):
+def test_on_device_benchmark_writes_a_qat_row_beside_the_int8_file(tmp_path, monkeypatch):
+    import lightnets
     from benchmarks import on_device
 
+    quantize = lightnets.quantize
+
+    def diverging_at_the_first_rate(*args, lr, **kwargs):
+        if lr == 1e-3:
+            raise FloatingPointError("loss is nan at step 5")
+        return quantize(*args, lr=lr, **kwargs)
+
+    monkeypatch.setattr(lightnets, "quantize", diverging_at_the_first_rate)
     output = tmp_path / "on_device.md"
     assert on_device.main(["--weight", "smallcnn_3x2.fmnist", "--format", "litert", "--precision", "int8",
                            "--limit", "50", "--calibration", "fashion_mnist:32", "--qat", "always",
                            "--qat-data", "fashion_mnist:128", "--no-latency", "--output", str(output)]) == 0
     rows = [line for line in output.read_text().splitlines() if line.startswith("| `smallcnn_3x2.fmnist`")]
-    assert [row.split(" | ")[2] for row in rows] == ["float32", "int8", "int8 QAT (1 ep.)"]
+    assert [row.split(" | ")[2] for row in rows] == ["float32", "int8",
+                                                     "int8 QAT (1 ep., lr 0.001 diverged; lr 0.0001)"]
     for row in rows[1:]:  # a top-1 over 50 images, its change against float, and no latency measured
         cells = row.split(" | ")
         assert 80 <= float(cells[3]) <= 100 and abs(float(cells[4])) <= 4 and cells[8] == "–"
