@@ -244,7 +244,8 @@ def render(rows: list[dict], args: argparse.Namespace, argv: Sequence[str], load
         "image in its runtime's Python interpreter; Δ against the eager float model; agreement: images whose top-1 "
         f"class is the eager model's. int8 files calibrated on `{args.calibration}` (train split). "
         + ({"never": "", "always": "Every int8 file also after quantization-aware training ",
-            "needed": f"An int8 file that lost more than {QAT_THRESHOLD} points also after quantization-aware training "}
+            "needed": f"An int8 file that lost more than {QAT_THRESHOLD} points also after quantization-aware "
+                      "training "}
            [args.qat] + (f"({args.qat_epochs} epoch(s) on `{args.qat_data}`, `lightnets.quantize`; its export s "
                          "includes the training). " if args.qat != "never" else ""))
         + ("Latency and export time not measured in this run (`--no-latency`, so it could run beside other "
@@ -268,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = machine_load()
-    weights = args.weight or [name for name in lightnets.list_pretrained() if name.partition(".")[2].startswith("fmnist")]
+    weights = args.weight or [name for name in lightnets.list_pretrained()
+                              if name.partition(".")[2].startswith("fmnist")]
     weights = [weight for weight in weights if weight != "none"]
     rows: list[dict] = []
     speed_rows: list[dict] = []
