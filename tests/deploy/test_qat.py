@@ -126,3 +126,14 @@ def test_the_command_line_answers_a_qat_mistake_in_one_line_before_training(argv
     last = err.strip().splitlines()[-1]
     assert last.startswith("lightnets-export: error: ") and message in last and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_command_line_trains_and_writes_a_quantization_aware_file(tmp_path, capsys):
+    from lightnets.cli.export import main
+
+    output = tmp_path / "m.tflite"
+    assert main(["smallcnn_3x2.fmnist", "--format", "litert", "--quantize", "int8", "--qat-epochs", "1",
+                 "--qat-data", "fashion_mnist:128", "--output", str(output)]) == 0
+    assert "litert, int8" in capsys.readouterr().out
+    assert deploy.read_metadata(output)["quantization_aware_training"] == {"epochs": 1, "images": 128}
