@@ -8,9 +8,9 @@ Four measurements, each side by side in this one run:
 
 1. **Throughput.** mobilenet_v1_050 at 160 px, batch 64, ``channels_last``, SGD: ``lightnets.training.fit`` over
    the streamed JPEGs with the default training transforms (timm's RandomResizedCrop, flip, colour jitter,
-   decoded by the default number of workers, and by the other of 0 and 1) against a plain PyTorch loop over
-   the same images pre-decoded into one normalised tensor. On 2 cores decoding competes with the compute
-   threads: that is the point of the measurement.
+   decoded by the default number of workers, by the other of 0 and 1, and without colour jitter) against a
+   plain PyTorch loop over the same images pre-decoded into one normalised tensor. On 2 cores decoding
+   competes with the compute threads: that is the point of the measurement.
 2. **Memory.** Peak RSS (main process plus decoding workers) of the pipeline over 2,000 and over all
    (20,000) images, each in a fresh process training ``--steps`` steps.
 3. **Start-up.** Seconds from that process's start to the end of its first training step.
@@ -57,11 +57,12 @@ def _model() -> torch.nn.Module:
     return lightnets.create_model(MODEL, num_classes=10).to(memory_format=torch.channels_last)
 
 
-def throughput(folder: Path, images: int, steps: int, worker_counts: Sequence[int]) -> dict[str, float]:
-    """img/s of a plain loop over pre-decoded tensors and of fit() over streamed files decoded in each of
-    ``worker_counts`` processes (0: in the training process), alternated twice."""
+def throughput(folder: Path, images: int, steps: int,
+               paths: dict[str, tuple[int, FileAugment]]) -> dict[str, float]:
+    """img/s of a plain loop over pre-decoded tensors and of fit() over the streamed files along each of
+    ``paths`` (label: decoding processes, 0 for the training process; training transform), alternated twice:
+    ``{"plain": img/s, label: img/s, "data_wait " + label: share}``."""
     data = load_splits(f"imagefolder:{folder}", limit=images)
-    files = data.train.with_transform(train_transform(SIDE, FileAugment()), channels=3)
     decoded = data.train.with_transform(eval_transform(SIDE, 1.0, "bilinear"), channels=3)
     tensors = torch.stack([decoded[i][0] for i in range(min(len(decoded), BATCH * steps))])
     labels = data.train.labels[:len(tensors)]
@@ -81,7 +82,8 @@ def throughput(folder: Path, images: int, steps: int, worker_counts: Sequence[in
             optimizer.step()
         return steps * BATCH / (time.perf_counter() - started)
 
-    def streamed(workers: int) -> tuple[float, float]:
+    def streamed(workers: int, augment: FileAugment) -> tuple[float, float]:
+        files = data.train.with_transform(train_transform(SIDE, augment), channels=3)
         model = _model()
         model.pretrained_cfg.update(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                     input_size=(3, SIDE, SIDE))
@@ -93,10 +95,10 @@ def throughput(folder: Path, images: int, steps: int, worker_counts: Sequence[in
     runs: dict[str, list[float]] = {"plain": []}
     for _ in range(2):  # alternated, so a drift in the machine's speed hits every path
         runs["plain"].append(plain())
-        for workers in worker_counts:
-            rate, wait = streamed(workers)
-            runs.setdefault(f"streamed {workers}", []).append(rate)
-            runs.setdefault(f"data_wait {workers}", []).append(wait)
+        for label, (workers, augment) in paths.items():
+            rate, wait = streamed(workers, augment)
+            runs.setdefault(label, []).append(rate)
+            runs.setdefault(f"data_wait {label}", []).append(wait)
     return {key: min(values) if key.startswith("data_wait") else max(values) for key, values in runs.items()}
 
 
@@ -191,18 +193,22 @@ def main(argv: Sequence[str]) -> int:
           f"{' '.join(argv)}`\n")
     if args.photos:
         default = default_workers()
-        worker_counts = [default] + [count for count in (0, 1) if count != default]
-        rates = throughput(args.photos, BATCH * args.steps, args.steps, worker_counts)
+        other = 1 if default == 0 else 0
+        where = {count: "in the training process" if count == 0 else f"in {count} worker process(es)"
+                 for count in (default, other)}
+        paths = {f"decoded {where[default]} (the default here)": (default, FileAugment()),
+                 f"decoded {where[other]}": (other, FileAugment()),
+                 f"decoded {where[default]}, no colour jitter": (default, FileAugment(color_jitter=0.0))}
+        rates = throughput(args.photos, BATCH * args.steps, args.steps, paths)
         print(f"## Throughput: {MODEL} at {SIDE} px, batch {BATCH}\n")
         print("| path | img/s | ÷ plain | data wait |\n|---|---:|---:|---:|")
         print(f"| plain loop over pre-decoded tensors | {rates['plain']:.1f} | 1.00 | – |")
-        for workers in worker_counts:
-            where = "in the training process" if workers == 0 else f"in {workers} worker process(es)"
-            print(f"| lightnets fit over streamed JPEGs (timm transforms), decoded {where}"
-                  f"{' (the default here)' if workers == default else ''} | {rates[f'streamed {workers}']:.1f} | "
-                  f"{rates[f'streamed {workers}'] / rates['plain']:.2f} | {rates[f'data_wait {workers}']:.1%} |")
-        print(f"\nstreamed with the default workers ÷ plain: **{rates[f'streamed {default}'] / rates['plain']:.2f}**"
-              " (target ≥ 0.85)\n")
+        for label in paths:
+            print(f"| lightnets fit over streamed JPEGs (timm transforms), {label} | {rates[label]:.1f} | "
+                  f"{rates[label] / rates['plain']:.2f} | {rates['data_wait ' + label]:.1%} |")
+        headline = next(iter(paths))
+        print(f"\nstreamed with the default transforms and workers ÷ plain: "
+              f"**{rates[headline] / rates['plain']:.2f}** (target ≥ 0.85)\n")
         total = len(load_splits(f"imagefolder:{args.photos}").train)
         rows = memory_and_startup(args.photos, [2000, total], args.steps)
         print(f"## Memory and start-up ({args.steps} steps in a fresh process)\n")

@@ -169,9 +169,12 @@ def test_streaming_benchmark_measures_both_paths_and_a_fresh_process(tmp_path, m
         for index in range(8):
             Image.new("RGB", (20, 20), (120 * label, index * 30, 0)).save(tmp_path / split / f"{label}_class" /
                                                                          f"{index}.jpg")
-    rates = streaming.throughput(tmp_path, images=16, steps=2, worker_counts=[0, 1])
-    assert rates["plain"] > 0 and rates["streamed 0"] > 0 and rates["streamed 1"] > 0
-    assert 0 <= rates["data_wait 0"] < 1 and 0 <= rates["data_wait 1"] < 1
+    from lightnets.training import FileAugment
+
+    paths = {"in process": (0, FileAugment()), "one worker": (1, FileAugment(color_jitter=0.0))}
+    rates = streaming.throughput(tmp_path, images=16, steps=2, paths=paths)
+    assert rates["plain"] > 0 and rates["in process"] > 0 and rates["one worker"] > 0
+    assert 0 <= rates["data_wait in process"] < 1 and 0 <= rates["data_wait one worker"] < 1
     streaming.child(tmp_path, images=16, steps=2, started=time.time() - 1.0)
     row = json.loads(capsys.readouterr().out)
     assert row["images"] == 16 and row["first_step_s"] >= 1.0 and row["peak_rss_mb"] > 100
