@@ -37,6 +37,7 @@ from .. import _io
 from ..inputs import InputConfig, resolve_input_config
 from .app_input import UInt8NHWCInput
 from .calibration import Calibration, calibration_images, to_pixels
+from .dead_channels import lift_dead_channels
 from .delegate_rewrites import average_pools_as_convs
 from .onnx_export import check_example_input, export_onnx
 from .executorch_file import QUANTIZE_MODES, lower_to_executorch
@@ -107,9 +108,10 @@ def check_output_path(path: PathLike, file_format: str, overwrite: bool) -> Path
     return path
 
 
-def _prepared(model: nn.Module, config: InputConfig, file_format: str,
-              app_input: bool) -> tuple[nn.Module, torch.Tensor]:
-    """A CPU float32 copy, BatchNorm folded, rewritten for the delegate, optionally behind the app's input."""
+def _prepared(model: nn.Module, config: InputConfig, file_format: str, app_input: bool,
+              lift_dead: bool = False) -> tuple[nn.Module, torch.Tensor]:
+    """A CPU float32 copy, BatchNorm folded, rewritten for the delegate, optionally behind the app's input;
+    ``lift_dead``: dead channels made safe for LiteRT's int8 biases (:mod:`lightnets.deploy.dead_channels`)."""
     try:
         folded = fold_batchnorm(model)  # an eval-mode copy
     except ValueError:  # a forward torch.fx cannot trace: the converters fold BatchNorm themselves, or say why not
@@ -119,6 +121,8 @@ def _prepared(model: nn.Module, config: InputConfig, file_format: str,
     check_example_input(folded, example)
     if file_format != "onnx":
         folded = average_pools_as_convs(folded, example)
+    if lift_dead and file_format == "litert":
+        lift_dead_channels(folded)
     if app_input:
         folded = UInt8NHWCInput(folded, config.mean, config.std).eval()
         example = to_pixels(example.clamp(-2, 2), config)
@@ -158,7 +162,7 @@ def export(
     started = time.perf_counter()
     config = resolve_input_config(model, img_size=img_size)
     images = calibration_images(model, calibration, config) if quantize is not None else None
-    prepared, example = _prepared(model, config, format, app_input)
+    prepared, example = _prepared(model, config, format, app_input, lift_dead=quantize is not None)
     if images is not None and app_input:
         images = to_pixels(images, config)
     metadata = describe_file(model, config, file_format=format, quantize=quantize, app_input=app_input)

@@ -347,3 +347,30 @@ def test_the_runtimes_trace_times_each_operator_kind_of_a_file(bundled_export):
     assert not any(kind.startswith("native_call") for kind in times)  # nothing on portable kernels
     assert all(value >= 0 for value in times.values())
     assert times["total"] >= max(value for kind, value in times.items() if kind != "total") > 0
+
+
+@pytest.mark.slow
+def test_litert_int8_keeps_the_constant_output_of_dead_channels(fmnist_test, tmp_path, monkeypatch):
+    """Network slimming leaves channels with γ ≈ 0 that output their β; ai-edge-quantizer's int32 bias of such a
+    channel overflows unless export lifts one of its weights (lightnets.deploy.dead_channels)."""
+    import lightnets.deploy.on_device as on_device
+
+    model = lightnets.create_model("smallcnn_3x2.fmnist", pretrained=True).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # half the channels dead, as slimming leaves them
+        for norm in [module for module in model.modules() if isinstance(module, nn.BatchNorm2d)]:
+            dead = torch.rand(norm.num_features, generator=generator) < 0.5
+            norm.weight[dead] = 1e-15
+            norm.bias[dead] = norm.bias[dead].abs() + 0.5
+    images = resolve_input_config(model).normalize(fmnist_test.images[:300])
+    with torch.no_grad():
+        float_top1 = model(images).argmax(1)
+
+    def agreement(name: str) -> float:
+        exported = lightnets.export(model, tmp_path / name, format="litert", quantize="int8", calibration=images[:64])
+        run = deploy.LiteRTModule(exported.path)
+        return (torch.cat([run(images[i:i + 1]) for i in range(len(images))]).argmax(1) == float_top1).float().mean()
+
+    assert agreement("lifted.tflite") >= 0.99
+    monkeypatch.setattr(on_device, "lift_dead_channels", lambda model: 0)
+    assert agreement("as_folded.tflite") < 0.5  # what the rewrite prevents
