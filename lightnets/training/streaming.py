@@ -115,7 +115,7 @@ def default_workers(device: Union[torch.device, str] = "cpu") -> int:
     With no worker the training process decodes each batch between its steps. On two cores a worker runs beside
     the two compute threads: it preempts one, and the other waits for it at every barrier of the step, so one
     worker costs more than decoding in turn (mobilenet_v1_050 at 160 px on the 2-core EPYC, results/streaming.md:
-    0.71× a plain loop over decoded tensors decoding in the training process, 0.53× with one worker).
+    0.84× a plain loop over decoded tensors decoding in the training process, 0.70× with one worker).
 
     >>> default_workers("cuda") >= 1
     True
