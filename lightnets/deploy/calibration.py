@@ -15,7 +15,8 @@ from torch import nn
 from ..data import load_dataset
 from ..inputs import InputConfig, read_as_fed, resolve_input_config
 
-__all__ = ["DEFAULT_CALIBRATION_IMAGES", "Calibration", "parse_calibration", "calibration_images", "to_pixels"]
+__all__ = ["DEFAULT_CALIBRATION_IMAGES", "Calibration", "parse_calibration", "calibration_images", "dataset_pixels",
+           "to_pixels"]
 
 DEFAULT_CALIBRATION_IMAGES = 512
 Calibration = Union[str, torch.Tensor]
@@ -61,16 +62,26 @@ def calibration_images(model: nn.Module, calibration: Calibration, config: Input
 
 
 def _from_dataset(spec: str, config: InputConfig) -> torch.Tensor:
+    images, _ = dataset_pixels(spec, config)
+    if len(images) == 0:
+        raise ValueError(f"calibration {spec!r}: the dataset's train split holds no images")
+    return config.normalize(images)
+
+
+def dataset_pixels(spec: str, config: InputConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first N train images of ``DATASET[:N]`` as fed to a model of ``config`` (uint8, N × C × H × W),
+    and their labels."""
     name, count = parse_calibration(spec)
     dataset = load_dataset(name, "train", limit=count, img_size=config.img_size, crop_pct=config.crop_pct,
                            interpolation=config.interpolation, in_chans=config.in_chans)
     dataset = read_as_fed(dataset, config)
-    images = getattr(dataset, "images", None)
-    if images is None:
-        images = torch.stack([dataset[index][0] for index in range(len(dataset))])
-    if len(images) == 0:
-        raise ValueError(f"calibration {spec!r}: the dataset's train split holds no images")
-    return config.normalize(images[:count])
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if images is None or labels is None:
+        pairs = [dataset[index] for index in range(len(dataset))]
+        images = torch.stack([image for image, _ in pairs]) if pairs else torch.empty(0, *config.input_size,
+                                                                                       dtype=torch.uint8)
+        labels = torch.tensor([label for _, label in pairs], dtype=torch.long)
+    return images[:count], torch.as_tensor(labels)[:count]
 
 
 def to_pixels(images: torch.Tensor, config: InputConfig) -> torch.Tensor:

@@ -166,26 +166,33 @@ def export(
     if images is not None and app_input:
         images = to_pixels(images, config)
     metadata = describe_file(model, config, file_format=format, quantize=quantize, app_input=app_input)
-    undelegated: dict[str, int] = {}
+    data, undelegated = _convert(prepared, example, format, metadata, quantize=quantize, images=images,
+                                 described=f"{type(model).__name__} to {format}{' ' + quantize if quantize else ''}")
+    _write(path, data)
+    return ExportedFile(path, format, quantize, metadata, time.perf_counter() - started, undelegated)
+
+
+def _convert(prepared: nn.Module, example: torch.Tensor, file_format: str, metadata: dict[str, Any], *,
+             quantize: Optional[str] = None, images: Optional[torch.Tensor] = None, pt2e_quantizer: Any = None,
+             described: str) -> tuple[bytes, dict[str, int]]:
+    """The file's bytes from the format's converter, with the operators XNNPACK left out (ExecuTorch); a
+    converter's own failure becomes an :class:`ExportError` that says what could not be exported (``described``).
+    ``pt2e_quantizer``: the model is quantized already, by that quantizer (quantization-aware training)."""
     try:
-        if format == "executorch":
+        if file_format == "executorch":
             lowered = lower_to_executorch(prepared, example, quantize=quantize, calibration=images, metadata=metadata)
-            data = lowered.buffer
-            undelegated = lowered.undelegated
-        elif format == "litert":
+            return lowered.buffer, lowered.undelegated
+        if file_format == "litert":
             from .litert_file import lower_to_litert
 
-            data = with_tflite_metadata(lower_to_litert(prepared, example, quantize=quantize, calibration=images),
-                                        metadata)
-        else:
-            data = _onnx_bytes(prepared, example, quantize, images, metadata)
+            flatbuffer = lower_to_litert(prepared, example, quantize=quantize, calibration=images,
+                                         pt2e_quantizer=pt2e_quantizer)
+            return with_tflite_metadata(flatbuffer, metadata), {}
+        return _onnx_bytes(prepared, example, quantize, images, metadata), {}
     except BackendUnavailableError:
         raise
     except Exception as error:  # noqa: BLE001 - a converter's own exception, restated at our boundary
-        raise ExportError(f"could not export {type(model).__name__} to {format}"
-                          f"{' ' + quantize if quantize else ''}: {_first_lines(error)}") from error
-    _write(path, data)
-    return ExportedFile(path, format, quantize, metadata, time.perf_counter() - started, undelegated)
+        raise ExportError(f"could not export {described}: {_first_lines(error)}") from error
 
 
 def _export_quantization_aware(model: Any, path: PathLike, file_format: str, quantize: Optional[str],
@@ -213,20 +220,9 @@ def _export_quantization_aware(model: Any, path: PathLike, file_format: str, qua
         example = to_pixels(example.clamp(-2, 2), config)
     metadata = describe_file(model.source, config, file_format=file_format, quantize=model.mode, app_input=app_input)
     metadata["quantization_aware_training"] = {"epochs": model.epochs, "images": model.images}
-    undelegated: dict[str, int] = {}
-    try:
-        if file_format == "executorch":
-            lowered = lower_to_executorch(prepared, example, metadata=metadata)
-            data, undelegated = lowered.buffer, lowered.undelegated
-        else:
-            from .litert_file import lower_to_litert
-
-            data = with_tflite_metadata(lower_to_litert(prepared, example, pt2e_quantizer=model.quantizer), metadata)
-    except BackendUnavailableError:
-        raise
-    except Exception as error:  # noqa: BLE001 - a converter's own exception, restated at our boundary
-        raise ExportError(f"could not export the quantization-aware trained {type(model.source).__name__} to "
-                          f"{file_format}: {_first_lines(error)}") from error
+    data, undelegated = _convert(
+        prepared, example, file_format, metadata, pt2e_quantizer=model.quantizer,
+        described=f"the quantization-aware trained {type(model.source).__name__} to {file_format}")
     _write(path, data)
     return ExportedFile(path, file_format, model.mode, metadata, time.perf_counter() - started, undelegated)
 

@@ -16,16 +16,16 @@ graph that :func:`lightnets.export` lowers to the runtime.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
-from ..data import load_dataset
-from ..inputs import InputConfig, read_as_fed, resolve_input_config
+from ..inputs import InputConfig, resolve_input_config
 from ..training import FitConfig, fit
-from .calibration import parse_calibration
+from .calibration import dataset_pixels
 from .delegate_rewrites import average_pools_as_convs
 from .executorch_file import QUANTIZE_MODES
 from .fold import fold_batchnorm
@@ -115,17 +115,7 @@ def _folded(model: nn.Module) -> nn.Module:
 def _training_images(data: TrainingImages, config: InputConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N, C, H, W) images at the model's input size and their labels."""
     if isinstance(data, str):
-        name, count = parse_calibration(data)
-        dataset = read_as_fed(load_dataset(name, "train", limit=count, img_size=config.img_size,
-                                           crop_pct=config.crop_pct, interpolation=config.interpolation,
-                                           in_chans=config.in_chans), config)
-        images = getattr(dataset, "images", None)
-        labels = getattr(dataset, "labels", None)
-        if images is None or labels is None:
-            pairs = [dataset[index] for index in range(len(dataset))]
-            images = torch.stack([image for image, _ in pairs]) if pairs else torch.empty(0)
-            labels = torch.tensor([label for _, label in pairs], dtype=torch.long)
-        images, labels = images[:count], torch.as_tensor(labels)[:count]
+        images, labels = dataset_pixels(data, config)
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
     else:
@@ -211,9 +201,7 @@ def quantize(
     optimizer = torch.optim.SGD(trainable.parameters(), lr=lr, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / (qat_epochs * steps_per_epoch))))
-    fit_config = fit_config or FitConfig(batch_size=batch_size)
-    fit_config = copy.copy(fit_config)
-    fit_config.batch_size = batch_size
+    fit_config = dataclasses.replace(fit_config or FitConfig(), batch_size=batch_size)
     generator = torch.Generator().manual_seed(seed)
     history = []
     for epoch in range(qat_epochs):
